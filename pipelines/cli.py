@@ -1,0 +1,165 @@
+"""The ``tierflow`` command: tier config checks, the embedded S3 server, the demo, the local UI and benchmarks.
+
+Errors a user can fix (a bad config, a server that will not start) print one line to stderr and
+exit with status 2; nothing else is printed for them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from collections.abc import Sequence
+
+from pipelines.config import ConfigError, TierflowConfig, load_config
+from pipelines.units import format_bandwidth, format_bytes
+
+__all__ = ["main"]
+
+
+class UsageError(Exception):
+    """A problem the user can fix; reported in one line, exit status 2."""
+
+
+def _config(args: argparse.Namespace) -> TierflowConfig:
+    return load_config(getattr(args, "config", None))
+
+
+def _embedded(cfg: TierflowConfig):  # noqa: ANN202 - EmbeddedS3, imported lazily
+    from pipelines.s3server import EmbeddedS3
+
+    server = cfg.s3_server
+    if server is None:
+        raise UsageError(f"{cfg.source}: no [s3_server] table: this config uses no embedded S3 server")
+    return EmbeddedS3(
+        cfg.state_dir / "s3", server.port, server.host, server.region, buckets=cfg.buckets_for(server.conn_id)
+    )
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    """Validate a tier config and print the tiers it declares."""
+    cfg = load_config(args.file)
+    print(f"{cfg.source}: OK, {len(cfg.tiers)} tiers (state directory {cfg.state_dir})")
+    header = ("tier", "kind", "url", "connection", "capacity", "read", "write", "latency", "metadata", "streams")
+    rows = [header]
+    for t in cfg.tiers:
+        bw = t.bandwidth
+        rows.append(
+            (
+                t.name,
+                t.kind,
+                t.url,
+                t.conn_id or "-",
+                format_bytes(t.capacity_bytes),
+                format_bandwidth(bw.read_bps),
+                format_bandwidth(bw.write_bps),
+                f"{bw.latency_s * 1000:g} ms",
+                f"{bw.metadata_ops:g}/s",
+                str(bw.max_streams),
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    if cfg.s3_server:
+        print(f"embedded S3 server: {cfg.s3_server.endpoint_url} (connection {cfg.s3_server.conn_id})")
+    return 0
+
+
+def cmd_s3(args: argparse.Namespace) -> int:
+    """Serve, stop, inspect or export the embedded S3 server."""
+    from pipelines.s3server import S3ServerError
+
+    cfg = _config(args)
+    server = _embedded(cfg)
+    assert cfg.s3_server is not None
+    try:
+        if args.action == "serve":
+            was_running = server.pid() is not None
+            creds = server.start()
+            state = "already running" if was_running else "started"
+            print(f"SeaweedFS S3 {state} at {creds.endpoint_url} (pid {server.pid()}, data in {server.root})")
+            print(f"buckets: {', '.join(server.buckets) or '-'}; credentials: eval \"$(tierflow s3 env)\"")
+        elif args.action == "stop":
+            print("stopped" if server.stop() else "not running")
+        elif args.action == "status":
+            status = server.status()
+            print(json.dumps(status, indent=2))
+            return 0 if status["ready"] else 1
+        elif args.action == "env":
+            for key, value in server.credentials().env(cfg.s3_server.conn_id).items():
+                print(f"export {key}={shlex.quote(value)}")
+    except S3ServerError as exc:
+        raise UsageError(str(exc)) from None
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Run the demo: embedded S3, synthetic corpus, every DAG end to end, summary."""
+    from pipelines.demo import run_demo
+
+    return run_demo(_config(args), keep_server=args.keep_server)
+
+
+def cmd_airflow(args: argparse.Namespace) -> int:
+    """Start or stop the local Airflow UI with the embedded S3 server."""
+    from pipelines import localstack
+
+    cfg = _config(args)
+    if args.action == "up":
+        return localstack.up(cfg, port=args.port)
+    return localstack.down(cfg)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Run named benchmarks from benchmarks/."""
+    from pipelines.bench import run_benchmarks
+
+    return run_benchmarks(_config(args), args.names, runs=args.runs, list_only=args.list)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``tierflow`` command."""
+    parser = argparse.ArgumentParser(prog="tierflow", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", help="tier config file (default: $TIERFLOW_CONFIG, else the packaged default)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    config = sub.add_parser("config", help="tier configuration").add_subparsers(dest="action", required=True)
+    check = config.add_parser("check", help="validate a tier config and print its tiers")
+    check.add_argument("file", nargs="?", help="config file (default: $TIERFLOW_CONFIG, else the packaged default)")
+    check.set_defaults(func=cmd_config_check)
+
+    s3 = sub.add_parser("s3", help="the embedded S3 server (SeaweedFS on 127.0.0.1)")
+    s3.add_argument("action", choices=["serve", "stop", "status", "env"])
+    s3.set_defaults(func=cmd_s3)
+
+    demo = sub.add_parser("demo", help="run every DAG end to end on the embedded defaults")
+    demo.add_argument("--keep-server", action="store_true", help="leave the embedded S3 server running")
+    demo.set_defaults(func=cmd_demo)
+
+    af = sub.add_parser("airflow", help="the local Airflow UI (api-server, scheduler, dag-processor, triggerer)")
+    af.add_argument("action", choices=["up", "down"])
+    af.add_argument("--port", type=int, default=8791, help="api-server port on 127.0.0.1 (default 8791)")
+    af.set_defaults(func=cmd_airflow)
+
+    bench = sub.add_parser("bench", help="run benchmarks from benchmarks/ against reference tools")
+    bench.add_argument("names", nargs="*", help="benchmarks to run (default: all)")
+    bench.add_argument("--runs", type=int, default=3, help="runs per measurement; the median is reported")
+    bench.add_argument("--list", action="store_true", help="list the benchmarks and exit")
+    bench.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``tierflow`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (ConfigError, UsageError) as exc:
+        print(f"tierflow: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,356 @@
+"""The tier configuration: one TOML file that declares the storage tiers and the embedded S3 server.
+
+The file is loaded into frozen dataclasses and validated as it is read. Any problem raises
+:class:`ConfigError`, whose message is a single line naming the file, the field and the value::
+
+    tiers.toml: tier 'pfs'.bandwidth.read: bandwidth must be greater than zero (got '0 MB/s')
+
+Credentials never live in this file: an object tier names an Airflow connection id, and the
+endpoint and keys come from that connection (or, outside Airflow, from the environment).
+
+Which file is read: an explicit path, else ``$TIERFLOW_CONFIG``, else the packaged default that
+serves the embedded setup (SeaweedFS on 127.0.0.1 and local directories under the state directory).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, TypeVar, cast
+
+from pipelines.units import UnitError, parse_bandwidth, parse_duration, parse_rate, parse_size
+
+__all__ = [
+    "DEFAULT_CONFIG",
+    "BandwidthProfile",
+    "ConfigError",
+    "S3ServerConfig",
+    "TierConfig",
+    "TierKind",
+    "TierflowConfig",
+    "load_config",
+    "parse_config",
+    "state_dir",
+]
+
+TierKind = Literal["object", "pfs", "nvme"]
+TIER_KINDS: tuple[TierKind, ...] = ("object", "pfs", "nvme")
+#: Durability order, most durable first: data may only be evicted from a tier when it is
+#: committed on a tier earlier in this list.
+DURABILITY: dict[str, int] = {"object": 0, "pfs": 1, "nvme": 2}
+
+DEFAULT_CONFIG = Path(__file__).with_name("default_tiers.toml")
+
+_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+_CONN_ID = re.compile(r"^[A-Za-z0-9_.-]{1,250}$")
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A tier configuration that cannot be used; the message is one line naming file, field and value."""
+
+
+@dataclass(frozen=True)
+class BandwidthProfile:
+    """What a tier can sustain; the bandwidth model reads these numbers and calibration replaces them.
+
+    Attributes:
+        read_bps: Aggregate read bandwidth, bytes per second.
+        write_bps: Aggregate write bandwidth, bytes per second.
+        stream_read_bps: Bandwidth one stream (one connection or file handle) reaches when reading.
+        stream_write_bps: Bandwidth one stream reaches when writing.
+        latency_s: Time to first byte of one request, seconds.
+        metadata_ops: Metadata operations (list, stat, create, delete) per second.
+        max_streams: Most concurrent streams the tier should be given.
+    """
+
+    read_bps: float
+    write_bps: float
+    stream_read_bps: float
+    stream_write_bps: float
+    latency_s: float
+    metadata_ops: float
+    max_streams: int
+
+
+@dataclass(frozen=True)
+class TierConfig:
+    """One storage tier.
+
+    Attributes:
+        name: Short identifier, also used for pool names (``tierflow_<name>``).
+        kind: ``object`` (S3-compatible), ``pfs`` (shared parallel file system) or ``nvme`` (node-local).
+        url: ``s3://bucket/prefix`` for object tiers, ``file:///absolute/path`` for file tiers.
+        conn_id: Airflow connection id holding the endpoint and credentials (object tiers only).
+        capacity_bytes: Usable capacity in bytes.
+        bandwidth: The tier's bandwidth profile.
+    """
+
+    name: str
+    kind: TierKind
+    url: str
+    conn_id: str | None
+    capacity_bytes: int
+    bandwidth: BandwidthProfile
+
+    @property
+    def is_object(self) -> bool:
+        """Whether the tier is an object store (reached through s3fs)."""
+        return self.kind == "object"
+
+    @property
+    def root(self) -> str:
+        """The tier's root as an fsspec path: ``bucket/prefix`` or ``/absolute/path``, no trailing slash."""
+        if self.is_object:
+            return self.url[len("s3://") :].rstrip("/")
+        return self.url[len("file://") :].rstrip("/") or "/"
+
+    @property
+    def bucket(self) -> str | None:
+        """The bucket of an object tier."""
+        return self.root.split("/", 1)[0] if self.is_object else None
+
+    @property
+    def pool(self) -> str:
+        """Name of the Airflow pool that bounds concurrent work on this tier."""
+        return f"tierflow_{self.name}"
+
+
+@dataclass(frozen=True)
+class S3ServerConfig:
+    """The embedded S3 server (SeaweedFS) that ``tierflow s3 serve`` runs on loopback.
+
+    Attributes:
+        host: Address to bind; only loopback addresses are accepted.
+        port: S3 API port.
+        conn_id: Connection id the server's credentials are handed to Airflow under.
+        region: Region name clients sign requests for.
+    """
+
+    host: str
+    port: int
+    conn_id: str
+    region: str
+
+    @property
+    def endpoint_url(self) -> str:
+        """The S3 endpoint, e.g. ``http://127.0.0.1:8533``."""
+        return f"http://{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class TierflowConfig:
+    """A loaded, validated tier configuration."""
+
+    source: str
+    state_dir: Path
+    tiers: tuple[TierConfig, ...]
+    s3_server: S3ServerConfig | None
+
+    def tier(self, name: str) -> TierConfig:
+        """Return the tier called ``name``.
+
+        Raises:
+            KeyError: No tier has that name; the message lists the tiers there are.
+        """
+        for tier in self.tiers:
+            if tier.name == name:
+                return tier
+        known = ", ".join(t.name for t in self.tiers)
+        raise KeyError(f"{self.source}: no tier named {name!r} (tiers: {known})")
+
+    def of_kind(self, kind: TierKind) -> tuple[TierConfig, ...]:
+        """Return the tiers of one kind, in file order."""
+        return tuple(t for t in self.tiers if t.kind == kind)
+
+    def buckets_for(self, conn_id: str) -> tuple[str, ...]:
+        """Return the buckets of the object tiers reached through ``conn_id``."""
+        return tuple(sorted({cast(str, t.bucket) for t in self.tiers if t.is_object and t.conn_id == conn_id}))
+
+
+def state_dir(config_value: str | None = None, base: Path | None = None) -> Path:
+    """Resolve the state directory: ``$TIERFLOW_HOME``, else the config's value, else ``~/.local/state/tierflow``.
+
+    A relative config value is taken relative to ``base`` (the config file's directory).
+    """
+    env = os.environ.get("TIERFLOW_HOME")
+    if env:
+        return Path(env).expanduser().resolve()
+    if config_value:
+        path = Path(config_value).expanduser()
+        return (path if path.is_absolute() else (base or Path.cwd()) / path).resolve()
+    xdg = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(xdg) / "tierflow"
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> TierflowConfig:
+    """Load and validate a tier config: ``path``, else ``$TIERFLOW_CONFIG``, else the packaged default.
+
+    Raises:
+        ConfigError: The file is missing, is not TOML, or declares something invalid.
+    """
+    chosen = Path(path or os.environ.get("TIERFLOW_CONFIG") or DEFAULT_CONFIG)
+    try:
+        text = chosen.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{chosen}: config file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{chosen}: cannot read config file ({exc.strerror})") from None
+    return parse_config(text, source=str(chosen), base=chosen.resolve().parent)
+
+
+def parse_config(text: str, source: str = "<string>", base: Path | None = None) -> TierflowConfig:
+    """Parse and validate the text of a tier config; ``source`` names it in error messages."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+    return _Reader(source, base).config(data)
+
+
+class _Reader:
+    """Validates the parsed TOML, raising one-line errors that carry the file and field names."""
+
+    def __init__(self, source: str, base: Path | None) -> None:
+        self.source = source
+        self.base = base
+
+    def fail(self, field: str, problem: str, value: object = None) -> ConfigError:
+        got = "" if value is None else f" (got {value!r})"
+        return ConfigError(f"{self.source}: {field}: {problem}{got}")
+
+    def table(self, data: object, field: str, allowed: set[str], required: set[str]) -> Mapping[str, Any]:
+        if not isinstance(data, dict):
+            raise self.fail(field, "expected a table", data)
+        for key in data:
+            if key not in allowed:
+                raise self.fail(f"{field}.{key}" if field else key, f"unknown key (allowed: {', '.join(sorted(allowed))})")
+        for key in sorted(required):
+            if key not in data:
+                raise self.fail(f"{field}.{key}" if field else key, "missing required field")
+        return data
+
+    def parse(self, field: str, value: object, parser: Callable[[object], T]) -> T:
+        try:
+            return parser(value)
+        except UnitError as exc:
+            raise self.fail(field, str(exc), value) from None
+
+    def string(self, field: str, value: object, pattern: re.Pattern[str] | None = None, what: str = "") -> str:
+        if not isinstance(value, str) or not value:
+            raise self.fail(field, "expected a non-empty string", value)
+        if pattern is not None and not pattern.match(value):
+            raise self.fail(field, f"not a valid {what}", value)
+        return value
+
+    def integer(self, field: str, value: object, low: int, high: int) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.fail(field, "expected an integer", value)
+        if not low <= value <= high:
+            raise self.fail(field, f"must be between {low} and {high}", value)
+        return value
+
+    def config(self, data: dict[str, Any]) -> TierflowConfig:
+        self.table(data, "", {"tierflow", "s3_server", "tier"}, {"tier"})
+        settings = self.table(data.get("tierflow", {}), "tierflow", {"state_dir"}, set())
+        raw_state = settings.get("state_dir")
+        if raw_state is not None:
+            self.string("tierflow.state_dir", raw_state)
+        state = state_dir(raw_state, self.base)
+        server = self.s3_server(data["s3_server"]) if "s3_server" in data else None
+        raw_tiers = data["tier"]
+        if not isinstance(raw_tiers, list) or not raw_tiers:
+            raise self.fail("tier", "declare at least one [[tier]] table", raw_tiers)
+        tiers = tuple(self.tier(i, raw, state) for i, raw in enumerate(raw_tiers))
+        seen: set[str] = set()
+        for tier in tiers:
+            if tier.name in seen:
+                raise self.fail(f"tier '{tier.name}'.name", "duplicate tier name", tier.name)
+            seen.add(tier.name)
+        return TierflowConfig(source=self.source, state_dir=state, tiers=tiers, s3_server=server)
+
+    def s3_server(self, raw: object) -> S3ServerConfig:
+        table = self.table(raw, "s3_server", {"host", "port", "conn_id", "region"}, {"port", "conn_id"})
+        host = self.string("s3_server.host", table.get("host", "127.0.0.1"))
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            raise self.fail("s3_server.host", "the embedded server binds loopback only", host)
+        return S3ServerConfig(
+            host=host,
+            port=self.integer("s3_server.port", table["port"], 1024, 55535),
+            conn_id=self.string("s3_server.conn_id", table["conn_id"], _CONN_ID, "connection id"),
+            region=self.string("s3_server.region", table.get("region", "us-east-1")),
+        )
+
+    def tier(self, index: int, raw: object, state: Path) -> TierConfig:
+        allowed = {"name", "kind", "url", "conn_id", "capacity", "bandwidth"}
+        table = self.table(raw, f"tier[{index}]", allowed, set())
+        name = self.string(f"tier[{index}].name", table.get("name"), _NAME, "tier name ([a-z][a-z0-9_-]*)")
+        field = f"tier '{name}'"
+        self.table(table, field, allowed, allowed - {"conn_id"})
+        kind = table["kind"]
+        if kind not in TIER_KINDS:
+            raise self.fail(f"{field}.kind", f"must be one of {', '.join(TIER_KINDS)}", kind)
+        url = self.url(f"{field}.url", cast(TierKind, kind), table["url"], state)
+        conn_id = table.get("conn_id")
+        if kind == "object":
+            if conn_id is None:
+                raise self.fail(f"{field}.conn_id", "missing required field (object tiers name an Airflow connection)")
+            conn_id = self.string(f"{field}.conn_id", conn_id, _CONN_ID, "connection id")
+        elif conn_id is not None:
+            raise self.fail(f"{field}.conn_id", "only object tiers take a connection id", conn_id)
+        return TierConfig(
+            name=name,
+            kind=cast(TierKind, kind),
+            url=url,
+            conn_id=conn_id,
+            capacity_bytes=self.parse(f"{field}.capacity", table["capacity"], parse_size),
+            bandwidth=self.bandwidth(f"{field}.bandwidth", table["bandwidth"]),
+        )
+
+    def url(self, field: str, kind: TierKind, value: object, state: Path) -> str:
+        url = self.string(field, value)
+        if kind == "object":
+            if not url.startswith("s3://"):
+                raise self.fail(field, "an object tier needs an s3://bucket/prefix URL", url)
+            rest = url[len("s3://") :]
+            bucket, _, prefix = rest.partition("/")
+            if not _BUCKET.match(bucket) or ".." in bucket:
+                raise self.fail(field, "bucket names are 3-63 characters of a-z, 0-9, '.' and '-'", bucket)
+            if any(part in ("", ".", "..") for part in prefix.rstrip("/").split("/")) and prefix.strip("/"):
+                raise self.fail(field, "the prefix has an empty, '.' or '..' segment", url)
+            return f"s3://{bucket}/{prefix.strip('/')}".rstrip("/") + "/"
+        if not url.startswith("file://"):
+            raise self.fail(field, f"a {kind} tier needs a file:///absolute/path URL", url)
+        path_text = url[len("file://") :].replace("{state_dir}", str(state))
+        path = Path(path_text)
+        if not path.is_absolute():
+            raise self.fail(field, "the path must be absolute (file:///... or file://{state_dir}/...)", url)
+        if ".." in path.parts:
+            raise self.fail(field, "the path has a '..' segment", url)
+        return "file://" + str(path)
+
+    def bandwidth(self, field: str, raw: object) -> BandwidthProfile:
+        required = {"read", "write", "latency", "metadata_ops"}
+        table = self.table(raw, field, required | {"stream_read", "stream_write", "max_streams"}, required)
+        read = self.parse(f"{field}.read", table["read"], parse_bandwidth)
+        write = self.parse(f"{field}.write", table["write"], parse_bandwidth)
+        stream_read = self.parse(f"{field}.stream_read", table.get("stream_read", table["read"]), parse_bandwidth)
+        stream_write = self.parse(f"{field}.stream_write", table.get("stream_write", table["write"]), parse_bandwidth)
+        if stream_read > read or stream_write > write:
+            raise self.fail(field, "a stream cannot be faster than the tier's aggregate bandwidth")
+        profile = BandwidthProfile(
+            read_bps=read,
+            write_bps=write,
+            stream_read_bps=stream_read,
+            stream_write_bps=stream_write,
+            latency_s=self.parse(f"{field}.latency", table["latency"], parse_duration),
+            metadata_ops=self.parse(f"{field}.metadata_ops", table["metadata_ops"], parse_rate),
+            max_streams=self.integer(f"{field}.max_streams", table.get("max_streams", 64), 1, 100_000),
+        )
+        return profile

@@ -1,0 +1,284 @@
+"""Tier access through fsspec: s3fs for object tiers, the local filesystem for PFS and NVMe tiers.
+
+:class:`Tier` is a thin handle over an fsspec filesystem rooted at the tier's URL. It adds what
+every hop needs and fsspec leaves to the caller:
+
+* relative keys are validated, so no key can escape the tier's root (``..``, absolute paths);
+* writes are atomic on every tier: a local file is written under a temporary name and renamed, an
+  object is uploaded from a finished local file (s3fs publishes a partial object when a streamed
+  write fails) — nothing partial is ever visible under a final name;
+* listings are recursive, sorted, relative and ignore Tierflow's own temporaries;
+* checksums are computed by streaming (bounded memory) with :mod:`pipelines.checksum`.
+
+Object-store credentials come from the caller's storage options (the Airflow operators turn a
+connection into them), else from the embedded server's credentials when the tier uses its
+connection id, else from the environment (``AWS_*``), as botocore reads it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import posixpath
+import tempfile
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, cast
+
+import fsspec
+from fsspec.spec import AbstractFileSystem
+
+from pipelines.checksum import checksum_stream
+from pipelines.config import TierConfig, TierflowConfig
+
+__all__ = [
+    "TMP_MARKER",
+    "ObjectInfo",
+    "Tier",
+    "open_tier",
+    "safe_key",
+    "storage_options_for",
+]
+
+#: Every temporary name Tierflow writes contains this, so listings can skip leftovers.
+TMP_MARKER = ".tierflow-tmp-"
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """One object (file) on a tier: its key relative to the tier root, its size and modification time."""
+
+    key: str
+    size: int
+    mtime: float | None = None
+
+
+def safe_key(key: str) -> str:
+    """Normalise a relative key and refuse one that could escape the root.
+
+    Raises:
+        ValueError: The key is empty, absolute, or has a ``..`` segment; the message names it.
+    """
+    if not key or key.startswith("/") or "\\" in key or "\x00" in key:
+        raise ValueError(f"invalid object key {key!r}: must be a non-empty relative path")
+    parts = [p for p in key.split("/") if p not in ("", ".")]
+    if not parts or any(p == ".." for p in parts):
+        raise ValueError(f"invalid object key {key!r}: '..' segments are not allowed")
+    return "/".join(parts)
+
+
+def storage_options_for(config: TierflowConfig, tier: TierConfig) -> dict[str, Any]:
+    """Storage options for an object tier outside Airflow.
+
+    The embedded server's credentials are used when the tier goes through the embedded server's
+    connection id and the server has been started once; otherwise the options are empty and
+    botocore reads ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``/``AWS_ENDPOINT_URL`` itself.
+    """
+    server = config.s3_server
+    if tier.is_object and server is not None and tier.conn_id == server.conn_id:
+        from pipelines.s3server import EmbeddedS3
+
+        embedded = EmbeddedS3(config.state_dir / "s3", server.port, server.host, server.region)
+        if (embedded.root / "credentials.json").exists():
+            return embedded.credentials().storage_options()
+    return {}
+
+
+def open_tier(config: TierflowConfig, name: str, storage_options: dict[str, Any] | None = None) -> Tier:
+    """Open the tier called ``name``; object tiers use ``storage_options`` or :func:`storage_options_for`."""
+    tier = config.tier(name)
+    if tier.is_object and storage_options is None:
+        storage_options = storage_options_for(config, tier)
+    return Tier(tier, storage_options or {})
+
+
+class Tier:
+    """A tier's filesystem rooted at its URL.
+
+    Args:
+        config: The tier's configuration.
+        storage_options: Options for the fsspec filesystem (s3fs: key, secret, endpoint_url, ...).
+        spool_dir: Where uploads to object storage are staged before they are sent whole.
+    """
+
+    def __init__(
+        self,
+        config: TierConfig,
+        storage_options: dict[str, Any] | None = None,
+        spool_dir: str | None = None,
+    ) -> None:
+        self.config = config
+        self.root = config.root
+        self.spool_dir = spool_dir
+        options = dict(storage_options or {})
+        if config.is_object:
+            self.fs: AbstractFileSystem = fsspec.filesystem("s3", **options)
+        else:
+            self.fs = fsspec.filesystem("file", auto_mkdir=True)
+            Path(self.root).mkdir(parents=True, exist_ok=True)
+
+    def __repr__(self) -> str:
+        return f"Tier({self.config.name!r}, {self.config.url!r})"
+
+    @property
+    def name(self) -> str:
+        """The tier's name."""
+        return self.config.name
+
+    # -- naming -------------------------------------------------------------------------------
+
+    def path(self, key: str) -> str:
+        """The fsspec path of a relative key."""
+        return f"{self.root}/{safe_key(key)}"
+
+    def url(self, key: str = "") -> str:
+        """The URL of a key (or of the root): ``s3://bucket/prefix/key`` or ``file:///path/key``."""
+        scheme = "s3://" if self.config.is_object else "file://"
+        return scheme + (self.path(key) if key else self.root)
+
+    def _key_of(self, path: str) -> str:
+        path = path.removeprefix("s3://").removeprefix("file://")
+        return posixpath.relpath(path, self.root)
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def list(self, prefix: str = "") -> list[ObjectInfo]:
+        """Every object under ``prefix`` (recursive), sorted by key, without Tierflow temporaries.
+
+        A prefix that does not exist lists as empty. Listing errors propagate: a failed listing
+        must never look like an empty one.
+        """
+        base = self.path(prefix) if prefix else self.root
+        if not self.config.is_object and not os.path.isdir(base):
+            return []
+        found = cast(dict[str, dict[str, Any]], self.fs.find(base, detail=True))
+        out = []
+        for path, info in found.items():
+            if info.get("type") == "directory" or TMP_MARKER in path:
+                continue
+            out.append(ObjectInfo(self._key_of(path), int(info["size"]), _mtime(info)))
+        return sorted(out, key=lambda o: o.key)
+
+    def stat(self, key: str) -> ObjectInfo:
+        """Size and modification time of one object.
+
+        Raises:
+            FileNotFoundError: No such object.
+        """
+        info = self.fs.info(self.path(key))
+        if info.get("type") == "directory":
+            raise FileNotFoundError(f"{self.url(key)} is a directory, not an object")
+        return ObjectInfo(safe_key(key), int(info["size"]), _mtime(info))
+
+    def exists(self, key: str) -> bool:
+        """Whether an object exists under ``key``."""
+        try:
+            self.stat(key)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def open_read(self, key: str) -> BinaryIO:
+        """Open an object for streaming reads."""
+        return cast(BinaryIO, self.fs.open(self.path(key), "rb"))
+
+    def read_bytes(self, key: str) -> bytes:
+        """Read a whole (small) object."""
+        return cast(bytes, self.fs.cat_file(self.path(key)))
+
+    def checksum(self, key: str) -> tuple[str, int]:
+        """Checksum (xxh3-128) and size of an object, streamed in bounded blocks."""
+        with self.open_read(key) as fh:
+            return checksum_stream(fh)
+
+    def get_file(self, key: str, local_path: str | os.PathLike[str]) -> None:
+        """Download an object to a local path atomically (temporary name, then rename)."""
+        dest = Path(local_path)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}{TMP_MARKER}{uuid.uuid4().hex[:12]}")
+        try:
+            self.fs.get_file(self.path(key), str(tmp))
+            os.replace(tmp, dest)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    # -- writing ------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def writer(self, key: str, fsync: bool = False) -> Iterator[BinaryIO]:
+        """Write an object atomically: it appears under ``key`` only if the block exits cleanly.
+
+        On a file tier the data goes to a temporary name in the destination directory, then is
+        renamed (after ``fsync`` if asked). On an object tier it is spooled to a local temporary
+        file (bounded memory) and uploaded whole once complete. An exception discards everything.
+        """
+        path = self.path(key)
+        if self.config.is_object:
+            with tempfile.NamedTemporaryFile(prefix="tierflow-spool-", dir=self.spool_dir) as spool:
+                yield cast(BinaryIO, spool)
+                spool.flush()
+                self.fs.put_file(spool.name, path)
+            return
+        parent = os.path.dirname(path)
+        os.makedirs(parent, exist_ok=True)
+        tmp = os.path.join(parent, f".{os.path.basename(path)}{TMP_MARKER}{uuid.uuid4().hex[:12]}")
+        try:
+            with open(tmp, "wb") as fh:
+                yield cast(BinaryIO, fh)
+                if fsync:
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            os.replace(tmp, path)
+            if fsync:
+                _fsync_dir(parent)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+
+    def write_bytes(self, key: str, data: bytes, fsync: bool = False) -> None:
+        """Write a small object atomically (one PUT on object tiers, temporary name + rename on file tiers)."""
+        if self.config.is_object:
+            self.fs.pipe_file(self.path(key), data)
+            return
+        with self.writer(key, fsync=fsync) as fh:
+            fh.write(data)
+
+    def put_file(self, local_path: str | os.PathLike[str], key: str, fsync: bool = False) -> None:
+        """Upload or copy a finished local file to ``key`` atomically."""
+        if self.config.is_object:
+            self.fs.put_file(str(local_path), self.path(key))
+            return
+        with open(local_path, "rb") as src, self.writer(key, fsync=fsync) as dst:
+            while block := src.read(8 * 2**20):
+                dst.write(block)
+
+    def delete(self, keys: Iterable[str]) -> int:
+        """Delete objects (batched: s3fs sends up to 1,000 keys per request). Returns how many were asked."""
+        paths = [self.path(k) for k in keys]
+        if not paths:
+            return 0
+        if self.config.is_object:
+            self.fs.rm(paths)
+        else:
+            for path in paths:
+                os.unlink(path)
+        return len(paths)
+
+
+def _mtime(info: dict[str, Any]) -> float | None:
+    value = info.get("mtime", info.get("LastModified"))
+    if value is None:
+        return None
+    if hasattr(value, "timestamp"):
+        return float(value.timestamp())
+    return float(value)
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

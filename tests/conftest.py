@@ -1,0 +1,145 @@
+"""Shared fixtures: a real S3 server, a tier config over it and two local directories, an Airflow DB.
+
+The environment is set before anything imports Airflow: a temporary ``AIRFLOW_HOME`` and
+``TIERFLOW_HOME``, no example DAGs, this repository's ``dags/`` and ``plugins/``, a fixed Fernet key.
+
+Set ``TIERFLOW_TEST_S3_ENDPOINT`` (with ``TIERFLOW_TEST_S3_KEY``, ``TIERFLOW_TEST_S3_SECRET`` and
+optionally ``TIERFLOW_TEST_S3_BUCKET``, ``TIERFLOW_TEST_S3_REGION``) to run the same suite against
+MinIO or AWS instead of the SeaweedFS server the session otherwise starts.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+_SESSION_DIR = Path(tempfile.mkdtemp(prefix="tierflow-tests-"))
+TEST_CONN_ID = "tierflow_test_s3"
+
+os.environ["AIRFLOW_HOME"] = str(_SESSION_DIR / "airflow")
+os.environ["TIERFLOW_HOME"] = str(_SESSION_DIR / "state")
+os.environ.pop("TIERFLOW_CONFIG", None)
+os.environ |= {
+    "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+    "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+    "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+    "AIRFLOW__CORE__FERNET_KEY": "wJ8lrC9rB5mSx0hq7qJr2v0j2yVbE3yF2M1lWk3V3h4=",
+    "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{_SESSION_DIR / 'airflow' / 'airflow.db'}",
+}
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Remove the session's temporary directory (the S3 server has stopped by then)."""
+    shutil.rmtree(_SESSION_DIR, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def session_dir() -> Path:
+    """The session's temporary directory."""
+    return _SESSION_DIR
+
+
+@pytest.fixture(scope="session")
+def s3_credentials(session_dir: Path) -> Iterator[tuple[object, str]]:
+    """Credentials and bucket of a real S3 server: SeaweedFS started here, or ``TIERFLOW_TEST_S3_ENDPOINT``."""
+    from pipelines.s3server import EmbeddedS3, S3Credentials, free_port
+
+    bucket = os.environ.get("TIERFLOW_TEST_S3_BUCKET", "tierflow-test")
+    endpoint = os.environ.get("TIERFLOW_TEST_S3_ENDPOINT")
+    if endpoint:
+        yield (
+            S3Credentials(
+                os.environ["TIERFLOW_TEST_S3_KEY"],
+                os.environ["TIERFLOW_TEST_S3_SECRET"],
+                endpoint,
+                os.environ.get("TIERFLOW_TEST_S3_REGION", "us-east-1"),
+            ),
+            bucket,
+        )
+        return
+    server = EmbeddedS3(session_dir / "seaweedfs", free_port(), buckets=(bucket,))
+    creds = server.start()
+    try:
+        yield creds, bucket
+    finally:
+        server.stop(grace=2)
+
+
+@pytest.fixture(scope="session")
+def test_config_path(session_dir: Path, s3_credentials: tuple[object, str]) -> Path:
+    """A tier config file with an object tier on the test server and PFS/NVMe tiers in temporary directories.
+
+    Also exported as ``TIERFLOW_CONFIG`` and the connection ``AIRFLOW_CONN_TIERFLOW_TEST_S3``,
+    so DAGs run under ``dag.test()`` read the same tiers.
+    """
+    creds, bucket = s3_credentials
+    prefix = f"run-{uuid.uuid4().hex[:8]}"
+    path = session_dir / "tiers.toml"
+    path.write_text(
+        TIER_CONFIG_TEMPLATE.format(bucket=bucket, prefix=prefix, conn_id=TEST_CONN_ID, root=session_dir / "tiers")
+    )
+    os.environ["TIERFLOW_CONFIG"] = str(path)
+    os.environ[f"AIRFLOW_CONN_{TEST_CONN_ID.upper()}"] = creds.airflow_connection()  # type: ignore[attr-defined]
+    return path
+
+
+@pytest.fixture(scope="session")
+def test_config(test_config_path: Path):  # noqa: ANN201 - TierflowConfig, imported lazily
+    """The loaded test tier config."""
+    from pipelines.config import load_config
+
+    return load_config(test_config_path)
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> None:
+    """A migrated, empty SQLite Airflow metadata DB in the session's ``AIRFLOW_HOME``."""
+    from airflow.utils import db
+
+    db.resetdb()
+
+
+TIER_CONFIG_TEMPLATE = """
+[[tier]]
+name = "object"
+kind = "object"
+url = "s3://{bucket}/{prefix}"
+conn_id = "{conn_id}"
+capacity = "10 GB"
+[tier.bandwidth]
+read = "300 MB/s"
+write = "100 MB/s"
+latency = "2 ms"
+metadata_ops = "2000/s"
+max_streams = 32
+
+[[tier]]
+name = "pfs"
+kind = "pfs"
+url = "file://{root}/pfs"
+capacity = "5 GB"
+[tier.bandwidth]
+read = "850 MB/s"
+write = "800 MB/s"
+latency = "0.2 ms"
+metadata_ops = "20000/s"
+
+[[tier]]
+name = "nvme"
+kind = "nvme"
+url = "file://{root}/nvme"
+capacity = "1 GB"
+[tier.bandwidth]
+read = "850 MB/s"
+write = "800 MB/s"
+latency = "0.1 ms"
+metadata_ops = "50000/s"
+"""

@@ -1,0 +1,171 @@
+"""Tier config: loading, defaults, and one clear line for every kind of mistake."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipelines.config import DEFAULT_CONFIG, ConfigError, load_config, parse_config
+
+pytestmark = pytest.mark.unit
+
+GOOD = """
+[tierflow]
+state_dir = "state"
+
+[s3_server]
+port = 9000
+conn_id = "s3_local"
+
+[[tier]]
+name = "object"
+kind = "object"
+url = "s3://training-data/team-a/"
+conn_id = "s3_local"
+capacity = "3.5 TB"
+[tier.bandwidth]
+read = "1.5 GiB/s"
+write = "800 MB/s"
+stream_read = "200 MB/s"
+latency = "2 ms"
+metadata_ops = "3500/s"
+max_streams = 128
+
+[[tier]]
+name = "pfs"
+kind = "pfs"
+url = "file:///mnt/lustre/stage"
+capacity = "1 PB"
+[tier.bandwidth]
+read = "100 GB/s"
+write = "80 GB/s"
+latency = "0.5 ms"
+metadata_ops = "50000/s"
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "tiers.toml"
+    path.write_text(text)
+    return path
+
+
+def test_good_config_loads_into_frozen_dataclasses(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TIERFLOW_HOME", raising=False)
+    cfg = load_config(write(tmp_path, GOOD))
+    obj = cfg.tier("object")
+    assert obj.bucket == "training-data"
+    assert obj.root == "training-data/team-a"
+    assert obj.capacity_bytes == 3_500_000_000_000
+    assert obj.bandwidth.read_bps == 1.5 * 2**30
+    assert obj.bandwidth.stream_read_bps == 200e6
+    assert obj.bandwidth.stream_write_bps == 800e6  # defaults to the aggregate
+    assert obj.bandwidth.latency_s == pytest.approx(0.002)
+    assert obj.pool == "tierflow_object"
+    pfs = cfg.tier("pfs")
+    assert pfs.root == "/mnt/lustre/stage" and pfs.conn_id is None
+    assert pfs.bandwidth.max_streams == 64
+    assert cfg.state_dir == tmp_path / "state"
+    assert cfg.buckets_for("s3_local") == ("training-data",)
+    assert cfg.s3_server is not None and cfg.s3_server.endpoint_url == "http://127.0.0.1:9000"
+    with pytest.raises(AttributeError):
+        obj.name = "other"  # type: ignore[misc]
+    with pytest.raises(KeyError, match="no tier named 'nvme'.*object, pfs"):
+        cfg.tier("nvme")
+
+
+def test_default_config_serves_the_embedded_setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TIERFLOW_CONFIG", raising=False)
+    monkeypatch.setenv("TIERFLOW_HOME", str(tmp_path))
+    cfg = load_config()
+    assert cfg.source == str(DEFAULT_CONFIG)
+    assert [t.kind for t in cfg.tiers] == ["object", "pfs", "nvme"]
+    assert cfg.tier("pfs").root == str(tmp_path / "tiers" / "pfs")
+    assert cfg.s3_server is not None
+    assert cfg.tier("object").conn_id == cfg.s3_server.conn_id
+
+
+def test_tierflow_config_env_points_elsewhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TIERFLOW_CONFIG", str(write(tmp_path, GOOD)))
+    assert load_config().tier("object").url == "s3://training-data/team-a/"
+
+
+def _mutate(old: str, new: str) -> str:
+    assert old in GOOD, old
+    return GOOD.replace(old, new, 1)
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "value"),
+    [
+        pytest.param(_mutate('metadata_ops = "3500/s"', 'metadata_ops = "3500/s"\nspeed = 3'),
+                     "tier 'object'.bandwidth.speed", None, id="unknown-key"),
+        pytest.param(_mutate('capacity = "3.5 TB"\n', ""), "tier 'object'.capacity", None, id="missing-field"),
+        pytest.param(_mutate('read = "1.5 GiB/s"', 'read = "1.5 GiB"'), "tier 'object'.bandwidth.read", "'1.5 GiB'",
+                     id="bad-unit"),
+        pytest.param(_mutate('write = "800 MB/s"', 'write = "0 MB/s"'), "tier 'object'.bandwidth.write", "'0 MB/s'",
+                     id="zero"),
+        pytest.param(_mutate('capacity = "3.5 TB"', 'capacity = "-1 TB"'), "tier 'object'.capacity", "'-1 TB'",
+                     id="negative"),
+        pytest.param(_mutate('latency = "2 ms"', 'latency = "nan ms"'), "tier 'object'.bandwidth.latency",
+                     "'nan ms'", id="nan"),
+        pytest.param(_mutate('kind = "object"', 'kind = "tape"'), "tier 'object'.kind", "'tape'", id="bad-kind"),
+        pytest.param(_mutate("s3://training-data/", "s3://tr/"), "tier 'object'.url", "'tr'", id="short-bucket"),
+        pytest.param(_mutate('url = "file:///mnt/lustre/stage"', 'url = "file://relative/dir"'),
+                     "tier 'pfs'.url", None, id="relative-path"),
+        pytest.param(_mutate('conn_id = "s3_local"\ncapacity', 'capacity'), "tier 'object'.conn_id", None,
+                     id="object-without-connection"),
+        pytest.param(_mutate('max_streams = 128', 'max_streams = 0'), "tier 'object'.bandwidth.max_streams", "0",
+                     id="zero-streams"),
+        pytest.param(_mutate('name = "pfs"', 'name = "object"'), "tier 'object'.name", None, id="duplicate-name"),
+        pytest.param(_mutate('stream_read = "200 MB/s"', 'stream_read = "20 GB/s"'), "tier 'object'.bandwidth",
+                     None, id="stream-faster-than-tier"),
+        pytest.param(_mutate("port = 9000", 'port = 9000\nhost = "0.0.0.0"'), "s3_server.host", "'0.0.0.0'",
+                     id="server-not-loopback"),
+        pytest.param(GOOD.replace("[[tier]]", "[[tiers]]"), "tiers", None, id="misspelt-table"),
+        pytest.param(_mutate("[tierflow]", "[tierflow"), "not valid TOML", None, id="not-toml"),
+    ],
+)
+def test_bad_config_gives_one_line_naming_file_field_and_value(
+    tmp_path: Path, text: str, field: str, value: str | None
+) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(f"{path}: ")
+    assert field in message
+    if value is not None:
+        assert f"(got {value})" in message
+
+
+def test_missing_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="nope.toml: config file not found"):
+        load_config(tmp_path / "nope.toml")
+
+
+def test_parse_config_names_its_source() -> None:
+    with pytest.raises(ConfigError, match=r"^inline: tier: missing required field$"):
+        parse_config("", source="inline")
+
+
+def test_cli_config_check(tmp_path: Path) -> None:
+    good = subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", "config", "check", str(write(tmp_path, GOOD))],
+        capture_output=True, text=True, check=False,
+    )
+    assert good.returncode == 0, good.stderr
+    assert "object" in good.stdout and "s3://training-data/team-a/" in good.stdout and "1.61 GB/s" in good.stdout
+    bad = tmp_path / "bad.toml"
+    bad.write_text(_mutate('write = "800 MB/s"', 'write = "fast"'))
+    result = subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", "config", "check", str(bad)],
+        capture_output=True, text=True, check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0
+    assert f"{bad}: tier 'object'.bandwidth.write" in result.stderr and "'fast'" in result.stderr
