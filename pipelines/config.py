@@ -282,7 +282,7 @@ class _Reader:
             raise self.fail("s3_server.host", "the embedded server binds loopback only", host)
         return S3ServerConfig(
             host=host,
-            port=self.integer("s3_server.port", table["port"], 1024, 55535),
+            port=self.integer("s3_server.port", table["port"], 1024, 65535),
             conn_id=self.string("s3_server.conn_id", table["conn_id"], _CONN_ID, "connection id"),
             region=self.string("s3_server.region", table.get("region", "us-east-1")),
         )

@@ -69,12 +69,25 @@ class S3Credentials:
         )
 
     def env(self, conn_id: str | None = None) -> dict[str, str]:
-        """Environment variables for other S3 clients (aws, s5cmd, rclone) and, given ``conn_id``, for Airflow."""
+        """Environment variables for other S3 clients and, given ``conn_id``, for Airflow.
+
+        ``AWS_*`` serve boto3, the aws CLI and s3fs; ``S3_ENDPOINT_URL`` serves s5cmd; the
+        ``RCLONE_CONFIG_TIERFLOW_*`` variables define an rclone remote ``tierflow:``.
+        """
         env = {
             "AWS_ACCESS_KEY_ID": self.access_key,
             "AWS_SECRET_ACCESS_KEY": self.secret_key,
             "AWS_ENDPOINT_URL": self.endpoint_url,
             "AWS_REGION": self.region,
+            # s5cmd reads its endpoint from S3_ENDPOINT_URL, not AWS_ENDPOINT_URL.
+            "S3_ENDPOINT_URL": self.endpoint_url,
+            # An rclone remote named "tierflow:" defined entirely by environment variables.
+            "RCLONE_CONFIG_TIERFLOW_TYPE": "s3",
+            "RCLONE_CONFIG_TIERFLOW_PROVIDER": "SeaweedFS",
+            "RCLONE_CONFIG_TIERFLOW_ENDPOINT": self.endpoint_url,
+            "RCLONE_CONFIG_TIERFLOW_ACCESS_KEY_ID": self.access_key,
+            "RCLONE_CONFIG_TIERFLOW_SECRET_ACCESS_KEY": self.secret_key,
+            "RCLONE_CONFIG_TIERFLOW_REGION": self.region,
         }
         if conn_id:
             env[f"AIRFLOW_CONN_{conn_id.upper()}"] = self.airflow_connection()
