@@ -1,0 +1,10 @@
+"""Thin Airflow operators over the Tierflow library.
+
+Each operator stores its arguments in ``__init__`` (which runs at every DAG parse) and, in
+``execute``, resolves connections and calls one library function. Library modules are imported
+inside ``execute`` so that parsing a DAG stays fast.
+"""
+
+from pipelines.operators.probe import ProbeTierOperator
+
+__all__ = ["ProbeTierOperator"]

@@ -1,0 +1,58 @@
+"""What every operator does first: load the tier config and open tiers with credentials from Airflow connections."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pipelines.config import TierflowConfig
+    from pipelines.tiers import Tier
+
+__all__ = ["load_config_in_task", "open_tier_in_task", "s3_storage_options"]
+
+
+def s3_storage_options(conn_id: str) -> dict[str, Any]:
+    """Storage options for s3fs from an ``aws`` connection: login/password, ``endpoint_url`` and region in extra.
+
+    ``config_kwargs`` in the extra (e.g. ``{"max_pool_connections": 64}``) pass through to botocore.
+
+    Raises:
+        airflow.sdk.exceptions.AirflowRuntimeError: The connection does not exist (its message names it).
+    """
+    from airflow.sdk import BaseHook
+
+    conn = BaseHook.get_connection(conn_id)
+    extra = conn.extra_dejson
+    options: dict[str, Any] = {}
+    if conn.login:
+        options["key"] = conn.login
+        options["secret"] = conn.password
+    endpoint = extra.get("endpoint_url") or extra.get("service_config", {}).get("s3", {}).get("endpoint_url")
+    if endpoint:
+        options["endpoint_url"] = endpoint
+    if extra.get("region_name"):
+        options["client_kwargs"] = {"region_name": extra["region_name"]}
+    if extra.get("config_kwargs"):
+        options["config_kwargs"] = dict(extra["config_kwargs"])
+    return options
+
+
+def load_config_in_task(path: str | None = None) -> TierflowConfig:
+    """Load the tier config; a bad config fails the task at once (retrying cannot fix it)."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from pipelines.config import ConfigError, load_config
+
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        raise AirflowFailException(str(exc)) from None
+
+
+def open_tier_in_task(config: TierflowConfig, name: str) -> Tier:
+    """Open a tier inside a task; an object tier's credentials come from its Airflow connection."""
+    from pipelines.tiers import open_tier
+
+    tier = config.tier(name)
+    options = s3_storage_options(tier.conn_id) if tier.is_object and tier.conn_id else None
+    return open_tier(config, name, options)
