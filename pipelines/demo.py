@@ -1,0 +1,116 @@
+"""``tierflow demo``: the main job on the embedded defaults, end to end, with a summary.
+
+1. start the embedded S3 server (SeaweedFS on 127.0.0.1) unless it runs already;
+2. generate the deterministic synthetic corpus and upload it to the object tier under
+   ``raw/synthetic/``;
+3. migrate the Airflow metadata DB (SQLite under the state directory) and run every DAG in
+   ``dags/`` with ``airflow dags test``, each run's output going to a log file;
+4. print a summary, and stop the server again if the demo started it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from pipelines.airflow_env import airflow_env, checkout_dir
+from pipelines.config import TierflowConfig
+from pipelines.units import format_bandwidth, format_bytes
+
+__all__ = ["RAW_PREFIX", "run_demo"]
+
+RAW_PREFIX = "raw/synthetic"
+
+
+def _say(message: str) -> None:
+    print(f"[demo] {message}", flush=True)
+
+
+def _airflow(args: list[str], env: dict[str, str], log: Path) -> subprocess.CompletedProcess[bytes]:
+    with open(log, "wb") as out:
+        return subprocess.run(
+            [str(Path(sys.executable).with_name("airflow")), *args], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+
+
+def _dag_ids(env: dict[str, str], log: Path) -> list[str]:
+    """The DAG ids in dags/, read by a subprocess with Airflow's environment; import errors stop the demo."""
+    result = log.with_suffix(".json")
+    script = (
+        "import json, sys\n"
+        "from airflow.dag_processing.dagbag import DagBag\n"
+        "bag = DagBag(safe_mode=False)\n"
+        "errors = {k: v.strip().splitlines()[-1] for k, v in bag.import_errors.items()}\n"
+        "json.dump({'ids': sorted(bag.dag_ids), 'errors': errors}, open(sys.argv[1], 'w'))\n"
+    )
+    with open(log, "wb") as out:
+        subprocess.run([sys.executable, "-c", script, str(result)], env=env, stdout=out, stderr=out, check=True)
+    found = json.loads(result.read_text())
+    if found["errors"]:
+        raise RuntimeError(f"DAG import errors: {found['errors']}")
+    return list(found["ids"])
+
+
+def run_demo(config: TierflowConfig, keep_server: bool = False) -> int:
+    """Run the demo; returns the exit status (0 when every DAG run succeeded)."""
+    from pipelines.cli import _embedded
+    from pipelines.corpus import generate_corpus
+    from pipelines.tiers import open_tier
+
+    started = time.perf_counter()
+    server = _embedded(config)
+    was_running = server.pid() is not None
+    creds = server.start()
+    _say(f"S3 server {'already running' if was_running else 'started'} at {creds.endpoint_url} (data in {server.root})")
+    logs = config.state_dir / "demo-logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    results: list[tuple[str, str, float]] = []
+    try:
+        corpus_dir = config.state_dir / "corpus"
+        files = generate_corpus(corpus_dir)
+        total = sum(f.size for f in files)
+        _say(f"corpus: {len(files)} files, {sum(f.records for f in files)} records, {format_bytes(total)}")
+        obj = open_tier(config, config.of_kind("object")[0].name, creds.storage_options())
+        t0 = time.perf_counter()
+        for f in files:
+            obj.put_file(corpus_dir / f.key, f"{RAW_PREFIX}/{f.key}")
+        upload_s = time.perf_counter() - t0
+        _say(f"uploaded to {obj.url(RAW_PREFIX)} in {upload_s:.1f} s ({format_bandwidth(total / upload_s)})")
+
+        env = airflow_env(config, creds)
+        migrate = _airflow(["db", "migrate"], env, logs / "db-migrate.log")
+        if migrate.returncode != 0:
+            _say(f"airflow db migrate failed; see {logs / 'db-migrate.log'}")
+            return 1
+        dag_ids = _dag_ids(env, logs / "dag-list.log")
+        _say(f"DAGs in {checkout_dir() / 'dags'}: {', '.join(dag_ids)}")
+        for dag_id in dag_ids:
+            t0 = time.perf_counter()
+            _say(f"airflow dags test {dag_id} ...")
+            run = _airflow(["dags", "test", dag_id], env, logs / f"{dag_id}.log")
+            state = "success" if run.returncode == 0 and _succeeded(logs / f"{dag_id}.log") else "failed"
+            results.append((dag_id, state, time.perf_counter() - t0))
+            _say(f"  {dag_id}: {state} in {results[-1][2]:.1f} s (log: {logs / f'{dag_id}.log'})")
+    finally:
+        if not (keep_server or was_running):
+            server.stop()
+            _say("S3 server stopped")
+    print()
+    print("Tierflow demo summary")
+    print(f"  tiers:   {', '.join(f'{t.name} ({t.kind}) {t.url}' for t in config.tiers)}")
+    print(f"  corpus:  {len(files)} files, {format_bytes(total)} uploaded to {obj.url(RAW_PREFIX)}")
+    for dag_id, state, seconds in results:
+        print(f"  DAG {dag_id:<24} {state:<8} {seconds:6.1f} s")
+    failed = [r for r in results if r[1] != "success"]
+    print(f"  result:  {len(results) - len(failed)}/{len(results)} DAGs green in {time.perf_counter() - started:.0f} s")
+    return 1 if failed or not results else 0
+
+
+def _succeeded(log: Path) -> bool:
+    """Whether ``airflow dags test`` finished the run in state success (it exits 0 on failed runs too)."""
+    finished = re.findall(r"DagRun Finished: .*?, state=(\w+)", log.read_text(errors="replace"))
+    return finished[-1:] == ["success"]
