@@ -36,6 +36,8 @@ COMPONENTS: dict[str, list[str]] = {
     "triggerer": ["triggerer", "--skip-serve-logs"],
 }
 READY_TIMEOUT_S = 180.0
+#: How long components get to exit after SIGTERM before SIGKILL.
+STOP_GRACE_S = 10.0
 
 
 def _pids_file(env: dict[str, str]) -> Path:
@@ -99,7 +101,7 @@ def down(config: TierflowConfig) -> int:
     pids: dict[str, int] = state["pids"]
     for pid in pids.values():
         _signal_group(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + STOP_GRACE_S
     while time.monotonic() < deadline and any(_alive(p) for p in pids.values()):
         time.sleep(0.2)
     for pid in pids.values():
