@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from functools import partial
 from pathlib import Path
 
 from pipelines.bench import BenchContext, Comparison, timed
@@ -27,6 +28,11 @@ def _tier(ctx: BenchContext) -> Tier:
     return Tier(cfg, ctx.s3(BUCKET).storage_options())
 
 
+def _put_each(tier: Tier, paths: list[Path], prefix: str) -> None:
+    for path in paths:
+        tier.put_file(path, f"{prefix}/{path.name}")
+
+
 def run(ctx: BenchContext) -> list[Comparison]:
     s5cmd = ctx.tool("s5cmd")
     tier = _tier(ctx)
@@ -40,28 +46,25 @@ def run(ctx: BenchContext) -> list[Comparison]:
         (small_dir / f"f{i:04d}.bin").write_bytes(os.urandom(SMALL))
     small_bytes = SMALL * N_SMALL
 
-    up = ([], [])
-    down = ([], [])
-    many = ([], [])
+    up: tuple[list[float], list[float]] = ([], [])
+    down: tuple[list[float], list[float]] = ([], [])
+    many: tuple[list[float], list[float]] = ([], [])
+    out = ctx.workdir / "out"
     for _ in range(ctx.runs):
-        run_id = uuid.uuid4().hex[:8]
-        up[0].append(BIG / timed(lambda: tier.put_file(big, f"{run_id}/ours/big.bin")) / 1e6)
-        up[1].append(BIG / timed(lambda: ctx.run_tool([s5cmd, "cp", str(big), f"s3://{BUCKET}/{run_id}/ref/big.bin"])) / 1e6)
-        out = ctx.workdir / "out"
-        down[0].append(BIG / timed(lambda: tier.get_file(f"{run_id}/ours/big.bin", out / "ours.bin")) / 1e6)
+        run = f"s3://{BUCKET}/{uuid.uuid4().hex[:8]}"
+        key = run.removeprefix(f"s3://{BUCKET}/")
+        up[0].append(BIG / timed(partial(tier.put_file, big, f"{key}/ours/big.bin")) / 1e6)
+        up[1].append(BIG / timed(partial(ctx.run_tool, [s5cmd, "cp", str(big), f"{run}/ref/big.bin"])) / 1e6)
+        down[0].append(BIG / timed(partial(tier.get_file, f"{key}/ours/big.bin", out / "ours.bin")) / 1e6)
         down[1].append(
-            BIG / timed(lambda: ctx.run_tool([s5cmd, "cp", f"s3://{BUCKET}/{run_id}/ref/big.bin", str(out / "ref.bin")])) / 1e6
+            BIG / timed(partial(ctx.run_tool, [s5cmd, "cp", f"{run}/ref/big.bin", str(out / "ref.bin")])) / 1e6
         )
-
-        def ours_many() -> None:
-            for path in sorted(small_dir.iterdir()):
-                tier.put_file(path, f"{run_id}/ours-many/{path.name}")
-
-        many[0].append(small_bytes / timed(ours_many) / 1e6)
+        paths = sorted(small_dir.iterdir())
+        many[0].append(small_bytes / timed(partial(_put_each, tier, paths, f"{key}/ours-many")) / 1e6)
         many[1].append(
-            small_bytes / timed(lambda: ctx.run_tool([s5cmd, "cp", f"{small_dir}/*", f"s3://{BUCKET}/{run_id}/ref-many/"])) / 1e6
+            small_bytes / timed(partial(ctx.run_tool, [s5cmd, "cp", f"{small_dir}/*", f"{run}/ref-many/"])) / 1e6
         )
-        for f in Path(out).iterdir():
+        for f in out.iterdir():
             f.unlink()
     return [
         Comparison("upload 256 MiB", "MB/s", *up, "s5cmd"),

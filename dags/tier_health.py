@@ -71,8 +71,14 @@ with DAG(
         log = logging.getLogger(__name__)
         out = {}
         for r in results:
-            log.info("%-8s %-6s write %8.1f MB/s  read %8.1f MB/s  %s", r["tier"], r["kind"], r["write_MBps"],
-                     r["read_MBps"], r["url"])
+            log.info(
+                "%-8s %-6s write %8.1f MB/s  read %8.1f MB/s  %s",
+                r["tier"],
+                r["kind"],
+                r["write_MBps"],
+                r["read_MBps"],
+                r["url"],
+            )
             out[r["tier"]] = {"write_MBps": r["write_MBps"], "read_MBps": r["read_MBps"]}
         return out
 

@@ -1,0 +1,1 @@
+"""Tierflow: move AI training data and checkpoints through storage tiers, sized by a bandwidth model."""

@@ -25,7 +25,9 @@ def checkout_dir() -> Path:
     """
     root = Path(os.environ.get("TIERFLOW_CHECKOUT") or Path.cwd()).resolve()
     if not (root / "dags").is_dir():
-        raise FileNotFoundError(f"{root}: no dags/ folder here; run from the Tierflow checkout or set TIERFLOW_CHECKOUT")
+        raise FileNotFoundError(
+            f"{root}: no dags/ folder here; run from the Tierflow checkout or set TIERFLOW_CHECKOUT"
+        )
     return root
 
 

@@ -11,9 +11,13 @@ import json
 import shlex
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from pipelines.config import ConfigError, TierflowConfig, load_config
 from pipelines.units import format_bandwidth, format_bytes
+
+if TYPE_CHECKING:
+    from pipelines.s3server import EmbeddedS3
 
 __all__ = ["main"]
 
@@ -26,7 +30,8 @@ def _config(args: argparse.Namespace) -> TierflowConfig:
     return load_config(getattr(args, "config", None))
 
 
-def _embedded(cfg: TierflowConfig):  # noqa: ANN202 - EmbeddedS3, imported lazily
+def _embedded(cfg: TierflowConfig) -> EmbeddedS3:
+    """The embedded S3 server the config declares, with the buckets of the object tiers it serves."""
     from pipelines.s3server import EmbeddedS3
 
     server = cfg.s3_server
@@ -80,7 +85,7 @@ def cmd_s3(args: argparse.Namespace) -> int:
             creds = server.start()
             state = "already running" if was_running else "started"
             print(f"SeaweedFS S3 {state} at {creds.endpoint_url} (pid {server.pid()}, data in {server.root})")
-            print(f"buckets: {', '.join(server.buckets) or '-'}; credentials: eval \"$(tierflow s3 env)\"")
+            print(f'buckets: {", ".join(server.buckets) or "-"}; credentials: eval "$(tierflow s3 env)"')
         elif args.action == "stop":
             print("stopped" if server.stop() else "not running")
         elif args.action == "status":

@@ -230,7 +230,9 @@ class _Reader:
             raise self.fail(field, "expected a table", data)
         for key in data:
             if key not in allowed:
-                raise self.fail(f"{field}.{key}" if field else key, f"unknown key (allowed: {', '.join(sorted(allowed))})")
+                raise self.fail(
+                    f"{field}.{key}" if field else key, f"unknown key (allowed: {', '.join(sorted(allowed))})"
+                )
         for key in sorted(required):
             if key not in data:
                 raise self.fail(f"{field}.{key}" if field else key, "missing required field")

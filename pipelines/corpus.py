@@ -19,11 +19,47 @@ from pathlib import Path
 
 __all__ = ["CorpusFile", "generate_corpus", "records"]
 
-_WORDS = (
-    "data model training token shard cache tier storage object file system node gradient loss step "
-    "checkpoint batch epoch layer weight bias attention head sequence vector matrix kernel stream "
-    "bandwidth latency throughput parallel compress validate promote restore prune retain commit"
-).split()
+_WORDS = [
+    "data",
+    "model",
+    "training",
+    "token",
+    "shard",
+    "cache",
+    "tier",
+    "storage",
+    "object",
+    "file",
+    "system",
+    "node",
+    "gradient",
+    "loss",
+    "step",
+    "checkpoint",
+    "batch",
+    "epoch",
+    "layer",
+    "weight",
+    "bias",
+    "attention",
+    "head",
+    "sequence",
+    "vector",
+    "matrix",
+    "kernel",
+    "stream",
+    "bandwidth",
+    "latency",
+    "throughput",
+    "parallel",
+    "compress",
+    "validate",
+    "promote",
+    "restore",
+    "prune",
+    "retain",
+    "commit",
+]
 _SOURCES = ("web", "books", "code", "papers", "forums")
 _LANGS = ("en", "de", "fr", "es", "ja")
 

@@ -12,6 +12,7 @@ itself SeaweedFS takes 20-30 s to exit.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -58,7 +59,7 @@ class S3Credentials:
         }
 
     def airflow_connection(self) -> str:
-        """The Airflow connection (``aws`` type, ``endpoint_url`` in extra) as the JSON that ``AIRFLOW_CONN_*`` takes."""
+        """The Airflow connection (``aws`` type, ``endpoint_url`` in extra) as JSON for ``AIRFLOW_CONN_*``."""
         return json.dumps(
             {
                 "conn_type": "aws",
@@ -287,7 +288,7 @@ class EmbeddedS3:
             try:
                 self._client(creds).list_buckets()
                 return
-            except Exception as exc:  # noqa: BLE001 - any failure means "not ready yet"
+            except Exception as exc:  # any failure here means "not ready yet"
                 last = exc
                 time.sleep(0.5)
         self.stop()
@@ -318,18 +319,14 @@ class EmbeddedS3:
         pid = self.pid()
         if pid is None:
             return False
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
         deadline = time.monotonic() + grace
         while time.monotonic() < deadline and _alive(pid):
             time.sleep(0.1)
         if _alive(pid):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             kill_deadline = time.monotonic() + 5
             while time.monotonic() < kill_deadline and _alive(pid):
                 time.sleep(0.05)
@@ -353,7 +350,7 @@ class EmbeddedS3:
             try:
                 self._client(self.credentials()).list_buckets()
                 ready = True
-            except Exception:  # noqa: BLE001 - reported as not ready
+            except Exception:  # reported as "not ready"
                 ready = False
         return {
             "running": pid is not None,
@@ -373,4 +370,3 @@ def _write_private(path: Path, text: str) -> None:
         fh.write(text)
     os.chmod(tmp, 0o600)
     os.replace(tmp, path)
-

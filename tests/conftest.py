@@ -92,7 +92,7 @@ def test_config_path(session_dir: Path, s3_credentials: tuple[object, str]) -> P
 
 
 @pytest.fixture(scope="session")
-def test_config(test_config_path: Path):  # noqa: ANN201 - TierflowConfig, imported lazily
+def test_config(test_config_path: Path):
     """The loaded test tier config."""
     from pipelines.config import load_config
 
@@ -143,3 +143,13 @@ write = "800 MB/s"
 latency = "0.1 ms"
 metadata_ops = "50000/s"
 """
+
+
+_KINDS = {"unit", "integration", "e2e"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Refuse to run a test that is not marked unit, integration or e2e."""
+    unmarked = [item.nodeid for item in items if not _KINDS & {m.name for m in item.iter_markers()}]
+    if unmarked:
+        raise pytest.UsageError(f"tests without a unit/integration/e2e marker: {', '.join(unmarked)}")

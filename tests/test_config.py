@@ -73,7 +73,7 @@ def test_good_config_loads_into_frozen_dataclasses(tmp_path: Path, monkeypatch: 
     assert cfg.s3_server is not None and cfg.s3_server.endpoint_url == "http://127.0.0.1:9000"
     with pytest.raises(AttributeError):
         obj.name = "other"  # type: ignore[misc]
-    with pytest.raises(KeyError, match="no tier named 'nvme'.*object, pfs"):
+    with pytest.raises(KeyError, match=r"no tier named 'nvme'.*object, pfs"):
         cfg.tier("nvme")
 
 
@@ -101,30 +101,61 @@ def _mutate(old: str, new: str) -> str:
 @pytest.mark.parametrize(
     ("text", "field", "value"),
     [
-        pytest.param(_mutate('metadata_ops = "3500/s"', 'metadata_ops = "3500/s"\nspeed = 3'),
-                     "tier 'object'.bandwidth.speed", None, id="unknown-key"),
+        pytest.param(
+            _mutate('metadata_ops = "3500/s"', 'metadata_ops = "3500/s"\nspeed = 3'),
+            "tier 'object'.bandwidth.speed",
+            None,
+            id="unknown-key",
+        ),
         pytest.param(_mutate('capacity = "3.5 TB"\n', ""), "tier 'object'.capacity", None, id="missing-field"),
-        pytest.param(_mutate('read = "1.5 GiB/s"', 'read = "1.5 GiB"'), "tier 'object'.bandwidth.read", "'1.5 GiB'",
-                     id="bad-unit"),
-        pytest.param(_mutate('write = "800 MB/s"', 'write = "0 MB/s"'), "tier 'object'.bandwidth.write", "'0 MB/s'",
-                     id="zero"),
-        pytest.param(_mutate('capacity = "3.5 TB"', 'capacity = "-1 TB"'), "tier 'object'.capacity", "'-1 TB'",
-                     id="negative"),
-        pytest.param(_mutate('latency = "2 ms"', 'latency = "nan ms"'), "tier 'object'.bandwidth.latency",
-                     "'nan ms'", id="nan"),
+        pytest.param(
+            _mutate('read = "1.5 GiB/s"', 'read = "1.5 GiB"'),
+            "tier 'object'.bandwidth.read",
+            "'1.5 GiB'",
+            id="bad-unit",
+        ),
+        pytest.param(
+            _mutate('write = "800 MB/s"', 'write = "0 MB/s"'), "tier 'object'.bandwidth.write", "'0 MB/s'", id="zero"
+        ),
+        pytest.param(
+            _mutate('capacity = "3.5 TB"', 'capacity = "-1 TB"'), "tier 'object'.capacity", "'-1 TB'", id="negative"
+        ),
+        pytest.param(
+            _mutate('latency = "2 ms"', 'latency = "nan ms"'), "tier 'object'.bandwidth.latency", "'nan ms'", id="nan"
+        ),
         pytest.param(_mutate('kind = "object"', 'kind = "tape"'), "tier 'object'.kind", "'tape'", id="bad-kind"),
         pytest.param(_mutate("s3://training-data/", "s3://tr/"), "tier 'object'.url", "'tr'", id="short-bucket"),
-        pytest.param(_mutate('url = "file:///mnt/lustre/stage"', 'url = "file://relative/dir"'),
-                     "tier 'pfs'.url", None, id="relative-path"),
-        pytest.param(_mutate('conn_id = "s3_local"\ncapacity', 'capacity'), "tier 'object'.conn_id", None,
-                     id="object-without-connection"),
-        pytest.param(_mutate('max_streams = 128', 'max_streams = 0'), "tier 'object'.bandwidth.max_streams", "0",
-                     id="zero-streams"),
+        pytest.param(
+            _mutate('url = "file:///mnt/lustre/stage"', 'url = "file://relative/dir"'),
+            "tier 'pfs'.url",
+            None,
+            id="relative-path",
+        ),
+        pytest.param(
+            _mutate('conn_id = "s3_local"\ncapacity', "capacity"),
+            "tier 'object'.conn_id",
+            None,
+            id="object-without-connection",
+        ),
+        pytest.param(
+            _mutate("max_streams = 128", "max_streams = 0"),
+            "tier 'object'.bandwidth.max_streams",
+            "0",
+            id="zero-streams",
+        ),
         pytest.param(_mutate('name = "pfs"', 'name = "object"'), "tier 'object'.name", None, id="duplicate-name"),
-        pytest.param(_mutate('stream_read = "200 MB/s"', 'stream_read = "20 GB/s"'), "tier 'object'.bandwidth",
-                     None, id="stream-faster-than-tier"),
-        pytest.param(_mutate("port = 9000", 'port = 9000\nhost = "0.0.0.0"'), "s3_server.host", "'0.0.0.0'",
-                     id="server-not-loopback"),
+        pytest.param(
+            _mutate('stream_read = "200 MB/s"', 'stream_read = "20 GB/s"'),
+            "tier 'object'.bandwidth",
+            None,
+            id="stream-faster-than-tier",
+        ),
+        pytest.param(
+            _mutate("port = 9000", 'port = 9000\nhost = "0.0.0.0"'),
+            "s3_server.host",
+            "'0.0.0.0'",
+            id="server-not-loopback",
+        ),
         pytest.param(GOOD.replace("[[tier]]", "[[tiers]]"), "tiers", None, id="misspelt-table"),
         pytest.param(_mutate("[tierflow]", "[tierflow"), "not valid TOML", None, id="not-toml"),
     ],
@@ -144,7 +175,7 @@ def test_bad_config_gives_one_line_naming_file_field_and_value(
 
 
 def test_missing_file_is_named(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="nope.toml: config file not found"):
+    with pytest.raises(ConfigError, match=r"nope\.toml: config file not found"):
         load_config(tmp_path / "nope.toml")
 
 
@@ -156,7 +187,9 @@ def test_parse_config_names_its_source() -> None:
 def test_cli_config_check(tmp_path: Path) -> None:
     good = subprocess.run(
         [sys.executable, "-m", "pipelines.cli", "config", "check", str(write(tmp_path, GOOD))],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert good.returncode == 0, good.stderr
     assert "object" in good.stdout and "s3://training-data/team-a/" in good.stdout and "1.61 GB/s" in good.stdout
@@ -164,7 +197,9 @@ def test_cli_config_check(tmp_path: Path) -> None:
     bad.write_text(_mutate('write = "800 MB/s"', 'write = "fast"'))
     result = subprocess.run(
         [sys.executable, "-m", "pipelines.cli", "config", "check", str(bad)],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0

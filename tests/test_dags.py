@@ -26,7 +26,7 @@ def _states(run_id: str) -> dict[tuple[str, int], str | None]:
     return {(task_id, map_index): state for task_id, map_index, state in rows}
 
 
-def _xcom(dag_id: str, run_id: str, task_id: str, map_index: int = -1):  # noqa: ANN202
+def _xcom(dag_id: str, run_id: str, task_id: str, map_index: int = -1):
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
     from sqlalchemy import select
@@ -46,13 +46,13 @@ def _xcom(dag_id: str, run_id: str, task_id: str, map_index: int = -1):  # noqa:
 
 
 @pytest.fixture(scope="session")
-def dagbag(airflow_db, test_config_path):  # noqa: ANN001, ANN201
+def dagbag(airflow_db, test_config_path):
     from airflow.dag_processing.dagbag import DagBag
 
     return DagBag(dag_folder=str(REPO / "dags"), safe_mode=False)
 
 
-def test_dags_import_without_errors(dagbag) -> None:  # noqa: ANN001
+def test_dags_import_without_errors(dagbag) -> None:
     assert dagbag.import_errors == {}
     assert "tier_health" in dagbag.dag_ids
     for dag in dagbag.dags.values():
@@ -74,7 +74,7 @@ def test_dag_files_parse_quickly() -> None:
         assert elapsed < 1.0, f"{path.name} took {elapsed:.2f} s to parse"
 
 
-def test_tier_health_runs_green(dagbag, test_config, s3_credentials) -> None:  # noqa: ANN001
+def test_tier_health_runs_green(dagbag, test_config, s3_credentials) -> None:
     dag = dagbag.get_dag("tier_health")
     dr = dag.test(run_conf={"probe_size": "1 MiB"})
     assert dr.state == "success", _states(dr.run_id)
@@ -88,12 +88,13 @@ def test_tier_health_runs_green(dagbag, test_config, s3_credentials) -> None:  #
     # The probe cleaned up after itself on every tier.
     from pipelines.probe import PROBE_PREFIX
     from pipelines.tiers import open_tier
+
     for name in ("pfs", "nvme"):
         assert open_tier(test_config, name).list(PROBE_PREFIX) == []
     assert open_tier(test_config, "object", s3_credentials[0].storage_options()).list(PROBE_PREFIX) == []
 
 
-def test_tier_health_rejects_unknown_tier(dagbag) -> None:  # noqa: ANN001
+def test_tier_health_rejects_unknown_tier(dagbag) -> None:
     dag = dagbag.get_dag("tier_health")
     dr = dag.test(run_conf={"tiers": ["tape"]})
     assert dr.state == "failed"

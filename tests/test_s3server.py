@@ -83,19 +83,35 @@ def test_serve_status_env_stop(tmp_path: Path) -> None:
         sample = tmp_path / "hello.txt"
         sample.write_text("hello")
         client_env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")} | exports
-        put = subprocess.run([s5cmd, "cp", str(sample), "s3://demo-bucket/data/hello.txt"],
-                             capture_output=True, text=True, env=client_env, check=False)
+        put = subprocess.run(
+            [s5cmd, "cp", str(sample), "s3://demo-bucket/data/hello.txt"],
+            capture_output=True,
+            text=True,
+            env=client_env,
+            check=False,
+        )
         assert put.returncode == 0, put.stderr
-        listed = subprocess.run([s5cmd, "ls", "s3://demo-bucket/data/"], capture_output=True, text=True,
-                                env=client_env, check=False)
+        listed = subprocess.run(
+            [s5cmd, "ls", "s3://demo-bucket/data/"], capture_output=True, text=True, env=client_env, check=False
+        )
         assert "hello.txt" in listed.stdout
         rclone = shutil.which("rclone", path=str(Path(sys.executable).parent)) or shutil.which("rclone")
         assert rclone, "rclone is installed by the dev dependency group"
-        via_rclone = subprocess.run([rclone, "cat", "tierflow:demo-bucket/data/hello.txt"], capture_output=True,
-                                    text=True, env=client_env, check=False)
+        via_rclone = subprocess.run(
+            [rclone, "cat", "tierflow:demo-bucket/data/hello.txt"],
+            capture_output=True,
+            text=True,
+            env=client_env,
+            check=False,
+        )
         assert via_rclone.stdout == "hello", via_rclone.stderr
-        anonymous = subprocess.run([s5cmd, "--no-sign-request", "ls", "s3://demo-bucket/"], capture_output=True,
-                                   text=True, env=client_env, check=False)
+        anonymous = subprocess.run(
+            [s5cmd, "--no-sign-request", "ls", "s3://demo-bucket/"],
+            capture_output=True,
+            text=True,
+            env=client_env,
+            check=False,
+        )
         assert anonymous.returncode != 0
     finally:
         stopped = run("s3", "stop", env=env)

@@ -18,7 +18,7 @@ class Boom(RuntimeError):
 
 
 @pytest.fixture(params=["object", "pfs", "nvme"])
-def tier(request: pytest.FixtureRequest, test_config, s3_credentials) -> Tier:  # noqa: ANN001
+def tier(request: pytest.FixtureRequest, test_config, s3_credentials) -> Tier:
     """A tier of each kind, rooted at a fresh prefix so tests do not see each other's objects."""
     from dataclasses import replace
 
@@ -113,7 +113,7 @@ def test_safe_key_normalises() -> None:
     assert safe_key("a//b/./c") == "a/b/c"
 
 
-def test_object_tier_refuses_wrong_credentials(test_config, s3_credentials) -> None:  # noqa: ANN001
+def test_object_tier_refuses_wrong_credentials(test_config, s3_credentials) -> None:
     creds = s3_credentials[0]
     options = creds.storage_options() | {"secret": "not-the-secret"}
     tier = Tier(test_config.tier("object"), options)

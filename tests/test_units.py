@@ -76,7 +76,7 @@ def test_parse_rate() -> None:
         pytest.param(parse_size, "fast", "not a size", id="no-number"),
     ],
 )
-def test_bad_quantities_are_refused(parser, text: object, message: str) -> None:  # noqa: ANN001
+def test_bad_quantities_are_refused(parser, text: object, message: str) -> None:
     with pytest.raises(UnitError, match=message):
         parser(text)
 
