@@ -1,0 +1,417 @@
+"""The storage-bandwidth model and the planner that sizes every Tierflow task from it.
+
+Pure functions over :class:`~pipelines.config.BandwidthProfile` numbers: no I/O, no Airflow.
+
+**Model.** Moving a workload from a source tier to a destination tier at concurrency ``c`` takes,
+at each end, the slowest of three limits (a roofline):
+
+* *bandwidth-bound*: ``bytes / aggregate bandwidth`` — the tier is saturated;
+* *stream-bound*: ``(requests × latency + bytes / per-stream bandwidth) / c`` — each of the ``c``
+  streams pays the request latency and moves at one stream's speed (called *latency-bound* when
+  the latency part dominates, as with many small objects);
+* *metadata-bound*: ``metadata operations / metadata rate`` — creating, listing, renaming.
+
+A hop takes the slower of its two ends. Multi-hop staging is either sequential (the sum) or
+pipelined (the slowest hop plus the time for the first shard to get through the others).
+
+**Planner.** :func:`plan_hop` picks concurrency, part size, number of mapped shards, pool and
+pool slots, and the execution timeout; :func:`choose_compression` decides whether zstd pays.
+Every choice comes with a one-line reason.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from pipelines.config import BandwidthProfile, TierConfig
+
+__all__ = [
+    "MAX_MAP_LENGTH",
+    "CodecSample",
+    "CompressionChoice",
+    "EndPrediction",
+    "HopPlan",
+    "HopPrediction",
+    "StagingPrediction",
+    "Workload",
+    "choose_compression",
+    "part_size_for",
+    "plan_hop",
+    "predict_hop",
+    "predict_staging",
+]
+
+MiB = 2**20
+#: S3 multipart limits.
+MIN_PART_SIZE = 5 * MiB
+MAX_PART_SIZE = 5 * 2**30
+MAX_PARTS = 10_000
+#: Part size when nothing pushes it elsewhere: large enough that latency is a small share of a part.
+DEFAULT_PART_SIZE = 16 * MiB
+#: Memory the in-flight parts of one task may use (concurrency × part size).
+DEFAULT_MEMORY_BUDGET = 512 * MiB
+#: Concurrency is the smallest that reaches this share of the best achievable throughput.
+ASYMPTOTE_SHARE = 0.95
+#: How long one mapped task should run.
+DEFAULT_TARGET_TASK_S = 600.0
+#: Airflow's default ``[core] max_map_length``.
+MAX_MAP_LENGTH = 1024
+#: execution_timeout = prediction × this, but at least MIN_TIMEOUT_S.
+TIMEOUT_SAFETY = 3.0
+MIN_TIMEOUT_S = 300.0
+#: Metadata operations per object on each kind of end: a file tier stats/creates/renames; an
+#: object store needs one listing or HEAD per object at most (the PUT itself creates it).
+META_OPS_PER_OBJECT = {"object": 1.0, "pfs": 3.0, "nvme": 3.0}
+#: Extra requests per multipart object (create + complete).
+MULTIPART_OVERHEAD_REQUESTS = 2
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What is to be moved: total bytes, object count, and a histogram of object sizes.
+
+    ``histogram`` maps a size (the upper bound of a power-of-two bucket) to the number of objects
+    in it; ``largest`` is the largest object. Build one with :meth:`from_sizes`.
+    """
+
+    bytes: int
+    objects: int
+    largest: int
+    histogram: tuple[tuple[int, int], ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.bytes < 0 or self.objects < 0 or self.largest < 0:
+            raise ValueError(f"workload sizes cannot be negative: {self}")
+        if self.largest > self.bytes:
+            raise ValueError(f"largest object ({self.largest}) exceeds the total ({self.bytes})")
+
+    @classmethod
+    def from_sizes(cls, sizes: Iterable[int]) -> Workload:
+        """The workload of objects with these sizes."""
+        buckets: dict[int, int] = {}
+        total = count = largest = 0
+        for size in sizes:
+            total += size
+            count += 1
+            largest = max(largest, size)
+            bucket = 1 << max(0, (size - 1).bit_length()) if size > 0 else 0
+            buckets[bucket] = buckets.get(bucket, 0) + 1
+        return cls(total, count, largest, tuple(sorted(buckets.items())))
+
+    @classmethod
+    def uniform(cls, objects: int, size: int) -> Workload:
+        """``objects`` objects of ``size`` bytes each."""
+        bucket = 1 << max(0, (size - 1).bit_length()) if size > 0 else 0
+        return cls(objects * size, objects, size if objects else 0, ((bucket, objects),) if objects else ())
+
+    def requests(self, part_size: int) -> int:
+        """Data requests to move every object in parts of ``part_size`` (one per small object)."""
+        if not self.histogram:
+            return self.objects
+        total = 0
+        for bucket, count in self.histogram:
+            parts = max(1, math.ceil(bucket / part_size))
+            total += count * (parts + (MULTIPART_OVERHEAD_REQUESTS if parts > 1 else 0))
+        return total
+
+
+@dataclass(frozen=True)
+class EndPrediction:
+    """One end of a hop: the three terms of the roofline, in seconds, and which one binds."""
+
+    tier: str
+    direction: str
+    bandwidth_s: float
+    stream_s: float
+    metadata_s: float
+    latency_share: float
+
+    @property
+    def seconds(self) -> float:
+        """The end's predicted duration: its slowest term."""
+        return max(self.bandwidth_s, self.stream_s, self.metadata_s)
+
+    @property
+    def bound(self) -> str:
+        """Which limit binds: ``bandwidth``, ``latency``, ``stream`` or ``metadata``."""
+        terms = {"bandwidth": self.bandwidth_s, "stream": self.stream_s, "metadata": self.metadata_s}
+        name = max(terms, key=lambda k: terms[k])
+        if name == "stream" and self.latency_share > 0.5:
+            return "latency"
+        return name
+
+
+@dataclass(frozen=True)
+class HopPrediction:
+    """A hop's predicted duration at one concurrency and part size."""
+
+    source: EndPrediction
+    destination: EndPrediction
+    concurrency: int
+    part_size: int
+    workload: Workload
+
+    @property
+    def seconds(self) -> float:
+        """Predicted duration: the slower end."""
+        return max(self.source.seconds, self.destination.seconds)
+
+    @property
+    def throughput_bps(self) -> float:
+        """Predicted bytes per second."""
+        return self.workload.bytes / self.seconds if self.seconds > 0 else math.inf
+
+    @property
+    def bottleneck(self) -> str:
+        """E.g. ``"bandwidth-bound on pfs write"``."""
+        end = self.source if self.source.seconds >= self.destination.seconds else self.destination
+        return f"{end.bound}-bound on {end.tier} {end.direction}"
+
+
+def _end(tier: TierConfig, direction: str, work: Workload, concurrency: int, part_size: int) -> EndPrediction:
+    bw: BandwidthProfile = tier.bandwidth
+    aggregate = bw.read_bps if direction == "read" else bw.write_bps
+    stream = bw.stream_read_bps if direction == "read" else bw.stream_write_bps
+    requests = work.requests(part_size) if tier.is_object else work.objects
+    latency_total = requests * bw.latency_s
+    stream_total = latency_total + work.bytes / stream
+    return EndPrediction(
+        tier=tier.name,
+        direction=direction,
+        bandwidth_s=work.bytes / aggregate,
+        stream_s=stream_total / concurrency,
+        metadata_s=work.objects * META_OPS_PER_OBJECT[tier.kind] / bw.metadata_ops,
+        latency_share=latency_total / stream_total if stream_total > 0 else 0.0,
+    )
+
+
+def predict_hop(
+    source: TierConfig, destination: TierConfig, work: Workload, concurrency: int, part_size: int = DEFAULT_PART_SIZE
+) -> HopPrediction:
+    """Predict moving ``work`` from ``source`` to ``destination`` with ``concurrency`` streams."""
+    if concurrency < 1:
+        raise ValueError(f"concurrency must be at least 1 (got {concurrency})")
+    if part_size < 1:
+        raise ValueError(f"part size must be positive (got {part_size})")
+    return HopPrediction(
+        source=_end(source, "read", work, concurrency, part_size),
+        destination=_end(destination, "write", work, concurrency, part_size),
+        concurrency=concurrency,
+        part_size=part_size,
+        workload=work,
+    )
+
+
+@dataclass(frozen=True)
+class StagingPrediction:
+    """Multi-hop staging: each hop's prediction, and the total sequential or pipelined."""
+
+    hops: tuple[HopPrediction, ...]
+    pipelined: bool
+    shards: int
+
+    @property
+    def seconds(self) -> float:
+        """Total: sum of hops, or (pipelined) the slowest hop plus one shard's time through the others."""
+        times = [h.seconds for h in self.hops]
+        if not self.pipelined or len(times) == 1:
+            return sum(times)
+        slowest = max(times)
+        return slowest + (sum(times) - slowest) / max(1, self.shards)
+
+    @property
+    def bottleneck(self) -> str:
+        """The bottleneck of the slowest hop."""
+        return max(self.hops, key=lambda h: h.seconds).bottleneck
+
+
+def predict_staging(
+    tiers: Sequence[TierConfig], work: Workload, concurrency: int, pipelined: bool = True, shards: int = 1
+) -> StagingPrediction:
+    """Predict staging ``work`` along a chain of tiers (e.g. object → pfs → nvme)."""
+    if len(tiers) < 2:
+        raise ValueError("staging needs at least two tiers")
+    hops = tuple(
+        predict_hop(src, dst, work, min(concurrency, src.bandwidth.max_streams, dst.bandwidth.max_streams))
+        for src, dst in itertools.pairwise(tiers)
+    )
+    return StagingPrediction(hops=hops, pipelined=pipelined, shards=shards)
+
+
+def part_size_for(largest: int, concurrency: int, memory_budget: int = DEFAULT_MEMORY_BUDGET) -> tuple[int, str]:
+    """Part size for objects up to ``largest`` bytes: ≤ 10,000 parts, within ``memory_budget`` at ``concurrency``.
+
+    Returns the size (a whole number of MiB) and the reason for it.
+    """
+    floor_parts = math.ceil(largest / MAX_PARTS) if largest else 0
+    budget_cap = max(MIN_PART_SIZE, memory_budget // max(1, concurrency))
+    size, reason = DEFAULT_PART_SIZE, "default part size"
+    if floor_parts > size:
+        size, reason = (
+            floor_parts,
+            f"largest object {largest} B needs parts of at least {floor_parts} B for ≤ 10,000 parts",
+        )
+    if size > budget_cap and floor_parts <= budget_cap:
+        size, reason = budget_cap, f"memory budget {memory_budget // MiB} MiB / {concurrency} streams"
+    size = min(MAX_PART_SIZE, max(MIN_PART_SIZE, math.ceil(size / MiB) * MiB))
+    return size, reason
+
+
+@dataclass(frozen=True)
+class HopPlan:
+    """Everything a hop's tasks are sized by, each with its reason."""
+
+    source: str
+    destination: str
+    concurrency: int
+    part_size: int
+    shards: int
+    pool: str
+    pool_slots: int
+    execution_timeout_s: float
+    predicted: HopPrediction
+    reasons: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def predicted_s(self) -> float:
+        """Predicted duration of the whole hop."""
+        return self.predicted.seconds
+
+    def summary(self) -> dict[str, object]:
+        """A small JSON-safe summary (XCom, logs, asset extras)."""
+        return {
+            "source": self.source,
+            "destination": self.destination,
+            "concurrency": self.concurrency,
+            "part_size": self.part_size,
+            "shards": self.shards,
+            "pool": self.pool,
+            "pool_slots": self.pool_slots,
+            "execution_timeout_s": round(self.execution_timeout_s, 1),
+            "predicted_s": round(self.predicted_s, 3),
+            "predicted_MBps": round(self.predicted.throughput_bps / 1e6, 1),
+            "bottleneck": self.predicted.bottleneck,
+            "reasons": dict(self.reasons),
+        }
+
+
+def plan_hop(
+    source: TierConfig,
+    destination: TierConfig,
+    work: Workload,
+    *,
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    target_task_s: float = DEFAULT_TARGET_TASK_S,
+    max_map_length: int = MAX_MAP_LENGTH,
+    max_concurrency: int | None = None,
+) -> HopPlan:
+    """Size a hop: concurrency, part size, shards, pool slots and timeout from the model."""
+    limit = min(source.bandwidth.max_streams, destination.bandwidth.max_streams)
+    if max_concurrency is not None:
+        limit = max(1, min(limit, max_concurrency))
+    limit_reason = f"stream limit of {source.name}/{destination.name} is {limit}"
+    if (source.is_object or destination.is_object) and work.largest > MAX_PARTS * MAX_PART_SIZE:
+        raise ValueError(
+            f"an object of {work.largest} B exceeds what S3 multipart can hold ({MAX_PARTS} parts of 5 GiB)"
+        )
+    part, part_reason = part_size_for(work.largest, limit, memory_budget)
+    useful = max(1, work.requests(part) if (source.is_object or destination.is_object) else work.objects)
+    c_max = max(1, min(limit, useful))
+    best = predict_hop(source, destination, work, c_max, part).seconds
+    concurrency = c_max
+    for c in range(1, c_max + 1):
+        if predict_hop(source, destination, work, c, part).seconds * ASYMPTOTE_SHARE <= best:
+            concurrency = c
+            break
+    part, part_reason = part_size_for(work.largest, concurrency, memory_budget)
+    prediction = predict_hop(source, destination, work, concurrency, part)
+    if concurrency == c_max and c_max == limit:
+        c_reason = f"{limit_reason}; {prediction.bottleneck}"
+    elif concurrency == c_max:
+        c_reason = f"only {useful} request(s) to run in parallel; {prediction.bottleneck}"
+    else:
+        c_reason = f"smallest reaching {ASYMPTOTE_SHARE:.0%} of the best throughput; {prediction.bottleneck}"
+    total = prediction.seconds
+    shards = max(1, min(max_map_length, max(1, work.objects), math.ceil(total / target_task_s)))
+    if shards == max_map_length and total / shards > target_task_s:
+        s_reason = f"capped at max_map_length {max_map_length}"
+    elif shards == max(1, work.objects) and total / shards > target_task_s:
+        s_reason = f"one task per object ({work.objects}): an object is not split across tasks"
+    elif shards == 1:
+        s_reason = f"predicted {total:.1f} s fits one task of {target_task_s:.0f} s"
+    else:
+        s_reason = f"predicted {total:.0f} s / {target_task_s:.0f} s per task"
+    shard_s = total / shards
+    timeout = max(MIN_TIMEOUT_S, shard_s * TIMEOUT_SAFETY)
+    writes_to = destination
+    slots = min(concurrency, writes_to.bandwidth.max_streams)
+    return HopPlan(
+        source=source.name,
+        destination=destination.name,
+        concurrency=concurrency,
+        part_size=part,
+        shards=shards,
+        pool=writes_to.pool,
+        pool_slots=slots,
+        execution_timeout_s=timeout,
+        predicted=prediction,
+        reasons={
+            "concurrency": c_reason,
+            "part_size": part_reason,
+            "shards": s_reason,
+            "pool": f"writes to {writes_to.name}; one slot per stream",
+            "execution_timeout": f"{shard_s:.1f} s per shard × {TIMEOUT_SAFETY:g}, at least {MIN_TIMEOUT_S:.0f} s",
+        },
+    )
+
+
+@dataclass(frozen=True)
+class CodecSample:
+    """A zstd level measured on a sample: compression speed (input bytes/s, all threads) and ratio."""
+
+    level: int
+    compress_bps: float
+    ratio: float
+
+
+@dataclass(frozen=True)
+class CompressionChoice:
+    """Whether to compress, at which level, the predicted seconds both ways, and why."""
+
+    level: int | None
+    raw_s: float
+    compressed_s: float
+    reason: str
+
+
+def choose_compression(
+    source: TierConfig, destination: TierConfig, work: Workload, concurrency: int, samples: Sequence[CodecSample]
+) -> CompressionChoice:
+    """Compress only when compress time + moving the smaller bytes beats moving the raw bytes."""
+    raw = predict_hop(source, destination, work, concurrency).seconds
+    best: tuple[float, CodecSample] | None = None
+    for s in samples:
+        if s.ratio <= 0 or s.compress_bps <= 0:
+            raise ValueError(f"codec sample for level {s.level} must have positive speed and ratio")
+        smaller = Workload(
+            bytes=math.ceil(work.bytes / s.ratio),
+            objects=work.objects,
+            largest=math.ceil(work.largest / s.ratio),
+            histogram=tuple((max(1, math.ceil(b / s.ratio)), n) for b, n in work.histogram),
+        )
+        t = work.bytes / s.compress_bps + predict_hop(source, destination, smaller, concurrency).seconds
+        if best is None or t < best[0]:
+            best = (t, s)
+    if best is None:
+        return CompressionChoice(None, raw, raw, "no codec measurements")
+    t, s = best
+    if t < raw:
+        return CompressionChoice(
+            s.level, raw, t, f"zstd level {s.level} (ratio {s.ratio:.2f}): {t:.1f} s compressed vs {raw:.1f} s raw"
+        )
+    return CompressionChoice(
+        None, raw, t, f"raw: {raw:.1f} s beats the best compressed option (level {s.level}) at {t:.1f} s"
+    )
