@@ -114,10 +114,30 @@ class Tier:
         self.spool_dir = spool_dir
         options = dict(storage_options or {})
         if config.is_object:
+            # Listings must be fresh: another process may have written since (resume, concurrent runs).
+            options.setdefault("use_listings_cache", False)
+            # Tierflow verifies its own xxh3 checksums; botocore's default CRC on every request costs
+            # CPU and some S3-compatible servers reject the headers.
+            config_kwargs = dict(options.get("config_kwargs") or {})
+            config_kwargs.setdefault("request_checksum_calculation", "when_required")
+            config_kwargs.setdefault("response_checksum_validation", "when_required")
+            options["config_kwargs"] = config_kwargs
+        self.storage_options = options
+        if config.is_object:
             self.fs: AbstractFileSystem = fsspec.filesystem("s3", **options)
         else:
             self.fs = fsspec.filesystem("file", auto_mkdir=True)
             Path(self.root).mkdir(parents=True, exist_ok=True)
+
+    def with_options(self, **overrides: Any) -> Tier:
+        """The same tier with some storage options changed (e.g. a larger connection pool)."""
+        options = dict(self.storage_options)
+        for key, value in overrides.items():
+            if isinstance(value, dict) and isinstance(options.get(key), dict):
+                options[key] = {**options[key], **value}
+            else:
+                options[key] = value
+        return Tier(self.config, options, self.spool_dir)
 
     def __repr__(self) -> str:
         return f"Tier({self.config.name!r}, {self.config.url!r})"
@@ -207,6 +227,34 @@ class Tier:
     # -- writing ------------------------------------------------------------------------------
 
     @contextlib.contextmanager
+    def staged_path(self, key: str, fsync: bool = False) -> Iterator[str]:
+        """A temporary local path that becomes ``key`` if the block exits cleanly (file tiers only).
+
+        The temporary name is in the destination directory, so the final rename is atomic; an
+        exception (or a failed fsync) removes it and leaves nothing under ``key``.
+        """
+        if self.config.is_object:
+            raise TypeError(f"{self}: staged_path is for file tiers; use writer() or put_file()")
+        path = self.path(key)
+        parent = os.path.dirname(path)
+        os.makedirs(parent, exist_ok=True)
+        tmp = os.path.join(parent, f".{os.path.basename(path)}{TMP_MARKER}{uuid.uuid4().hex[:12]}")
+        try:
+            yield tmp
+            if fsync:
+                fd = os.open(tmp, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            os.replace(tmp, path)
+            if fsync:
+                _fsync_dir(parent)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+
+    @contextlib.contextmanager
     def writer(self, key: str, fsync: bool = False) -> Iterator[BinaryIO]:
         """Write an object atomically: it appears under ``key`` only if the block exits cleanly.
 
@@ -214,28 +262,14 @@ class Tier:
         renamed (after ``fsync`` if asked). On an object tier it is spooled to a local temporary
         file (bounded memory) and uploaded whole once complete. An exception discards everything.
         """
-        path = self.path(key)
         if self.config.is_object:
             with tempfile.NamedTemporaryFile(prefix="tierflow-spool-", dir=self.spool_dir) as spool:
                 yield cast(BinaryIO, spool)
                 spool.flush()
-                self.fs.put_file(spool.name, path)
+                self.fs.put_file(spool.name, self.path(key))
             return
-        parent = os.path.dirname(path)
-        os.makedirs(parent, exist_ok=True)
-        tmp = os.path.join(parent, f".{os.path.basename(path)}{TMP_MARKER}{uuid.uuid4().hex[:12]}")
-        try:
-            with open(tmp, "wb") as fh:
-                yield cast(BinaryIO, fh)
-                if fsync:
-                    fh.flush()
-                    os.fsync(fh.fileno())
-            os.replace(tmp, path)
-            if fsync:
-                _fsync_dir(parent)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
+        with self.staged_path(key, fsync=fsync) as tmp, open(tmp, "wb") as fh:
+            yield cast(BinaryIO, fh)
 
     def write_bytes(self, key: str, data: bytes, fsync: bool = False) -> None:
         """Write a small object atomically (one PUT on object tiers, temporary name + rename on file tiers)."""

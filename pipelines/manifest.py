@@ -1,0 +1,320 @@
+"""Datasets, manifests and commit markers: one completion rule on every tier.
+
+A dataset version lives under ``datasets/<name>/<version>/`` on a tier. Its manifest lists every
+object (key relative to that prefix, size, xxh3-128 checksum). The dataset *exists* on a tier only
+once its commit marker, ``datasets/<name>/<version>/_tierflow_commit.json``, is there: the marker
+holds the manifest and is written last, after every object is in place and verified. A reader
+that finds no marker sees no dataset, whatever objects are lying under the prefix.
+
+Keys are validated when a manifest is built or read (no ``..``, no absolute paths, no NUL or
+backslash, nothing under the reserved ``_tierflow`` names), so a hostile manifest is refused
+before anything is written.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import heapq
+import json
+import os
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipelines.checksum import ALGORITHM, checksum_bytes
+from pipelines.tiers import Tier, safe_key
+
+__all__ = [
+    "COMMIT_MARKER",
+    "Entry",
+    "Manifest",
+    "ManifestError",
+    "build_manifest",
+    "commit",
+    "dataset_prefix",
+    "list_local_source",
+    "read_commit",
+]
+
+COMMIT_MARKER = "_tierflow_commit.json"
+#: Keys starting with this are Tierflow's own (markers, probes) and never part of a manifest.
+RESERVED_PREFIX = "_tierflow"
+FORMAT_VERSION = 1
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+class ManifestError(ValueError):
+    """A manifest or marker that cannot be used; the message names the dataset, object or field."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One object of a dataset: key relative to the dataset prefix, size, checksum (None until known)."""
+
+    key: str
+    size: int
+    checksum: str | None = None
+
+    def to_json(self) -> list[Any]:
+        """Compact form ``[key, size, checksum]``."""
+        return [self.key, self.size, self.checksum]
+
+
+def _validated_key(key: object, where: str) -> str:
+    if not isinstance(key, str):
+        raise ManifestError(f"{where}: key must be a string (got {key!r})")
+    try:
+        clean = safe_key(key)
+    except ValueError as exc:
+        raise ManifestError(f"{where}: {exc}") from None
+    if clean != key:
+        raise ManifestError(f"{where}: key {key!r} is not in normal form (expected {clean!r})")
+    if clean.split("/", 1)[0].startswith(RESERVED_PREFIX):
+        raise ManifestError(f"{where}: key {key!r} uses the reserved prefix {RESERVED_PREFIX!r}")
+    return clean
+
+
+def validate_name(value: str, what: str) -> str:
+    """Check a dataset name or version: letters, digits, ``.``, ``_``, ``-``; not starting with punctuation."""
+    if not isinstance(value, str) or not _NAME.match(value) or value in (".", ".."):
+        raise ManifestError(f"invalid {what} {value!r}: use letters, digits, '.', '_' and '-'")
+    return value
+
+
+def dataset_prefix(name: str, version: str) -> str:
+    """The key prefix of a dataset version on any tier."""
+    return f"datasets/{validate_name(name, 'dataset name')}/{validate_name(version, 'dataset version')}"
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """Every object of a dataset version, sorted by key."""
+
+    dataset: str
+    version: str
+    entries: tuple[Entry, ...]
+    algorithm: str = ALGORITHM
+
+    def __post_init__(self) -> None:
+        where = f"dataset {self.dataset}/{self.version}"
+        validate_name(self.dataset, "dataset name")
+        validate_name(self.version, "dataset version")
+        seen: set[str] = set()
+        for entry in self.entries:
+            _validated_key(entry.key, where)
+            if entry.key in seen:
+                raise ManifestError(f"{where}: object {entry.key!r} listed twice")
+            if isinstance(entry.size, bool) or not isinstance(entry.size, int) or entry.size < 0:
+                raise ManifestError(f"{where}: object {entry.key!r} has an invalid size {entry.size!r}")
+            seen.add(entry.key)
+        object.__setattr__(self, "entries", tuple(sorted(self.entries, key=lambda e: e.key)))
+
+    @property
+    def total_bytes(self) -> int:
+        """Sum of object sizes."""
+        return sum(e.size for e in self.entries)
+
+    @property
+    def prefix(self) -> str:
+        """The dataset version's key prefix."""
+        return dataset_prefix(self.dataset, self.version)
+
+    @property
+    def complete(self) -> bool:
+        """Whether every entry has a checksum (required before a commit)."""
+        return all(e.checksum for e in self.entries)
+
+    def to_json(self) -> dict[str, Any]:
+        """The manifest as JSON-safe data."""
+        return {
+            "format": FORMAT_VERSION,
+            "dataset": self.dataset,
+            "version": self.version,
+            "algorithm": self.algorithm,
+            "objects": len(self.entries),
+            "bytes": self.total_bytes,
+            "entries": [e.to_json() for e in self.entries],
+        }
+
+    def checksum(self) -> str:
+        """Checksum of the manifest's canonical JSON: the identity of this exact content."""
+        return checksum_bytes(json.dumps(self.to_json(), sort_keys=True, separators=(",", ":")).encode())
+
+    @classmethod
+    def from_json(cls, data: Any, source: str = "manifest") -> Manifest:
+        """Parse and validate a manifest; errors name ``source`` and the field or object at fault."""
+        if not isinstance(data, dict):
+            raise ManifestError(f"{source}: expected a JSON object")
+        for key in ("dataset", "version", "algorithm", "entries", "objects", "bytes"):
+            if key not in data:
+                raise ManifestError(f"{source}: missing field {key!r}")
+        if data["algorithm"] != ALGORITHM:
+            raise ManifestError(f"{source}: unsupported checksum algorithm {data['algorithm']!r}")
+        entries = []
+        for i, raw in enumerate(data["entries"]):
+            if not isinstance(raw, list) or len(raw) != 3:
+                raise ManifestError(f"{source}: entries[{i}] must be [key, size, checksum]")
+            entries.append(Entry(_validated_key(raw[0], f"{source}: entries[{i}]"), raw[1], raw[2]))
+        try:
+            manifest = cls(str(data["dataset"]), str(data["version"]), tuple(entries), data["algorithm"])
+        except ManifestError as exc:
+            raise ManifestError(f"{source}: {exc}") from None
+        if manifest.total_bytes != data["bytes"] or len(manifest.entries) != data["objects"]:
+            raise ManifestError(
+                f"{source}: totals say {data['objects']} objects / {data['bytes']} B, "
+                f"entries hold {len(manifest.entries)} / {manifest.total_bytes} B (truncated?)"
+            )
+        return manifest
+
+    def shards(self, count: int) -> list[list[Entry]]:
+        """Split into at most ``count`` non-empty shards of nearly equal bytes (largest first, deterministic)."""
+        count = max(1, min(count, len(self.entries)))
+        heap: list[tuple[int, int]] = [(0, i) for i in range(count)]
+        shards: list[list[Entry]] = [[] for _ in range(count)]
+        for entry in sorted(self.entries, key=lambda e: (-e.size, e.key)):
+            size, i = heapq.heappop(heap)
+            shards[i].append(entry)
+            heapq.heappush(heap, (size + max(entry.size, 1), i))
+        return [sorted(s, key=lambda e: e.key) for s in shards if s]
+
+
+def build_manifest(
+    tier: Tier, prefix: str, dataset: str, version: str, checksums: Iterable[tuple[str, str]] = ()
+) -> Manifest:
+    """Build a manifest from one listing pass over ``prefix`` on ``tier`` (Tierflow's own keys left out).
+
+    Checksums are taken from ``checksums`` (key → checksum) where known, else left ``None`` for the
+    transfer to compute. A listing error propagates: no manifest, nothing downstream.
+    """
+    known = dict(checksums)
+    entries = []
+    for info in tier.list(prefix):
+        rel = info.key[len(prefix) :].lstrip("/") if prefix else info.key
+        if rel.split("/", 1)[0].startswith(RESERVED_PREFIX):
+            continue
+        entries.append(Entry(rel, info.size, known.get(rel)))
+    return Manifest(dataset, version, tuple(entries))
+
+
+def list_local_source(root: str) -> list[Entry]:
+    """List a local directory for a manifest without following symlinks out of it.
+
+    Symlinked directories are not descended into; a symlinked file is included only if it
+    resolves inside ``root``.
+
+    Raises:
+        ManifestError: A symlink points outside the source root (named).
+    """
+    base = os.path.realpath(root)
+    entries: list[Entry] = []
+    for dirpath, dirnames, filenames in os.walk(base, followlinks=False):
+        dirnames[:] = sorted(d for d in dirnames if not os.path.islink(os.path.join(dirpath, d)))
+        for name in sorted(filenames):
+            path = os.path.join(dirpath, name)
+            if os.path.islink(path):
+                target = os.path.realpath(path)
+                if os.path.commonpath([target, base]) != base:
+                    raise ManifestError(f"{path}: symlink points outside the source {base} (to {target})")
+            rel = os.path.relpath(path, base).replace(os.sep, "/")
+            if "tierflow-tmp-" in name or rel.split("/", 1)[0].startswith(RESERVED_PREFIX):
+                continue
+            entries.append(Entry(rel, os.stat(path).st_size))
+    return entries
+
+
+@dataclass(frozen=True)
+class Commit:
+    """A commit marker: the manifest plus where it came from and when."""
+
+    manifest: Manifest
+    committed_at: str
+    tier: str
+    source: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """The marker's content."""
+        return {
+            "committed_at": self.committed_at,
+            "tier": self.tier,
+            "source": self.source,
+            "manifest_checksum": self.manifest.checksum(),
+            "extra": self.extra,
+            "manifest": self.manifest.to_json(),
+        }
+
+
+def commit(
+    tier: Tier, manifest: Manifest, source: str | None = None, extra: dict[str, Any] | None = None
+) -> Commit:
+    """Write the commit marker for ``manifest`` on ``tier`` — last, after its objects are verified.
+
+    Checks, with one listing, that every object is there with its manifest size.
+
+    Raises:
+        ManifestError: An entry has no checksum, or an object is missing or has the wrong size.
+    """
+    if not manifest.complete:
+        missing = [e.key for e in manifest.entries if not e.checksum][:5]
+        raise ManifestError(f"dataset {manifest.dataset}/{manifest.version}: no checksum for {missing}")
+    present = {o.key: o.size for o in tier.list(manifest.prefix)}
+    for entry in manifest.entries:
+        got = present.get(f"{manifest.prefix}/{entry.key}")
+        if got != entry.size:
+            raise ManifestError(
+                f"{tier.url(manifest.prefix + '/' + entry.key)}: expected {entry.size} B before commit, found {got}"
+            )
+    record = Commit(
+        manifest=manifest,
+        committed_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        tier=tier.name,
+        source=source,
+        extra=dict(extra or {}),
+    )
+    tier.write_bytes(f"{manifest.prefix}/{COMMIT_MARKER}", json.dumps(record.to_json()).encode(), fsync=True)
+    return record
+
+
+def read_commit(tier: Tier, dataset: str, version: str) -> Commit | None:
+    """The commit marker of a dataset version on ``tier``, or None when it is not committed there.
+
+    Raises:
+        ManifestError: The marker exists but is unreadable or inconsistent (named).
+    """
+    key = f"{dataset_prefix(dataset, version)}/{COMMIT_MARKER}"
+    try:
+        raw = tier.read_bytes(key)
+    except FileNotFoundError:
+        return None
+    where = tier.url(key)
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise ManifestError(f"{where}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict) or "manifest" not in data:
+        raise ManifestError(f"{where}: missing field 'manifest'")
+    manifest = Manifest.from_json(data["manifest"], where)
+    if data.get("manifest_checksum") not in (None, manifest.checksum()):
+        raise ManifestError(f"{where}: manifest checksum does not match its content")
+    return Commit(manifest, str(data.get("committed_at")), str(data.get("tier")), data.get("source"), data.get("extra") or {})
+
+
+def with_checksums(manifest: Manifest, checksums: dict[str, str]) -> Manifest:
+    """A copy of ``manifest`` with checksums filled in from ``checksums`` (key → checksum)."""
+    return Manifest(
+        manifest.dataset,
+        manifest.version,
+        tuple(Entry(e.key, e.size, e.checksum or checksums.get(e.key)) for e in manifest.entries),
+        manifest.algorithm,
+    )
+
+
+def entries_from_json(rows: Sequence[Sequence[Any]], source: str = "shard") -> list[Entry]:
+    """Entries from their compact JSON form (as mapped tasks receive them), validated."""
+    out = []
+    for i, row in enumerate(rows):
+        if len(row) != 3:
+            raise ManifestError(f"{source}[{i}]: expected [key, size, checksum]")
+        out.append(Entry(_validated_key(row[0], f"{source}[{i}]"), int(row[1]), row[2]))
+    return out
