@@ -42,6 +42,7 @@ class Comparison:
     reference: list[float]
     reference_tool: str
     higher_is_better: bool = True
+    notes: dict[str, float] = field(default_factory=dict)
 
     @property
     def ours_median(self) -> float:
@@ -147,9 +148,10 @@ def run_benchmarks(config: TierflowConfig, names: list[str], runs: int = 3, list
             finally:
                 ctx.close()
         for c in comparisons:
+            notes = "  ".join(f"{k} {v:g}" for k, v in c.notes.items())
             print(
-                f"   {c.measurement:<34} tierflow {c.ours_median:10.1f} {c.unit:<6}  "
-                f"{c.reference_tool} {c.reference_median:10.1f} {c.unit:<6}  ratio {c.ratio:5.2f}"
+                f"   {c.measurement:<30} tierflow {c.ours_median:9.1f} {c.unit:<5} "
+                f"{c.reference_tool:>10} {c.reference_median:9.1f} {c.unit:<5} ratio {c.ratio:5.2f}  {notes}".rstrip()
             )
         results["benchmarks"][name] = [asdict(c) | {"ratio": c.ratio} for c in comparisons]
     out_dir = config.state_dir / "bench-results"

@@ -100,6 +100,60 @@ def cmd_s3(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_copy(args: argparse.Namespace) -> int:
+    """Copy everything under SRC to DST with the transfer engine; print one summary line."""
+    import logging
+
+    from pipelines.tiers import Tier, storage_options_for, tier_for_url
+    from pipelines.transfer import TransferError, copy_prefix
+    from pipelines.units import UnitError, parse_size
+
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    if args.verbose:
+        logging.getLogger("pipelines").setLevel(logging.INFO)
+    cfg = _config(args)
+    try:
+        part_size = parse_size(args.part_size) if args.part_size else None
+    except UnitError as exc:
+        raise UsageError(f"--part-size: {exc} (got {args.part_size!r})") from None
+    tiers = []
+    for url in (args.src, args.dst):
+        try:
+            tier_cfg, prefix = tier_for_url(cfg, url)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        options = None
+        if tier_cfg.is_object:
+            options = storage_options_for(cfg, tier_cfg)
+            if args.endpoint_url:
+                options = {**options, "endpoint_url": args.endpoint_url}
+        tiers.append((Tier(tier_cfg, options), prefix))
+    (src, src_prefix), (dst, dst_prefix) = tiers
+    try:
+        report, plan = copy_prefix(
+            src,
+            src_prefix,
+            dst,
+            dst_prefix,
+            concurrency=args.concurrency,
+            part_size=part_size,
+            verify=args.verify,
+            fsync=args.fsync,
+        )
+    except TransferError as exc:
+        for failure in exc.report.failures:
+            print(f"tierflow copy: failed: {failure}", file=sys.stderr)
+        print(f"tierflow copy: {exc.report.line()}; {len(exc.report.failures)} failed", file=sys.stderr)
+        return 1
+    except (FileNotFoundError, PermissionError, ValueError) as exc:
+        raise UsageError(f"copy {args.src} -> {args.dst}: {exc}") from None
+    print(
+        f"copied {report.line()}; predicted {plan.predicted_s:.2f} s ({plan.predicted.bottleneck}), "
+        f"concurrency {report.concurrency}, part size {report.part_size >> 20} MiB"
+    )
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Run the demo: embedded S3, synthetic corpus, every DAG end to end, summary."""
     from pipelines.demo import run_demo
@@ -138,6 +192,17 @@ def build_parser() -> argparse.ArgumentParser:
     s3 = sub.add_parser("s3", help="the embedded S3 server (SeaweedFS on 127.0.0.1)")
     s3.add_argument("action", choices=["serve", "stop", "status", "env"])
     s3.set_defaults(func=cmd_s3)
+
+    copy = sub.add_parser("copy", help="copy everything under SRC to DST (s3://bucket/prefix or local paths)")
+    copy.add_argument("src")
+    copy.add_argument("dst")
+    copy.add_argument("--concurrency", type=int, help="streams (default: from the bandwidth planner)")
+    copy.add_argument("--part-size", help="multipart part size with its unit, e.g. '16 MiB' (default: planner)")
+    copy.add_argument("--endpoint-url", help="S3 endpoint for s3:// URLs (default: config / AWS_ENDPOINT_URL)")
+    copy.add_argument("--verify", action="store_true", help="read every destination object back and compare")
+    copy.add_argument("--fsync", action="store_true", help="fsync local files before they are renamed into place")
+    copy.add_argument("-v", "--verbose", action="store_true", help="log the plan and progress")
+    copy.set_defaults(func=cmd_copy)
 
     demo = sub.add_parser("demo", help="run every DAG end to end on the embedded defaults")
     demo.add_argument("--keep-server", action="store_true", help="leave the embedded S3 server running")

@@ -245,9 +245,7 @@ class Commit:
         }
 
 
-def commit(
-    tier: Tier, manifest: Manifest, source: str | None = None, extra: dict[str, Any] | None = None
-) -> Commit:
+def commit(tier: Tier, manifest: Manifest, source: str | None = None, extra: dict[str, Any] | None = None) -> Commit:
     """Write the commit marker for ``manifest`` on ``tier`` — last, after its objects are verified.
 
     Checks, with one listing, that every object is there with its manifest size.
@@ -297,7 +295,9 @@ def read_commit(tier: Tier, dataset: str, version: str) -> Commit | None:
     manifest = Manifest.from_json(data["manifest"], where)
     if data.get("manifest_checksum") not in (None, manifest.checksum()):
         raise ManifestError(f"{where}: manifest checksum does not match its content")
-    return Commit(manifest, str(data.get("committed_at")), str(data.get("tier")), data.get("source"), data.get("extra") or {})
+    return Commit(
+        manifest, str(data.get("committed_at")), str(data.get("tier")), data.get("source"), data.get("extra") or {}
+    )
 
 
 def with_checksums(manifest: Manifest, checksums: dict[str, str]) -> Manifest:

@@ -40,6 +40,7 @@ __all__ = [
     "open_tier",
     "safe_key",
     "storage_options_for",
+    "tier_for_url",
 ]
 
 #: Every temporary name Tierflow writes contains this, so listings can skip leftovers.
@@ -84,6 +85,44 @@ def storage_options_for(config: TierflowConfig, tier: TierConfig) -> dict[str, A
         if (embedded.root / "credentials.json").exists():
             return embedded.credentials().storage_options()
     return {}
+
+
+def tier_for_url(config: TierflowConfig, url: str) -> tuple[TierConfig, str]:
+    """The tier a URL or local path lies in, and the key prefix within it.
+
+    A URL under a configured tier's root resolves to that tier (and its credentials); any other
+    ``s3://bucket/prefix`` or local path becomes an ad-hoc tier rooted there, with the bandwidth
+    profile of the first configured tier of the same kind (for planning).
+
+    Raises:
+        ValueError: The URL is neither ``s3://bucket[/prefix]`` nor a local path.
+    """
+    from dataclasses import replace
+
+    if url.startswith("s3://"):
+        kind, root = "object", url[len("s3://") :].strip("/")
+    elif "://" in url and not url.startswith("file://"):
+        raise ValueError(f"unsupported URL {url!r}: use s3://bucket/prefix or a local path")
+    else:
+        kind, root = "file", os.path.abspath(url.removeprefix("file://"))
+        if os.path.isfile(root):
+            raise ValueError(f"{root} is a file: copy works on directories and prefixes (give its directory)")
+    for tier in config.tiers:
+        if (tier.is_object) != (kind == "object"):
+            continue
+        if root == tier.root or root.startswith(tier.root.rstrip("/") + "/"):
+            return tier, root[len(tier.root) :].strip("/")
+    if kind == "object" and not root:
+        raise ValueError(f"unsupported URL {url!r}: name a bucket")
+    same_kind = [t for t in config.tiers if t.is_object == (kind == "object")]
+    like = same_kind[0] if same_kind else config.tiers[0]
+    if kind == "object":
+        adhoc = replace(like, name="adhoc-object", kind="object", url=f"s3://{root}/", conn_id="adhoc")
+    else:
+        adhoc = replace(
+            like, name="adhoc-file", kind=like.kind if same_kind else "pfs", url=f"file://{root}", conn_id=None
+        )
+    return adhoc, ""
 
 
 def open_tier(config: TierflowConfig, name: str, storage_options: dict[str, Any] | None = None) -> Tier:

@@ -28,6 +28,7 @@ import errno
 import logging
 import os
 import random
+import shutil
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -37,6 +38,7 @@ from typing import Any
 
 from pipelines.bandwidth import DEFAULT_PART_SIZE, HopPlan
 from pipelines.checksum import Hasher, checksum_file
+from pipelines.crt import CrtMover, crt_available
 from pipelines.manifest import Entry
 from pipelines.tiers import TMP_MARKER, Tier
 
@@ -57,6 +59,8 @@ log = logging.getLogger(__name__)
 CHECKSUM_METADATA = "xxh3-128"
 #: Read/write block of local copies.
 COPY_BLOCK = 8 * 2**20
+#: Local files above this are copied by the kernel while another thread hashes them.
+LARGE_LOCAL_FILE = 16 * 2**20
 
 
 class ChecksumMismatch(ValueError):
@@ -74,6 +78,7 @@ class TransferSettings:
     retries: int = 4
     backoff_s: float = 0.5
     progress_interval_s: float = 5.0
+    use_crt: bool = True
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
@@ -112,6 +117,8 @@ class TransferReport:
     skipped_objects: int = 0
     skipped_bytes: int = 0
     seconds: float = 0.0
+    concurrency: int = 0
+    part_size: int = 0
     checksums: dict[str, str] = field(default_factory=dict)
     failures: list[Failure] = field(default_factory=list)
 
@@ -133,6 +140,8 @@ class TransferReport:
             "skipped_bytes": self.skipped_bytes,
             "seconds": round(self.seconds, 3),
             "MBps": round(self.throughput_bps / 1e6, 1),
+            "concurrency": self.concurrency,
+            "part_size": self.part_size,
             "failures": len(self.failures),
         }
 
@@ -232,11 +241,9 @@ def reap_multipart_uploads(tier: Tier, prefix: str) -> int:
     reaped = 0
     kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": full}
     while True:
-        page = tier.fs.call_s3("list_multipart_uploads", **kwargs)  # type: ignore[attr-defined]
+        page = tier.fs.call_s3("list_multipart_uploads", **kwargs)
         for upload in page.get("Uploads", []):
-            tier.fs.call_s3(  # type: ignore[attr-defined]
-                "abort_multipart_upload", Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"]
-            )
+            tier.fs.call_s3("abort_multipart_upload", Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
             reaped += 1
         if not page.get("IsTruncated"):
             return reaped
@@ -259,6 +266,11 @@ class _Copier:
         self.src_prefix, self.dst_prefix = src_prefix, dst_prefix
         self.settings = settings
         self.server_side = _same_store(src, dst)
+        # The bulk data path between local files and an object store (see pipelines.crt).
+        self.crt: dict[str, CrtMover] = {}
+        for role, tier in (("src", src), ("dst", dst)):
+            if tier.config.is_object and settings.use_crt and crt_available(tier.storage_options):
+                self.crt[role] = CrtMover(tier.storage_options, settings.concurrency, settings.part_size)
 
     # -- resume -------------------------------------------------------------------------------
 
@@ -268,7 +280,7 @@ class _Copier:
         if entry.checksum is None or existing.get(key) != entry.size:
             return False
         if self.dst.config.is_object:
-            meta = self.dst.fs.metadata(self.dst.path(key))  # type: ignore[attr-defined]
+            meta = self.dst.fs.metadata(self.dst.path(key))
             return bool(meta.get(CHECKSUM_METADATA) == entry.checksum)
         return checksum_file(self.dst.path(key))[0] == entry.checksum
 
@@ -313,53 +325,53 @@ class _Copier:
         return path
 
     def _local_to_local(self, src_key: str, dst_key: str, entry: Entry, progress: _Progress) -> str:
-        hasher = Hasher()
-        buf = bytearray(COPY_BLOCK)
-        view = memoryview(buf)
-        with (
-            open(self._source_path(src_key), "rb", buffering=0) as src,
-            self.dst.staged_path(dst_key, fsync=self.settings.fsync) as tmp,
-            open(tmp, "wb", buffering=0) as out,
-        ):
-            while n := src.readinto(buf):
-                chunk = view[:n]
-                hasher.update(chunk)
-                out.write(chunk)
-                progress.add(n)
-            self._check(self.src.url(src_key), entry, hasher.hexdigest(), hasher.size)
-        return hasher.hexdigest()
-
-    def _object_to_local(
-        self, src_key: str, dst_key: str, entry: Entry, progress: _Progress, inner: int
-    ) -> str:
+        src_path = self._source_path(src_key)
         with self.dst.staged_path(dst_key, fsync=self.settings.fsync) as tmp:
-            self.src.fs.get_file(  # type: ignore[call-arg]
-                self.src.path(src_key), tmp, chunksize=self.settings.part_size, max_concurrency=inner
-            )
+            if entry.size > LARGE_LOCAL_FILE:
+                # The kernel copies (copy_file_range, as cp does) while a thread hashes the source.
+                with ThreadPoolExecutor(max_workers=1) as hashing:
+                    pending = hashing.submit(checksum_file, src_path)
+                    _kernel_copy(src_path, tmp)
+                    digest, size = pending.result()
+            else:
+                digest, size = _copy_hashing(src_path, tmp)
+            self._check(self.src.url(src_key), entry, digest, size)
+        progress.add(entry.size)
+        return digest
+
+    def _object_to_local(self, src_key: str, dst_key: str, entry: Entry, progress: _Progress, inner: int) -> str:
+        with self.dst.staged_path(dst_key, fsync=self.settings.fsync) as tmp:
+            if "src" in self.crt and entry.size > 0:  # CRT asks for a byte range, which an empty object refuses
+                self.crt["src"].download(self.src.path(src_key), tmp)
+            else:
+                self.src.fs.get_file(
+                    self.src.path(src_key), tmp, chunksize=self.settings.part_size, max_concurrency=inner
+                )
             digest, size = checksum_file(tmp)
             self._check(self.src.url(src_key), entry, digest, size)
         progress.add(entry.size)
         return digest
 
-    def _local_to_object(
-        self, src_key: str, dst_key: str, entry: Entry, progress: _Progress, inner: int
-    ) -> str:
+    def _local_to_object(self, src_key: str, dst_key: str, entry: Entry, progress: _Progress, inner: int) -> str:
         path = self._source_path(src_key)
         digest, size = checksum_file(path)
         self._check(self.src.url(src_key), entry, digest, size)
-        self.dst.fs.put_file(  # type: ignore[call-arg]
-            path,
-            self.dst.path(dst_key),
-            chunksize=self.settings.part_size,
-            max_concurrency=inner,
-            Metadata={CHECKSUM_METADATA: digest},
-        )
+        if "dst" in self.crt:
+            self.crt["dst"].upload(path, self.dst.path(dst_key), {CHECKSUM_METADATA: digest})
+        else:
+            self.dst.fs.put_file(
+                path,
+                self.dst.path(dst_key),
+                chunksize=self.settings.part_size,
+                max_concurrency=inner,
+                Metadata={CHECKSUM_METADATA: digest},
+            )
         progress.add(entry.size)
         return digest
 
     def _server_side(self, src_key: str, dst_key: str, entry: Entry, progress: _Progress) -> str:
         src_path = self.src.path(src_key)
-        meta = self.src.fs.metadata(src_path)  # type: ignore[attr-defined]
+        meta = self.src.fs.metadata(src_path)
         digest = entry.checksum or meta.get(CHECKSUM_METADATA)
         if digest is None:  # nothing vouches for the source: read it once to learn its checksum
             digest, size = self.src.checksum(src_key)
@@ -369,7 +381,7 @@ class _Copier:
         self.dst.fs.copy(src_path, self.dst.path(dst_key))
         if meta.get(CHECKSUM_METADATA) != digest:
             bucket, _, key = self.dst.path(dst_key).partition("/")
-            self.dst.fs.call_s3(  # type: ignore[attr-defined]
+            self.dst.fs.call_s3(
                 "copy_object",
                 Bucket=bucket,
                 Key=key,
@@ -388,11 +400,39 @@ class _Copier:
             self.src.fs.get_file(self.src.path(src_key), local)
             digest, size = checksum_file(local)
             self._check(self.src.url(src_key), entry, digest, size)
-            self.dst.fs.put_file(  # type: ignore[call-arg]
+            self.dst.fs.put_file(
                 local, self.dst.path(dst_key), chunksize=self.settings.part_size, Metadata={CHECKSUM_METADATA: digest}
             )
         progress.add(entry.size)
         return digest
+
+
+def _copy_hashing(src: str, dst: str) -> tuple[str, int]:
+    """Copy a local file through one buffer, hashing what passes; returns checksum and size."""
+    hasher = Hasher()
+    buf = bytearray(COPY_BLOCK)
+    view = memoryview(buf)
+    with open(src, "rb", buffering=0) as fin, open(dst, "wb", buffering=0) as fout:
+        while n := fin.readinto(buf):
+            hasher.update(view[:n])
+            fout.write(view[:n])
+    return hasher.hexdigest(), hasher.size
+
+
+def _kernel_copy(src: str, dst: str) -> None:
+    """Copy a local file inside the kernel (copy_file_range), falling back to a buffered copy."""
+    with open(src, "rb") as fin, open(dst, "wb") as fout:
+        left = os.fstat(fin.fileno()).st_size
+        try:
+            while left > 0:
+                done = os.copy_file_range(fin.fileno(), fout.fileno(), min(left, 2**30))
+                if done == 0:
+                    break
+                left -= done
+        except OSError as exc:
+            if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+            shutil.copyfileobj(fin, fout, COPY_BLOCK)
 
 
 def _retrying(fn: Callable[[], str], settings: TransferSettings, what: str) -> str:
@@ -436,11 +476,15 @@ def copy_entries(
         destination=dst.url(dst_prefix) if dst_prefix else dst.url(),
         objects=len(entries),
         bytes=sum(e.size for e in entries),
+        concurrency=c,
+        part_size=settings.part_size,
     )
     started = time.monotonic()
     stale = remove_temporaries(dst, dst_prefix) + reap_multipart_uploads(dst, dst_prefix)
     if stale:
-        log.info("removed %d temporaries / unfinished uploads left under %s by an earlier run", stale, report.destination)
+        log.info(
+            "removed %d temporaries / unfinished uploads left under %s by an earlier run", stale, report.destination
+        )
     existing = {o.key: o.size for o in dst.list(dst_prefix)} if entries else {}
     copier = _Copier(src, src_prefix, dst, dst_prefix, settings)
     todo: list[Entry] = []
@@ -457,10 +501,14 @@ def copy_entries(
         else:
             todo.append(entry)
     if report.skipped_objects:
-        log.info("resume: %d objects (%d bytes) already at the destination and verified", report.skipped_objects,
-                 report.skipped_bytes)
-    progress = _Progress(sum(e.size for e in todo), f"{report.source} -> {report.destination}",
-                         settings.progress_interval_s)
+        log.info(
+            "resume: %d objects (%d bytes) already at the destination and verified",
+            report.skipped_objects,
+            report.skipped_bytes,
+        )
+    progress = _Progress(
+        sum(e.size for e in todo), f"{report.source} -> {report.destination}", settings.progress_interval_s
+    )
     lock = threading.Lock()
 
     def run(entry: Entry, inner: int) -> None:
@@ -488,3 +536,59 @@ def copy_entries(
         raise TransferError(report)
     log.info("copied %s -> %s: %s", report.source, report.destination, report.line())
     return report
+
+
+def source_entries(src: Tier, prefix: str) -> list[Entry]:
+    """What to copy from ``prefix``: the committed manifest if one is there, else one listing pass.
+
+    Local sources are listed without following symlinks out of the source; Tierflow's own
+    markers and temporaries are left out. A listing error propagates (nothing is copied).
+    """
+    import json
+
+    from pipelines.manifest import COMMIT_MARKER, Manifest, build_manifest, list_local_source
+
+    marker = _join(prefix, COMMIT_MARKER)
+    if src.exists(marker):
+        data = json.loads(src.read_bytes(marker))
+        return list(Manifest.from_json(data["manifest"], src.url(marker)).entries)
+    if not src.config.is_object:
+        root = src.path(prefix) if prefix else src.root
+        if not os.path.isdir(root):
+            raise FileNotFoundError(f"{src.url(prefix)}: no such directory")
+        return list_local_source(root)
+    return list(build_manifest(src, prefix, "adhoc", "adhoc").entries)
+
+
+def copy_prefix(
+    src: Tier,
+    src_prefix: str,
+    dst: Tier,
+    dst_prefix: str,
+    *,
+    concurrency: int | None = None,
+    part_size: int | None = None,
+    verify: bool = False,
+    fsync: bool = False,
+) -> tuple[TransferReport, HopPlan]:
+    """Copy everything under ``src_prefix`` to ``dst_prefix``, sized by the planner unless overridden."""
+    from pipelines.bandwidth import Workload, plan_hop
+
+    entries = source_entries(src, src_prefix)
+    plan = plan_hop(src.config, dst.config, Workload.from_sizes(e.size for e in entries), max_concurrency=concurrency)
+    settings = TransferSettings(
+        concurrency=concurrency or plan.concurrency,
+        part_size=part_size or plan.part_size,
+        verify=verify,
+        fsync=fsync,
+    )
+    log.info(
+        "plan: concurrency %d (%s); part size %d (%s); predicted %.1f s, %s",
+        settings.concurrency,
+        plan.reasons["concurrency"],
+        settings.part_size,
+        plan.reasons["part_size"],
+        plan.predicted_s,
+        plan.predicted.bottleneck,
+    )
+    return copy_entries(src, src_prefix, dst, dst_prefix, entries, settings), plan
