@@ -50,7 +50,7 @@ MIN_PART_SIZE = 5 * MiB
 MAX_PART_SIZE = 5 * 2**30
 MAX_PARTS = 10_000
 #: Part size when nothing pushes it elsewhere: large enough that latency is a small share of a part.
-DEFAULT_PART_SIZE = 16 * MiB
+DEFAULT_PART_SIZE = 8 * MiB
 #: Memory the in-flight parts of one task may use (concurrency × part size).
 DEFAULT_MEMORY_BUDGET = 512 * MiB
 #: Concurrency is the smallest that reaches this share of the best achievable throughput.

@@ -18,6 +18,7 @@ from pipelines.units import format_bandwidth, format_bytes
 
 if TYPE_CHECKING:
     from pipelines.s3server import EmbeddedS3
+    from pipelines.tiers import Tier
 
 __all__ = ["main"]
 
@@ -154,6 +155,97 @@ def cmd_copy(args: argparse.Namespace) -> int:
     return 0
 
 
+def _open(cfg: TierflowConfig, name: str) -> Tier:
+    from pipelines.tiers import open_tier
+
+    try:
+        return open_tier(cfg, name)
+    except KeyError as exc:
+        raise UsageError(str(exc).strip("'\"")) from None
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    """Publish, stage and list dataset versions."""
+    import logging
+
+    from pipelines.manifest import ManifestError
+    from pipelines.transfer import TransferError
+
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    if getattr(args, "verbose", False):
+        logging.getLogger("pipelines").setLevel(logging.INFO)
+    cfg = _config(args)
+    try:
+        if args.action == "publish":
+            from pipelines.staging import publish_directory
+
+            report, record = publish_directory(args.dir, _open(cfg, args.tier), args.name, args.version)
+            print(
+                f"published {args.name}/{args.version} on {args.tier}: {report.line()}; "
+                f"manifest {record.manifest.checksum()}"
+            )
+        elif args.action == "stage":
+            from pipelines.staging import stage_dataset
+
+            plan, staged, _ = stage_dataset(
+                _open(cfg, args.source), _open(cfg, args.target), args.name, args.version, verify=args.verify
+            )
+            if staged is None:
+                print(f"{args.name}/{args.version} already committed on {args.target}")
+            else:
+                print(
+                    f"staged {args.name}/{args.version} {args.source} -> {args.target}: {staged.line()}; "
+                    f"predicted {plan.hop.predicted_s:.2f} s ({plan.hop.predicted.bottleneck})"
+                )
+        elif args.action == "ls":
+            from pipelines.cache import cache_entries
+
+            for tier_cfg in cfg.tiers:
+                if args.tier and tier_cfg.name != args.tier:
+                    continue
+                for e in cache_entries(_open(cfg, tier_cfg.name)):
+                    state = "committed" if e.committed else "uncommitted"
+                    pins = f" pinned by {', '.join(e.pinned_by)}" if e.pinned_by else ""
+                    print(
+                        f"{tier_cfg.name:<8} {e.dataset}/{e.version:<12} {state:<11} {format_bytes(e.bytes):>10}{pins}"
+                    )
+    except TransferError as exc:
+        print(f"tierflow datasets {args.action}: {exc}", file=sys.stderr)
+        return 1
+    except (ManifestError, FileNotFoundError, PermissionError) as exc:
+        raise UsageError(str(exc)) from None
+    return 0
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    """Evict from, pin and unpin on a cache tier."""
+    from pipelines.cache import CacheFullError, ensure_space, pin, unpin
+    from pipelines.units import UnitError, parse_duration, parse_size
+
+    cfg = _config(args)
+    tier = _open(cfg, args.tier)
+    try:
+        if args.action == "evict":
+            need = parse_size(args.need) if args.need != "0" else 0
+            durable = [_open(cfg, t.name) for t in cfg.tiers if t.name != args.tier]
+            report = ensure_space(tier, need, durable, dry_run=args.dry_run)
+            for item in report.evicted:
+                verb = "would evict" if args.dry_run else "evicted"
+                print(f"{verb} {item['dataset']}/{item['version']} ({format_bytes(item['bytes'])}): {item['why']}")
+            for item in report.kept:
+                print(f"kept {item['dataset']}/{item['version']} ({format_bytes(item['bytes'])}): {item['why']}")
+            print(f"{args.tier}: {format_bytes(report.free_after)} free (needed {format_bytes(report.needed_bytes)})")
+        elif args.action == "pin":
+            pin(tier, args.name, args.version, args.holder, parse_duration(args.ttl))
+            print(f"pinned {args.name}/{args.version} on {args.tier} for {args.holder} ({args.ttl})")
+        elif args.action == "unpin":
+            unpin(tier, args.name, args.version, args.holder)
+            print(f"unpinned {args.name}/{args.version} on {args.tier} for {args.holder}")
+    except (UnitError, CacheFullError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Run the demo: embedded S3, synthetic corpus, every DAG end to end, summary."""
     from pipelines.demo import run_demo
@@ -203,6 +295,46 @@ def build_parser() -> argparse.ArgumentParser:
     copy.add_argument("--fsync", action="store_true", help="fsync local files before they are renamed into place")
     copy.add_argument("-v", "--verbose", action="store_true", help="log the plan and progress")
     copy.set_defaults(func=cmd_copy)
+
+    ds = sub.add_parser("datasets", help="publish, stage and list dataset versions").add_subparsers(
+        dest="action", required=True
+    )
+    publish = ds.add_parser("publish", help="publish a local directory as a committed dataset version")
+    publish.add_argument("dir")
+    publish.add_argument("--name", required=True)
+    publish.add_argument("--version", required=True)
+    publish.add_argument("--tier", default="object", help="tier to publish on (default: object)")
+    publish.add_argument("-v", "--verbose", action="store_true")
+    publish.set_defaults(func=cmd_datasets)
+    stage = ds.add_parser("stage", help="stage a committed dataset version to another tier (plan, copy, commit)")
+    stage.add_argument("name")
+    stage.add_argument("version")
+    stage.add_argument("--from", dest="source", default="object")
+    stage.add_argument("--to", dest="target", required=True)
+    stage.add_argument("--verify", action="store_true", help="read every copied object back")
+    stage.add_argument("-v", "--verbose", action="store_true")
+    stage.set_defaults(func=cmd_datasets)
+    ls = ds.add_parser("ls", help="dataset versions on each tier")
+    ls.add_argument("--tier")
+    ls.set_defaults(func=cmd_datasets)
+
+    cache = sub.add_parser("cache", help="the NVMe cache: evict, pin, unpin").add_subparsers(
+        dest="action", required=True
+    )
+    evict = cache.add_parser("evict", help="make room: evict LRU versions committed on a more durable tier")
+    evict.add_argument("--tier", default="nvme")
+    evict.add_argument("--need", default="0", help="bytes that must be free, with unit (e.g. '5 GB')")
+    evict.add_argument("--dry-run", action="store_true")
+    evict.set_defaults(func=cmd_cache)
+    for action in ("pin", "unpin"):
+        p = cache.add_parser(action, help=f"{action} a dataset version on a cache tier")
+        p.add_argument("name")
+        p.add_argument("version")
+        p.add_argument("--holder", required=True, help="who holds the pin (e.g. a job id)")
+        p.add_argument("--tier", default="nvme")
+        if action == "pin":
+            p.add_argument("--ttl", default="1 h", help="pin lifetime with unit (default '1 h')")
+        p.set_defaults(func=cmd_cache)
 
     demo = sub.add_parser("demo", help="run every DAG end to end on the embedded defaults")
     demo.add_argument("--keep-server", action="store_true", help="leave the embedded S3 server running")

@@ -13,6 +13,7 @@ nothing partial becomes visible; a failed multipart upload is aborted by the cli
 
 from __future__ import annotations
 
+import errno
 import os
 from typing import Any
 from urllib.parse import quote, urlparse
@@ -41,7 +42,20 @@ def _translate(exc: BaseException, what: str) -> BaseException:
         if status == 404:
             return FileNotFoundError(f"{what}: not found")
         return OSError(f"{what}: S3 error {status} in {exc.operation_name}: {exc.name}")
+    name = getattr(exc, "name", "")
+    if name in _LOCAL_ERRORS:
+        code = _LOCAL_ERRORS[name]
+        return OSError(code, f"{what}: {os.strerror(code)} ({name})")
     return OSError(f"{what}: {type(exc).__name__}: {exc}")
+
+
+#: CRT errors about the local file, as the errno the rest of Tierflow classifies.
+_LOCAL_ERRORS = {
+    "AWS_ERROR_NO_SPACE": errno.ENOSPC,
+    "AWS_ERROR_NO_PERMISSION": errno.EACCES,
+    "AWS_ERROR_FILE_INVALID_PATH": errno.ENOENT,
+    "AWS_ERROR_MAX_FDS_EXCEEDED": errno.EMFILE,
+}
 
 
 class CrtMover:

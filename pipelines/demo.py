@@ -1,8 +1,8 @@
 """``tierflow demo``: the main job on the embedded defaults, end to end, with a summary.
 
 1. start the embedded S3 server (SeaweedFS on 127.0.0.1) unless it runs already;
-2. generate the deterministic synthetic corpus and upload it to the object tier under
-   ``raw/synthetic/``;
+2. generate the deterministic synthetic corpus, upload it to the object tier under
+   ``raw/synthetic/``, and publish it as the committed dataset version ``synthetic/v1``;
 3. migrate the Airflow metadata DB (SQLite under the state directory) and run every DAG in
    ``dags/`` with ``airflow dags test``, each run's output going to a log file;
 4. print a summary, and stop the server again if the demo started it.
@@ -19,11 +19,13 @@ from pathlib import Path
 
 from pipelines.airflow_env import airflow_env, checkout_dir
 from pipelines.config import TierflowConfig
-from pipelines.units import format_bandwidth, format_bytes
+from pipelines.units import format_bytes
 
 __all__ = ["RAW_PREFIX", "run_demo"]
 
 RAW_PREFIX = "raw/synthetic"
+#: The demo corpus is also published as this dataset version, which dataset_staging stages by default.
+DEMO_DATASET, DEMO_VERSION = "synthetic", "v1"
 
 
 def _say(message: str) -> None:
@@ -57,9 +59,14 @@ def _dag_ids(env: dict[str, str], log: Path) -> list[str]:
 
 def run_demo(config: TierflowConfig, keep_server: bool = False) -> int:
     """Run the demo; returns the exit status (0 when every DAG run succeeded)."""
+    from dataclasses import replace
+
     from pipelines.cli import _embedded
     from pipelines.corpus import generate_corpus
-    from pipelines.tiers import open_tier
+    from pipelines.manifest import read_commit
+    from pipelines.staging import publish_directory
+    from pipelines.tiers import Tier, open_tier
+    from pipelines.transfer import copy_prefix
 
     started = time.perf_counter()
     server = _embedded(config)
@@ -75,11 +82,15 @@ def run_demo(config: TierflowConfig, keep_server: bool = False) -> int:
         total = sum(f.size for f in files)
         _say(f"corpus: {len(files)} files, {sum(f.records for f in files)} records, {format_bytes(total)}")
         obj = open_tier(config, config.of_kind("object")[0].name, creds.storage_options())
-        t0 = time.perf_counter()
-        for f in files:
-            obj.put_file(corpus_dir / f.key, f"{RAW_PREFIX}/{f.key}")
-        upload_s = time.perf_counter() - t0
-        _say(f"uploaded to {obj.url(RAW_PREFIX)} in {upload_s:.1f} s ({format_bandwidth(total / upload_s)})")
+        raw, _ = copy_prefix(
+            Tier(replace(obj.config, name="corpus", kind="pfs", url=f"file://{corpus_dir}", conn_id=None)),
+            "",
+            obj,
+            RAW_PREFIX,
+        )
+        _say(f"raw corpus uploaded to {obj.url(RAW_PREFIX)}: {raw.line()}")
+        published, record = publish_directory(str(corpus_dir), obj, DEMO_DATASET, DEMO_VERSION)
+        _say(f"published dataset {DEMO_DATASET}/{DEMO_VERSION} on {obj.name}: {published.line()}")
 
         env = airflow_env(config, creds)
         migrate = _airflow(["db", "migrate"], env, logs / "db-migrate.log")
@@ -103,6 +114,12 @@ def run_demo(config: TierflowConfig, keep_server: bool = False) -> int:
     print("Tierflow demo summary")
     print(f"  tiers:   {', '.join(f'{t.name} ({t.kind}) {t.url}' for t in config.tiers)}")
     print(f"  corpus:  {len(files)} files, {format_bytes(total)} uploaded to {obj.url(RAW_PREFIX)}")
+    print(f"  dataset: {DEMO_DATASET}/{DEMO_VERSION} committed on {obj.name} (manifest {record.manifest.checksum()})")
+    for tier in config.tiers:
+        handle = open_tier(config, tier.name, creds.storage_options() if tier.is_object else None)
+        found = read_commit(handle, DEMO_DATASET, DEMO_VERSION)
+        state = f"committed, {len(found.manifest.entries)} objects" if found else "not committed"
+        print(f"           on {tier.name:<6}: {state}")
     for dag_id, state, seconds in results:
         print(f"  DAG {dag_id:<24} {state:<8} {seconds:6.1f} s")
     failed = [r for r in results if r[1] != "success"]

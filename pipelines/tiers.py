@@ -160,6 +160,8 @@ class Tier:
             config_kwargs = dict(options.get("config_kwargs") or {})
             config_kwargs.setdefault("request_checksum_calculation", "when_required")
             config_kwargs.setdefault("response_checksum_validation", "when_required")
+            # Enough connections for the widest plan (botocore's default pool of 10 throttles transfers).
+            config_kwargs.setdefault("max_pool_connections", 64)
             options["config_kwargs"] = config_kwargs
         self.storage_options = options
         if config.is_object:
@@ -326,6 +328,16 @@ class Tier:
         with open(local_path, "rb") as src, self.writer(key, fsync=fsync) as dst:
             while block := src.read(8 * 2**20):
                 dst.write(block)
+
+    def delete_prefix(self, prefix: str) -> int:
+        """Delete everything under ``prefix`` (directories too, on file tiers). Returns the objects removed."""
+        keys = [o.key for o in self.list(prefix)]
+        self.delete(keys)
+        if not self.config.is_object:
+            import shutil
+
+            shutil.rmtree(self.path(prefix), ignore_errors=True)
+        return len(keys)
 
     def delete(self, keys: Iterable[str]) -> int:
         """Delete objects (batched: s3fs sends up to 1,000 keys per request). Returns how many were asked."""

@@ -467,10 +467,6 @@ def copy_entries(
     """
     settings = settings or TransferSettings()
     c = settings.concurrency
-    if src.config.is_object:
-        src = src.with_options(config_kwargs={"max_pool_connections": max(10, 2 * c)})
-    if dst.config.is_object:
-        dst = dst.with_options(config_kwargs={"max_pool_connections": max(10, 2 * c)})
     report = TransferReport(
         source=src.url(src_prefix) if src_prefix else src.url(),
         destination=dst.url(dst_prefix) if dst_prefix else dst.url(),

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipelines.bandwidth import (
+    DEFAULT_PART_SIZE,
     MAX_PARTS,
     MIN_PART_SIZE,
     CodecSample,
@@ -144,7 +145,7 @@ def test_concurrency_reaches_95_percent_of_the_asymptote_and_no_less() -> None:
 @pytest.mark.parametrize(
     ("largest", "concurrency", "budget", "expected"),
     [
-        pytest.param(1 * MiB, 8, 512 * MiB, 16 * MiB, id="default"),
+        pytest.param(1 * MiB, 8, 512 * MiB, DEFAULT_PART_SIZE, id="default"),
         pytest.param(1 * 2**40, 4, 512 * MiB, 105 * MiB, id="one-tib-object-needs-big-parts"),
         pytest.param(10 * 2**30, 64, 256 * MiB, MIN_PART_SIZE, id="memory-budget-shrinks-parts-to-the-s3-minimum"),
         pytest.param(10 * 2**30, 16, 128 * MiB, 8 * MiB, id="memory-budget"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -99,3 +100,58 @@ def test_tier_health_rejects_unknown_tier(dagbag) -> None:
     dr = dag.test(run_conf={"tiers": ["tape"]})
     assert dr.state == "failed"
     assert _states(dr.run_id)[("list_tiers", -1)] == "failed"
+
+
+def test_dataset_staging_runs_green_and_emits_asset_events(dagbag, test_config, s3_credentials, tmp_path) -> None:
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    from pipelines.manifest import read_commit
+    from pipelines.staging import publish_directory
+    from pipelines.tiers import open_tier
+
+    src = tmp_path / "corpus"
+    for i in range(30):
+        (src / f"part-{i // 10}").mkdir(parents=True, exist_ok=True)
+        (src / f"part-{i // 10}" / f"{i:03d}.jsonl").write_bytes(os.urandom(1000 + 997 * i))
+    obj = open_tier(test_config, "object", s3_credentials[0].storage_options())
+    _, published = publish_directory(str(src), obj, "dagtest", "v1")
+
+    dag = dagbag.get_dag("dataset_staging")
+    dr = dag.test(run_conf={"dataset": "dagtest", "version": "v1", "targets": ["pfs", "nvme"], "verify": True})
+    states = _states(dr.run_id)
+    assert dr.state == "success", states
+    assert {k: v for k, v in states.items() if k[0].startswith("commit")} == {
+        ("commit_hop1", -1): "success",
+        ("commit_hop2", -1): "success",
+    }
+    assert all(v == "success" for k, v in states.items() if k[0].startswith("stage_")), states
+    for tier in ("pfs", "nvme"):
+        found = read_commit(open_tier(test_config, tier), "dagtest", "v1")
+        assert found is not None and found.manifest.checksum() == published.manifest.checksum()
+    hop1 = _xcom("dataset_staging", dr.run_id, "commit_hop1")
+    assert hop1["tier"] == "pfs" and hop1["objects"] == 30 and hop1["copied_bytes"] == published.manifest.total_bytes
+    with create_session() as session:
+        rows = session.execute(
+            select(AssetModel.name, AssetEvent.extra)
+            .join(AssetEvent, AssetEvent.asset_id == AssetModel.id)
+            .where(AssetEvent.source_run_id == dr.run_id)
+        ).all()
+    events = {name: extra for name, extra in rows}
+    assert set(events) == {"tierflow/dagtest@pfs", "tierflow/dagtest@nvme"}
+    for extra in events.values():
+        assert extra["version"] == "v1" and extra["objects"] == 30
+        assert extra["manifest_checksum"] == published.manifest.checksum()
+        assert extra["bytes"] == published.manifest.total_bytes and "seconds" in extra and "MBps" in extra
+
+    # A second run finds both hops already committed and copies nothing.
+    again = dag.test(run_conf={"dataset": "dagtest", "version": "v1"})
+    assert again.state == "success"
+    assert _xcom("dataset_staging", again.run_id, "commit_hop2")["already_staged"] is True
+
+
+def test_dataset_staging_fails_clearly_for_an_unpublished_version(dagbag) -> None:
+    dr = dagbag.get_dag("dataset_staging").test(run_conf={"dataset": "nosuch", "version": "v9"})
+    assert dr.state == "failed"
+    assert _states(dr.run_id)[("plan_hop1", -1)] == "failed"

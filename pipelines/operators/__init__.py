@@ -6,5 +6,23 @@ inside ``execute`` so that parsing a DAG stays fast.
 """
 
 from pipelines.operators.probe import ProbeTierOperator
+from pipelines.operators.staging import (
+    STAGED_ALIAS,
+    CommitStagingOperator,
+    EvictCacheOperator,
+    PlanStagingOperator,
+    StageDatasetOperator,
+    StageShardOperator,
+    dataset_asset,
+)
 
-__all__ = ["ProbeTierOperator"]
+__all__ = [
+    "STAGED_ALIAS",
+    "CommitStagingOperator",
+    "EvictCacheOperator",
+    "PlanStagingOperator",
+    "ProbeTierOperator",
+    "StageDatasetOperator",
+    "StageShardOperator",
+    "dataset_asset",
+]

@@ -1,0 +1,105 @@
+"""DAG ``dataset_staging``: stage a committed dataset version object storage → PFS → NVMe.
+
+Each hop is planned by the bandwidth model (concurrency, part size, shards, pool slots, timeout),
+copied by mapped tasks (one per manifest shard, named after it), then committed: the target's
+commit marker is written last, and an asset event for (dataset, tier) is emitted. Before the
+NVMe hop, the cache makes room by evicting least-recently-used versions that are committed on a
+more durable tier. A hop whose target already holds the same committed version copies nothing.
+
+Runs when a dataset version is published on object storage (asset ``tierflow_dataset_published``;
+the event names the dataset and version), or by hand with the params below.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pendulum
+from airflow.sdk import DAG, Param, task
+
+from pipelines.operators import CommitStagingOperator, EvictCacheOperator, PlanStagingOperator, StageShardOperator
+from pipelines.operators.assets import PUBLISHED
+
+with DAG(
+    dag_id="dataset_staging",
+    description="Stage a dataset version object storage → PFS → NVMe, planned by the bandwidth model",
+    schedule=[PUBLISHED],
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=4,
+    tags=["tierflow", "staging"],
+    default_args={"retries": 3, "retry_delay": timedelta(seconds=20), "retry_exponential_backoff": True},
+    params={
+        "dataset": Param("synthetic", type="string", title="Dataset", description="Dataset name."),
+        "version": Param("v1", type="string", title="Version", description="Dataset version."),
+        "source": Param(
+            "object", type="string", title="Source tier", description="Tier holding the committed version."
+        ),
+        "targets": Param(
+            ["pfs", "nvme"],
+            type="array",
+            items={"type": "string"},
+            minItems=1,
+            maxItems=2,
+            title="Target tiers",
+            description="Hop 1 goes source → first target; hop 2 (optional) first → second target.",
+        ),
+        "verify": Param(False, type="boolean", title="Verify", description="Read every copied object back."),
+    },
+    render_template_as_native_obj=True,
+    doc_md=__doc__,
+) as dag:
+
+    @task
+    def resolve(params: dict[str, Any] | None = None, triggering_asset_events: Any = None) -> dict[str, Any]:
+        """What to stage: the published version from the triggering event, else the params."""
+        p = dict(params or {})
+        if triggering_asset_events:
+            events = list(triggering_asset_events[PUBLISHED])
+            if events and events[-1].extra.get("dataset"):
+                p["dataset"] = events[-1].extra["dataset"]
+                p["version"] = events[-1].extra["version"]
+        targets = [*p["targets"], ""]
+        return {
+            "dataset": p["dataset"],
+            "version": p["version"],
+            "source": p["source"],
+            "hop1": targets[0],
+            "hop2": targets[1],
+        }
+
+    what = resolve()
+    # Everything below reads what to stage from resolve's XCom at run time.
+    WHAT = "ti.xcom_pull(task_ids='resolve')"
+    previous = what
+    # Pools bound the concurrent copy tasks per target tier. Airflow cannot size pool_slots at run
+    # time (apache/airflow#35803), so each shard task takes one slot of its hop's default target.
+    for hop, source_key, pool in (("hop1", "source", "tierflow_pfs"), ("hop2", "hop1", "tierflow_nvme")):
+        plan = PlanStagingOperator(
+            task_id=f"plan_{hop}",
+            dataset=f"{{{{ {WHAT}['dataset'] }}}}",
+            version=f"{{{{ {WHAT}['version'] }}}}",
+            source=f"{{{{ {WHAT}['{source_key}'] }}}}",
+            target=f"{{{{ {WHAT}['{hop}'] }}}}",
+        )
+        stage = StageShardOperator.partial(
+            task_id=f"stage_{hop}",
+            verify="{{ params.verify }}",
+            map_index_template="{{ task.shard['name'] }}",
+            pool=pool,
+        ).expand(shard=plan.output)
+        commit = CommitStagingOperator(
+            task_id=f"commit_{hop}", plan_task_id=f"plan_{hop}", stage_task_id=f"stage_{hop}"
+        )
+        if hop == "hop2":  # make room on the cache before copying into it
+            evict = EvictCacheOperator(
+                task_id="make_room_hop2",
+                tier=f"{{{{ {WHAT}['hop2'] }}}}",
+                need_bytes="{{ ti.xcom_pull(task_ids='plan_hop2', key='plan')['needed_bytes'] }}",
+                keep=f"{{{{ [[{WHAT}['dataset'], {WHAT}['version']]] }}}}",
+            )
+            previous >> plan >> evict >> stage >> commit
+        else:
+            previous >> plan >> stage >> commit
+        previous = commit

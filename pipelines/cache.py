@@ -1,0 +1,216 @@
+"""The NVMe cache: capacity accounting, pins with expiry, and least-recently-used eviction of whole datasets.
+
+Rules no setting can break:
+
+* only whole, committed dataset versions are evicted, least recently used first;
+* a version is evicted only when the *same content* (same manifest checksum) is committed on a
+  more durable tier — never the only copy;
+* a version pinned by a running job (a pin not yet expired) is never evicted;
+* eviction removes the commit marker first (the dataset stops existing at once), then the data,
+  and reports what it removed and why.
+
+Per-version state lives next to the data, under Tierflow's reserved names:
+``datasets/<name>/<version>/_tierflow_lastuse.json`` and ``.../_tierflow_pins/<holder>.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pipelines.config import DURABILITY
+from pipelines.manifest import COMMIT_MARKER, dataset_prefix, read_commit, validate_name
+from pipelines.tiers import Tier
+
+__all__ = [
+    "CacheEntry",
+    "CacheFullError",
+    "EvictionReport",
+    "cache_entries",
+    "ensure_space",
+    "pin",
+    "touch",
+    "unpin",
+]
+
+LASTUSE = "_tierflow_lastuse.json"
+PINS = "_tierflow_pins"
+
+
+class CacheFullError(RuntimeError):
+    """Not enough can be evicted to make room; the message says what blocks it."""
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    """One dataset version present on a cache tier."""
+
+    dataset: str
+    version: str
+    bytes: int
+    committed: bool
+    manifest_checksum: str | None
+    last_used: float
+    pinned_by: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class EvictionReport:
+    """What an eviction pass did: what it removed (with why) and what it kept (with why)."""
+
+    needed_bytes: int
+    free_before: int
+    free_after: int
+    evicted: tuple[dict[str, Any], ...]
+    kept: tuple[dict[str, Any], ...]
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-safe summary."""
+        return {
+            "needed_bytes": self.needed_bytes,
+            "free_before": self.free_before,
+            "free_after": self.free_after,
+            "evicted": list(self.evicted),
+            "kept": list(self.kept),
+        }
+
+
+def touch(tier: Tier, dataset: str, version: str, now: float | None = None) -> None:
+    """Record that a dataset version was used now (staged or read)."""
+    key = f"{dataset_prefix(dataset, version)}/{LASTUSE}"
+    tier.write_bytes(key, json.dumps({"last_used": now if now is not None else time.time()}).encode())
+
+
+def pin(tier: Tier, dataset: str, version: str, holder: str, ttl_s: float, now: float | None = None) -> None:
+    """Pin a dataset version for ``ttl_s`` seconds on behalf of ``holder`` (e.g. a job id); renew by pinning again."""
+    validate_name(holder, "pin holder")
+    if ttl_s <= 0:
+        raise ValueError(f"pin ttl must be positive (got {ttl_s})")
+    start = now if now is not None else time.time()
+    key = f"{dataset_prefix(dataset, version)}/{PINS}/{holder}.json"
+    tier.write_bytes(key, json.dumps({"holder": holder, "expires": start + ttl_s}).encode())
+
+
+def unpin(tier: Tier, dataset: str, version: str, holder: str) -> None:
+    """Remove ``holder``'s pin (no error if there is none)."""
+    key = f"{dataset_prefix(dataset, version)}/{PINS}/{validate_name(holder, 'pin holder')}.json"
+    if tier.exists(key):
+        tier.delete([key])
+
+
+def cache_entries(tier: Tier, now: float | None = None) -> list[CacheEntry]:
+    """Every dataset version on the tier (one listing), committed or not, with size, last use and live pins."""
+    now = now if now is not None else time.time()
+    groups: dict[tuple[str, str], list[tuple[str, int]]] = {}
+    for info in tier.list("datasets"):
+        parts = info.key.split("/", 3)
+        if len(parts) < 4:
+            continue
+        groups.setdefault((parts[1], parts[2]), []).append((parts[3], info.size))
+    entries = []
+    for (dataset, version), objects in sorted(groups.items()):
+        prefix = dataset_prefix(dataset, version)
+        names = {rel for rel, _ in objects}
+        commit = read_commit(tier, dataset, version) if COMMIT_MARKER in names else None
+        last_used = 0.0
+        if LASTUSE in names:
+            try:
+                last_used = float(json.loads(tier.read_bytes(f"{prefix}/{LASTUSE}"))["last_used"])
+            except (ValueError, KeyError, FileNotFoundError):
+                last_used = 0.0
+        pins = []
+        for rel in names:
+            if rel.startswith(f"{PINS}/"):
+                try:
+                    data = json.loads(tier.read_bytes(f"{prefix}/{rel}"))
+                except (ValueError, FileNotFoundError):
+                    continue
+                if float(data.get("expires", 0)) > now:
+                    pins.append(str(data.get("holder")))
+        entries.append(
+            CacheEntry(
+                dataset=dataset,
+                version=version,
+                bytes=sum(size for _, size in objects),
+                committed=commit is not None,
+                manifest_checksum=commit.manifest.checksum() if commit else None,
+                last_used=last_used,
+                pinned_by=tuple(sorted(pins)),
+            )
+        )
+    return entries
+
+
+def _durable_copy(entry: CacheEntry, durable: Sequence[Tier]) -> str | None:
+    """The name of a more durable tier holding the same committed content, or None."""
+    for tier in durable:
+        commit = read_commit(tier, entry.dataset, entry.version)
+        if commit is not None and commit.manifest.checksum() == entry.manifest_checksum:
+            return tier.name
+    return None
+
+
+def ensure_space(
+    cache: Tier, needed_bytes: int, durable: Sequence[Tier], keep: Sequence[tuple[str, str]] = (), dry_run: bool = False
+) -> EvictionReport:
+    """Make ``needed_bytes`` free on ``cache`` (capacity from its tier config), evicting LRU-first.
+
+    ``durable`` are the tiers a version must be committed on (same content) before it may go;
+    only tiers more durable than ``cache`` count. ``keep`` lists versions never to evict in this
+    pass (e.g. the one being staged).
+
+    Raises:
+        CacheFullError: Even evicting everything allowed would not make room; nothing is evicted.
+    """
+    more_durable = [t for t in durable if DURABILITY[t.config.kind] < DURABILITY[cache.config.kind]]
+    entries = cache_entries(cache)
+    used = sum(e.bytes for e in entries)
+    capacity = cache.config.capacity_bytes
+    free_before = capacity - used
+    if needed_bytes > capacity:
+        raise CacheFullError(
+            f"{cache.name}: {needed_bytes} B needed but the tier's capacity is {capacity} B ({cache.config.url})"
+        )
+    plan: list[tuple[CacheEntry, str]] = []
+    kept: list[dict[str, Any]] = []
+    free = free_before
+    for entry in sorted(entries, key=lambda e: (e.last_used, e.dataset, e.version)):
+        if free >= needed_bytes:
+            break
+        ident = {"dataset": entry.dataset, "version": entry.version, "bytes": entry.bytes}
+        if (entry.dataset, entry.version) in keep:
+            kept.append(ident | {"why": "being staged"})
+        elif entry.pinned_by:
+            kept.append(ident | {"why": f"pinned by {', '.join(entry.pinned_by)}"})
+        elif not entry.committed:
+            kept.append(ident | {"why": "not committed here (in progress or partial)"})
+        elif (holder := _durable_copy(entry, more_durable)) is None:
+            kept.append(ident | {"why": "no committed copy on a more durable tier"})
+        else:
+            plan.append((entry, holder))
+            free += entry.bytes
+    if free < needed_bytes:
+        blockers = "; ".join(f"{k['dataset']}/{k['version']}: {k['why']}" for k in kept) or "nothing to evict"
+        raise CacheFullError(
+            f"{cache.name}: need {needed_bytes} B, {free_before} B free, at most {free} B after eviction ({blockers})"
+        )
+    evicted = []
+    for entry, holder in plan:
+        reason = f"least recently used; committed on {holder}"
+        if not dry_run:
+            prefix = dataset_prefix(entry.dataset, entry.version)
+            cache.delete([f"{prefix}/{COMMIT_MARKER}"])  # first: the dataset stops existing here
+            cache.delete_prefix(prefix)
+        evicted.append(
+            {
+                "dataset": entry.dataset,
+                "version": entry.version,
+                "bytes": entry.bytes,
+                "why": reason,
+                "dry_run": dry_run,
+            }
+        )
+    return EvictionReport(needed_bytes, free_before, free, tuple(evicted), tuple(kept))

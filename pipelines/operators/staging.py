@@ -1,0 +1,375 @@
+"""Staging operators: plan → mapped shard copies → commit, the one-task form, and cache eviction.
+
+Every operator stores its arguments in ``__init__`` and does its work in ``execute`` through
+:mod:`pipelines.staging`, :mod:`pipelines.cache` and the transfer engine. XCom carries small
+summaries only: shard descriptors are ``(index, count, manifest checksum)``, never object lists.
+
+Failures are classified once: a checksum mismatch, a missing source commit, a bad config, a full
+cache or a permission error fail the task for good (``AirflowFailException``); anything else is
+raised for Airflow to retry.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from airflow.sdk import Asset, AssetAlias, BaseOperator
+
+__all__ = [
+    "STAGED_ALIAS",
+    "CommitStagingOperator",
+    "EvictCacheOperator",
+    "PlanStagingOperator",
+    "StageDatasetOperator",
+    "StageShardOperator",
+    "dataset_asset",
+]
+
+#: Every committed copy is reported through this alias as an event of the asset (dataset, tier).
+STAGED_ALIAS = AssetAlias(name="tierflow_staged")
+
+
+def dataset_asset(dataset: str, tier: str) -> Asset:
+    """The asset standing for a dataset on one tier."""
+    return Asset(name=f"tierflow/{dataset}@{tier}", uri=f"tierflow://{tier}/datasets/{dataset}")
+
+
+@contextlib.contextmanager
+def _fatal_errors() -> Iterator[None]:
+    """Translate errors that retrying cannot fix into AirflowFailException (one line, naming the object)."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from pipelines.cache import CacheFullError
+    from pipelines.manifest import ManifestError
+    from pipelines.transfer import TransferError
+
+    try:
+        yield
+    except TransferError as exc:
+        if exc.fatal:
+            raise AirflowFailException(str(exc)) from None
+        raise
+    except (ManifestError, CacheFullError, FileNotFoundError, PermissionError, KeyError) as exc:
+        raise AirflowFailException(str(exc).strip("'\"")) from None
+
+
+def _tiers(config_path: str | None, *names: str) -> list[Any]:
+    from pipelines.operators.context import load_config_in_task, open_tier_in_task
+
+    config = load_config_in_task(config_path)
+    return [open_tier_in_task(config, name) for name in names]
+
+
+class PlanStagingOperator(BaseOperator):
+    """Plan one hop of a committed dataset version and return one shard descriptor per mapped task.
+
+    The plan's summary (concurrency, part size, shards, predicted time and bottleneck, with
+    reasons) is logged and pushed as XCom ``plan``. When the target already holds the same
+    committed version the list is empty and the copies are skipped.
+
+    Args:
+        dataset: Dataset name (templated).
+        version: Dataset version (templated).
+        source: Source tier name (templated).
+        target: Target tier name (templated); empty skips this hop.
+        target_task_s: How long one mapped copy task should run.
+        config_path: Tier config file; default ``$TIERFLOW_CONFIG``, else the packaged default.
+    """
+
+    template_fields: Sequence[str] = ("dataset", "version", "source", "target")
+
+    def __init__(
+        self,
+        *,
+        dataset: str,
+        version: str,
+        source: str,
+        target: str,
+        target_task_s: float = 600.0,
+        config_path: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.dataset = dataset
+        self.version = version
+        self.source = source
+        self.target = target
+        self.target_task_s = target_task_s
+        self.config_path = config_path
+
+    def execute(self, context: Any) -> list[dict[str, Any]]:
+        """Plan the hop; returns the shard descriptors (small)."""
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from pipelines.staging import plan_stage
+
+        if not self.target:
+            raise AirflowSkipException("no target tier for this hop")
+        with _fatal_errors():
+            source, target = _tiers(self.config_path, self.source, self.target)
+            plan = plan_stage(source, target, self.dataset, self.version, target_task_s=self.target_task_s)
+        summary = plan.summary()
+        for choice, reason in plan.hop.reasons.items():
+            self.log.info("plan %s: %s", choice, reason)
+        context["ti"].xcom_push(key="plan", value=summary)
+        shards = plan.shards()
+        for shard in shards:
+            shard["concurrency"] = plan.hop.concurrency
+            shard["part_size"] = plan.hop.part_size
+        return shards
+
+
+class StageShardOperator(BaseOperator):
+    """Copy one shard of a planned hop (mapped with ``expand(shard=...)`` over the plan's output).
+
+    Args:
+        shard: A descriptor from :class:`PlanStagingOperator`.
+        verify: Read every copied object back at the target and compare checksums.
+        fsync: fsync local files before they are renamed into place.
+        config_path: Tier config file.
+    """
+
+    template_fields: Sequence[str] = ("shard", "verify")
+
+    def __init__(
+        self,
+        *,
+        shard: dict[str, Any],
+        verify: bool | str = False,
+        fsync: bool = False,
+        config_path: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.shard = shard
+        self.verify = verify
+        self.fsync = fsync
+        self.config_path = config_path
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        """Copy the shard; returns the copy summary (small)."""
+        from pipelines.staging import stage_shard
+        from pipelines.transfer import TransferSettings
+
+        s = self.shard
+        self.log.info("%s", s["name"])
+        verify = self.verify if isinstance(self.verify, bool) else str(self.verify).strip().lower() == "true"
+        settings = TransferSettings(
+            concurrency=int(s["concurrency"]), part_size=int(s["part_size"]), verify=verify, fsync=self.fsync
+        )
+        with _fatal_errors():
+            source, target = _tiers(self.config_path, s["source"], s["target"])
+            report = stage_shard(
+                source,
+                target,
+                s["dataset"],
+                s["version"],
+                int(s["index"]),
+                int(s["count"]),
+                s["manifest_checksum"],
+                settings,
+            )
+        self.log.info("shard %d/%d: %s", s["index"] + 1, s["count"], report.line())
+        return report.summary()
+
+
+def _emit(context: Any, dataset: str, tier: str, extra: dict[str, Any]) -> None:
+    events = context.get("outlet_events")
+    if events is not None:
+        events[STAGED_ALIAS].add(dataset_asset(dataset, tier), extra=extra)
+
+
+class CommitStagingOperator(BaseOperator):
+    """Commit a staged hop (after every shard copied) and emit the (dataset, tier) asset event.
+
+    Args:
+        plan_task_id: Task id of the hop's :class:`PlanStagingOperator`.
+        stage_task_id: Task id of the hop's mapped :class:`StageShardOperator`.
+        config_path: Tier config file.
+    """
+
+    def __init__(self, *, plan_task_id: str, stage_task_id: str, config_path: str | None = None, **kwargs: Any) -> None:
+        kwargs.setdefault("outlets", [STAGED_ALIAS])
+        kwargs.setdefault("trigger_rule", "none_failed")
+        super().__init__(**kwargs)
+        self.plan_task_id = plan_task_id
+        self.stage_task_id = stage_task_id
+        self.config_path = config_path
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        """Commit and return the hop's summary: bytes, objects, seconds, predicted vs achieved MB/s."""
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from pipelines.cache import touch
+        from pipelines.staging import commit_stage
+
+        ti = context["ti"]
+        plan = ti.xcom_pull(task_ids=self.plan_task_id, key="plan")
+        if not plan:
+            raise AirflowSkipException("hop not planned (no target)")
+        shards = ti.xcom_pull(task_ids=self.stage_task_id) or []
+        if isinstance(shards, dict):
+            shards = [shards]
+        summary = {
+            "dataset": plan["dataset"],
+            "version": plan["version"],
+            "source": plan["source"],
+            "tier": plan["target"],
+            "objects": plan["objects"],
+            "bytes": plan["bytes"],
+            "manifest_checksum": plan["manifest_checksum"],
+            "predicted_s": plan["plan"]["predicted_s"],
+            "predicted_MBps": plan["plan"]["predicted_MBps"],
+            "bottleneck": plan["plan"]["bottleneck"],
+        }
+        if plan["already_staged"]:
+            self.log.info(
+                "%s/%s already committed on %s with the same manifest", plan["dataset"], plan["version"], plan["target"]
+            )
+            return summary | {"already_staged": True}
+        copied = sum(int(s.get("copied_bytes", 0)) for s in shards if s)
+        seconds = max((float(s.get("seconds", 0)) for s in shards if s), default=0.0)
+        with _fatal_errors():
+            source, target = _tiers(self.config_path, plan["source"], plan["target"])
+            commit_stage(
+                source,
+                target,
+                plan["dataset"],
+                plan["version"],
+                plan["manifest_checksum"],
+                extra={"shards": len(shards), "copied_bytes": copied},
+            )
+            if target.config.kind == "nvme":
+                touch(target, plan["dataset"], plan["version"])
+        summary |= {
+            "already_staged": False,
+            "shards": len(shards),
+            "copied_bytes": copied,
+            "seconds": round(seconds, 3),
+            "MBps": round(copied / seconds / 1e6, 1) if seconds > 0 else None,
+        }
+        self.log.info("committed %s/%s on %s: %s", plan["dataset"], plan["version"], plan["target"], summary)
+        _emit(context, plan["dataset"], plan["target"], summary)
+        return summary
+
+
+class StageDatasetOperator(BaseOperator):
+    """Stage a small dataset version in one task: plan, copy, commit, asset event.
+
+    Args:
+        dataset: Dataset name (templated).
+        version: Dataset version (templated).
+        source: Source tier name (templated).
+        target: Target tier name (templated).
+        verify: Read every copied object back at the target.
+        config_path: Tier config file.
+    """
+
+    template_fields: Sequence[str] = ("dataset", "version", "source", "target")
+
+    def __init__(
+        self,
+        *,
+        dataset: str,
+        version: str,
+        source: str,
+        target: str,
+        verify: bool = False,
+        config_path: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("outlets", [STAGED_ALIAS])
+        super().__init__(**kwargs)
+        self.dataset = dataset
+        self.version = version
+        self.source = source
+        self.target = target
+        self.verify = verify
+        self.config_path = config_path
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        """Stage and return the summary."""
+        from pipelines.cache import touch
+        from pipelines.staging import stage_dataset
+
+        with _fatal_errors():
+            source, target = _tiers(self.config_path, self.source, self.target)
+            plan, report, _ = stage_dataset(source, target, self.dataset, self.version, verify=self.verify)
+            if report is None:
+                self.log.info("%s/%s already committed on %s", self.dataset, self.version, self.target)
+                return plan.summary() | {"already_staged": True}
+            if target.config.kind == "nvme":
+                touch(target, self.dataset, self.version)
+        summary = {
+            "dataset": self.dataset,
+            "version": self.version,
+            "source": self.source,
+            "tier": self.target,
+            "objects": plan.objects,
+            "bytes": plan.bytes,
+            "manifest_checksum": plan.manifest_checksum,
+            "seconds": round(report.seconds, 3),
+            "MBps": round(report.throughput_bps / 1e6, 1),
+            "predicted_s": round(plan.hop.predicted_s, 3),
+            "bottleneck": plan.hop.predicted.bottleneck,
+        }
+        _emit(context, self.dataset, self.target, summary)
+        return summary
+
+
+class EvictCacheOperator(BaseOperator):
+    """Make room on a cache tier: evict least-recently-used committed versions held on a more durable tier.
+
+    Args:
+        tier: The cache tier (templated).
+        need_bytes: Bytes that must be free afterwards (templated; e.g. from a plan's XCom).
+        keep: ``[dataset, version]`` pairs never to evict in this pass (templated).
+        report_only: Report what would go without deleting (a dry run).
+        config_path: Tier config file.
+    """
+
+    template_fields: Sequence[str] = ("tier", "need_bytes", "keep")
+
+    def __init__(
+        self,
+        *,
+        tier: str,
+        need_bytes: int | str,
+        keep: Sequence[Sequence[str]] | str = (),
+        report_only: bool = False,
+        config_path: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.tier = tier
+        self.need_bytes = need_bytes
+        self.keep = keep
+        self.report_only = report_only
+        self.config_path = config_path
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        """Evict as needed and return what was removed and kept, each with why."""
+        import ast
+
+        from pipelines.cache import ensure_space
+        from pipelines.operators.context import load_config_in_task, open_tier_in_task
+
+        keep = ast.literal_eval(self.keep) if isinstance(self.keep, str) and self.keep else self.keep
+        with _fatal_errors():
+            config = load_config_in_task(self.config_path)
+            cache = open_tier_in_task(config, self.tier)
+            durable = [open_tier_in_task(config, t.name) for t in config.tiers if t.name != self.tier]
+            report = ensure_space(
+                cache,
+                int(self.need_bytes),
+                durable,
+                keep=[(str(d), str(v)) for d, v in (keep or [])],
+                dry_run=self.report_only,
+            )
+        for item in report.evicted:
+            self.log.info("evicted %s/%s (%d bytes): %s", item["dataset"], item["version"], item["bytes"], item["why"])
+        for item in report.kept:
+            self.log.info("kept %s/%s (%d bytes): %s", item["dataset"], item["version"], item["bytes"], item["why"])
+        return report.summary()

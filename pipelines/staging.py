@@ -1,0 +1,233 @@
+"""Dataset staging between tiers: plan, copy shards, commit — the steps the Airflow operators run.
+
+A hop copies one committed dataset version from a source tier to a target tier:
+
+1. :func:`plan_stage` reads the source's commit marker (one GET, no listing), sizes the hop with
+   the bandwidth planner, and splits the manifest into shards. Each shard is described by
+   ``(index, count, manifest checksum)`` only — small enough for XCom.
+2. :func:`stage_shard` (one mapped task per shard) reads the same marker, checks that the manifest
+   is the one planned, takes its shard (deterministic split) and copies it with the transfer engine.
+3. :func:`commit_stage` checks every object is at the target with its size, and writes the commit
+   marker — last.
+
+:func:`stage_dataset` does all three in one call, for small datasets. A version already committed
+on the target with the same manifest is left alone ("already staged").
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from pipelines.bandwidth import HopPlan, Workload, plan_hop
+from pipelines.checksum import checksum_file
+from pipelines.manifest import Commit, Manifest, ManifestError, commit, read_commit
+from pipelines.tiers import Tier
+from pipelines.transfer import TransferReport, TransferSettings, copy_entries
+
+__all__ = [
+    "NotCommittedError",
+    "StagePlan",
+    "commit_stage",
+    "plan_stage",
+    "publish_directory",
+    "stage_dataset",
+    "stage_shard",
+]
+
+log = logging.getLogger(__name__)
+
+
+class NotCommittedError(FileNotFoundError):
+    """The dataset version is not committed on the source tier (so it does not exist there)."""
+
+
+def source_commit(source: Tier, dataset: str, version: str) -> Commit:
+    """The source's commit marker; a dataset without one does not exist, whatever objects are there."""
+    found = read_commit(source, dataset, version)
+    if found is None:
+        raise NotCommittedError(
+            f"dataset {dataset}/{version} is not committed on tier {source.name} ({source.url()}): no commit marker"
+        )
+    return found
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    """A planned hop: what to copy, how it is sized, and the shard descriptors for mapped tasks."""
+
+    dataset: str
+    version: str
+    source: str
+    target: str
+    manifest_checksum: str
+    objects: int
+    bytes: int
+    already_staged: bool
+    hop: HopPlan
+
+    def shards(self) -> list[dict[str, Any]]:
+        """One small descriptor per mapped task (nothing when already staged)."""
+        if self.already_staged:
+            return []
+        return [
+            {
+                "dataset": self.dataset,
+                "version": self.version,
+                "source": self.source,
+                "target": self.target,
+                "index": i,
+                "count": self.hop.shards,
+                "manifest_checksum": self.manifest_checksum,
+                "name": f"{self.dataset}/{self.version} {self.source}->{self.target} shard {i + 1}/{self.hop.shards}",
+            }
+            for i in range(self.hop.shards)
+        ]
+
+    def summary(self) -> dict[str, Any]:
+        """Small JSON-safe summary for XCom and logs."""
+        return {
+            "dataset": self.dataset,
+            "version": self.version,
+            "source": self.source,
+            "target": self.target,
+            "manifest_checksum": self.manifest_checksum,
+            "objects": self.objects,
+            "bytes": self.bytes,
+            "already_staged": self.already_staged,
+            "needed_bytes": 0 if self.already_staged else self.bytes,
+            "plan": self.hop.summary(),
+        }
+
+
+def plan_stage(source: Tier, target: Tier, dataset: str, version: str, **planner: Any) -> StagePlan:
+    """Plan copying a committed dataset version from ``source`` to ``target``.
+
+    Raises:
+        NotCommittedError: The version is not committed on ``source``.
+    """
+    found = source_commit(source, dataset, version)
+    manifest = found.manifest
+    existing = read_commit(target, dataset, version)
+    already = existing is not None and existing.manifest.checksum() == manifest.checksum()
+    hop = plan_hop(source.config, target.config, Workload.from_sizes(e.size for e in manifest.entries), **planner)
+    plan = StagePlan(
+        dataset=dataset,
+        version=version,
+        source=source.name,
+        target=target.name,
+        manifest_checksum=manifest.checksum(),
+        objects=len(manifest.entries),
+        bytes=manifest.total_bytes,
+        already_staged=already,
+        hop=hop,
+    )
+    log.info(
+        "%s/%s %s -> %s: %d objects, %d bytes; %s",
+        dataset,
+        version,
+        source.name,
+        target.name,
+        plan.objects,
+        plan.bytes,
+        "already staged (same manifest)" if already else f"{hop.shards} shard(s), {hop.predicted.bottleneck}",
+    )
+    return plan
+
+
+def _manifest_for(source: Tier, dataset: str, version: str, manifest_checksum: str) -> Manifest:
+    manifest = source_commit(source, dataset, version).manifest
+    if manifest.checksum() != manifest_checksum:
+        raise ManifestError(
+            f"dataset {dataset}/{version} on {source.name} changed since it was planned "
+            f"(manifest {manifest.checksum()} != {manifest_checksum})"
+        )
+    return manifest
+
+
+def stage_shard(
+    source: Tier,
+    target: Tier,
+    dataset: str,
+    version: str,
+    index: int,
+    count: int,
+    manifest_checksum: str,
+    settings: TransferSettings,
+) -> TransferReport:
+    """Copy shard ``index`` of ``count`` of a committed dataset version; verified, resumable."""
+    manifest = _manifest_for(source, dataset, version, manifest_checksum)
+    shards = manifest.shards(count)
+    entries = shards[index] if index < len(shards) else []
+    prefix = manifest.prefix
+    return copy_entries(source, prefix, target, prefix, entries, settings)
+
+
+def commit_stage(
+    source: Tier, target: Tier, dataset: str, version: str, manifest_checksum: str, extra: dict[str, Any] | None = None
+) -> Commit:
+    """Commit a staged version on ``target``: every object there with its size, then the marker, last."""
+    manifest = _manifest_for(source, dataset, version, manifest_checksum)
+    return commit(target, manifest, source=source.url(manifest.prefix), extra=extra)
+
+
+def stage_dataset(
+    source: Tier,
+    target: Tier,
+    dataset: str,
+    version: str,
+    settings: TransferSettings | None = None,
+    verify: bool = False,
+    **planner: Any,
+) -> tuple[StagePlan, TransferReport | None, Commit | None]:
+    """Plan, copy and commit in one call (small datasets). Returns the plan, the copy report and the commit.
+
+    ``settings`` default to the plan's (with ``verify``). Report and commit are None when the
+    version was already staged.
+    """
+    started = time.monotonic()
+    plan = plan_stage(source, target, dataset, version, **planner)
+    if plan.already_staged:
+        return plan, None, None
+    settings = settings or TransferSettings.from_plan(plan.hop, verify=verify)
+    manifest = _manifest_for(source, dataset, version, plan.manifest_checksum)
+    report = copy_entries(source, manifest.prefix, target, manifest.prefix, manifest.entries, settings)
+    seconds = time.monotonic() - started
+    record = commit(
+        target,
+        manifest,
+        source=source.url(manifest.prefix),
+        extra={"seconds": round(seconds, 3), "predicted_s": round(plan.hop.predicted_s, 3)},
+    )
+    return plan, report, record
+
+
+def publish_directory(
+    local_dir: str, target: Tier, dataset: str, version: str, settings: TransferSettings | None = None
+) -> tuple[TransferReport, Commit]:
+    """Publish the files under a local directory as a committed dataset version on ``target``.
+
+    The files are listed once (symlinks are not followed out of the directory) and hashed, then
+    copied (each verified against its checksum as it is sent) and committed with that manifest.
+    """
+    from dataclasses import replace
+
+    from pipelines.manifest import Entry, dataset_prefix, list_local_source
+
+    local_dir = os.path.abspath(local_dir)
+    # Checksums first (local reads are cheap): the manifest is complete before anything moves,
+    # so an interrupted publish resumes by skipping what is already there and verified.
+    entries = [
+        Entry(e.key, e.size, checksum_file(os.path.join(local_dir, e.key))[0]) for e in list_local_source(local_dir)
+    ]
+    prefix = dataset_prefix(dataset, version)
+    source = Tier(replace(target.config, name="local", kind="pfs", url=f"file://{local_dir}", conn_id=None))
+    if settings is None:
+        hop = plan_hop(source.config, target.config, Workload.from_sizes(e.size for e in entries))
+        settings = TransferSettings.from_plan(hop)
+    report = copy_entries(source, "", target, prefix, entries, settings)
+    manifest = Manifest(dataset, version, tuple(entries))
+    return report, commit(target, manifest, source=f"file://{local_dir}", extra={"published": True})

@@ -1,0 +1,337 @@
+"""Dataset staging against SeaweedFS and real local directories: round trips, faults, resume, eviction."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from pipelines.cache import CacheFullError, cache_entries, ensure_space, pin, touch
+from pipelines.checksum import checksum_file
+from pipelines.manifest import COMMIT_MARKER, Entry, Manifest, ManifestError, commit, list_local_source, read_commit
+from pipelines.staging import NotCommittedError, publish_directory, stage_dataset
+from pipelines.tiers import TMP_MARKER, Tier
+from pipelines.transfer import TransferError, TransferSettings, copy_entries, reap_multipart_uploads
+
+pytestmark = pytest.mark.integration
+
+MiB = 2**20
+PART = 5 * MiB  # the S3 minimum, so part-1/part/part+1 stay small
+
+
+@pytest.fixture
+def tiers(test_config, s3_credentials, tmp_path: Path) -> dict[str, Tier]:
+    """Object, PFS and NVMe tiers rooted at fresh locations for this test."""
+    sub = f"t-{uuid.uuid4().hex[:8]}"
+    out = {}
+    for name in ("object", "pfs", "nvme"):
+        cfg = test_config.tier(name)
+        if cfg.is_object:
+            cfg = replace(cfg, url=f"{cfg.url.rstrip('/')}/{sub}/")
+            out[name] = Tier(cfg, s3_credentials[0].storage_options())
+        else:
+            cfg = replace(cfg, url=f"file://{tmp_path / name}")
+            out[name] = Tier(cfg)
+    return out
+
+
+def write_files(root: Path, sizes: dict[str, int]) -> None:
+    for key, size in sizes.items():
+        path = root / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(os.urandom(size))
+
+
+def same_tree(a: Path, b: Path) -> None:
+    left = {e.key: checksum_file(str(a / e.key)) for e in list_local_source(str(a))}
+    right = {e.key: checksum_file(str(b / e.key)) for e in list_local_source(str(b))}
+    assert left == right
+
+
+def leftovers(root: Path) -> list[str]:
+    return [str(p) for p in root.rglob("*") if TMP_MARKER in p.name]
+
+
+def test_round_trip_mixed_sizes_object_pfs_nvme(tiers: dict[str, Tier], tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    sizes = {"empty": 0, "one": 1, "part-1": PART - 1, "part": PART, "part+1": PART + 1, "big/100MiB": 100 * MiB}
+    sizes |= {f"small/{i:04d}.bin": 1 + (i * 37) % 3000 for i in range(2000)}
+    write_files(src, sizes)
+    settings = TransferSettings(concurrency=8, part_size=PART)
+    report, record = publish_directory(str(src), tiers["object"], "mixed", "v1", settings)
+    assert report.copied_objects == len(sizes) and record.manifest.total_bytes == sum(sizes.values())
+    for hop in (("object", "pfs"), ("pfs", "nvme")):
+        plan, staged, committed = stage_dataset(tiers[hop[0]], tiers[hop[1]], "mixed", "v1", settings)
+        assert staged is not None and staged.copied_objects == len(sizes)
+        assert committed is not None and committed.manifest.checksum() == record.manifest.checksum()
+    same_tree(src, tmp_path / "nvme" / "datasets" / "mixed" / "v1")
+    same_tree(src, tmp_path / "pfs" / "datasets" / "mixed" / "v1")
+    # A second run finds the version committed with the same manifest and copies nothing.
+    plan, staged, _ = stage_dataset(tiers["object"], tiers["pfs"], "mixed", "v1", settings)
+    assert plan.already_staged and staged is None
+    # Back up to object storage from NVMe (local -> object with the manifest's checksums) and server-side.
+    back = copy_entries(
+        tiers["nvme"],
+        "datasets/mixed/v1",
+        tiers["object"],
+        "copy-back",
+        record.manifest.entries,
+        replace(settings, verify=True),
+    )
+    assert back.copied_objects == len(sizes)
+    server_side = copy_entries(
+        tiers["object"], "copy-back", tiers["object"], "copy-2", record.manifest.entries, settings
+    )
+    assert server_side.copied_objects == len(sizes)
+    assert {o.key.split("/", 1)[1]: o.size for o in tiers["object"].list("copy-2")} == sizes
+
+
+def test_staging_requires_a_committed_source(tiers: dict[str, Tier], tmp_path: Path) -> None:
+    tiers["object"].write_bytes("datasets/nocommit/v1/a.bin", b"data without a marker")
+    with pytest.raises(NotCommittedError, match="not committed on tier object"):
+        stage_dataset(tiers["object"], tiers["pfs"], "nocommit", "v1")
+    assert not (tmp_path / "pfs" / "datasets").exists()
+
+
+def test_flipped_byte_is_detected_and_nothing_is_committed(tiers: dict[str, Tier], tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    write_files(src, {f"f{i}.bin": 200_000 for i in range(5)})
+    publish_directory(str(src), tiers["object"], "flip", "v1")
+    stage_dataset(tiers["object"], tiers["pfs"], "flip", "v1")
+    staged = tmp_path / "pfs" / "datasets" / "flip" / "v1" / "f2.bin"
+    data = bytearray(staged.read_bytes())
+    data[12345] ^= 0x10
+    staged.write_bytes(bytes(data))
+    with pytest.raises(TransferError) as info:
+        stage_dataset(tiers["pfs"], tiers["nvme"], "flip", "v1")
+    assert info.value.fatal
+    assert [f.key for f in info.value.report.failures] == ["f2.bin"]
+    assert "does not match the manifest" in info.value.report.failures[0].error
+    assert read_commit(tiers["nvme"], "flip", "v1") is None
+    nvme = tmp_path / "nvme" / "datasets" / "flip" / "v1"
+    assert not (nvme / "f2.bin").exists() and not leftovers(tmp_path / "nvme")
+    assert sorted(p.name for p in nvme.iterdir()) == ["f0.bin", "f1.bin", "f3.bin", "f4.bin"]
+
+
+def test_read_back_verification_catches_a_bad_destination(tiers: dict[str, Tier], tmp_path: Path) -> None:
+    """Verification reads the destination: here the object store hands back other bytes than it was sent."""
+    entries = [Entry("a.bin", 3, None)]
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "a.bin").write_bytes(b"abc")
+    local = Tier(replace(tiers["pfs"].config, url=f"file://{tmp_path / 'src'}"))
+
+    class Corrupting(Tier):
+        def checksum(self, key: str) -> tuple[str, int]:  # a mock: silent corruption at rest cannot be made
+            return "0" * 32, 3
+
+    bad = Corrupting(tiers["object"].config, tiers["object"].storage_options)
+    with pytest.raises(TransferError, match="read-back"):
+        copy_entries(local, "", bad, "verify", entries, TransferSettings(verify=True))
+    assert not tiers["object"].exists("verify/a.bin")
+
+
+def test_hostile_keys_and_symlinks(tiers: dict[str, Tier], tmp_path: Path) -> None:
+    # A marker on the source naming a key that escapes the prefix: refused before anything is written.
+    hostile = {
+        "dataset": "evil",
+        "version": "v1",
+        "algorithm": "xxh3-128",
+        "objects": 1,
+        "bytes": 1,
+        "entries": [["../../outside.bin", 1, "00"]],
+    }
+    marker = {"committed_at": "x", "tier": "object", "manifest": hostile}
+    tiers["object"].write_bytes(f"datasets/evil/v1/{COMMIT_MARKER}", json.dumps(marker).encode())
+    with pytest.raises(ManifestError, match=r"'\.\.' segments"):
+        stage_dataset(tiers["object"], tiers["pfs"], "evil", "v1")
+    assert not (tmp_path / "pfs").exists() or not any((tmp_path / "pfs").rglob("*.bin"))
+    for key in ("/abs", "a\\b", "a\x00b"):
+        with pytest.raises(ManifestError):
+            Manifest("evil", "v1", (Entry(key, 1, "00"),))
+    # Symlinks: a link to a file outside the source is refused; a linked directory is not descended.
+    src = tmp_path / "linked"
+    write_files(src, {"in.bin": 10})
+    outside = tmp_path / "secret.txt"
+    outside.write_text("secret")
+    (src / "dir-link").symlink_to(tmp_path, target_is_directory=True)
+    assert [e.key for e in list_local_source(str(src))] == ["in.bin"]
+    (src / "leak").symlink_to(outside)
+    with pytest.raises(ManifestError, match="symlink points outside"):
+        publish_directory(str(src), tiers["object"], "links", "v1")
+    assert tiers["object"].list("datasets/links") == []
+
+
+def test_two_concurrent_stagings_give_one_uncorrupted_result(tiers: dict[str, Tier], tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    write_files(src, {f"f{i:03d}.bin": 50_000 + i for i in range(150)} | {"big.bin": 24 * MiB})
+    publish_directory(str(src), tiers["object"], "race", "v1")
+    errors: list[BaseException] = []
+
+    def stage() -> None:
+        try:
+            stage_dataset(tiers["object"], tiers["pfs"], "race", "v1", TransferSettings(concurrency=4, part_size=PART))
+        except BaseException as exc:  # collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=stage) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    same_tree(src, tmp_path / "pfs" / "datasets" / "race" / "v1")
+    assert read_commit(tiers["pfs"], "race", "v1") is not None
+    assert not leftovers(tmp_path / "pfs")
+
+
+def _kill_when(proc: subprocess.Popen[bytes], ready: callable, timeout: float = 60) -> None:  # type: ignore[valid-type]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        if ready():
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+            return
+        time.sleep(0.02)
+    proc.kill()
+    pytest.fail(f"the copy finished (exit {proc.returncode}) before it could be interrupted")
+
+
+def _cli_env(test_config_path: Path, s3_credentials) -> dict[str, str]:
+    creds = s3_credentials[0]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    return env | {
+        "TIERFLOW_CONFIG": str(test_config_path),
+        "AWS_ACCESS_KEY_ID": creds.access_key,
+        "AWS_SECRET_ACCESS_KEY": creds.secret_key,
+        "AWS_ENDPOINT_URL": creds.endpoint_url,
+        "AWS_REGION": creds.region,
+    }
+
+
+def test_resume_after_the_copying_process_is_killed(
+    tiers: dict[str, Tier], tmp_path: Path, test_config_path: Path, s3_credentials
+) -> None:
+    """Download side: kill `tierflow copy` mid-way, rerun: committed objects skipped, temporaries gone."""
+    src = tmp_path / "src"
+    write_files(src, {f"f{i:03d}.bin": 3 * MiB for i in range(60)})
+    _, record = publish_directory(str(src), tiers["object"], "resume", "v1")
+    dest = tmp_path / "dest"
+    base = tiers["object"].url("datasets/resume/v1")
+    cmd = [sys.executable, "-m", "pipelines.cli", "copy", base, str(dest), "--concurrency", "2"]
+    proc = subprocess.Popen(
+        cmd, env=_cli_env(test_config_path, s3_credentials), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    _kill_when(proc, lambda: dest.exists() and len([p for p in dest.iterdir() if TMP_MARKER not in p.name]) >= 5)
+    done_before = {p.name for p in dest.iterdir() if TMP_MARKER not in p.name}
+    assert 5 <= len(done_before) < 60
+    local = Tier(replace(tiers["pfs"].config, url=f"file://{dest}"))
+    report = copy_entries(tiers["object"], "datasets/resume/v1", local, "", record.manifest.entries)
+    assert report.skipped_objects >= len(done_before) - 1 and report.copied_objects + report.skipped_objects == 60
+    same_tree(src, dest)
+    assert not leftovers(dest)
+
+
+def test_killed_upload_leaves_no_orphaned_multipart_upload_after_rerun(
+    tiers: dict[str, Tier],
+    tmp_path: Path,
+    test_config_path: Path,
+    s3_credentials,
+) -> None:
+    """Upload side: kill mid multipart upload; the rerun reaps the orphan and finishes."""
+    src = tmp_path / "src"
+    write_files(src, {f"f{i}.bin": 48 * MiB for i in range(4)})
+    target = tiers["object"].url("upload")
+    cmd = [
+        sys.executable,
+        "-m",
+        "pipelines.cli",
+        "copy",
+        str(src),
+        target,
+        "--concurrency",
+        "2",
+        "--part-size",
+        "5 MiB",
+    ]
+    proc = subprocess.Popen(
+        cmd, env=_cli_env(test_config_path, s3_credentials), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    bucket, _, root = tiers["object"].root.partition("/")
+
+    def uploading() -> bool:
+        page = tiers["object"].fs.call_s3("list_multipart_uploads", Bucket=bucket, Prefix=f"{root}/upload")
+        return bool(page.get("Uploads"))
+
+    _kill_when(proc, uploading)
+    assert uploading(), "the killed upload should have left an unfinished multipart upload"
+    entries = [Entry(e.key, e.size, checksum_file(str(src / e.key))[0]) for e in list_local_source(str(src))]
+    local = Tier(replace(tiers["pfs"].config, url=f"file://{src}"))
+    report = copy_entries(local, "", tiers["object"], "upload", entries, TransferSettings(concurrency=2))
+    assert report.copied_objects + report.skipped_objects == 4
+    assert not uploading() and reap_multipart_uploads(tiers["object"], "upload") == 0
+    assert {o.key: o.size for o in tiers["object"].list("upload")} == {f"upload/f{i}.bin": 48 * MiB for i in range(4)}
+
+
+def test_disk_full_fails_clearly_and_leaves_nothing_partial(tiers: dict[str, Tier], tmp_path: Path) -> None:
+    mount = tmp_path / "small-nvme"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(mount)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root); the capacity-limit test covers the logic")
+    try:
+        src = tmp_path / "src"
+        write_files(src, {"a.bin": 2 * MiB, "b.bin": 3 * MiB, "c.bin": 3 * MiB})
+        publish_directory(str(src), tiers["object"], "full", "v1")
+        nvme = Tier(replace(tiers["nvme"].config, url=f"file://{mount}"))
+        with pytest.raises(TransferError) as info:
+            stage_dataset(tiers["object"], nvme, "full", "v1")
+        assert info.value.fatal and any("No space left" in f.error for f in info.value.report.failures)
+        assert read_commit(nvme, "full", "v1") is None
+        assert not leftovers(mount)
+        staged = mount / "datasets" / "full" / "v1"
+        for name in ("a.bin", "b.bin", "c.bin"):  # whatever is there under a final name is complete
+            if (staged / name).exists():
+                assert (staged / name).read_bytes() == (src / name).read_bytes()
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_cache_capacity_eviction_and_pins(tiers: dict[str, Tier], tmp_path: Path) -> None:
+    nvme = Tier(replace(tiers["nvme"].config, capacity_bytes=10 * MiB))
+    for i, name in enumerate(("old", "mid", "new")):
+        src = tmp_path / name
+        write_files(src, {"data.bin": 3 * MiB})
+        publish_directory(str(src), tiers["object"], name, "v1")
+        stage_dataset(tiers["object"], nvme, name, "v1")
+        touch(nvme, name, "v1", now=1000.0 + i)
+    # Local-only data (not on a durable tier) and a pinned version are never evicted.
+    write_files(tmp_path / "local", {"only.bin": MiB})
+    local_only = Manifest(
+        "localonly", "v1", (Entry("only.bin", MiB, checksum_file(str(tmp_path / "local" / "only.bin"))[0]),)
+    )
+    nvme.put_file(tmp_path / "local" / "only.bin", "datasets/localonly/v1/only.bin")
+    commit(nvme, local_only)
+    touch(nvme, "localonly", "v1", now=1.0)
+    pin(nvme, "old", "v1", "job-42", ttl_s=3600)
+    assert sum(e.bytes for e in cache_entries(nvme)) > 10 * MiB - 1
+    with pytest.raises(CacheFullError, match="pinned by job-42"):
+        ensure_space(nvme, 9 * MiB, [tiers["object"], tiers["pfs"]])
+    assert {e.dataset for e in cache_entries(nvme)} == {"old", "mid", "new", "localonly"}  # nothing evicted
+    report = ensure_space(nvme, 2 * MiB, [tiers["object"], tiers["pfs"]])
+    assert [(e["dataset"], e["why"]) for e in report.evicted] == [("mid", "least recently used; committed on object")]
+    kept = {k["dataset"]: k["why"] for k in report.kept}
+    assert kept == {"localonly": "no committed copy on a more durable tier", "old": "pinned by job-42"}
+    assert read_commit(nvme, "mid", "v1") is None and not nvme.list("datasets/mid")
+    assert {e.dataset for e in cache_entries(nvme)} == {"old", "new", "localonly"}
+    # An expired pin no longer protects.
+    pin(nvme, "old", "v1", "job-42", ttl_s=1, now=time.time() - 10)
+    report = ensure_space(nvme, 5 * MiB, [tiers["object"]])
+    assert [e["dataset"] for e in report.evicted] == ["old"]
