@@ -111,7 +111,7 @@ def test_more_concurrency_never_slower_and_saturates() -> None:
     ("dst", "work", "expected_c", "reason"),
     [
         pytest.param(
-            PFS, Workload.uniform(100, 100 * MiB), 20, "smallest reaching 95%", id="saturate-with-fewest-streams"
+            PFS, Workload.uniform(100, 100 * MiB), 21, "smallest reaching 95%", id="saturate-with-fewest-streams"
         ),
         pytest.param(PFS, Workload.uniform(1, 4 * MiB), 1, "only 1 request", id="one-small-object"),
         pytest.param(
