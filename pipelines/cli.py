@@ -94,6 +94,8 @@ def cmd_s3(args: argparse.Namespace) -> int:
             print(json.dumps(status, indent=2))
             return 0 if status["ready"] else 1
         elif args.action == "env":
+            if not (server.root / "credentials.json").exists():
+                raise UsageError(f"no embedded S3 server has been started under {server.root}: run 'tierflow s3 serve'")
             for key, value in server.credentials().env(cfg.s3_server.conn_id).items():
                 print(f"export {key}={shlex.quote(value)}")
     except S3ServerError as exc:
@@ -249,8 +251,12 @@ def cmd_cache(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     """Run the demo: embedded S3, synthetic corpus, every DAG end to end, summary."""
     from pipelines.demo import run_demo
+    from pipelines.s3server import S3ServerError
 
-    return run_demo(_config(args), keep_server=args.keep_server)
+    try:
+        return run_demo(_config(args), keep_server=args.keep_server)
+    except S3ServerError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def cmd_airflow(args: argparse.Namespace) -> int:

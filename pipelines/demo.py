@@ -76,6 +76,7 @@ def run_demo(config: TierflowConfig, keep_server: bool = False) -> int:
     logs = config.state_dir / "demo-logs"
     logs.mkdir(parents=True, exist_ok=True)
     results: list[tuple[str, str, float]] = []
+    staged: list[str] = []
     try:
         corpus_dir = config.state_dir / "corpus"
         files = generate_corpus(corpus_dir)
@@ -106,6 +107,11 @@ def run_demo(config: TierflowConfig, keep_server: bool = False) -> int:
             state = "success" if run.returncode == 0 and _succeeded(logs / f"{dag_id}.log") else "failed"
             results.append((dag_id, state, time.perf_counter() - t0))
             _say(f"  {dag_id}: {state} in {results[-1][2]:.1f} s (log: {logs / f'{dag_id}.log'})")
+        for tier in config.tiers:  # where the demo dataset is committed now
+            handle = open_tier(config, tier.name, creds.storage_options() if tier.is_object else None)
+            found = read_commit(handle, DEMO_DATASET, DEMO_VERSION)
+            state = f"committed, {len(found.manifest.entries)} objects" if found else "not committed"
+            staged.append(f"on {tier.name:<6}: {state}")
     finally:
         if not (keep_server or was_running):
             server.stop()
@@ -115,11 +121,8 @@ def run_demo(config: TierflowConfig, keep_server: bool = False) -> int:
     print(f"  tiers:   {', '.join(f'{t.name} ({t.kind}) {t.url}' for t in config.tiers)}")
     print(f"  corpus:  {len(files)} files, {format_bytes(total)} uploaded to {obj.url(RAW_PREFIX)}")
     print(f"  dataset: {DEMO_DATASET}/{DEMO_VERSION} committed on {obj.name} (manifest {record.manifest.checksum()})")
-    for tier in config.tiers:
-        handle = open_tier(config, tier.name, creds.storage_options() if tier.is_object else None)
-        found = read_commit(handle, DEMO_DATASET, DEMO_VERSION)
-        state = f"committed, {len(found.manifest.entries)} objects" if found else "not committed"
-        print(f"           on {tier.name:<6}: {state}")
+    for line in staged:
+        print(f"           {line}")
     for dag_id, state, seconds in results:
         print(f"  DAG {dag_id:<24} {state:<8} {seconds:6.1f} s")
     failed = [r for r in results if r[1] != "success"]
