@@ -287,10 +287,14 @@ def test_disk_full_fails_clearly_and_leaves_nothing_partial(tiers: dict[str, Tie
     if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(mount)], capture_output=True).returncode:
         pytest.skip("cannot mount a tmpfs here (needs root); the capacity-limit test covers the logic")
     try:
+        nvme = Tier(replace(tiers["nvme"].config, url=f"file://{mount}", capacity_bytes=6 * MiB))
+        filler = tmp_path / "filler"
+        write_files(filler, {"old.bin": 3 * MiB})
+        publish_directory(str(filler), tiers["object"], "filler", "v1")
+        stage_dataset(tiers["object"], nvme, "filler", "v1")  # an older version occupies half the cache
         src = tmp_path / "src"
-        write_files(src, {"a.bin": 2 * MiB, "b.bin": 3 * MiB, "c.bin": 3 * MiB})
+        write_files(src, {"a.bin": 1 * MiB, "b.bin": 1 * MiB, "c.bin": 2 * MiB})
         publish_directory(str(src), tiers["object"], "full", "v1")
-        nvme = Tier(replace(tiers["nvme"].config, url=f"file://{mount}"))
         with pytest.raises(TransferError) as info:
             stage_dataset(tiers["object"], nvme, "full", "v1")
         assert info.value.fatal and any("No space left" in f.error for f in info.value.report.failures)
@@ -300,6 +304,13 @@ def test_disk_full_fails_clearly_and_leaves_nothing_partial(tiers: dict[str, Tie
         for name in ("a.bin", "b.bin", "c.bin"):  # whatever is there under a final name is complete
             if (staged / name).exists():
                 assert (staged / name).read_bytes() == (src / name).read_bytes()
+        # Evicting the older version (committed on object storage) makes room; the rerun completes.
+        report = ensure_space(nvme, 4 * MiB, [tiers["object"]], keep=[("full", "v1")])
+        assert [e["dataset"] for e in report.evicted] == ["filler"]
+        _, staged_report, committed = stage_dataset(tiers["object"], nvme, "full", "v1")
+        assert committed is not None and staged_report is not None
+        assert staged_report.skipped_objects + staged_report.copied_objects == 3
+        same_tree(src, staged)
     finally:
         subprocess.run(["umount", str(mount)], check=False)
 
