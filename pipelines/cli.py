@@ -248,6 +248,83 @@ def cmd_cache(args: argparse.Namespace) -> int:
     return 0
 
 
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    """Offline what-if: plan staging a dataset through a cluster of the configured tiers."""
+    from pipelines.units import UnitError, parse_bandwidth, parse_size
+    from pipelines.whatif import Cluster, Costs, plan_cluster
+
+    cfg = _config(args)
+    try:
+        size = parse_size(args.dataset_size)
+        objects = args.objects or max(1, round(size / parse_size(args.object_size)))
+        cluster = Cluster(
+            nodes=args.nodes,
+            object_bps=parse_bandwidth(args.object_bw) if args.object_bw else None,
+            pfs_bps=parse_bandwidth(args.pfs_bw) if args.pfs_bw else None,
+            nvme_bps_per_node=parse_bandwidth(args.nvme_bw) if args.nvme_bw else None,
+            replicate=args.replicate,
+        )
+        energy = tuple((k, float(v)) for k, v in (item.split("=", 1) for item in args.joules_per_gb.split(",")))
+        result = plan_cluster(
+            cfg, size, objects, cluster, Costs(args.price_per_gb, args.price_per_1000_requests, energy)
+        )
+    except (UnitError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(
+        f"{format_bytes(size)} in {objects} objects to {args.nodes} node(s)"
+        f"{' (a full copy on every node)' if args.replicate else ''}"
+    )
+    header = (
+        "hop",
+        "bytes",
+        "requests",
+        "streams",
+        "part",
+        "shards",
+        "time",
+        "throughput",
+        "bottleneck",
+        "cost",
+        "energy",
+    )
+    rows = [header]
+    for h in result["hops"]:
+        rows.append(
+            (
+                h["hop"],
+                format_bytes(h["bytes"]),
+                f"{h['requests']:,}",
+                str(h["concurrency"]),
+                f"{h['part_size'] >> 20} MiB",
+                str(h["shards"]),
+                _duration(h["predicted_s"]),
+                format_bandwidth(h["throughput_Bps"]),
+                h["bottleneck"],
+                f"${h['cost']:,.2f}",
+                f"{h['energy_kJ'] / 3600:,.1f} kWh",
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    print(
+        f"total: {_duration(result['sequential_s'])} sequential, {_duration(result['pipelined_s'])} pipelined; "
+        f"bottleneck {result['bottleneck']}; ${result['cost']:,.2f}; {result['energy_kJ'] / 3600:,.1f} kWh"
+    )
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Run the demo: embedded S3, synthetic corpus, every DAG end to end, summary."""
     from pipelines.demo import run_demo
@@ -341,6 +418,21 @@ def build_parser() -> argparse.ArgumentParser:
         if action == "pin":
             p.add_argument("--ttl", default="1 h", help="pin lifetime with unit (default '1 h')")
         p.set_defaults(func=cmd_cache)
+
+    plan = sub.add_parser("plan", help="offline what-if: stage a dataset through a cluster of these tiers")
+    plan.add_argument("--dataset-size", required=True, help="e.g. '200 TB'")
+    plan.add_argument("--objects", type=int, help="object count (default: size / --object-size)")
+    plan.add_argument("--object-size", default="256 MiB", help="mean object size if --objects is not given")
+    plan.add_argument("--nodes", type=int, default=1, help="compute nodes, each with its own NVMe")
+    plan.add_argument("--object-bw", help="object store aggregate bandwidth, e.g. '100 GB/s'")
+    plan.add_argument("--pfs-bw", help="PFS aggregate bandwidth, e.g. '1 TB/s'")
+    plan.add_argument("--nvme-bw", help="NVMe write bandwidth per node, e.g. '7 GB/s'")
+    plan.add_argument("--replicate", action="store_true", help="every node gets the whole dataset (default: shards)")
+    plan.add_argument("--price-per-gb", type=float, default=0.0, help="price per GB read from object storage")
+    plan.add_argument("--price-per-1000-requests", type=float, default=0.0004, help="price per 1,000 requests")
+    plan.add_argument("--joules-per-gb", default="object=10,pfs=4,nvme=1", help="energy per GB per tier")
+    plan.add_argument("--json", action="store_true", help="JSON for machines")
+    plan.set_defaults(func=cmd_plan)
 
     demo = sub.add_parser("demo", help="run every DAG end to end on the embedded defaults")
     demo.add_argument("--keep-server", action="store_true", help="leave the embedded S3 server running")

@@ -1,0 +1,132 @@
+"""Offline what-if planning at cluster scale: ``tierflow plan``.
+
+Takes the configured tiers' profiles as the per-stream behaviour, scales the aggregate numbers to
+a cluster (an object store of X GB/s, a PFS of Y TB/s, N nodes each with its own NVMe), and plans
+staging a dataset object → PFS → NVMe: per hop the planner's choices, predicted time, bottleneck,
+request count, cost and energy; and the whole staging, sequential and pipelined.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Any
+
+from pipelines.bandwidth import DEFAULT_MEMORY_BUDGET, HopPlan, Workload, plan_hop
+from pipelines.config import BandwidthProfile, TierConfig, TierflowConfig
+
+__all__ = ["Cluster", "Costs", "plan_cluster"]
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """The cluster to plan for. Bandwidths in bytes/s; ``None`` keeps the configured tier's value."""
+
+    nodes: int = 1
+    object_bps: float | None = None
+    pfs_bps: float | None = None
+    nvme_bps_per_node: float | None = None
+    replicate: bool = False
+
+
+@dataclass(frozen=True)
+class Costs:
+    """Prices and energy: per GB moved out of object storage, per 1,000 requests, joules per GB per tier."""
+
+    price_per_gb: float = 0.0
+    price_per_1000_requests: float = 0.0004
+    joules_per_gb: tuple[tuple[str, float], ...] = (("object", 10.0), ("pfs", 4.0), ("nvme", 1.0))
+
+
+def _scaled(tier: TierConfig, aggregate: float | None, streams_factor: int) -> TierConfig:
+    bw = tier.bandwidth
+    if aggregate is not None:
+        stream_read = min(bw.stream_read_bps, aggregate)
+        stream_write = min(bw.stream_write_bps, aggregate)
+        bw = replace(
+            bw, read_bps=aggregate, write_bps=aggregate, stream_read_bps=stream_read, stream_write_bps=stream_write
+        )
+    bw = replace(
+        bw,
+        max_streams=bw.max_streams * streams_factor,
+        metadata_ops=bw.metadata_ops * (streams_factor if tier.kind == "nvme" else 1),
+    )
+    return replace(tier, bandwidth=BandwidthProfile(**vars(bw)))
+
+
+def plan_cluster(
+    config: TierflowConfig,
+    dataset_bytes: int,
+    objects: int,
+    cluster: Cluster,
+    costs: Costs = Costs(),
+    max_map_length: int = 1024,
+) -> dict[str, Any]:
+    """Plan staging ``dataset_bytes`` in ``objects`` equal objects through the cluster; JSON-safe result."""
+    if dataset_bytes <= 0 or objects <= 0 or cluster.nodes <= 0:
+        raise ValueError("dataset size, object count and node count must be positive")
+    base = {kind: config.of_kind(kind) for kind in ("object", "pfs", "nvme")}
+    missing = [k for k, v in base.items() if not v]
+    if missing:
+        raise ValueError(f"{config.source}: the config declares no {', '.join(missing)} tier to take a profile from")
+    nodes = cluster.nodes
+    nvme_aggregate = cluster.nvme_bps_per_node * nodes if cluster.nvme_bps_per_node else None
+    if nvme_aggregate is None:
+        nvme_aggregate = base["nvme"][0].bandwidth.write_bps * nodes
+    tiers = {
+        "object": _scaled(base["object"][0], cluster.object_bps, nodes),
+        "pfs": _scaled(base["pfs"][0], cluster.pfs_bps, nodes),
+        "nvme": _scaled(base["nvme"][0], nvme_aggregate, nodes),
+    }
+    size = max(1, math.ceil(dataset_bytes / objects))
+    first = Workload.uniform(objects, size)
+    second = Workload.uniform(objects * nodes, size) if cluster.replicate else first
+    joules = dict(costs.joules_per_gb)
+    hops: list[dict[str, Any]] = []
+    for (src, dst), work in ((("object", "pfs"), first), (("pfs", "nvme"), second)):
+        # Streams span every node, and so does the memory their parts use.
+        plan: HopPlan = plan_hop(
+            tiers[src], tiers[dst], work, max_map_length=max_map_length, memory_budget=DEFAULT_MEMORY_BUDGET * nodes
+        )
+        requests = work.requests(plan.part_size) if tiers[src].is_object or tiers[dst].is_object else work.objects
+        gb = work.bytes / 1e9
+        cost = (gb * costs.price_per_gb if src == "object" else 0.0) + requests / 1000 * costs.price_per_1000_requests
+        hops.append(
+            {
+                "hop": f"{tiers[src].name} -> {tiers[dst].name}",
+                "bytes": work.bytes,
+                "objects": work.objects,
+                "requests": requests,
+                "concurrency": plan.concurrency,
+                "part_size": plan.part_size,
+                "shards": plan.shards,
+                "predicted_s": plan.predicted_s,
+                "throughput_Bps": plan.predicted.throughput_bps,
+                "bottleneck": plan.predicted.bottleneck,
+                "cost": round(cost, 4),
+                "energy_kJ": round(gb * (joules.get(src, 0.0) + joules.get(dst, 0.0)), 1),
+                "reasons": plan.reasons,
+            }
+        )
+    times = [h["predicted_s"] for h in hops]
+    shards = max(h["shards"] for h in hops)
+    return {
+        "dataset_bytes": dataset_bytes,
+        "objects": objects,
+        "nodes": nodes,
+        "replicate": cluster.replicate,
+        "tiers": {
+            k: {
+                "read_Bps": t.bandwidth.read_bps,
+                "write_Bps": t.bandwidth.write_bps,
+                "max_streams": t.bandwidth.max_streams,
+            }
+            for k, t in tiers.items()
+        },
+        "hops": hops,
+        "sequential_s": sum(times),
+        "pipelined_s": max(times) + (sum(times) - max(times)) / shards,
+        "bottleneck": max(hops, key=lambda h: h["predicted_s"])["bottleneck"],
+        "cost": round(sum(h["cost"] for h in hops), 4),
+        "energy_kJ": round(sum(h["energy_kJ"] for h in hops), 1),
+    }

@@ -1,0 +1,71 @@
+"""Offline cluster what-if (`tierflow plan`)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from pipelines.config import load_config
+from pipelines.whatif import Cluster, Costs, plan_cluster
+
+pytestmark = pytest.mark.unit
+
+
+def test_cluster_plan_scales_and_names_the_bottleneck() -> None:
+    cfg = load_config()
+    small = plan_cluster(
+        cfg, 200 * 10**12, 800_000, Cluster(nodes=512, object_bps=100e9, pfs_bps=1e12, nvme_bps_per_node=7e9)
+    )
+    assert [h["hop"] for h in small["hops"]] == ["object -> pfs", "pfs -> nvme"]
+    first = small["hops"][0]
+    # 200 TB through a 100 GB/s object store cannot take less than 2,000 s.
+    assert first["predicted_s"] >= 200e12 / 100e9
+    assert first["bottleneck"].endswith("object read")
+    assert small["sequential_s"] >= small["pipelined_s"] >= max(h["predicted_s"] for h in small["hops"])
+    assert first["requests"] >= 800_000 and first["concurrency"] > 1
+    # A faster object store moves the bottleneck on or shortens the plan.
+    fast = plan_cluster(
+        cfg, 200 * 10**12, 800_000, Cluster(nodes=512, object_bps=1e12, pfs_bps=1e12, nvme_bps_per_node=7e9)
+    )
+    assert fast["sequential_s"] < small["sequential_s"]
+
+
+def test_replication_multiplies_the_second_hop_and_costs_follow() -> None:
+    cfg = load_config()
+    costs = Costs(price_per_gb=0.01, price_per_1000_requests=0.0004)
+    sharded = plan_cluster(cfg, 10**12, 1000, Cluster(nodes=8), costs)
+    replicated = plan_cluster(cfg, 10**12, 1000, Cluster(nodes=8, replicate=True), costs)
+    assert replicated["hops"][1]["bytes"] == 8 * sharded["hops"][1]["bytes"]
+    assert sharded["hops"][0]["cost"] == pytest.approx(1000 * 0.01 + sharded["hops"][0]["requests"] / 1000 * 0.0004)
+    assert replicated["energy_kJ"] > sharded["energy_kJ"] > 0
+
+
+def test_invalid_input() -> None:
+    with pytest.raises(ValueError, match="must be positive"):
+        plan_cluster(load_config(), 0, 1, Cluster())
+
+
+def test_cli_table_and_json() -> None:
+    cmd = [
+        sys.executable,
+        "-m",
+        "pipelines.cli",
+        "plan",
+        "--dataset-size",
+        "200 TB",
+        "--nodes",
+        "512",
+        "--pfs-bw",
+        "1 TB/s",
+        "--object-bw",
+        "100 GB/s",
+    ]
+    table = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    assert "object -> pfs" in table and "bottleneck" in table and "kWh" in table
+    data = json.loads(subprocess.run([*cmd, "--json"], capture_output=True, text=True, check=True).stdout)
+    assert data["nodes"] == 512 and len(data["hops"]) == 2
+    bad = subprocess.run([*cmd[:4], "--dataset-size", "10 GBps"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "unknown size unit 'GBps'" in bad.stderr
