@@ -28,7 +28,10 @@ class UsageError(Exception):
 
 
 def _config(args: argparse.Namespace) -> TierflowConfig:
-    return load_config(getattr(args, "config", None))
+    """The tier config with calibrated profiles laid over it (``tierflow calibrate`` stores them)."""
+    from pipelines.calibration import calibrated
+
+    return calibrated(load_config(getattr(args, "config", None)))
 
 
 def _embedded(cfg: TierflowConfig) -> EmbeddedS3:
@@ -325,6 +328,37 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    """Measure tiers, fit and store their profiles; a tier that fails keeps its old profile."""
+    from pipelines.calibration import calibrate_tier, save_profile
+    from pipelines.units import UnitError, parse_size
+
+    cfg = _config(args)
+    try:
+        budget = parse_size(args.budget)
+    except UnitError as exc:
+        raise UsageError(f"--budget: {exc}") from None
+    failed = 0
+    for tier_cfg in cfg.tiers:
+        if args.tier and tier_cfg.name not in args.tier:
+            continue
+        tier = _open(cfg, tier_cfg.name)
+        try:
+            profile, samples = calibrate_tier(tier, budget_bytes=budget, budget_s=args.seconds)
+        except Exception as exc:  # reported per tier; the stored profile is kept
+            print(
+                f"{tier_cfg.name}: calibration failed, old profile kept: {type(exc).__name__}: {exc}", file=sys.stderr
+            )
+            failed += 1
+            continue
+        path = save_profile(cfg, tier_cfg.name, profile, samples)
+        read = f"read {format_bandwidth(profile.read_bps)} (stream {format_bandwidth(profile.stream_read_bps)})"
+        write = f"write {format_bandwidth(profile.write_bps)} (stream {format_bandwidth(profile.stream_write_bps)})"
+        rest = f"latency {profile.latency_s * 1000:.2f} ms, metadata {profile.metadata_ops:.0f}/s"
+        print(f"{tier_cfg.name}: {read}, {write}, {rest} -> {path}")
+    return 1 if failed else 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Run the demo: embedded S3, synthetic corpus, every DAG end to end, summary."""
     from pipelines.demo import run_demo
@@ -433,6 +467,12 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--joules-per-gb", default="object=10,pfs=4,nvme=1", help="energy per GB per tier")
     plan.add_argument("--json", action="store_true", help="JSON for machines")
     plan.set_defaults(func=cmd_plan)
+
+    cal = sub.add_parser("calibrate", help="measure each tier and store its fitted bandwidth profile")
+    cal.add_argument("--tier", action="append", help="tier to calibrate (repeatable; default: all)")
+    cal.add_argument("--budget", default="256 MiB", help="bytes to move per tier (default '256 MiB')")
+    cal.add_argument("--seconds", type=float, default=60.0, help="time budget per tier (default 60)")
+    cal.set_defaults(func=cmd_calibrate)
 
     demo = sub.add_parser("demo", help="run every DAG end to end on the embedded defaults")
     demo.add_argument("--keep-server", action="store_true", help="leave the embedded S3 server running")

@@ -38,14 +38,15 @@ def s3_storage_options(conn_id: str) -> dict[str, Any]:
 
 
 def load_config_in_task(path: str | None = None) -> TierflowConfig:
-    """Load the tier config; a bad config fails the task at once (retrying cannot fix it)."""
+    """Load the tier config with calibrated profiles; a bad config fails the task at once (retrying cannot fix it)."""
     from airflow.sdk.exceptions import AirflowFailException
 
+    from pipelines.calibration import calibrated
     from pipelines.config import ConfigError, load_config
 
     try:
-        return load_config(path)
-    except ConfigError as exc:
+        return calibrated(load_config(path))
+    except (ConfigError, ValueError) as exc:
         raise AirflowFailException(str(exc)) from None
 
 
