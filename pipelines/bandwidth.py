@@ -62,9 +62,9 @@ MAX_MAP_LENGTH = 1024
 #: execution_timeout = prediction × this, but at least MIN_TIMEOUT_S.
 TIMEOUT_SAFETY = 3.0
 MIN_TIMEOUT_S = 300.0
-#: Metadata operations per object on each kind of end: a file tier stats/creates/renames; an
-#: object store needs one listing or HEAD per object at most (the PUT itself creates it).
-META_OPS_PER_OBJECT = {"object": 1.0, "pfs": 3.0, "nvme": 3.0}
+#: Metadata operations per object on each kind of end. A file tier creates, renames and stats every
+#: file; an object store creates the object with the data request itself and lists 1,000 keys a page.
+META_OPS_PER_OBJECT = {"object": 1 / 1000, "pfs": 3.0, "nvme": 3.0}
 #: Extra requests per multipart object (create + complete).
 MULTIPART_OVERHEAD_REQUESTS = 2
 
