@@ -8,12 +8,11 @@ measured / predicted duration; the target is every ratio within 0.8-1.25 (+-25 %
 
 from __future__ import annotations
 
-import os
 import uuid
 from dataclasses import replace
 
 from pipelines.bandwidth import Workload, plan_hop
-from pipelines.bench import BenchContext, Comparison
+from pipelines.bench import BenchContext, Comparison, write_files
 from pipelines.calibration import calibrate_tier
 from pipelines.manifest import Entry
 from pipelines.tiers import Tier
@@ -40,15 +39,7 @@ def run(ctx: BenchContext) -> list[Comparison]:
     results: list[Comparison] = []
     for shape, (count, size) in SHAPES.items():
         src_dir = ctx.workdir / "local" / f"src-{count}"
-        src_dir.mkdir(parents=True)
-        block = os.urandom(min(size, 2**24))
-        for i in range(count):
-            with open(src_dir / f"f{i:05d}.bin", "wb") as fh:
-                left = size
-                while left:
-                    n = min(left, len(block))
-                    fh.write(block[:n])
-                    left -= n
+        write_files(src_dir, count, size, name="f{:05d}.bin")
         entries = [Entry(f"f{i:05d}.bin", size) for i in range(count)]
         work = Workload.uniform(count, size)
         cases = {

@@ -9,14 +9,13 @@ locally, peak RSS <= 512 MiB for the 1 GiB object.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
 import uuid
 from pathlib import Path
 
-from pipelines.bench import BenchContext, Comparison
+from pipelines.bench import BenchContext, Comparison, write_files
 
 DESCRIPTION = "tierflow copy vs s5cmd / rclone / s3fs / cp: 1 x 1 GiB and 2,000 x 256 KiB, MB/s"
 BUCKET = "tierflow-bench"
@@ -45,18 +44,6 @@ def _timed(ctx: BenchContext, args: list[str], env: dict[str, str]) -> tuple[flo
     return max(float(seconds), 0.01), int(kib) / 1024
 
 
-def _make_files(root: Path, count: int, size: int) -> None:
-    root.mkdir(parents=True)
-    block = os.urandom(min(size, 2**24))
-    for i in range(count):
-        with open(root / f"part-{i:05d}.bin", "wb") as fh:
-            left = size
-            while left:
-                n = min(left, len(block))
-                fh.write(os.urandom(16) + block[16:n] if n > 16 else os.urandom(n))
-                left -= n
-
-
 def run(ctx: BenchContext) -> list[Comparison]:
     creds = ctx.s3(BUCKET)
     env = ctx.s3_env() | {"TIERFLOW_CONFIG": str(ctx.workdir / "tiers.toml")}
@@ -68,7 +55,7 @@ def run(ctx: BenchContext) -> list[Comparison]:
     results: list[Comparison] = []
     for shape, (count, size) in SHAPES.items():
         src = ctx.workdir / f"src-{count}"
-        _make_files(src, count, size)
+        write_files(src, count, size)
         total = count * size
         up: dict[str, list[float]] = {}
         down: dict[str, list[float]] = {}

@@ -62,9 +62,10 @@ MAX_MAP_LENGTH = 1024
 #: execution_timeout = prediction × this, but at least MIN_TIMEOUT_S.
 TIMEOUT_SAFETY = 3.0
 MIN_TIMEOUT_S = 300.0
-#: Metadata operations per object on each kind of end. A file tier creates, renames and stats every
-#: file; an object store creates the object with the data request itself and lists 1,000 keys a page.
-META_OPS_PER_OBJECT = {"object": 1 / 1000, "pfs": 3.0, "nvme": 3.0}
+#: Metadata operations per object on each kind of end: an object store counts the request that
+#: creates or fetches each object (its request-rate limit); a file tier creates, renames and stats
+#: every file. Calibration measures the rate through Tierflow's engine in these units.
+META_OPS_PER_OBJECT = {"object": 1.0, "pfs": 3.0, "nvme": 3.0}
 #: Extra requests per multipart object (create + complete).
 MULTIPART_OVERHEAD_REQUESTS = 2
 

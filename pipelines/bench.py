@@ -29,7 +29,7 @@ from pipelines.airflow_env import checkout_dir
 from pipelines.config import TierflowConfig
 from pipelines.s3server import EmbeddedS3, S3Credentials, free_port
 
-__all__ = ["BenchContext", "Comparison", "run_benchmarks"]
+__all__ = ["BenchContext", "Comparison", "run_benchmarks", "timed", "write_files"]
 
 
 @dataclass
@@ -102,6 +102,19 @@ class BenchContext:
         """Stop the server, if one was started."""
         if self._server is not None:
             self._server.stop(grace=2)
+
+
+def write_files(root: Path, count: int, size: int, name: str = "part-{:05d}.bin") -> None:
+    """Write ``count`` files of ``size`` pseudo-random bytes (each one different) under ``root``."""
+    root.mkdir(parents=True, exist_ok=True)
+    block = os.urandom(min(size, 2**24))
+    for i in range(count):
+        with open(root / name.format(i), "wb") as fh:
+            left = size
+            while left:
+                n = min(left, len(block))
+                fh.write(os.urandom(16) + block[16:n] if n > 16 else os.urandom(n))
+                left -= n
 
 
 def timed(fn: Callable[[], object]) -> float:

@@ -7,7 +7,8 @@ achieves on that tier. The fit:
 * **latency** and **per-stream bandwidth** from single-stream runs (small and large objects):
   ``time per object = latency + size / stream bandwidth``, solved from the two sizes;
 * **aggregate bandwidth**: the best throughput seen at any concurrency;
-* **metadata rate**: objects listed and stat'ed per second.
+* **metadata rate**: the best small-object rate (objects per second, the slower of reading and
+  writing), in the model's units (one operation per object on object stores, three per file).
 
 Profiles are stored as JSON with a timestamp under ``<state_dir>/profiles/<tier>.json``;
 :func:`calibrated` lays them over the tier config (only the numbers; names, URLs and capacities
@@ -27,18 +28,27 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from pipelines.bandwidth import META_OPS_PER_OBJECT
 from pipelines.config import BandwidthProfile, TierflowConfig
 from pipelines.manifest import Entry
 from pipelines.tiers import Tier
 from pipelines.transfer import TransferSettings, copy_entries
 
-__all__ = ["Sample", "calibrate_tier", "calibrated", "fit_profile", "load_profile", "save_profile"]
+__all__ = [
+    "Sample",
+    "calibrate_tier",
+    "calibrated",
+    "fit_profile",
+    "load_profile",
+    "object_rate",
+    "save_profile",
+]
 
 log = logging.getLogger(__name__)
 
 KiB, MiB = 2**10, 2**20
 #: Object sizes and concurrencies of the sweep (small: latency; large: bandwidth).
-SIZES = (64 * KiB, 16 * MiB)
+SIZES = (64 * KiB, 64 * MiB)
 CONCURRENCIES = (1, 4, 16)
 PROBE_PREFIX = "_tierflow/calibration"
 
@@ -60,8 +70,12 @@ class Sample:
 
 
 def _objects_for(size: int, concurrency: int, budget_bytes: int) -> int:
-    """Enough objects that per-object costs dominate, within the step's byte budget (at least one per stream)."""
-    return max(concurrency, min(32 * concurrency, budget_bytes // max(size, 1)))
+    """Enough objects that per-object costs dominate, within the step's byte budget (at least one).
+
+    Large objects move one at a time with their parts in parallel, so one of them already
+    exercises ``concurrency`` streams.
+    """
+    return max(1, min(32 * concurrency, budget_bytes // max(size, 1)))
 
 
 def _overhead(src: Tier, dst: Tier, settings: TransferSettings) -> float:
@@ -109,22 +123,28 @@ def calibrate_tier(
                     fixed = _overhead(tier, sink, settings)
                     down = copy_entries(tier, prefix, sink, f"c{c}-{size}", full, settings)
                     samples.append(Sample("read", size, n, c, max(down.seconds - fixed, down.seconds / 10)))
-            t0 = time.perf_counter()
-            listed = tier.list(prefix)
-            for info in listed[:50]:
-                tier.stat(info.key)
-            meta_s = time.perf_counter() - t0
-            meta_ops = (1 + min(50, len(listed))) / meta_s if meta_s > 0 else 1e6
         finally:
             try:
                 tier.delete_prefix(prefix)
             except Exception as exc:  # never hide the measurement's own error behind the cleanup's
                 log.warning("could not remove calibration objects under %s: %s", tier.url(prefix), exc)
-    return fit_profile(samples, meta_ops, tier.config.bandwidth.max_streams), samples
+    per_object = META_OPS_PER_OBJECT[tier.config.kind]
+    return fit_profile(samples, object_rate(samples) * per_object, tier.config.bandwidth.max_streams), samples
+
+
+def object_rate(samples: list[Sample]) -> float:
+    """Objects per second the tier sustains through the engine: the best small-object rate, slower direction."""
+    smallest = min(s.size for s in samples)
+    rates = []
+    for direction in ("read", "write"):
+        runs = [s.objects / s.seconds for s in samples if s.direction == direction and s.size == smallest and s.seconds]
+        if runs:
+            rates.append(max(runs))
+    return min(rates) if rates else 1.0
 
 
 #: Smallest byte budget per sweep step (so a step moves at least a few objects).
-MIN_STEP_BYTES = 4 * MiB
+MIN_STEP_BYTES = 64 * MiB
 
 
 def fit_profile(samples: list[Sample], metadata_ops: float, max_streams: int) -> BandwidthProfile:

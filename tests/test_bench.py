@@ -1,0 +1,36 @@
+"""The benchmark runner: lists the benchmarks and writes medians and ratios as JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.unit
+
+
+def test_list_and_run_one(tmp_path: Path) -> None:
+    env = os.environ | {"TIERFLOW_HOME": str(tmp_path)}
+    cli = [sys.executable, "-m", "pipelines.cli", "bench"]
+    listed = subprocess.run([*cli, "--list"], cwd=REPO, env=env, capture_output=True, text=True, check=True).stdout
+    assert {line.split()[0] for line in listed.splitlines()} == {
+        "checksum_speed",
+        "model_fidelity",
+        "s3_transfer",
+        "staging_copy",
+    }
+    ran = subprocess.run(
+        [*cli, "checksum_speed", "--runs", "1"], cwd=REPO, env=env, capture_output=True, text=True, check=True
+    )
+    assert "ratio" in ran.stdout
+    (result,) = (tmp_path / "bench-results").glob("bench-*.json")
+    data = json.loads(result.read_text())["benchmarks"]["checksum_speed"][0]
+    assert data["reference_tool"] == "md5" and len(data["ours"]) == 1 and data["ratio"] > 0
+    unknown = subprocess.run([*cli, "nope"], cwd=REPO, env=env, capture_output=True, text=True)
+    assert unknown.returncode == 2 and "unknown benchmark" in unknown.stderr
