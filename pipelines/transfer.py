@@ -483,13 +483,20 @@ def copy_entries(
         )
     existing = {o.key: o.size for o in dst.list(dst_prefix)} if entries else {}
     copier = _Copier(src, src_prefix, dst, dst_prefix, settings)
+    # Only objects of the right size can already be there; their checksums are checked in parallel.
+    candidates = [e for e in entries if e.checksum is not None and existing.get(_join(dst_prefix, e.key)) == e.size]
+
+    def there(entry: Entry) -> bool:
+        try:
+            return copier.already_there(entry, existing)
+        except FileNotFoundError:
+            return False
+
+    with ThreadPoolExecutor(max_workers=max(1, min(c, len(candidates))), thread_name_prefix="tierflow-check") as pool:
+        present = {e.key for e, ok in zip(candidates, pool.map(there, candidates), strict=True) if ok}
     todo: list[Entry] = []
     for entry in entries:
-        try:
-            skip = copier.already_there(entry, existing)
-        except FileNotFoundError:
-            skip = False
-        if skip:
+        if entry.key in present:
             assert entry.checksum is not None
             report.checksums[entry.key] = entry.checksum
             report.skipped_objects += 1
