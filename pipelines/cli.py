@@ -359,6 +359,20 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_pools(args: argparse.Namespace) -> int:
+    """Create or update one Airflow pool per tier, sized from the (calibrated) profiles."""
+    import os
+    import subprocess
+
+    from pipelines.airflow_env import airflow_env
+
+    cfg = _config(args)
+    # Inside an Airflow deployment AIRFLOW_HOME says where; otherwise the local stack's.
+    env = dict(os.environ) if os.environ.get("AIRFLOW_HOME") else airflow_env(cfg, None)
+    result = subprocess.run([sys.executable, "-m", "pipelines.operators.pools", "sync"], env=env, check=False)
+    return result.returncode
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Run the demo: embedded S3, synthetic corpus, every DAG end to end, summary."""
     from pipelines.demo import run_demo
@@ -473,6 +487,10 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--budget", default="256 MiB", help="bytes to move per tier (default '256 MiB')")
     cal.add_argument("--seconds", type=float, default=60.0, help="time budget per tier (default 60)")
     cal.set_defaults(func=cmd_calibrate)
+
+    pools = sub.add_parser("pools", help="Airflow pools per tier")
+    pools.add_argument("action", choices=["sync"])
+    pools.set_defaults(func=cmd_pools)
 
     demo = sub.add_parser("demo", help="run every DAG end to end on the embedded defaults")
     demo.add_argument("--keep-server", action="store_true", help="leave the embedded S3 server running")

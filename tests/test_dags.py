@@ -155,3 +155,16 @@ def test_dataset_staging_fails_clearly_for_an_unpublished_version(dagbag) -> Non
     dr = dagbag.get_dag("dataset_staging").test(run_conf={"dataset": "nosuch", "version": "v9"})
     assert dr.state == "failed"
     assert _states(dr.run_id)[("plan_hop1", -1)] == "failed"
+
+
+def test_storage_calibration_stores_profiles(dagbag, test_config) -> None:
+    from pipelines.calibration import load_profile
+
+    dr = dagbag.get_dag("storage_calibration").test(run_conf={"tiers": ["object", "nvme"], "budget": "16 MiB"})
+    assert dr.state == "success", _states(dr.run_id)
+    for name in ("object", "nvme"):
+        stored = load_profile(test_config, name)
+        assert stored is not None and stored[0].read_bps > 0 and stored[0].latency_s > 0
+    assert {k for k in _states(dr.run_id) if k[0] == "calibrate"} == {("calibrate", 0), ("calibrate", 1)}
+    summary = _xcom("storage_calibration", dr.run_id, "calibrate", 0)
+    assert summary["tier"] == "object" and summary["stored"].endswith("profiles/object.json")

@@ -1,8 +1,8 @@
 """One Airflow pool per tier (``tierflow_<tier>``), sized from the tier's stream limit.
 
-``python -m pipelines.operators.pools sync`` creates or updates them; it runs inside Airflow's
-environment (``tierflow airflow up`` calls it after migrating the DB). The bandwidth planner will
-size slots from calibrated profiles; until then a pool has the tier's ``max_streams`` slots.
+``tierflow pools sync`` (``python -m pipelines.operators.pools sync`` inside Airflow's environment;
+``tierflow airflow up`` runs it after migrating the DB) creates or updates them from the
+calibrated profiles: a pool has the tier's ``max_streams`` slots, one per stream.
 """
 
 from __future__ import annotations
@@ -37,5 +37,13 @@ def sync_pools(config: TierflowConfig) -> dict[str, int]:
 if __name__ == "__main__":
     if sys.argv[1:] != ["sync"]:
         sys.exit("usage: python -m pipelines.operators.pools sync")
-    for pool, slots in sync_pools(load_config()).items():
+    from sqlalchemy.exc import OperationalError
+
+    from pipelines.calibration import calibrated
+
+    try:
+        synced = sync_pools(calibrated(load_config()))
+    except OperationalError as exc:
+        sys.exit(f"tierflow pools sync: the Airflow metadata DB is not ready ({exc.orig}); run 'airflow db migrate'")
+    for pool, slots in synced.items():
         print(f"pool {pool}: {slots} slots")

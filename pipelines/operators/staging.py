@@ -118,6 +118,9 @@ class PlanStagingOperator(BaseOperator):
         for shard in shards:
             shard["concurrency"] = plan.hop.concurrency
             shard["part_size"] = plan.hop.part_size
+            shard["bytes"] = plan.bytes
+            shard["predicted_s"] = plan.hop.predicted_s
+            shard["bottleneck"] = plan.hop.predicted.bottleneck
         return shards
 
 
@@ -172,7 +175,12 @@ class StageShardOperator(BaseOperator):
                 settings,
             )
         self.log.info("shard %d/%d: %s", s["index"] + 1, s["count"], report.line())
-        return report.summary()
+        share = report.bytes / s["bytes"] if s.get("bytes") else 1 / int(s["count"])
+        return report.summary() | {
+            "tier": s["target"],
+            "predicted_s": round(float(s.get("predicted_s", 0)) * share, 3),
+            "bottleneck": s.get("bottleneck", ""),
+        }
 
 
 def _emit(context: Any, dataset: str, tier: str, extra: dict[str, Any]) -> None:

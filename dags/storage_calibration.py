@@ -1,0 +1,68 @@
+"""DAG ``storage_calibration``: measure every tier and store its bandwidth profile, weekly.
+
+One mapped task per tier sweeps object sizes × concurrency through the transfer engine within a
+budget, fits latency, per-stream and aggregate bandwidth and the object rate, and stores the
+profile with a timestamp (``<state_dir>/profiles/<tier>.json``). Every planner in Tierflow then
+sizes work from these numbers. A tier that cannot be measured fails its task and keeps its old
+profile. Run it by hand after changing hardware, or let it run weekly.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pendulum
+from airflow.sdk import DAG, Param, task
+
+from pipelines.operators.calibration import CalibrateTierOperator
+
+with DAG(
+    dag_id="storage_calibration",
+    description="Measure each tier and store its bandwidth profile for the planner",
+    schedule="@weekly",
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    tags=["tierflow", "storage"],
+    default_args={"retries": 1, "retry_delay": timedelta(minutes=1)},
+    params={
+        "tiers": Param(
+            [],
+            type="array",
+            items={"type": "string"},
+            title="Tiers",
+            description="Tier names to calibrate; empty calibrates every tier.",
+        ),
+        "budget": Param(
+            "256 MiB",
+            type="string",
+            title="Byte budget per tier",
+            description="How much data each tier's sweep may move, with its unit.",
+        ),
+    },
+    doc_md=__doc__,
+) as dag:
+
+    @task
+    def tiers_to_calibrate(params: dict[str, Any] | None = None) -> list[str]:
+        """The tiers asked for, else every tier in the config."""
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from pipelines.operators.context import load_config_in_task
+
+        config = load_config_in_task()
+        known = [t.name for t in config.tiers]
+        asked = list((params or {}).get("tiers") or [])
+        unknown = [t for t in asked if t not in known]
+        if unknown:
+            raise AirflowFailException(f"params.tiers: no such tier {unknown} (tiers: {known})")
+        return asked or known
+
+    CalibrateTierOperator.partial(
+        task_id="calibrate",
+        budget="{{ params.budget }}",
+        map_index_template="{{ task.tier }}",
+        execution_timeout=timedelta(minutes=15),
+        max_active_tis_per_dag=1,  # one tier at a time: calibrations must not disturb each other
+    ).expand(tier=tiers_to_calibrate())

@@ -1,0 +1,113 @@
+"""Observed transfers: what the model predicted and what a task achieved, and learning from them.
+
+Every Tierflow transfer task's outcome is appended to ``<state_dir>/observations.jsonl`` (by the
+plugin's listener). :func:`fold` moves the profile of the end that bound the prediction toward
+what was achieved, as an exponentially weighted moving average: the bandwidths of that end are
+scaled by ``1 - alpha + alpha * predicted / achieved``. Small transfers (under ``MIN_BYTES``) say
+more about task start-up than about the tier and are recorded but not folded.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from pipelines.calibration import load_profile, save_profile
+from pipelines.config import TierflowConfig
+
+__all__ = ["ALPHA", "Observation", "fold", "recent", "record"]
+
+#: Weight of one new observation in the moving average.
+ALPHA = 0.2
+#: Transfers smaller than this are not folded into profiles.
+MIN_BYTES = 64 * 2**20
+#: Limits on one step: a single odd task cannot move a profile by more than this factor.
+MAX_STEP = 2.0
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One finished transfer task."""
+
+    at: float
+    dag_id: str
+    task_id: str
+    source: str
+    target: str
+    bytes: int
+    objects: int
+    predicted_s: float
+    achieved_s: float
+    bottleneck: str
+
+    @property
+    def achieved_MBps(self) -> float:
+        """Achieved MB/s."""
+        return self.bytes / self.achieved_s / 1e6 if self.achieved_s > 0 else 0.0
+
+    @property
+    def predicted_MBps(self) -> float:
+        """Predicted MB/s."""
+        return self.bytes / self.predicted_s / 1e6 if self.predicted_s > 0 else 0.0
+
+
+def _path(config: TierflowConfig) -> Any:
+    return config.state_dir / "observations.jsonl"
+
+
+def record(config: TierflowConfig, observation: Observation) -> None:
+    """Append an observation (one JSON line; appends of one line are atomic enough for this log)."""
+    path = _path(config)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(asdict(observation)) + "\n")
+
+
+def recent(config: TierflowConfig, limit: int = 50) -> list[Observation]:
+    """The latest observations, oldest first; unreadable lines are skipped."""
+    try:
+        lines = _path(config).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return []
+    out = []
+    for line in lines[-limit:]:
+        try:
+            out.append(Observation(**json.loads(line)))
+        except (ValueError, TypeError):
+            continue
+    return out
+
+
+def fold(config: TierflowConfig, observation: Observation, alpha: float = ALPHA) -> bool:
+    """Fold an observation into the stored profile of the bottleneck's tier; returns whether it changed.
+
+    The bottleneck reads like ``"bandwidth-bound on pfs write"``: the tier ``pfs`` and its write
+    bandwidths are scaled. Profiles not calibrated yet start from the configured numbers.
+    """
+    words = observation.bottleneck.split()
+    if observation.bytes < MIN_BYTES or observation.achieved_s <= 0 or len(words) != 4:
+        return False
+    tier_name, direction = words[2], words[3]
+    try:
+        configured = config.tier(tier_name)
+    except KeyError:
+        return False
+    stored = load_profile(config, tier_name)
+    profile = stored[0] if stored else configured.bandwidth
+    ratio = min(MAX_STEP, max(1 / MAX_STEP, observation.predicted_s / observation.achieved_s))
+    scale = 1 - alpha + alpha * ratio
+    if direction == "read":
+        profile = replace(profile, read_bps=profile.read_bps * scale, stream_read_bps=profile.stream_read_bps * scale)
+    else:
+        profile = replace(
+            profile, write_bps=profile.write_bps * scale, stream_write_bps=profile.stream_write_bps * scale
+        )
+    save_profile(config, tier_name, profile, [])
+    return True
+
+
+def now() -> float:
+    """Wall-clock time for observations."""
+    return time.time()

@@ -1,0 +1,233 @@
+"""The storage-bandwidth Airflow plugin: macros, the listener, and a UI page with its JSON API.
+
+Registered through the ``airflow.plugins`` entry point (a pip install brings it) and exposed in
+``plugins/storage_bandwidth.py`` for deployments that copy the plugins folder instead.
+
+* **Macros** — ``{{ macros.tierflow.plan_concurrency('object', 'pfs', 10**12, 5000) }}`` and
+  friends give planner values in templates.
+* **Listener** — :mod:`pipelines.operators.listener` records predicted vs achieved throughput of
+  every transfer task and folds it into the tier profiles.
+* **UI page** — ``/storage-bandwidth/`` (a "Storage bandwidth" entry under Browse): each tier's
+  profile, recent tasks' predicted vs achieved MB/s as a chart, and a what-if form. Every route,
+  the page included, requires Airflow authentication (401 without a token); the UI's iframe sends
+  the session cookie.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+from airflow.api_fastapi.core_api.security import GetUserDep
+from airflow.plugins_manager import AirflowPlugin
+from fastapi import FastAPI, HTTPException, Query
+from fastapi.responses import HTMLResponse
+
+from pipelines.operators import listener
+
+__all__ = ["StorageBandwidthPlugin", "app"]
+
+URL_PREFIX = "/storage-bandwidth"
+
+app = FastAPI(title="Tierflow storage bandwidth", description="Tier profiles, observed transfers, what-if plans")
+
+
+def _config() -> Any:
+    from pipelines.calibration import calibrated
+    from pipelines.config import load_config
+
+    return calibrated(load_config())
+
+
+def _tiers() -> list[dict[str, Any]]:
+    from pipelines.calibration import load_profile
+
+    config = _config()
+    out = []
+    for tier in config.tiers:
+        bw = tier.bandwidth
+        stored = load_profile(config, tier.name)
+        out.append(
+            {
+                "name": tier.name,
+                "kind": tier.kind,
+                "url": tier.url,
+                "capacity_bytes": tier.capacity_bytes,
+                "read_MBps": round(bw.read_bps / 1e6, 1),
+                "write_MBps": round(bw.write_bps / 1e6, 1),
+                "stream_read_MBps": round(bw.stream_read_bps / 1e6, 1),
+                "stream_write_MBps": round(bw.stream_write_bps / 1e6, 1),
+                "latency_ms": round(bw.latency_s * 1000, 3),
+                "metadata_ops": round(bw.metadata_ops, 1),
+                "max_streams": bw.max_streams,
+                "calibrated_at": stored[1] if stored else None,
+            }
+        )
+    return out
+
+
+def _observations(limit: int) -> list[dict[str, Any]]:
+    from pipelines.observations import recent
+
+    return [
+        {
+            "at": o.at,
+            "dag_id": o.dag_id,
+            "task_id": o.task_id,
+            "hop": f"{o.source}->{o.target}",
+            "bytes": o.bytes,
+            "predicted_MBps": round(o.predicted_MBps, 1),
+            "achieved_MBps": round(o.achieved_MBps, 1),
+            "bottleneck": o.bottleneck,
+        }
+        for o in recent(_config(), limit)
+    ]
+
+
+def _plan(source: str, target: str, size: str, objects: int) -> dict[str, Any]:
+    from pipelines.bandwidth import Workload, plan_hop
+    from pipelines.units import UnitError, parse_size
+
+    config = _config()
+    try:
+        total = parse_size(size)
+        src, dst = config.tier(source), config.tier(target)
+        work = Workload.uniform(max(1, objects), max(1, total // max(1, objects)))
+        return plan_hop(src, dst, work).summary()
+    except (UnitError, KeyError, ValueError) as exc:
+        raise HTTPException(status_code=400, detail=str(exc).strip("'\"")) from None
+
+
+@app.get("/api/tiers")
+def api_tiers(user: GetUserDep) -> list[dict[str, Any]]:
+    """Each tier's profile (calibrated where measured)."""
+    return _tiers()
+
+
+@app.get("/api/observations")
+def api_observations(user: GetUserDep, limit: int = Query(50, ge=1, le=1000)) -> list[dict[str, Any]]:
+    """Recent transfer tasks: predicted vs achieved MB/s."""
+    return _observations(limit)
+
+
+@app.get("/api/plan")
+def api_plan(
+    user: GetUserDep,
+    source: str,
+    target: str,
+    size: str = Query(..., description="total size with its unit, e.g. '2 TB'"),
+    objects: int = Query(1, ge=1),
+) -> dict[str, Any]:
+    """What-if: the planner's choices for moving ``size`` in ``objects`` objects from ``source`` to ``target``."""
+    return _plan(source, target, size, objects)
+
+
+def _chart(points: list[dict[str, Any]]) -> str:
+    """Inline SVG bars: predicted (grey) and achieved (blue) MB/s per recent task (no external scripts)."""
+    if not points:
+        return "<p id='chart-empty'>No transfer tasks observed yet: run <code>dataset_staging</code>.</p>"
+    width, height, pad = 720, 220, 30
+    top = max(max(p["predicted_MBps"], p["achieved_MBps"]) for p in points) or 1.0
+    step = (width - 2 * pad) / len(points)
+    bars = []
+    for i, p in enumerate(points):
+        x = pad + i * step
+        for j, (key, colour) in enumerate((("predicted_MBps", "#9aa5b1"), ("achieved_MBps", "#1f6feb"))):
+            h = (height - 2 * pad) * p[key] / top
+            title = html.escape(f"{p['task_id']} {p['hop']}: {key.split('_')[0]} {p[key]} MB/s")
+            bars.append(
+                f"<rect class='{key.split('_')[0]}' x='{x + j * step / 2:.1f}' y='{height - pad - h:.1f}' "
+                f"width='{max(step / 2 - 2, 1):.1f}' height='{h:.1f}' fill='{colour}'><title>{title}</title></rect>"
+            )
+    return (
+        f"<svg id='chart' width='{width}' height='{height}' role='img' aria-label='predicted vs achieved MB/s'>"
+        f"<text x='{pad}' y='16' font-size='12'>max {top:.0f} MB/s; grey predicted, blue achieved</text>"
+        + "".join(bars)
+        + "</svg>"
+    )
+
+
+@app.get("/", response_class=HTMLResponse)
+def page(
+    user: GetUserDep, source: str | None = None, target: str | None = None, size: str = "1 TB", objects: int = 1000
+) -> str:
+    """The plugin page: tier table, chart, what-if form."""
+    tiers = _tiers()
+    columns = (
+        "name",
+        "kind",
+        "read_MBps",
+        "write_MBps",
+        "stream_read_MBps",
+        "stream_write_MBps",
+        "latency_ms",
+        "metadata_ops",
+        "max_streams",
+        "calibrated_at",
+    )
+    head = "".join(f"<th>{c}</th>" for c in columns)
+    rows = "".join("<tr>" + "".join(f"<td>{html.escape(str(t[c]))}</td>" for c in columns) + "</tr>" for t in tiers)
+    names = [t["name"] for t in tiers]
+
+    def options(selected: str | None) -> str:
+        return "".join(f"<option{' selected' if n == selected else ''}>{html.escape(n)}</option>" for n in names)
+
+    result = ""
+    if source and target:
+        try:
+            plan = _plan(source, target, size, objects)
+            items = "".join(
+                f"<li><b>{html.escape(k)}</b>: {html.escape(str(v))}</li>" for k, v in plan.items() if k != "reasons"
+            )
+            reasons = "".join(f"<li>{html.escape(k)}: {html.escape(v)}</li>" for k, v in plan["reasons"].items())
+            result = f"<div id='plan'><ul>{items}</ul><p>Why:</p><ul>{reasons}</ul></div>"
+        except HTTPException as exc:
+            result = f"<p id='plan-error'>{html.escape(str(exc.detail))}</p>"
+    return f"""<!doctype html><html><head><meta charset='utf-8'><title>Tierflow storage bandwidth</title>
+<style>body{{font-family:sans-serif;margin:1.5em}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}th{{background:#f4f4f4}}</style></head><body>
+<h1>Storage bandwidth</h1>
+<h2>Tiers</h2><table id='tiers'><tr>{head}</tr>{rows}</table>
+<h2>Recent transfer tasks: predicted vs achieved</h2>{_chart(_observations(40))}
+<h2>What if</h2>
+<form id='whatif' method='get'>
+ from <select name='source'>{options(source or (names[0] if names else None))}</select>
+ to <select name='target'>{options(target or (names[1] if len(names) > 1 else None))}</select>
+ size <input name='size' value='{html.escape(size)}' size='8'>
+ objects <input name='objects' type='number' min='1' value='{objects}'>
+ <button type='submit'>Plan</button>
+</form>{result}
+</body></html>"""
+
+
+def plan_concurrency(source: str, target: str, total_bytes: int, objects: int = 1) -> int:
+    """Macro: the planner's concurrency for a hop."""
+    return int(_plan(source, target, f"{max(1, int(total_bytes))} B", objects)["concurrency"])
+
+
+def plan_shards(source: str, target: str, total_bytes: int, objects: int = 1) -> int:
+    """Macro: the planner's number of mapped shards for a hop."""
+    return int(_plan(source, target, f"{max(1, int(total_bytes))} B", objects)["shards"])
+
+
+def plan_timeout_s(source: str, target: str, total_bytes: int, objects: int = 1) -> float:
+    """Macro: the planner's execution timeout (seconds) for one shard of a hop."""
+    return float(_plan(source, target, f"{max(1, int(total_bytes))} B", objects)["execution_timeout_s"])
+
+
+class StorageBandwidthPlugin(AirflowPlugin):
+    """Tierflow's storage-bandwidth plugin."""
+
+    name = "tierflow"
+    macros = [plan_concurrency, plan_shards, plan_timeout_s]
+    listeners = [listener]
+    fastapi_apps = [{"app": app, "url_prefix": URL_PREFIX, "name": "Tierflow storage bandwidth"}]
+    external_views = [
+        {
+            "name": "Storage bandwidth",
+            "href": "storage-bandwidth/",
+            "destination": "nav",
+            "category": "browse",
+            "url_route": "storage-bandwidth",
+        }
+    ]
