@@ -177,6 +177,7 @@ class StageShardOperator(BaseOperator):
         self.log.info("shard %d/%d: %s", s["index"] + 1, s["count"], report.line())
         share = report.bytes / s["bytes"] if s.get("bytes") else 1 / int(s["count"])
         return report.summary() | {
+            "source": s["source"],
             "tier": s["target"],
             "predicted_s": round(float(s.get("predicted_s", 0)) * share, 3),
             "bottleneck": s.get("bottleneck", ""),
