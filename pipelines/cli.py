@@ -276,11 +276,17 @@ def cmd_plan(args: argparse.Namespace) -> int:
             replicate=args.replicate,
         )
         energy = tuple((k, float(v)) for k, v in (item.split("=", 1) for item in args.joules_per_gb.split(",")))
-        result = plan_cluster(
-            cfg, size, objects, cluster, Costs(args.price_per_gb, args.price_per_1000_requests, energy)
-        )
+        codecs = []
+        if args.sample:
+            from pipelines.compression import measure_levels, read_sample
+
+            codecs = measure_levels(read_sample(args.sample))
+        costs = Costs(args.price_per_gb, args.price_per_1000_requests, energy)
+        result = plan_cluster(cfg, size, objects, cluster, costs, codecs=codecs)
     except (UnitError, ValueError) as exc:
         raise UsageError(str(exc)) from None
+    except OSError as exc:
+        raise UsageError(f"--sample: {exc}") from None
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
@@ -321,6 +327,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    if "compression" in result["hops"][0]:
+        print(f"compression before {result['hops'][0]['hop']}: {result['hops'][0]['compression']['reason']}")
     print(
         f"total: {_duration(result['sequential_s'])} sequential, {_duration(result['pipelined_s'])} pipelined; "
         f"bottleneck {result['bottleneck']}; ${result['cost']:,.2f}; {result['energy_kJ'] / 3600:,.1f} kWh"
@@ -479,6 +487,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--price-per-gb", type=float, default=0.0, help="price per GB read from object storage")
     plan.add_argument("--price-per-1000-requests", type=float, default=0.0004, help="price per 1,000 requests")
     plan.add_argument("--joules-per-gb", default="object=10,pfs=4,nvme=1", help="energy per GB per tier")
+    plan.add_argument("--sample", help="a local file of the data: zstd levels are measured on it to decide compression")
     plan.add_argument("--json", action="store_true", help="JSON for machines")
     plan.set_defaults(func=cmd_plan)
 

@@ -9,10 +9,18 @@ request count, cost and energy; and the whole staging, sequential and pipelined.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from pipelines.bandwidth import DEFAULT_MEMORY_BUDGET, HopPlan, Workload, plan_hop
+from pipelines.bandwidth import (
+    DEFAULT_MEMORY_BUDGET,
+    CodecSample,
+    HopPlan,
+    Workload,
+    choose_compression,
+    plan_hop,
+)
 from pipelines.config import BandwidthProfile, TierConfig, TierflowConfig
 
 __all__ = ["Cluster", "Costs", "plan_cluster"]
@@ -61,6 +69,7 @@ def plan_cluster(
     cluster: Cluster,
     costs: Costs = Costs(),
     max_map_length: int = 1024,
+    codecs: Sequence[CodecSample] = (),
 ) -> dict[str, Any]:
     """Plan staging ``dataset_bytes`` in ``objects`` equal objects through the cluster; JSON-safe result."""
     if dataset_bytes <= 0 or objects <= 0 or cluster.nodes <= 0:
@@ -108,6 +117,15 @@ def plan_cluster(
                 "reasons": plan.reasons,
             }
         )
+    if codecs:  # compress before the first hop? (codec speed scales with the nodes doing it)
+        scaled = [replace(c, compress_bps=c.compress_bps * nodes) for c in codecs]
+        choice = choose_compression(tiers["object"], tiers["pfs"], first, hops[0]["concurrency"], scaled)
+        hops[0]["compression"] = {
+            "level": choice.level,
+            "reason": choice.reason,
+            "raw_s": choice.raw_s,
+            "compressed_s": choice.compressed_s,
+        }
     times = [h["predicted_s"] for h in hops]
     shards = max(h["shards"] for h in hops)
     return {

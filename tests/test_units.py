@@ -71,6 +71,8 @@ def test_parse_rate() -> None:
         pytest.param(parse_size, 3, "expected a string", id="not-a-string"),
         pytest.param(parse_bandwidth, "800 MB", "per-second", id="bandwidth-without-per-second"),
         pytest.param(parse_bandwidth, "800 Mb/s", "unknown bandwidth unit", id="bits"),
+        pytest.param(parse_bandwidth, "10 GBps", "per-second unit", id="GBps"),
+        pytest.param(parse_bandwidth, "10 mib/s", "unknown bandwidth unit", id="lowercase-mib"),
         pytest.param(parse_duration, "2 fortnights", "unknown duration unit", id="bad-duration"),
         pytest.param(parse_rate, "5000/min", "unknown rate unit", id="bad-rate"),
         pytest.param(parse_size, "fast", "not a size", id="no-number"),

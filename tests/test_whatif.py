@@ -69,3 +69,23 @@ def test_cli_table_and_json() -> None:
     assert data["nodes"] == 512 and len(data["hops"]) == 2
     bad = subprocess.run([*cmd[:4], "--dataset-size", "10 GBps"], capture_output=True, text=True)
     assert bad.returncode == 2 and "unknown size unit 'GBps'" in bad.stderr
+
+
+def test_compression_is_measured_on_a_sample_and_chosen_only_when_it_pays() -> None:
+    import os
+
+    from pipelines.compression import measure_levels
+
+    text = b"".join(b'{"id": %d, "text": "the model reads tokens from the cache tier"}\n' % i for i in range(50_000))
+    measured = measure_levels(text, levels=(1, 3))
+    assert [m.level for m in measured] == [1, 3] and all(m.ratio > 3 and m.compress_bps > 0 for m in measured)
+    noise = measure_levels(os.urandom(2**20), levels=(1,))[0]
+    assert noise.ratio < 1.01
+    cfg = load_config()
+    slow = plan_cluster(cfg, 10**13, 40_000, Cluster(nodes=64, object_bps=5e9, pfs_bps=1e11), codecs=measured)
+    assert slow["hops"][0]["compression"]["level"] in (1, 3)
+    fast = plan_cluster(cfg, 10**13, 40_000, Cluster(nodes=64, object_bps=5e11, pfs_bps=1e11), codecs=[noise])
+    assert fast["hops"][0]["compression"]["level"] is None
+    assert fast["hops"][0]["compression"]["reason"].startswith("raw:")
+    with pytest.raises(ValueError, match="empty sample"):
+        measure_levels(b"")
