@@ -47,17 +47,9 @@ with DAG(
     @task
     def tiers_to_calibrate(params: dict[str, Any] | None = None) -> list[str]:
         """The tiers asked for, else every tier in the config."""
-        from airflow.sdk.exceptions import AirflowFailException
+        from pipelines.operators.context import select_tiers
 
-        from pipelines.operators.context import load_config_in_task
-
-        config = load_config_in_task()
-        known = [t.name for t in config.tiers]
-        asked = list((params or {}).get("tiers") or [])
-        unknown = [t for t in asked if t not in known]
-        if unknown:
-            raise AirflowFailException(f"params.tiers: no such tier {unknown} (tiers: {known})")
-        return asked or known
+        return select_tiers((params or {}).get("tiers"))
 
     CalibrateTierOperator.partial(
         task_id="calibrate",

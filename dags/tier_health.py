@@ -44,17 +44,9 @@ with DAG(
     @task
     def list_tiers(params: dict[str, Any] | None = None) -> list[str]:
         """The tiers to probe: those asked for in the params, else every tier in the config."""
-        from airflow.sdk.exceptions import AirflowFailException
+        from pipelines.operators.context import select_tiers
 
-        from pipelines.operators.context import load_config_in_task
-
-        config = load_config_in_task()
-        asked = list((params or {}).get("tiers") or [])
-        known = [t.name for t in config.tiers]
-        unknown = [name for name in asked if name not in known]
-        if unknown:
-            raise AirflowFailException(f"params.tiers: no such tier {unknown} in {config.source} (tiers: {known})")
-        return asked or known
+        return select_tiers((params or {}).get("tiers"))
 
     probes = ProbeTierOperator.partial(
         task_id="probe",

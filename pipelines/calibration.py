@@ -38,6 +38,7 @@ __all__ = [
     "Sample",
     "calibrate_tier",
     "calibrated",
+    "describe",
     "fit_profile",
     "load_profile",
     "object_rate",
@@ -170,6 +171,19 @@ def fit_profile(samples: list[Sample], metadata_ops: float, max_streams: int) ->
         metadata_ops=max(metadata_ops, 1.0),
         max_streams=max_streams,
     )
+
+
+def describe(profile: BandwidthProfile) -> dict[str, Any]:
+    """A profile in human units (MB/s, ms), JSON-safe: for logs, XCom and the plugin."""
+    return {
+        "read_MBps": round(profile.read_bps / 1e6, 1),
+        "write_MBps": round(profile.write_bps / 1e6, 1),
+        "stream_read_MBps": round(profile.stream_read_bps / 1e6, 1),
+        "stream_write_MBps": round(profile.stream_write_bps / 1e6, 1),
+        "latency_ms": round(profile.latency_s * 1000, 3),
+        "metadata_ops": round(profile.metadata_ops, 1),
+        "max_streams": profile.max_streams,
+    }
 
 
 def _profile_path(config: TierflowConfig, tier: str) -> Path:

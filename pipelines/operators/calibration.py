@@ -41,7 +41,7 @@ class CalibrateTierOperator(BaseOperator):
         """Calibrate and return the fitted profile (MB/s, ms) and where it was stored."""
         from airflow.sdk.exceptions import AirflowFailException
 
-        from pipelines.calibration import calibrate_tier, save_profile
+        from pipelines.calibration import calibrate_tier, describe, save_profile
         from pipelines.operators.context import load_config_in_task, open_tier_in_task
         from pipelines.units import UnitError, parse_size
 
@@ -63,15 +63,6 @@ class CalibrateTierOperator(BaseOperator):
                 s.throughput_bps / 1e6,
             )
         path = save_profile(config, tier.name, profile, samples)
-        summary = {
-            "tier": tier.name,
-            "read_MBps": round(profile.read_bps / 1e6, 1),
-            "write_MBps": round(profile.write_bps / 1e6, 1),
-            "stream_read_MBps": round(profile.stream_read_bps / 1e6, 1),
-            "stream_write_MBps": round(profile.stream_write_bps / 1e6, 1),
-            "latency_ms": round(profile.latency_s * 1000, 3),
-            "metadata_ops": round(profile.metadata_ops, 1),
-            "stored": str(path),
-        }
+        summary = {"tier": tier.name, **describe(profile), "stored": str(path)}
         self.log.info("profile: %s", summary)
         return summary

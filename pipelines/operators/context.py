@@ -8,7 +8,7 @@ if TYPE_CHECKING:
     from pipelines.config import TierflowConfig
     from pipelines.tiers import Tier
 
-__all__ = ["load_config_in_task", "open_tier_in_task", "s3_storage_options"]
+__all__ = ["load_config_in_task", "open_tier_in_task", "s3_storage_options", "select_tiers"]
 
 
 def s3_storage_options(conn_id: str) -> dict[str, Any]:
@@ -57,3 +57,15 @@ def open_tier_in_task(config: TierflowConfig, name: str) -> Tier:
     tier = config.tier(name)
     options = s3_storage_options(tier.conn_id) if tier.is_object and tier.conn_id else None
     return open_tier(config, name, options)
+
+
+def select_tiers(asked: list[str] | None, config_path: str | None = None) -> list[str]:
+    """The tier names a DAG's ``tiers`` param asks for (each checked against the config), else every tier."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    config = load_config_in_task(config_path)
+    known = [t.name for t in config.tiers]
+    unknown = [name for name in asked or [] if name not in known]
+    if unknown:
+        raise AirflowFailException(f"params.tiers: no such tier {unknown} in {config.source} (tiers: {known})")
+    return list(asked or []) or known

@@ -40,12 +40,11 @@ def _config() -> Any:
 
 
 def _tiers() -> list[dict[str, Any]]:
-    from pipelines.calibration import load_profile
+    from pipelines.calibration import describe, load_profile
 
     config = _config()
     out = []
     for tier in config.tiers:
-        bw = tier.bandwidth
         stored = load_profile(config, tier.name)
         out.append(
             {
@@ -53,13 +52,7 @@ def _tiers() -> list[dict[str, Any]]:
                 "kind": tier.kind,
                 "url": tier.url,
                 "capacity_bytes": tier.capacity_bytes,
-                "read_MBps": round(bw.read_bps / 1e6, 1),
-                "write_MBps": round(bw.write_bps / 1e6, 1),
-                "stream_read_MBps": round(bw.stream_read_bps / 1e6, 1),
-                "stream_write_MBps": round(bw.stream_write_bps / 1e6, 1),
-                "latency_ms": round(bw.latency_s * 1000, 3),
-                "metadata_ops": round(bw.metadata_ops, 1),
-                "max_streams": bw.max_streams,
+                **describe(tier.bandwidth),
                 "calibrated_at": stored[1] if stored else None,
             }
         )
