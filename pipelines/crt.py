@@ -6,9 +6,10 @@ path, and there s3fs stays at 0.25-0.8x of s5cmd on this machine (see ``benchmar
 CRT client — native code, parts in parallel, file I/O off the GIL — keeps up with it. The CRT is
 what ``boto3[crt]`` builds on and is maintained by AWS.
 
-:class:`CrtMover` uploads from and downloads to local files only (``send_filepath`` /
-``recv_filepath``): the object is created by a single PUT or a completed multipart upload, so
-nothing partial becomes visible; a failed multipart upload is aborted by the client.
+:class:`CrtMover` uploads from and downloads to local files only (``send_filepath``, and
+an ``on_body`` stream written at its offsets and hashed on the way): the object is created by a
+single PUT or a completed multipart upload, so nothing partial becomes visible; a failed multipart
+upload is aborted by the client.
 """
 
 from __future__ import annotations
@@ -137,14 +138,54 @@ class CrtMover:
         except Exception as exc:  # translated to builtins for the engine's error classification
             raise _translate(exc, f"upload to {path}") from exc
 
-    def download(self, path: str, local_path: str) -> None:
-        """GET ``bucket/key`` into ``local_path`` (ranged parts in parallel). Blocks until done."""
+    def download(self, path: str, local_path: str) -> tuple[str, int] | None:
+        """GET ``bucket/key`` into ``local_path`` (ranged parts in parallel), hashing the bytes as they arrive.
+
+        The CRT delivers the body in order, so the xxh3-128 is computed on the way and the file
+        needs no second read; returns ``(checksum, size)``, or None if the body ever arrived out
+        of order (the caller then hashes the file). Blocks until done.
+        """
+        import threading
+
         from awscrt.s3 import S3RequestType
 
-        request = self._client.make_request(
-            type=S3RequestType.GET_OBJECT, request=self._request("GET", path, []), recv_filepath=local_path
-        )
+        from pipelines.checksum import Hasher
+
+        hasher = Hasher()
+        state: dict[str, Any] = {"next": 0, "in_order": True, "error": None}
+        lock = threading.Lock()
+        fd = os.open(local_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+
+        def on_body(chunk: bytes, offset: int, **_: Any) -> None:
+            with lock:
+                if state["error"] is not None:
+                    return
+                try:
+                    view, at = memoryview(chunk), offset
+                    while view:  # pwrite may write less than asked (a nearly full disk)
+                        written = os.pwrite(fd, view, at)
+                        view, at = view[written:], at + written
+                except OSError as exc:  # e.g. ENOSPC: raised below, once the request has ended
+                    state["error"] = exc
+                    return
+                if offset != state["next"]:
+                    state["in_order"] = False
+                elif state["in_order"]:
+                    hasher.update(chunk)
+                state["next"] = max(state["next"], offset + len(chunk))
+
         try:
-            request.finished_future.result()
-        except Exception as exc:  # translated to builtins for the engine's error classification
-            raise _translate(exc, f"download of {path}") from exc
+            request = self._client.make_request(
+                type=S3RequestType.GET_OBJECT, request=self._request("GET", path, []), on_body=on_body
+            )
+            try:
+                request.finished_future.result()
+            except Exception as exc:  # translated to builtins for the engine's error classification
+                if state["error"] is not None:
+                    raise state["error"] from exc
+                raise _translate(exc, f"download of {path}") from exc
+        finally:
+            os.close(fd)
+        if state["error"] is not None:
+            raise state["error"]
+        return (hasher.hexdigest(), hasher.size) if state["in_order"] else None

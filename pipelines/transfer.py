@@ -341,13 +341,17 @@ class _Copier:
 
     def _object_to_local(self, src_key: str, dst_key: str, entry: Entry, progress: _Progress, inner: int) -> str:
         with self.dst.staged_path(dst_key, fsync=self.settings.fsync) as tmp:
+            streamed = None
             if "src" in self.crt and entry.size > 0:  # CRT asks for a byte range, which an empty object refuses
-                self.crt["src"].download(self.src.path(src_key), tmp)
+                streamed = self.crt["src"].download(self.src.path(src_key), tmp)
             else:
                 self.src.fs.get_file(
                     self.src.path(src_key), tmp, chunksize=self.settings.part_size, max_concurrency=inner
                 )
-            digest, size = checksum_file(tmp)
+            digest, size = streamed or checksum_file(tmp)
+            on_disk = os.path.getsize(tmp)
+            if on_disk != size:  # what was hashed must be what is on disk
+                raise OSError(errno.EIO, f"{self.dst.url(dst_key)}: wrote {on_disk} B of {size} B")
             self._check(self.src.url(src_key), entry, digest, size)
         progress.add(entry.size)
         return digest
