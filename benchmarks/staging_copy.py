@@ -2,7 +2,8 @@
 
 Shapes: 1 x 1 GiB and 2,000 x 256 KiB, uploaded and downloaded; the same two locally (local ->
 local). Every tool runs as a command (process start included, as a user would run it), on the
-same files, interleaved run by run; each run writes to a fresh destination so nothing is skipped.
+same files, interleaved run by run in an order that rotates (no tool always follows the heavy
+phase before it); each run writes to a fresh destination so nothing is skipped.
 Peak RSS comes from GNU time. Targets (issue 3): >= 1.0x s5cmd on the four S3 cases, >= 0.9x cp
 locally, peak RSS <= 512 MiB for the 1 GiB object.
 """
@@ -44,6 +45,13 @@ def _timed(ctx: BenchContext, args: list[str], env: dict[str, str]) -> tuple[flo
     return max(float(seconds), 0.01), int(kib) / 1024
 
 
+def _rotated(commands: dict[str, list[str]], run: int) -> list[tuple[str, list[str]]]:
+    """The commands in an order that rotates run by run, so no tool always goes first after a heavy phase."""
+    items = list(commands.items())
+    shift = run % len(items)
+    return items[shift:] + items[:shift]
+
+
 def run(ctx: BenchContext) -> list[Comparison]:
     creds = ctx.s3(BUCKET)
     env = ctx.s3_env() | {"TIERFLOW_CONFIG": str(ctx.workdir / "tiers.toml")}
@@ -63,7 +71,7 @@ def run(ctx: BenchContext) -> list[Comparison]:
         rss: dict[str, float] = {}
         seed = f"s3://{BUCKET}/seed-{count}"
         subprocess.run([s5cmd, "cp", f"{src}/*", f"{seed}/"], env=env, check=True, capture_output=True)
-        for _ in range(ctx.runs):
+        for round_ in range(ctx.runs):
             run_id = uuid.uuid4().hex[:8]
             uploads = {
                 "tierflow": [*tierflow, str(src), f"s3://{BUCKET}/{run_id}/tf"],
@@ -71,7 +79,7 @@ def run(ctx: BenchContext) -> list[Comparison]:
                 "rclone": [rclone, "copy", str(src), f"tierflow:{BUCKET}/{run_id}/rc"],
                 "s3fs": [*s3fs_cmd, str(src), f"s3://{BUCKET}/{run_id}/fs"],
             }
-            for tool, args in uploads.items():
+            for tool, args in _rotated(uploads, round_):
                 seconds, peak = _timed(ctx, args, env)
                 up.setdefault(tool, []).append(total / seconds / 1e6)
                 rss[f"{tool} up"] = max(rss.get(f"{tool} up", 0), peak)
@@ -81,7 +89,7 @@ def run(ctx: BenchContext) -> list[Comparison]:
                 "rclone": [rclone, "copy", f"tierflow:{BUCKET}/seed-{count}", str(ctx.workdir / run_id / "rc")],
                 "s3fs": [*s3fs_cmd, seed, str(ctx.workdir / run_id / "fs")],
             }
-            for tool, args in downloads.items():
+            for tool, args in _rotated(downloads, round_):
                 seconds, peak = _timed(ctx, args, env)
                 down.setdefault(tool, []).append(total / seconds / 1e6)
                 rss[f"{tool} down"] = max(rss.get(f"{tool} down", 0), peak)
@@ -89,7 +97,7 @@ def run(ctx: BenchContext) -> list[Comparison]:
                 "tierflow": [*tierflow, str(src), str(ctx.workdir / run_id / "ltf")],
                 "cp": ["cp", "-r", str(src), str(ctx.workdir / run_id / "lcp")],
             }
-            for tool, args in copies.items():
+            for tool, args in _rotated(copies, round_):
                 seconds, peak = _timed(ctx, args, env)
                 local.setdefault(tool, []).append(total / seconds / 1e6)
             shutil.rmtree(ctx.workdir / run_id)
