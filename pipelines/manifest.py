@@ -300,16 +300,6 @@ def read_commit(tier: Tier, dataset: str, version: str) -> Commit | None:
     )
 
 
-def with_checksums(manifest: Manifest, checksums: dict[str, str]) -> Manifest:
-    """A copy of ``manifest`` with checksums filled in from ``checksums`` (key → checksum)."""
-    return Manifest(
-        manifest.dataset,
-        manifest.version,
-        tuple(Entry(e.key, e.size, e.checksum or checksums.get(e.key)) for e in manifest.entries),
-        manifest.algorithm,
-    )
-
-
 def entries_from_json(rows: Sequence[Sequence[Any]], source: str = "shard") -> list[Entry]:
     """Entries from their compact JSON form (as mapped tasks receive them), validated."""
     out = []

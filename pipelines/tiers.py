@@ -170,16 +170,6 @@ class Tier:
             self.fs = fsspec.filesystem("file", auto_mkdir=True)
             Path(self.root).mkdir(parents=True, exist_ok=True)
 
-    def with_options(self, **overrides: Any) -> Tier:
-        """The same tier with some storage options changed (e.g. a larger connection pool)."""
-        options = dict(self.storage_options)
-        for key, value in overrides.items():
-            if isinstance(value, dict) and isinstance(options.get(key), dict):
-                options[key] = {**options[key], **value}
-            else:
-                options[key] = value
-        return Tier(self.config, options, self.spool_dir)
-
     def __repr__(self) -> str:
         return f"Tier({self.config.name!r}, {self.config.url!r})"
 
