@@ -35,15 +35,13 @@ def _config(args: argparse.Namespace) -> TierflowConfig:
 
 
 def _embedded(cfg: TierflowConfig) -> EmbeddedS3:
-    """The embedded S3 server the config declares, with the buckets of the object tiers it serves."""
-    from pipelines.s3server import EmbeddedS3
+    """The embedded S3 server the config declares; a config without one is a usage error."""
+    from pipelines.s3server import EmbeddedS3, S3ServerError
 
-    server = cfg.s3_server
-    if server is None:
-        raise UsageError(f"{cfg.source}: no [s3_server] table: this config uses no embedded S3 server")
-    return EmbeddedS3(
-        cfg.state_dir / "s3", server.port, server.host, server.region, buckets=cfg.buckets_for(server.conn_id)
-    )
+    try:
+        return EmbeddedS3.from_config(cfg)
+    except S3ServerError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from pipelines.airflow_env import airflow_env, checkout_dir
 from pipelines.config import TierflowConfig
+from pipelines.s3server import EmbeddedS3
 from pipelines.units import format_bytes
 
 __all__ = ["RAW_PREFIX", "run_demo"]
@@ -61,7 +62,6 @@ def run_demo(config: TierflowConfig, keep_server: bool = False) -> int:
     """Run the demo; returns the exit status (0 when every DAG run succeeded)."""
     from dataclasses import replace
 
-    from pipelines.cli import _embedded
     from pipelines.corpus import generate_corpus
     from pipelines.manifest import read_commit
     from pipelines.staging import publish_directory
@@ -69,7 +69,7 @@ def run_demo(config: TierflowConfig, keep_server: bool = False) -> int:
     from pipelines.transfer import copy_prefix
 
     started = time.perf_counter()
-    server = _embedded(config)
+    server = EmbeddedS3.from_config(config)
     was_running = server.pid() is not None
     creds = server.start()
     _say(f"S3 server {'already running' if was_running else 'started'} at {creds.endpoint_url} (data in {server.root})")

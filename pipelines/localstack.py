@@ -26,7 +26,7 @@ from pathlib import Path
 
 from pipelines.airflow_env import airflow_env
 from pipelines.config import TierflowConfig
-from pipelines.s3server import _alive
+from pipelines.s3server import EmbeddedS3, is_alive
 
 __all__ = ["down", "up"]
 
@@ -51,15 +51,13 @@ def _airflow_bin() -> str:
 
 def up(config: TierflowConfig, port: int = 8791) -> int:
     """Start the local stack; returns 0 once the UI answers."""
-    from pipelines.cli import _embedded
-
-    server = _embedded(config)
+    server = EmbeddedS3.from_config(config)
     s3_was_running = server.pid() is not None
     creds = server.start()
     env = airflow_env(config, creds, api_port=port)
     home = Path(env["AIRFLOW_HOME"])
     pids_path = _pids_file(env)
-    if pids_path.exists() and any(_alive(p) for p in json.loads(pids_path.read_text())["pids"].values()):
+    if pids_path.exists() and any(is_alive(p) for p in json.loads(pids_path.read_text())["pids"].values()):
         print(f"Airflow is already running (see {pids_path}); 'make airflow-stop' first")
         return 1
     logs = home / "logs"
@@ -103,17 +101,15 @@ def down(config: TierflowConfig) -> int:
     for pid in pids.values():
         _signal_group(pid, signal.SIGTERM)
     deadline = time.monotonic() + STOP_GRACE_S
-    while time.monotonic() < deadline and any(_alive(p) for p in pids.values()):
+    while time.monotonic() < deadline and any(is_alive(p) for p in pids.values()):
         time.sleep(0.2)
     for pid in pids.values():
-        if _alive(pid):
+        if is_alive(pid):
             _signal_group(pid, signal.SIGKILL)
     pids_path.unlink()
     print(f"stopped {', '.join(pids)}")
     if state.get("s3_started"):
-        from pipelines.cli import _embedded
-
-        _embedded(config).stop()
+        EmbeddedS3.from_config(config).stop()
         print("stopped the S3 server")
     return 0
 

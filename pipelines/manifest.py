@@ -18,7 +18,7 @@ import heapq
 import json
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +35,7 @@ __all__ = [
     "dataset_prefix",
     "list_local_source",
     "read_commit",
+    "read_marker",
 ]
 
 COMMIT_MARKER = "_tierflow_commit.json"
@@ -179,21 +180,18 @@ class Manifest:
         return [sorted(s, key=lambda e: e.key) for s in shards if s]
 
 
-def build_manifest(
-    tier: Tier, prefix: str, dataset: str, version: str, checksums: Iterable[tuple[str, str]] = ()
-) -> Manifest:
+def build_manifest(tier: Tier, prefix: str, dataset: str, version: str) -> Manifest:
     """Build a manifest from one listing pass over ``prefix`` on ``tier`` (Tierflow's own keys left out).
 
-    Checksums are taken from ``checksums`` (key → checksum) where known, else left ``None`` for the
-    transfer to compute. A listing error propagates: no manifest, nothing downstream.
+    Checksums are left ``None`` for the transfer to compute. A listing error propagates: no
+    manifest, nothing downstream.
     """
-    known = dict(checksums)
     entries = []
     for info in tier.list(prefix):
         rel = info.key[len(prefix) :].lstrip("/") if prefix else info.key
         if rel.split("/", 1)[0].startswith(RESERVED_PREFIX):
             continue
-        entries.append(Entry(rel, info.size, known.get(rel)))
+        entries.append(Entry(rel, info.size))
     return Manifest(dataset, version, tuple(entries))
 
 
@@ -280,7 +278,16 @@ def read_commit(tier: Tier, dataset: str, version: str) -> Commit | None:
     Raises:
         ManifestError: The marker exists but is unreadable or inconsistent (named).
     """
-    key = f"{dataset_prefix(dataset, version)}/{COMMIT_MARKER}"
+    return read_marker(tier, dataset_prefix(dataset, version))
+
+
+def read_marker(tier: Tier, prefix: str) -> Commit | None:
+    """The commit marker directly under ``prefix`` on ``tier``, or None when there is none.
+
+    Raises:
+        ManifestError: The marker exists but is unreadable or inconsistent (named).
+    """
+    key = f"{prefix.strip('/')}/{COMMIT_MARKER}" if prefix.strip("/") else COMMIT_MARKER
     try:
         raw = tier.read_bytes(key)
     except FileNotFoundError:

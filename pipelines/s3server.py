@@ -24,9 +24,12 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["EmbeddedS3", "S3Credentials", "S3ServerError", "free_port", "weed_binary"]
+if TYPE_CHECKING:
+    from pipelines.config import TierflowConfig
+
+__all__ = ["EmbeddedS3", "S3Credentials", "S3ServerError", "free_port", "is_alive", "weed_binary"]
 
 #: How long to wait for a starting server to answer signed requests.
 START_TIMEOUT_S = 90.0
@@ -119,7 +122,8 @@ def _port_open(host: str, port: int) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
-def _alive(pid: int) -> bool:
+def is_alive(pid: int) -> bool:
+    """Whether a process runs (a zombie child of ours is reaped and counts as gone)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -158,6 +162,24 @@ class EmbeddedS3:
         self.host = host
         self.region = region
         self.buckets = buckets
+
+    @classmethod
+    def from_config(cls, config: TierflowConfig) -> EmbeddedS3:
+        """The server a tier config declares (``[s3_server]``), with the buckets of the object tiers it serves.
+
+        Raises:
+            S3ServerError: The config declares no embedded server.
+        """
+        server = config.s3_server
+        if server is None:
+            raise S3ServerError(f"{config.source}: no [s3_server] table: this config uses no embedded S3 server")
+        return cls(
+            config.state_dir / "s3",
+            server.port,
+            server.host,
+            server.region,
+            buckets=config.buckets_for(server.conn_id),
+        )
 
     @property
     def endpoint_url(self) -> str:
@@ -210,7 +232,7 @@ class EmbeddedS3:
             pid = int(self.pid_file.read_text().strip())
         except (FileNotFoundError, ValueError):
             return None
-        if _alive(pid):
+        if is_alive(pid):
             return pid
         self.pid_file.unlink(missing_ok=True)
         return None
@@ -322,13 +344,13 @@ class EmbeddedS3:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGTERM)
         deadline = time.monotonic() + grace
-        while time.monotonic() < deadline and _alive(pid):
+        while time.monotonic() < deadline and is_alive(pid):
             time.sleep(0.1)
-        if _alive(pid):
+        if is_alive(pid):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
             kill_deadline = time.monotonic() + 5
-            while time.monotonic() < kill_deadline and _alive(pid):
+            while time.monotonic() < kill_deadline and is_alive(pid):
                 time.sleep(0.05)
         self.pid_file.unlink(missing_ok=True)
         self._remove_grpc_sockets()

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pipelines.bandwidth import HopPlan, Workload, plan_hop
@@ -68,6 +68,7 @@ class StagePlan:
     bytes: int
     already_staged: bool
     hop: HopPlan
+    manifest: Manifest = field(repr=False, compare=False)
 
     def shards(self) -> list[dict[str, Any]]:
         """One small descriptor per mapped task (nothing when already staged)."""
@@ -124,6 +125,7 @@ def plan_stage(source: Tier, target: Tier, dataset: str, version: str, **planner
         bytes=manifest.total_bytes,
         already_staged=already,
         hop=hop,
+        manifest=manifest,
     )
     log.info(
         "%s/%s %s -> %s: %d objects, %d bytes; %s",
@@ -171,7 +173,17 @@ def commit_stage(
 ) -> Commit:
     """Commit a staged version on ``target``: every object there with its size, then the marker, last."""
     manifest = _manifest_for(source, dataset, version, manifest_checksum)
-    return commit(target, manifest, source=source.url(manifest.prefix), extra=extra)
+    return _commit_and_touch(target, manifest, source.url(manifest.prefix), extra)
+
+
+def _commit_and_touch(target: Tier, manifest: Manifest, source_url: str, extra: dict[str, Any] | None) -> Commit:
+    """Commit; on the NVMe cache also record the use, so eviction sees the version as fresh."""
+    from pipelines.cache import touch
+
+    record = commit(target, manifest, source=source_url, extra=extra)
+    if target.config.kind == "nvme":
+        touch(target, manifest.dataset, manifest.version)
+    return record
 
 
 def stage_dataset(
@@ -193,14 +205,14 @@ def stage_dataset(
     if plan.already_staged:
         return plan, None, None
     settings = settings or TransferSettings.from_plan(plan.hop, verify=verify)
-    manifest = _manifest_for(source, dataset, version, plan.manifest_checksum)
+    manifest = plan.manifest
     report = copy_entries(source, manifest.prefix, target, manifest.prefix, manifest.entries, settings)
     seconds = time.monotonic() - started
-    record = commit(
+    record = _commit_and_touch(
         target,
         manifest,
-        source=source.url(manifest.prefix),
-        extra={"seconds": round(seconds, 3), "predicted_s": round(plan.hop.predicted_s, 3)},
+        source.url(manifest.prefix),
+        {"seconds": round(seconds, 3), "predicted_s": round(plan.hop.predicted_s, 3)},
     )
     return plan, report, record
 

@@ -551,14 +551,11 @@ def source_entries(src: Tier, prefix: str) -> list[Entry]:
     Local sources are listed without following symlinks out of the source; Tierflow's own
     markers and temporaries are left out. A listing error propagates (nothing is copied).
     """
-    import json
+    from pipelines.manifest import build_manifest, list_local_source, read_marker
 
-    from pipelines.manifest import COMMIT_MARKER, Manifest, build_manifest, list_local_source
-
-    marker = _join(prefix, COMMIT_MARKER)
-    if src.exists(marker):
-        data = json.loads(src.read_bytes(marker))
-        return list(Manifest.from_json(data["manifest"], src.url(marker)).entries)
+    committed = read_marker(src, prefix)
+    if committed is not None:
+        return list(committed.manifest.entries)
     if not src.config.is_object:
         root = src.path(prefix) if prefix else src.root
         if not os.path.isdir(root):

@@ -21,7 +21,7 @@ from pipelines.bandwidth import (
     choose_compression,
     plan_hop,
 )
-from pipelines.config import BandwidthProfile, TierConfig, TierflowConfig
+from pipelines.config import TierConfig, TierflowConfig
 
 __all__ = ["Cluster", "Costs", "plan_cluster"]
 
@@ -59,7 +59,7 @@ def _scaled(tier: TierConfig, aggregate: float | None, streams_factor: int) -> T
         max_streams=bw.max_streams * streams_factor,
         metadata_ops=bw.metadata_ops * (streams_factor if tier.kind == "nvme" else 1),
     )
-    return replace(tier, bandwidth=BandwidthProfile(**vars(bw)))
+    return replace(tier, bandwidth=bw)
 
 
 def plan_cluster(

@@ -211,7 +211,6 @@ class CommitStagingOperator(BaseOperator):
         """Commit and return the hop's summary: bytes, objects, seconds, predicted vs achieved MB/s."""
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from pipelines.cache import touch
         from pipelines.staging import commit_stage
 
         ti = context["ti"]
@@ -250,8 +249,6 @@ class CommitStagingOperator(BaseOperator):
                 plan["manifest_checksum"],
                 extra={"shards": len(shards), "copied_bytes": copied},
             )
-            if target.config.kind == "nvme":
-                touch(target, plan["dataset"], plan["version"])
         summary |= {
             "already_staged": False,
             "shards": len(shards),
@@ -300,7 +297,6 @@ class StageDatasetOperator(BaseOperator):
 
     def execute(self, context: Any) -> dict[str, Any]:
         """Stage and return the summary."""
-        from pipelines.cache import touch
         from pipelines.staging import stage_dataset
 
         with _fatal_errors():
@@ -309,8 +305,6 @@ class StageDatasetOperator(BaseOperator):
             if report is None:
                 self.log.info("%s/%s already committed on %s", self.dataset, self.version, self.target)
                 return plan.summary() | {"already_staged": True}
-            if target.config.kind == "nvme":
-                touch(target, self.dataset, self.version)
         summary = {
             "dataset": self.dataset,
             "version": self.version,
