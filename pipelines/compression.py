@@ -1,6 +1,13 @@
-"""zstd measurements for the planner: how fast each level compresses a sample, and how much.
+"""zstd for Tierflow: safe streaming compression and decompression, dictionaries, and measurements.
 
-The planner decides whether compression pays from these numbers (see
+Every frame Tierflow writes carries a content checksum and its content size: python-zstandard's
+defaults write neither, and then most single-bit flips decode silently to wrong bytes. Reading is
+frame by frame, so concatenated frames are all decoded (``zstd.decompress`` returns only the
+first), a truncated frame is an error (a plain stream reader returns the short data), and the
+declared size of each frame is checked against a limit *before* it is decoded, which refuses a
+decompression bomb without allocating it.
+
+The planner decides whether and how hard to compress from :func:`measure_levels` (see
 :func:`pipelines.bandwidth.choose_compression`); measuring on a sample of the real data matters,
 because text compresses ~3x while already-compressed Parquet gains ~1.2x.
 """
@@ -9,11 +16,218 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, BinaryIO
 
 from pipelines.bandwidth import CodecSample
 
-__all__ = ["DEFAULT_LEVELS", "measure_levels", "read_sample"]
+if TYPE_CHECKING:
+    import zstandard
+
+__all__ = [
+    "DEFAULT_LEVELS",
+    "CodecStats",
+    "CorruptFrameError",
+    "DecompressionLimitError",
+    "compress_file",
+    "compressor",
+    "decompress_file",
+    "iter_decompressed",
+    "measure_levels",
+    "read_sample",
+    "train_dictionary",
+]
+
+#: Bytes handed to zstd per call: large enough for full speed, small enough to keep memory flat.
+IO_CHUNK = 1 << 20
+#: With no explicit limit a frame may expand at most this much (real text: 3-20x; zeros: ~30,000x) ...
+MAX_RATIO = 1000
+#: ... or to this many bytes, whichever is larger.
+LIMIT_FLOOR = 256 * 2**20
+#: Input fed per call to a frame that does not declare its size, so one call cannot explode in memory.
+UNKNOWN_SIZE_FEED = 4096
+#: Dictionary size used when none is given (zstd's own default, 110 KiB).
+DICTIONARY_BYTES = 112_640
+LEVELS = range(1, 20)
+#: Longest zstd frame header (magic 4 + descriptor 1 + window 1 + dictionary id 4 + content size 8).
+FRAME_HEADER_MAX = 18
+
+
+class CorruptFrameError(ValueError):
+    """A zstd stream that does not decode to exactly what it declares; the message names the file."""
+
+
+class DecompressionLimitError(ValueError):
+    """A zstd stream that would expand past the allowed size (a decompression bomb); names the file."""
+
+
+@dataclass(frozen=True)
+class CodecStats:
+    """Bytes in and out of one compression or decompression, and the seconds it took."""
+
+    raw_bytes: int
+    compressed_bytes: int
+    seconds: float
+
+    @property
+    def ratio(self) -> float:
+        """Raw bytes per compressed byte."""
+        return self.raw_bytes / self.compressed_bytes if self.compressed_bytes else 0.0
+
+    @property
+    def raw_bps(self) -> float:
+        """Raw bytes per second."""
+        return self.raw_bytes / self.seconds if self.seconds > 0 else 0.0
+
+
+def _check_level(level: int) -> int:
+    if isinstance(level, bool) or not isinstance(level, int) or level not in LEVELS:
+        raise ValueError(f"zstd level must be an integer from 1 to 19, got {level!r}")
+    return level
+
+
+def compressor(level: int = 3, threads: int = 0, dictionary: bytes | None = None) -> zstandard.ZstdCompressor:
+    """A compressor that always writes the frame checksum and content size.
+
+    ``threads`` is zstd's worker count: 0 = one per CPU, 1 = single-threaded.
+    """
+    import zstandard
+
+    workers = threads or (os.cpu_count() or 1)
+    return zstandard.ZstdCompressor(
+        level=_check_level(level),
+        threads=workers if workers > 1 else 0,
+        write_checksum=True,
+        write_content_size=True,
+        write_dict_id=True,
+        dict_data=zstandard.ZstdCompressionDict(dictionary) if dictionary else None,
+    )
+
+
+def compress_file(src: str, dst: str, level: int = 3, threads: int = 0, dictionary: bytes | None = None) -> CodecStats:
+    """Compress the file ``src`` into one zstd frame at ``dst`` (written whole: a temporary name, then a rename)."""
+    size = os.path.getsize(src)
+    cctx = compressor(level, threads, dictionary)
+    tmp = f"{dst}.tierflow-tmp-{os.getpid()}"
+    start = time.perf_counter()
+    try:
+        with open(src, "rb") as fin, open(tmp, "wb") as fout:
+            _, written = cctx.copy_stream(fin, fout, size=size, read_size=IO_CHUNK, write_size=IO_CHUNK)
+        os.replace(tmp, dst)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return CodecStats(size, written, time.perf_counter() - start)
+
+
+def iter_decompressed(
+    src: BinaryIO,
+    name: str,
+    dictionary: bytes | None = None,
+    limit: int | None = None,
+    compressed_size: int | None = None,
+) -> Iterator[bytes]:
+    """Decode every frame of ``src`` in order, checking each one completely.
+
+    ``limit`` caps the total decoded bytes; by default it is ``MAX_RATIO`` x ``compressed_size``
+    (at least ``LIMIT_FLOOR``). A frame's declared size is checked against the limit before the
+    frame is decoded.
+
+    Raises:
+        CorruptFrameError: Not zstd, a checksum mismatch, a truncated frame, or a size that differs
+            from the frame header (``name`` and the frame number in the message).
+        DecompressionLimitError: The output would exceed the limit.
+    """
+    import zstandard
+
+    if limit is None:
+        limit = max(MAX_RATIO * (compressed_size or 0), LIMIT_FLOOR)
+    dctx = zstandard.ZstdDecompressor(dict_data=zstandard.ZstdCompressionDict(dictionary) if dictionary else None)
+    pending = b""
+    total = 0
+    frame = 0
+    while True:
+        while len(pending) < FRAME_HEADER_MAX:
+            more = src.read(IO_CHUNK)
+            if not more:
+                break
+            pending += more
+        if not pending:
+            if frame == 0:
+                raise CorruptFrameError(f"{name}: empty file, not a zstd stream")
+            return
+        frame += 1
+        try:
+            params = zstandard.get_frame_parameters(pending)
+        except zstandard.ZstdError as exc:
+            raise CorruptFrameError(f"{name}: frame {frame} has no valid zstd header ({exc})") from None
+        declared = params.content_size if params.content_size != zstandard.CONTENTSIZE_UNKNOWN else None
+        if declared is not None and total + declared > limit:
+            raise DecompressionLimitError(
+                f"{name}: frame {frame} declares {declared:,} B, past the limit of {limit:,} B "
+                f"({total:,} B already decoded); refused as a decompression bomb"
+            )
+        obj = dctx.decompressobj()
+        produced = 0
+        while not obj.eof:
+            if pending:
+                feed = pending if declared is not None else pending[:UNKNOWN_SIZE_FEED]
+                pending = pending[len(feed) :]
+            else:
+                feed = src.read(IO_CHUNK if declared is not None else UNKNOWN_SIZE_FEED)
+                if not feed:
+                    raise CorruptFrameError(f"{name}: frame {frame} is truncated after {produced:,} decoded bytes")
+            try:
+                out = obj.decompress(feed)
+            except zstandard.ZstdError as exc:
+                raise CorruptFrameError(f"{name}: frame {frame} is corrupt ({exc})") from None
+            produced += len(out)
+            if total + produced > limit:
+                raise DecompressionLimitError(f"{name}: output passes the limit of {limit:,} B; refused")
+            if out:
+                yield out
+        pending = obj.unused_data + pending
+        if declared is not None and produced != declared:
+            raise CorruptFrameError(f"{name}: frame {frame} decoded to {produced:,} B, its header says {declared:,}")
+        total += produced
+
+
+def decompress_file(src: str, dst: str, dictionary: bytes | None = None, limit: int | None = None) -> CodecStats:
+    """Decode every frame of ``src`` into ``dst`` (a temporary name, renamed once the whole stream checked out)."""
+    size = os.path.getsize(src)
+    tmp = f"{dst}.tierflow-tmp-{os.getpid()}"
+    start = time.perf_counter()
+    written = 0
+    try:
+        with open(src, "rb") as fin, open(tmp, "wb") as fout:
+            for chunk in iter_decompressed(fin, src, dictionary, limit, compressed_size=size):
+                fout.write(chunk)
+                written += len(chunk)
+        os.replace(tmp, dst)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return CodecStats(written, size, time.perf_counter() - start)
+
+
+def train_dictionary(samples: Sequence[bytes], size: int = DICTIONARY_BYTES) -> bytes:
+    """Train a zstd dictionary on sample records (small-record data gains most from one).
+
+    Raises:
+        ValueError: Too few or too small samples to train on.
+    """
+    import zstandard
+
+    if len(samples) < 8:
+        raise ValueError(f"need at least 8 sample records to train a dictionary, got {len(samples)}")
+    try:
+        return zstandard.train_dictionary(size, list(samples)).as_bytes()
+    except zstandard.ZstdError as exc:
+        raise ValueError(f"cannot train a zstd dictionary on {len(samples)} samples: {exc}") from None
+
 
 DEFAULT_LEVELS = (1, 3, 9, 19)
 #: Largest sample measured; enough for stable speed, small enough to measure in about a second.

@@ -99,6 +99,26 @@ def test_config(test_config_path: Path):
     return load_config(test_config_path)
 
 
+@pytest.fixture
+def tiers(test_config, s3_credentials, tmp_path: Path) -> dict[str, object]:
+    """Object, PFS and NVMe tiers rooted at fresh locations for this test."""
+    sub = f"t-{uuid.uuid4().hex[:8]}"
+    from dataclasses import replace
+
+    from pipelines.tiers import Tier
+
+    out = {}
+    for name in ("object", "pfs", "nvme"):
+        cfg = test_config.tier(name)
+        if cfg.is_object:
+            cfg = replace(cfg, url=f"{cfg.url.rstrip('/')}/{sub}/")
+            out[name] = Tier(cfg, s3_credentials[0].storage_options())
+        else:
+            cfg = replace(cfg, url=f"file://{tmp_path / name}")
+            out[name] = Tier(cfg)
+    return out
+
+
 @pytest.fixture(scope="session")
 def airflow_db() -> None:
     """A migrated, empty SQLite Airflow metadata DB in the session's ``AIRFLOW_HOME``."""

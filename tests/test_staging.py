@@ -9,7 +9,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from dataclasses import replace
 from pathlib import Path
 
@@ -26,22 +25,6 @@ pytestmark = pytest.mark.integration
 
 MiB = 2**20
 PART = 5 * MiB  # the S3 minimum, so part-1/part/part+1 stay small
-
-
-@pytest.fixture
-def tiers(test_config, s3_credentials, tmp_path: Path) -> dict[str, Tier]:
-    """Object, PFS and NVMe tiers rooted at fresh locations for this test."""
-    sub = f"t-{uuid.uuid4().hex[:8]}"
-    out = {}
-    for name in ("object", "pfs", "nvme"):
-        cfg = test_config.tier(name)
-        if cfg.is_object:
-            cfg = replace(cfg, url=f"{cfg.url.rstrip('/')}/{sub}/")
-            out[name] = Tier(cfg, s3_credentials[0].storage_options())
-        else:
-            cfg = replace(cfg, url=f"file://{tmp_path / name}")
-            out[name] = Tier(cfg)
-    return out
 
 
 def write_files(root: Path, sizes: dict[str, int]) -> None:
