@@ -212,11 +212,68 @@ def cmd_datasets(args: argparse.Namespace) -> int:
                     print(
                         f"{tier_cfg.name:<8} {e.dataset}/{e.version:<12} {state:<11} {format_bytes(e.bytes):>10}{pins}"
                     )
+        elif args.action == "prepare":
+            from pipelines.preparation import prepare
+            from pipelines.units import parse_size
+            from pipelines.validation import load_suite
+
+            prepared, published, summary = prepare(
+                _open(cfg, args.source),
+                _open(cfg, args.target),
+                args.source_prefix,
+                args.name,
+                args.version,
+                load_suite(args.name, args.suites),
+                fmt=args.format,
+                level=args.level,
+                shard_bytes=parse_size(args.shard_size) if args.shard_size else None,
+                threads=args.threads,
+                dictionary=args.dictionary,
+                policy=args.policy,
+                max_failed_fraction=args.max_failed_fraction,
+            )
+            if published is None:
+                print(f"{args.name}/{args.version} is already published on {args.target}")
+            else:
+                quarantined = f"; quarantined {summary['quarantined']}" if summary["quarantined"] else ""
+                print(
+                    f"published {args.name}/{args.version} on {args.target}: {summary['shards']} shards, "
+                    f"{summary['rows']} rows, {format_bytes(summary['bytes'])} (ratio {summary['ratio']:.2f}, "
+                    f"zstd level {prepared.level}){quarantined}"
+                )
     except TransferError as exc:
         print(f"tierflow datasets {args.action}: {exc}", file=sys.stderr)
         return 1
     except (ManifestError, FileNotFoundError, PermissionError) as exc:
         raise UsageError(str(exc)) from None
+    except ValueError as exc:  # bad input, a failed validation, a bad suite: named in one line
+        print(f"tierflow datasets {args.action}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_codec(args: argparse.Namespace) -> int:
+    """``tierflow compress`` / ``tierflow decompress``: safe zstd for files outside Airflow."""
+    from pathlib import Path
+
+    from pipelines.compression import compress_file, decompress_file
+
+    try:
+        dictionary = Path(args.dictionary).read_bytes() if args.dictionary else None
+        if args.command == "compress":
+            stats = compress_file(args.src, args.dst, args.level, args.threads, dictionary)
+        else:
+            stats = decompress_file(args.src, args.dst, dictionary, args.limit)
+    except FileNotFoundError as exc:
+        raise UsageError(f"{exc.filename}: no such file") from None
+    except ValueError as exc:  # corrupt or truncated frames, a bomb, a bad level
+        print(f"tierflow {args.command}: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"{args.command}ed {args.src} -> {args.dst}: {format_bytes(stats.raw_bytes)} raw, "
+        f"{format_bytes(stats.compressed_bytes)} zstd (ratio {stats.ratio:.2f}), "
+        f"{format_bandwidth(stats.raw_bps)} in {stats.seconds:.2f} s"
+    )
     return 0
 
 
@@ -451,9 +508,41 @@ def build_parser() -> argparse.ArgumentParser:
     stage.add_argument("--verify", action="store_true", help="read every copied object back")
     stage.add_argument("-v", "--verbose", action="store_true")
     stage.set_defaults(func=cmd_datasets)
+    prep = ds.add_parser(
+        "prepare", help="shard, zstd-compress and validate raw JSONL/Parquet, then publish the version"
+    )
+    prep.add_argument("name")
+    prep.add_argument("version")
+    prep.add_argument("--from", dest="source_prefix", required=True, help="raw input prefix on the source tier")
+    prep.add_argument("--source", default="object")
+    prep.add_argument("--target", default="object")
+    prep.add_argument("--format", choices=("parquet", "jsonl"), default="parquet")
+    prep.add_argument("--level", type=int, help="zstd level 1-19 (default: the planner's choice)")
+    prep.add_argument("--shard-size", help='e.g. "128 MiB" (default: the planner\'s)')
+    prep.add_argument("--threads", type=int, default=0, help="zstd threads (0 = one per CPU)")
+    prep.add_argument("--dictionary", action="store_true", help="train a zstd dictionary (JSONL)")
+    prep.add_argument("--policy", choices=("fail", "quarantine"), default="fail")
+    prep.add_argument("--max-failed-fraction", type=float, default=0.1)
+    prep.add_argument("--suites", help="suites directory (default: $TIERFLOW_SUITES, else the packaged suites)")
+    prep.add_argument("-v", "--verbose", action="store_true")
+    prep.set_defaults(func=cmd_datasets)
     ls = ds.add_parser("ls", help="dataset versions on each tier")
     ls.add_argument("--tier")
     ls.set_defaults(func=cmd_datasets)
+
+    comp = sub.add_parser("compress", help="zstd-compress a file (checksummed frame with its size)")
+    comp.add_argument("src")
+    comp.add_argument("dst")
+    comp.add_argument("--level", type=int, default=3, help="1-19 (default 3)")
+    comp.add_argument("--threads", type=int, default=0, help="zstd worker threads (0 = one per CPU)")
+    comp.add_argument("--dictionary", help="a dictionary file (e.g. a dataset's dictionary.zdict)")
+    comp.set_defaults(func=cmd_codec)
+    decomp = sub.add_parser("decompress", help="decode every zstd frame of a file, checked (truncation, bombs)")
+    decomp.add_argument("src")
+    decomp.add_argument("dst")
+    decomp.add_argument("--dictionary", help="the dictionary the file was compressed with")
+    decomp.add_argument("--limit", type=int, help="largest output in bytes (default: 1000x the input, >= 256 MiB)")
+    decomp.set_defaults(func=cmd_codec)
 
     cache = sub.add_parser("cache", help="the NVMe cache: evict, pin, unpin").add_subparsers(
         dest="action", required=True

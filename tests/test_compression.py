@@ -135,3 +135,21 @@ def test_dictionary_round_trip_and_gain_on_small_records() -> None:
 def test_bad_level_is_refused(level: object) -> None:
     with pytest.raises(ValueError, match="zstd level"):
         compressor(level)  # type: ignore[arg-type]
+
+
+def test_cli_round_trip_and_clear_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from pipelines.cli import main
+
+    raw = tmp_path / "a.jsonl"
+    raw.write_bytes(text(5000))
+    assert main(["compress", str(raw), str(tmp_path / "a.zst"), "--level", "9", "--threads", "2"]) == 0
+    assert "ratio" in capsys.readouterr().out
+    assert main(["decompress", str(tmp_path / "a.zst"), str(tmp_path / "b.jsonl")]) == 0
+    assert (tmp_path / "b.jsonl").read_bytes() == raw.read_bytes()
+    cut = tmp_path / "cut.zst"
+    cut.write_bytes((tmp_path / "a.zst").read_bytes()[:-3])
+    assert main(["decompress", str(cut), str(tmp_path / "c.jsonl")]) == 1
+    assert "cut.zst: frame 1 is truncated" in capsys.readouterr().err
+    assert not (tmp_path / "c.jsonl").exists() and not list(tmp_path.glob("*tierflow-tmp*"))
+    assert main(["compress", str(tmp_path / "missing"), str(tmp_path / "x.zst")]) == 2
+    assert "missing: no such file" in capsys.readouterr().err

@@ -168,3 +168,60 @@ def test_storage_calibration_stores_profiles(dagbag, test_config) -> None:
     assert {k for k in _states(dr.run_id) if k[0] == "calibrate"} == {("calibrate", 0), ("calibrate", 1)}
     summary = _xcom("storage_calibration", dr.run_id, "calibrate", 0)
     assert summary["tier"] == "object" and summary["stored"].endswith("profiles/object.json")
+
+
+def test_dataset_preparation_then_staging_runs_green_end_to_end(dagbag, test_config, s3_credentials, tmp_path) -> None:
+    import uuid
+
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    from pipelines.corpus import generate_corpus
+    from pipelines.manifest import read_commit
+    from pipelines.tiers import open_tier
+
+    obj = open_tier(test_config, "object", s3_credentials[0].storage_options())
+    files = generate_corpus(tmp_path / "raw")
+    prefix = f"raw/dagtest-{uuid.uuid4().hex[:6]}"
+    for f in files:
+        obj.put_file(tmp_path / "raw" / f.key, f"{prefix}/{f.key}")
+    version = f"p{uuid.uuid4().hex[:6]}"
+
+    prep = dagbag.get_dag("dataset_preparation")
+    dr = prep.test(
+        run_conf={"version": version, "source_prefix": prefix, "shard_size": "1 MiB", "policy": "quarantine"}
+    )
+    states = _states(dr.run_id)
+    assert dr.state == "success", states
+    validations = [k for k in states if k[0] == "validate"]
+    assert len(validations) >= 2 and all(states[k] == "success" for k in validations)
+    summary = _xcom("dataset_preparation", dr.run_id, "publish")
+    assert summary["rows"] == sum(f.records for f in files) and summary["quarantined"] == []
+    committed = read_commit(obj, "synthetic", version)
+    assert committed is not None and committed.extra["preparation"]["shards"] == len(validations)
+    with create_session() as session:
+        events = session.execute(
+            select(AssetModel.name, AssetEvent.extra)
+            .join(AssetEvent, AssetEvent.asset_id == AssetModel.id)
+            .where(AssetEvent.source_run_id == dr.run_id)
+        ).all()
+        links = session.scalars(
+            select(XComModel).where(XComModel.run_id == dr.run_id, XComModel.key.like("_link_%"))
+        ).all()
+    assert [(name, extra["dataset"], extra["version"]) for name, extra in events] == [
+        ("tierflow_dataset_published", "synthetic", version)
+    ]
+    urls = [XComModel.deserialize_value(x) for x in links]
+    assert len(urls) == len(validations)
+    assert all(f"/storage-bandwidth/docs/synthetic/{version}/part-" in u and u.endswith("/index.html") for u in urls)
+
+    # The published event schedules staging; run it as the scheduler would, with the event's dataset/version.
+    staging = dagbag.get_dag("dataset_staging")
+    assert "tierflow_dataset_published" in str(staging.timetable.asset_condition)
+    extra = events[0][1]
+    staged = staging.test(run_conf={"dataset": extra["dataset"], "version": extra["version"]})
+    assert staged.state == "success", _states(staged.run_id)
+    on_nvme = read_commit(open_tier(test_config, "nvme"), "synthetic", version)
+    assert on_nvme is not None and on_nvme.manifest.checksum() == committed.manifest.checksum()

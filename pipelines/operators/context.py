@@ -8,7 +8,7 @@ if TYPE_CHECKING:
     from pipelines.config import TierflowConfig
     from pipelines.tiers import Tier
 
-__all__ = ["load_config_in_task", "open_tier_in_task", "s3_storage_options", "select_tiers"]
+__all__ = ["load_config_in_task", "open_tier_in_task", "options_from_connection", "s3_storage_options", "select_tiers"]
 
 
 def s3_storage_options(conn_id: str) -> dict[str, Any]:
@@ -21,7 +21,11 @@ def s3_storage_options(conn_id: str) -> dict[str, Any]:
     """
     from airflow.sdk import BaseHook
 
-    conn = BaseHook.get_connection(conn_id)
+    return options_from_connection(BaseHook.get_connection(conn_id))
+
+
+def options_from_connection(conn: Any) -> dict[str, Any]:
+    """Storage options for s3fs from a connection object (task SDK or core model)."""
     extra = conn.extra_dejson
     options: dict[str, Any] = {}
     if conn.login:

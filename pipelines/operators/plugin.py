@@ -16,14 +16,16 @@ Registered through the ``airflow.plugins`` entry point (a pip install brings it)
 from __future__ import annotations
 
 import html
+import mimetypes
 from typing import Any
 
 from airflow.api_fastapi.core_api.security import GetUserDep
 from airflow.plugins_manager import AirflowPlugin
 from fastapi import FastAPI, HTTPException, Query
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, Response
 
 from pipelines.operators import listener
+from pipelines.operators.preparation import ValidationDocsLink
 
 __all__ = ["StorageBandwidthPlugin", "app"]
 
@@ -113,6 +115,44 @@ def api_plan(
 ) -> dict[str, Any]:
     """What-if: the planner's choices for moving ``size`` in ``objects`` objects from ``source`` to ``target``."""
     return _plan(source, target, size, objects)
+
+
+def _object_tier() -> Any:
+    """The config's object tier, with credentials from its Airflow connection (else the embedded server's)."""
+    from airflow.exceptions import AirflowNotFoundException
+    from airflow.models.connection import Connection
+
+    from pipelines.operators.context import options_from_connection
+    from pipelines.tiers import Tier, storage_options_for
+
+    config = _config()
+    tier = next((t for t in config.tiers if t.is_object), None)
+    if tier is None:
+        raise HTTPException(status_code=404, detail="no object tier in the tier config")
+    try:
+        options = options_from_connection(Connection.get_connection_from_secrets(tier.conn_id)) if tier.conn_id else {}
+    except AirflowNotFoundException:
+        options = storage_options_for(config, tier)
+    return Tier(tier, options)
+
+
+@app.get("/docs/{dataset}/{version}/{path:path}")
+def validation_docs(user: GetUserDep, dataset: str, version: str, path: str) -> Response:
+    """A file of a dataset version's GX Data Docs, read from object storage (the validation tasks' extra link)."""
+    from pipelines.manifest import ManifestError, dataset_prefix
+    from pipelines.preparation import DOCS_DIR
+    from pipelines.tiers import safe_key
+
+    try:
+        key = f"{dataset_prefix(dataset, version)}/{DOCS_DIR}/{safe_key(path)}"
+    except (ManifestError, ValueError) as exc:
+        raise HTTPException(status_code=400, detail=str(exc)) from None
+    try:
+        data = _object_tier().read_bytes(key)
+    except FileNotFoundError:
+        raise HTTPException(status_code=404, detail=f"no such docs file: {key}") from None
+    kind = mimetypes.guess_type(path)[0] or "application/octet-stream"
+    return Response(content=data, media_type=kind)
 
 
 def _chart(points: list[dict[str, Any]]) -> str:
@@ -214,6 +254,7 @@ class StorageBandwidthPlugin(AirflowPlugin):
     name = "tierflow"
     macros = [plan_concurrency, plan_shards, plan_timeout_s]
     listeners = [listener]
+    operator_extra_links = [ValidationDocsLink()]
     fastapi_apps = [{"app": app, "url_prefix": URL_PREFIX, "name": "Tierflow storage bandwidth"}]
     external_views = [
         {

@@ -217,7 +217,7 @@ class CommitStagingOperator(BaseOperator):
         plan = ti.xcom_pull(task_ids=self.plan_task_id, key="plan")
         if not plan:
             raise AirflowSkipException("hop not planned (no target)")
-        shards = ti.xcom_pull(task_ids=self.stage_task_id) or []
+        shards = ti.xcom_pull(task_ids=[self.stage_task_id]) or []  # a list even for one mapped task
         if isinstance(shards, dict):
             shards = [shards]
         summary = {

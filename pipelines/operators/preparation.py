@@ -1,0 +1,324 @@
+"""Preparation operators: plan → mapped shard builds → mapped shard validations → publish.
+
+Thin wrappers over :mod:`pipelines.preparation`. Bad input, a bad suite and a failed validation
+are final (``AirflowFailException``): retrying cannot change the data. Each validation task links
+to its shard's GX Data Docs (the "Validation docs" extra link), served by the storage-bandwidth
+plugin from the dataset's own copy on object storage.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import posixpath
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from airflow.sdk import BaseOperator, BaseOperatorLink
+
+from pipelines.operators.assets import PUBLISHED
+
+__all__ = [
+    "BuildShardsOperator",
+    "PlanPreparationOperator",
+    "PublishDatasetOperator",
+    "ValidateShardOperator",
+    "ValidationDocsLink",
+    "docs_route",
+]
+
+
+def docs_route(dataset: str, version: str, shard_key: str) -> str:
+    """The plugin route of a shard's Data Docs (relative to the API server's base URL)."""
+    stem = posixpath.basename(shard_key).split(".", 1)[0]
+    return f"/storage-bandwidth/docs/{dataset}/{version}/{stem}/index.html"
+
+
+class ValidationDocsLink(BaseOperatorLink):
+    """Link from a validation task to its shard's GX Data Docs."""
+
+    name = "Validation docs"
+
+    def get_link(self, operator: Any, *, ti_key: Any) -> str:
+        """The docs URL the task recorded while it ran (empty before)."""
+        return str(getattr(operator, "docs_url", "") or "")
+
+
+@contextlib.contextmanager
+def _final_errors() -> Iterator[None]:
+    """Bad input, suites and validation failures fail the task for good (one line, naming the culprit)."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from pipelines.compression import CorruptFrameError, DecompressionLimitError
+    from pipelines.manifest import ManifestError
+    from pipelines.preparation import InputError, PublishError
+    from pipelines.validation import SuiteError
+
+    try:
+        yield
+    except (
+        InputError,
+        PublishError,
+        SuiteError,
+        ManifestError,
+        CorruptFrameError,
+        DecompressionLimitError,
+        PermissionError,
+    ) as exc:
+        raise AirflowFailException(str(exc)) from None
+
+
+def _open(config_path: str | None, *names: str) -> list[Any]:
+    from pipelines.operators.context import load_config_in_task, open_tier_in_task
+
+    config = load_config_in_task(config_path)
+    return [open_tier_in_task(config, name) for name in names]
+
+
+def _plan(context: Any, plan_task_id: str) -> Any:
+    from pipelines.preparation import PreparePlan
+
+    return PreparePlan.from_json(context["ti"].xcom_pull(task_ids=plan_task_id, key="plan"))
+
+
+class PlanPreparationOperator(BaseOperator):
+    """List the raw inputs, choose level, shard size and groups; return one descriptor per build group.
+
+    The full plan (with its reasons) is logged and pushed as XCom ``plan``. A version already
+    committed on the target is never rebuilt: the list is empty and everything after is skipped.
+
+    Args:
+        dataset: Dataset name; its suite is ``<dataset>.json`` in the suites directory (templated).
+        version: Version to publish (templated).
+        source_prefix: Raw input prefix on the source tier (templated).
+        format: ``parquet`` or ``jsonl`` (templated).
+        level: zstd level 1-19, or None for the planner's choice (templated).
+        shard_size: Shard size (``"128 MiB"``), or None for the planner's (templated).
+        dictionary: Train a zstd dictionary (JSONL only).
+        source: Tier holding the raw input.
+        target: Tier the version is published on.
+        suites_dir: Where suites are read; default ``$TIERFLOW_SUITES``, else the packaged ones.
+        config_path: Tier config file.
+    """
+
+    template_fields: Sequence[str] = ("dataset", "version", "source_prefix", "format", "level", "shard_size")
+
+    def __init__(
+        self,
+        *,
+        dataset: str,
+        version: str,
+        source_prefix: str,
+        format: str = "parquet",
+        level: int | str | None = None,
+        shard_size: str | None = None,
+        dictionary: bool | str = False,
+        source: str = "object",
+        target: str = "object",
+        suites_dir: str | None = None,
+        config_path: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.dataset = dataset
+        self.version = version
+        self.source_prefix = source_prefix
+        self.format = format
+        self.level = level
+        self.shard_size = shard_size
+        self.dictionary = dictionary
+        self.source = source
+        self.target = target
+        self.suites_dir = suites_dir
+        self.config_path = config_path
+
+    def execute(self, context: Any) -> list[dict[str, Any]]:
+        """Plan; returns the build-group descriptors."""
+        from pipelines.preparation import plan_preparation
+        from pipelines.units import parse_size
+        from pipelines.validation import load_suite
+
+        level = int(self.level) if self.level not in (None, "", "None") else None
+        shard = parse_size(str(self.shard_size)) if self.shard_size not in (None, "", "None") else None
+        with _final_errors():
+            suite = load_suite(self.dataset, self.suites_dir)
+            source, target = _open(self.config_path, self.source, self.target)
+            plan = plan_preparation(
+                source,
+                target,
+                self.source_prefix,
+                self.dataset,
+                self.version,
+                suite,
+                self.format,
+                level=level,
+                shard_bytes=shard,
+                dictionary=str(self.dictionary).lower() == "true",
+            )
+        for choice, reason in plan.reasons.items():
+            self.log.info("plan %s: %s", choice, reason)
+        context["ti"].xcom_push(key="plan", value=plan.to_json())
+        if plan.already_published:
+            self.log.info("%s/%s is already published on %s: nothing to do", self.dataset, self.version, self.target)
+        return plan.tasks()
+
+
+class BuildShardsOperator(BaseOperator):
+    """Pack one build group into shards and upload them; map it over the plan (``.expand(group=...)``).
+
+    Args:
+        group: A descriptor from :class:`PlanPreparationOperator`.
+        plan_task_id: The planning task.
+        suites_dir: Where suites are read.
+        config_path: Tier config file.
+    """
+
+    template_fields: Sequence[str] = ("group",)
+
+    def __init__(
+        self,
+        *,
+        group: dict[str, Any],
+        plan_task_id: str = "plan",
+        suites_dir: str | None = None,
+        config_path: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.group = group
+        self.plan_task_id = plan_task_id
+        self.suites_dir = suites_dir
+        self.config_path = config_path
+
+    def execute(self, context: Any) -> list[dict[str, Any]]:
+        """Build; returns the shards (key, size, checksum, rows, raw bytes)."""
+        from pipelines.preparation import build_group
+        from pipelines.validation import load_suite
+
+        plan = _plan(context, self.plan_task_id)
+        with _final_errors():
+            suite = load_suite(plan.dataset, self.suites_dir)
+            source, target = _open(self.config_path, plan.source, plan.target)
+            return build_group(source, target, plan, int(self.group["index"]), suite)
+
+
+class ValidateShardOperator(BaseOperator):
+    """Validate one shard (integrity checks, then the GX suite) and store its Data Docs; map it over the shards.
+
+    Under policy ``fail`` a failing shard fails this task (for good); under ``quarantine`` the
+    report goes to the publish task, which moves the shard aside.
+
+    Args:
+        shard: One shard record from a build task.
+        policy: ``fail`` or ``quarantine`` (templated).
+        plan_task_id: The planning task.
+        suites_dir: Where suites are read.
+        config_path: Tier config file.
+    """
+
+    template_fields: Sequence[str] = ("shard", "policy")
+    operator_extra_links = (ValidationDocsLink(),)
+
+    def __init__(
+        self,
+        *,
+        shard: dict[str, Any],
+        policy: str = "fail",
+        plan_task_id: str = "plan",
+        suites_dir: str | None = None,
+        config_path: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.shard = shard
+        self.policy = policy
+        self.plan_task_id = plan_task_id
+        self.suites_dir = suites_dir
+        self.config_path = config_path
+        self.docs_url = ""
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        """Validate; returns the report and the docs' manifest entries."""
+        from airflow.configuration import conf
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from pipelines.preparation import validate_shard
+        from pipelines.validation import load_suite
+
+        plan = _plan(context, self.plan_task_id)
+        with _final_errors():
+            suite = load_suite(plan.dataset, self.suites_dir)
+            (target,) = _open(self.config_path, plan.target)
+            report, docs = validate_shard(target, plan, self.shard, suite)
+        base = conf.get("api", "base_url", fallback="") or ""
+        self.docs_url = base.rstrip("/") + docs_route(plan.dataset, plan.version, self.shard["key"]) if docs else ""
+        out = report.to_json()
+        if not report.passed and self.policy == "fail":
+            raise AirflowFailException(
+                f"{self.shard['key']} failed validation: " + " | ".join(f.line() for f in report.findings)
+            )
+        return {"report": out, "docs": docs}
+
+
+class PublishDatasetOperator(BaseOperator):
+    """Apply the failure policy and commit the version; emits ``tierflow_dataset_published`` (dataset, version).
+
+    Args:
+        policy: ``fail`` or ``quarantine`` (templated).
+        max_failed_fraction: Under ``quarantine``, the largest fraction of shards that may fail (templated).
+        plan_task_id: The planning task.
+        build_task_id: The mapped build task.
+        validate_task_id: The mapped validation task.
+        config_path: Tier config file.
+    """
+
+    template_fields: Sequence[str] = ("policy", "max_failed_fraction")
+
+    def __init__(
+        self,
+        *,
+        policy: str = "fail",
+        max_failed_fraction: float | str = 0.1,
+        plan_task_id: str = "plan",
+        build_task_id: str = "build",
+        validate_task_id: str = "validate",
+        config_path: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("outlets", [PUBLISHED])
+        super().__init__(**kwargs)
+        self.policy = policy
+        self.max_failed_fraction = max_failed_fraction
+        self.plan_task_id = plan_task_id
+        self.build_task_id = build_task_id
+        self.validate_task_id = validate_task_id
+        self.config_path = config_path
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        """Publish; returns the summary (also the asset event's extra)."""
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from pipelines.preparation import publish
+
+        ti = context["ti"]
+        plan = _plan(context, self.plan_task_id)
+        if plan.already_published:
+            raise AirflowSkipException(f"{plan.dataset}/{plan.version} is already published")
+        shards = [s for group in ti.xcom_pull(task_ids=[self.build_task_id]) or [] if group for s in group]
+        validated = [v for v in ti.xcom_pull(task_ids=[self.validate_task_id]) or [] if v]
+        with _final_errors():
+            (target,) = _open(self.config_path, plan.target)
+            _, summary = publish(
+                target,
+                plan,
+                shards,
+                [v["report"] for v in validated],
+                [d for v in validated for d in v["docs"]],
+                self.policy,
+                float(self.max_failed_fraction),
+            )
+        summary = {k: v for k, v in summary.items() if k != "schema"}
+        self.log.info("published: %s", summary)
+        events = context.get("outlet_events")
+        if events is not None:
+            events[PUBLISHED].extra = summary
+        return summary
