@@ -98,3 +98,32 @@ def test_fold_moves_the_bottleneck_profile_toward_what_was_achieved(tmp_path, mo
     assert not fold(config, tiny)
     record(config, slow)
     assert recent(config)[-1] == slow
+
+
+def test_validation_docs_are_served_from_object_storage(client, token: str, test_config, s3_credentials) -> None:
+    import json
+    import uuid
+
+    from pipelines.operators.preparation import docs_route
+    from pipelines.preparation import prepare
+    from pipelines.tiers import open_tier
+    from pipelines.validation import load_suite
+
+    obj = open_tier(test_config, "object", s3_credentials[0].storage_options())
+    prefix, version = f"raw/docs-{uuid.uuid4().hex[:6]}", f"d{uuid.uuid4().hex[:6]}"
+    rows = [{"id": i, "source": "web", "lang": "en", "text": "tier", "tokens": 1} for i in range(50)]
+    obj.write_bytes(f"{prefix}/a.jsonl", "".join(json.dumps(r) + "\n" for r in rows).encode())
+    _, record, _ = prepare(obj, obj, prefix, "synthetic", version, load_suite("synthetic"), level=1)
+    assert record is not None
+    shard = next(e.key for e in record.manifest.entries if e.key.startswith("shards/"))
+    route = docs_route("synthetic", version, shard)
+    assert client.get(route).status_code == 401
+    page = client.get(route, headers={"Authorization": f"Bearer {token}"})
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "expect_column_values_to_be_in_set" in page.text or "Expectation" in page.text
+    missing = client.get(route.replace("index.html", "nope.html"), headers={"Authorization": f"Bearer {token}"})
+    assert missing.status_code == 404
+    hostile = client.get(
+        f"/storage-bandwidth/docs/synthetic/{version}/..%2F..%2Fx", headers={"Authorization": f"Bearer {token}"}
+    )
+    assert hostile.status_code in (400, 404)
