@@ -27,6 +27,7 @@ from pipelines.tiers import Tier, safe_key
 
 __all__ = [
     "COMMIT_MARKER",
+    "NAMESPACES",
     "Entry",
     "Manifest",
     "ManifestError",
@@ -83,9 +84,16 @@ def validate_name(value: str, what: str) -> str:
     return value
 
 
-def dataset_prefix(name: str, version: str) -> str:
-    """The key prefix of a dataset version on any tier."""
-    return f"datasets/{validate_name(name, 'dataset name')}/{validate_name(version, 'dataset version')}"
+#: What a manifest describes: a dataset version (``datasets/<name>/<version>``) or a checkpoint
+#: (``checkpoints/<run>/<checkpoint>``). The same completion rule holds for both.
+NAMESPACES = ("datasets", "checkpoints")
+
+
+def dataset_prefix(name: str, version: str, namespace: str = "datasets") -> str:
+    """The key prefix of a dataset version (or, in namespace ``checkpoints``, of a checkpoint) on any tier."""
+    if namespace not in NAMESPACES:
+        raise ManifestError(f"unknown namespace {namespace!r} (one of {NAMESPACES})")
+    return f"{namespace}/{validate_name(name, 'dataset name')}/{validate_name(version, 'dataset version')}"
 
 
 @dataclass(frozen=True)
@@ -96,9 +104,12 @@ class Manifest:
     version: str
     entries: tuple[Entry, ...]
     algorithm: str = ALGORITHM
+    namespace: str = "datasets"
 
     def __post_init__(self) -> None:
-        where = f"dataset {self.dataset}/{self.version}"
+        where = f"{self.namespace.rstrip('s')} {self.dataset}/{self.version}"
+        if self.namespace not in NAMESPACES:
+            raise ManifestError(f"{where}: unknown namespace {self.namespace!r}")
         validate_name(self.dataset, "dataset name")
         validate_name(self.version, "dataset version")
         seen: set[str] = set()
@@ -119,7 +130,7 @@ class Manifest:
     @property
     def prefix(self) -> str:
         """The dataset version's key prefix."""
-        return dataset_prefix(self.dataset, self.version)
+        return dataset_prefix(self.dataset, self.version, self.namespace)
 
     @property
     def complete(self) -> bool:
@@ -127,8 +138,8 @@ class Manifest:
         return all(e.checksum for e in self.entries)
 
     def to_json(self) -> dict[str, Any]:
-        """The manifest as JSON-safe data."""
-        return {
+        """The manifest as JSON-safe data (``namespace`` only when not ``datasets``, so older checksums hold)."""
+        data = {
             "format": FORMAT_VERSION,
             "dataset": self.dataset,
             "version": self.version,
@@ -137,6 +148,9 @@ class Manifest:
             "bytes": self.total_bytes,
             "entries": [e.to_json() for e in self.entries],
         }
+        if self.namespace != "datasets":
+            data["namespace"] = self.namespace
+        return data
 
     def checksum(self) -> str:
         """Checksum of the manifest's canonical JSON: the identity of this exact content."""
@@ -158,7 +172,13 @@ class Manifest:
                 raise ManifestError(f"{source}: entries[{i}] must be [key, size, checksum]")
             entries.append(Entry(_validated_key(raw[0], f"{source}: entries[{i}]"), raw[1], raw[2]))
         try:
-            manifest = cls(str(data["dataset"]), str(data["version"]), tuple(entries), data["algorithm"])
+            manifest = cls(
+                str(data["dataset"]),
+                str(data["version"]),
+                tuple(entries),
+                data["algorithm"],
+                str(data.get("namespace", "datasets")),
+            )
         except ManifestError as exc:
             raise ManifestError(f"{source}: {exc}") from None
         if manifest.total_bytes != data["bytes"] or len(manifest.entries) != data["objects"]:

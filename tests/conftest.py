@@ -116,6 +116,11 @@ def tiers(test_config, s3_credentials, tmp_path: Path) -> dict[str, object]:
         else:
             cfg = replace(cfg, url=f"file://{tmp_path / name}")
             out[name] = Tier(cfg)
+    # The same tiers as a config file, for subprocesses (the CLI) that must see them.
+    bucket, _, prefix = out["object"].config.url.removeprefix("s3://").strip("/").partition("/")
+    (tmp_path / "tiers.toml").write_text(
+        TIER_CONFIG_TEMPLATE.format(bucket=bucket, prefix=prefix, conn_id=TEST_CONN_ID, root=tmp_path)
+    )
     return out
 
 

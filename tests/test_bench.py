@@ -20,10 +20,13 @@ def test_list_and_run_one(tmp_path: Path) -> None:
     cli = [sys.executable, "-m", "pipelines.cli", "bench"]
     listed = subprocess.run([*cli, "--list"], cwd=REPO, env=env, capture_output=True, text=True, check=True).stdout
     assert {line.split()[0] for line in listed.splitlines()} == {
+        "checkpoint_promotion",
         "checksum_speed",
+        "compression_speed",
         "model_fidelity",
         "s3_transfer",
         "staging_copy",
+        "validation_speed",
     }
     ran = subprocess.run(
         [*cli, "checksum_speed", "--runs", "1"], cwd=REPO, env=env, capture_output=True, text=True, check=True
