@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["CorpusFile", "generate_corpus", "records"]
+__all__ = ["CorpusFile", "generate_corpus", "records", "write_checkpoint"]
 
 _WORDS = [
     "data",
@@ -130,3 +130,28 @@ def generate_corpus(root: Path, seed: int = 7, scale: int = 1) -> list[CorpusFil
         emit(f"parquet/part-{i:05d}.parquet", sink.getvalue().to_pybytes(), len(rows))
         next_id += len(rows)
     return sorted(out, key=lambda f: f.key)
+
+
+def write_checkpoint(
+    root: Path,
+    run: str,
+    step: int,
+    shards: int = 4,
+    shard_bytes: int = 256 * 1024,
+    metrics: dict[str, float] | None = None,
+    seed: int | None = None,
+) -> Path:
+    """Write a PyTorch-DCP-like checkpoint as a training job would, under ``root/checkpoints/<run>/step_<step>``.
+
+    Rank shards first, then ``metrics.json``, then the ``.metadata`` marker (written under a
+    temporary name and renamed, as DCP's file-system writer does): only then is it complete.
+    """
+    rng = random.Random(step if seed is None else seed)
+    d = root / "checkpoints" / run / f"step_{step:06d}"
+    d.mkdir(parents=True, exist_ok=True)
+    for rank in range(shards):
+        (d / f"__{rank}_0.distcp").write_bytes(rng.randbytes(shard_bytes))
+    (d / "metrics.json").write_text(json.dumps(metrics if metrics is not None else {"loss": 1.0}))
+    (d / ".metadata.tmp").write_text(json.dumps({"step": step, "shards": shards}))
+    (d / ".metadata.tmp").rename(d / ".metadata")
+    return d

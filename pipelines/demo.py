@@ -2,7 +2,8 @@
 
 1. start the embedded S3 server (SeaweedFS on 127.0.0.1) unless it runs already;
 2. generate the deterministic synthetic corpus, upload it to the object tier under
-   ``raw/synthetic/``, and publish it as the committed dataset version ``synthetic/v1``;
+   ``raw/synthetic/``, and publish it as the committed dataset version ``synthetic/v1``; write
+   three checkpoints of a simulated training run (``demo-run``) to the NVMe tier;
 3. migrate the Airflow metadata DB (SQLite under the state directory) and run every DAG in
    ``dags/`` with ``airflow dags test``, each run's output going to a log file;
 4. print a summary, and stop the server again if the demo started it.
@@ -25,6 +26,8 @@ from pipelines.units import format_bytes
 __all__ = ["RAW_PREFIX", "run_demo"]
 
 RAW_PREFIX = "raw/synthetic"
+#: The simulated training run whose checkpoints checkpoint_lifecycle promotes and checkpoint_restore restores.
+DEMO_RUN = "demo-run"
 #: The demo corpus is also published as this dataset version, which dataset_staging stages by default.
 DEMO_DATASET, DEMO_VERSION = "synthetic", "v1"
 
@@ -62,7 +65,7 @@ def run_demo(config: TierflowConfig, keep_server: bool = False) -> int:
     """Run the demo; returns the exit status (0 when every DAG run succeeded)."""
     from dataclasses import replace
 
-    from pipelines.corpus import generate_corpus
+    from pipelines.corpus import generate_corpus, write_checkpoint
     from pipelines.manifest import read_commit
     from pipelines.staging import publish_directory
     from pipelines.tiers import Tier, open_tier
@@ -92,6 +95,12 @@ def run_demo(config: TierflowConfig, keep_server: bool = False) -> int:
         _say(f"raw corpus uploaded to {obj.url(RAW_PREFIX)}: {raw.line()}")
         published, record = publish_directory(str(corpus_dir), obj, DEMO_DATASET, DEMO_VERSION)
         _say(f"published dataset {DEMO_DATASET}/{DEMO_VERSION} on {obj.name}: {published.line()}")
+        nvme_root = config.of_kind("nvme")[0].root
+        for i, step in enumerate((100, 200, 300)):
+            write_checkpoint(
+                Path(nvme_root), DEMO_RUN, step, metrics={"loss": 2.0 - i * 0.4, "eval_score": 0.6 + i * 0.1}
+            )
+        _say(f"training run {DEMO_RUN}: checkpoints at steps 100, 200, 300 written to {nvme_root}/checkpoints")
 
         env = airflow_env(config, creds)
         migrate = _airflow(["db", "migrate"], env, logs / "db-migrate.log")

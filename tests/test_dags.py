@@ -225,3 +225,52 @@ def test_dataset_preparation_then_staging_runs_green_end_to_end(dagbag, test_con
     assert staged.state == "success", _states(staged.run_id)
     on_nvme = read_commit(open_tier(test_config, "nvme"), "synthetic", version)
     assert on_nvme is not None and on_nvme.manifest.checksum() == committed.manifest.checksum()
+
+
+def test_checkpoint_lifecycle_and_restore_run_green(dagbag, test_config, s3_credentials) -> None:
+    import uuid
+
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    from pipelines.checkpoints import discover
+    from pipelines.corpus import write_checkpoint
+    from pipelines.tiers import open_tier
+
+    run = f"job-{uuid.uuid4().hex[:6]}"
+    nvme_root = Path(test_config.tier("nvme").root)
+    for i, step in enumerate((100, 200, 300)):
+        write_checkpoint(nvme_root, run, step, shards=3, metrics={"loss": 3.0 - i, "eval_score": 0.5 + i / 10})
+    retention = {"nvme": {"latest": 1}, "pfs": {"latest": 2}, "object": {"best": {"metric": "loss", "n": 5}}}
+    dr = dagbag.get_dag("checkpoint_lifecycle").test(run_conf={"run": run, "retention": retention})
+    states = _states(dr.run_id)
+    assert dr.state == "success", states
+    assert sorted(v for k, v in states.items() if k[0] == "promote") == ["success"] * 3
+    with create_session() as session:
+        rows = session.execute(
+            select(AssetModel.name, AssetEvent.extra)
+            .join(AssetEvent, AssetEvent.asset_id == AssetModel.id)
+            .where(AssetEvent.source_run_id == dr.run_id)
+        ).all()
+    events = sorted((name, extra["step"], extra["tier"]) for name, extra in rows)
+    assert events == sorted(
+        (f"tierflow/checkpoints/{run}@{tier}", step, tier) for step in (100, 200, 300) for tier in ("pfs", "object")
+    )
+    assert all(extra["metrics"]["loss"] > 0 and extra["bytes"] > 0 for _, extra in rows)
+    steps = {
+        name: [c.step for c in discover(open_tier(test_config, name, s3_credentials[0].storage_options()), run=run)]
+        for name in ("nvme", "pfs", "object")
+    }
+    assert steps == {"nvme": [300], "pfs": [200, 300], "object": [100, 200, 300]}
+    summary = _xcom("checkpoint_lifecycle", dr.run_id, "summary")
+    assert len(summary["promoted"]) == 6 and summary["deleted"]["nvme"] == [f"{run}/step_000100", f"{run}/step_000200"]
+
+    restored = dagbag.get_dag("checkpoint_restore").test(run_conf={"run": run, "step": 100, "holder": "resume-1"})
+    assert restored.state == "success", _states(restored.run_id)
+    result = _xcom("checkpoint_restore", restored.run_id, "restore")
+    assert (result["step"], result["source"], result["fallbacks"]) == (100, "pfs", []) or result["source"] == "object"
+    (back,) = [c for c in discover(open_tier(test_config, "nvme"), run=run) if c.step == 100]
+    assert back.committed and back.pinned_by == ("resume-1",)
+    missing = dagbag.get_dag("checkpoint_restore").test(run_conf={"run": "no-such-run"})
+    assert missing.state == "failed"

@@ -1,0 +1,238 @@
+"""Checkpoint operators: discover → promote (mapped per checkpoint) → retain, and restore.
+
+Thin wrappers over :mod:`pipelines.checkpoints`. Each promoted copy emits an asset event
+``tierflow/checkpoints/<run>@<tier>`` through the alias ``tierflow_checkpoints`` (extras: step,
+metrics, tier, bytes). A checkpoint that changed while it was copied fails the task for a retry;
+a checksum mismatch, a missing checkpoint or a bad setting fails it for good.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from airflow.sdk import Asset, AssetAlias, BaseOperator
+
+__all__ = [
+    "CHECKPOINT_ALIAS",
+    "DiscoverCheckpointsOperator",
+    "PromoteCheckpointOperator",
+    "RestoreCheckpointOperator",
+    "RetainCheckpointsOperator",
+    "checkpoint_asset",
+]
+
+CHECKPOINT_ALIAS = AssetAlias(name="tierflow_checkpoints")
+
+
+def checkpoint_asset(run: str, tier: str) -> Asset:
+    """The asset standing for a training run's checkpoints on one tier."""
+    return Asset(name=f"tierflow/checkpoints/{run}@{tier}", uri=f"tierflow://{tier}/checkpoints/{run}")
+
+
+@contextlib.contextmanager
+def _final_errors() -> Iterator[None]:
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from pipelines.manifest import ManifestError
+    from pipelines.transfer import TransferError
+
+    try:
+        yield
+    except TransferError as exc:
+        if exc.fatal:
+            raise AirflowFailException(str(exc)) from None
+        raise
+    except (ManifestError, ValueError, PermissionError) as exc:
+        raise AirflowFailException(str(exc)) from None
+
+
+def _rules(pattern: str | None, marker: str | None, grace_s: Any) -> Any:
+    from pipelines.checkpoints import Rules
+
+    grace = float(grace_s) if grace_s not in (None, "", "None") else None
+    return Rules.with_extras(pattern or None, marker or None, grace)
+
+
+def _chain(config_path: str | None) -> list[Any]:
+    from pipelines.checkpoints import chain
+    from pipelines.operators.context import load_config_in_task, open_tier_in_task
+
+    config = load_config_in_task(config_path)
+    return [open_tier_in_task(config, name) for name in chain(config)]
+
+
+class _CheckpointOperator(BaseOperator):
+    """Shared arguments: which run, how checkpoints are recognised, which config."""
+
+    template_fields: Sequence[str] = ("run", "pattern", "marker", "grace_s")
+
+    def __init__(
+        self,
+        *,
+        run: str | None = None,
+        pattern: str | None = None,
+        marker: str | None = None,
+        grace_s: float | str | None = None,
+        config_path: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.run = run
+        self.pattern = pattern
+        self.marker = marker
+        self.grace_s = grace_s
+        self.config_path = config_path
+
+    def _run_name(self) -> str | None:
+        return self.run if self.run not in (None, "", "None") else None
+
+
+class DiscoverCheckpointsOperator(_CheckpointOperator):
+    """List checkpoints on NVMe; return the complete ones not yet committed on object storage (one per mapped task)."""
+
+    def execute(self, context: Any) -> list[dict[str, Any]]:
+        """Discover; logs in-progress and partial ones too."""
+        from pipelines.checkpoints import discover, to_promote
+
+        with _final_errors():
+            rules = _rules(self.pattern, self.marker, self.grace_s)
+            tiers = _chain(self.config_path)
+            every = discover(tiers[0], rules, self._run_name())
+            todo = to_promote(tiers, rules, self._run_name())
+        for state in ("in_progress", "partial"):
+            names = [f"{c.run}/{c.name}" for c in every if c.state == state]
+            if names:
+                self.log.info("%d %s (not promoted): %s", len(names), state.replace("_", " "), names)
+        self.log.info("%d checkpoint(s) on %s, %d to promote", len(every), tiers[0].name, len(todo))
+        return [{"run": c.run, "name": c.name, "step": c.step, "bytes": c.bytes} for c in todo]
+
+
+class PromoteCheckpointOperator(_CheckpointOperator):
+    """Promote one checkpoint NVMe → PFS → object storage; map it over the discovery (``checkpoint=``)."""
+
+    template_fields: Sequence[str] = (*_CheckpointOperator.template_fields, "checkpoint")
+
+    def __init__(self, *, checkpoint: dict[str, Any], **kwargs: Any) -> None:
+        kwargs.setdefault("outlets", [CHECKPOINT_ALIAS])
+        super().__init__(**kwargs)
+        self.checkpoint = checkpoint
+
+    def execute(self, context: Any) -> list[dict[str, Any]]:
+        """Promote; returns one summary per hop and emits one asset event per committed copy."""
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from pipelines.checkpoints import discover, promote_through
+
+        run, name = self.checkpoint["run"], self.checkpoint["name"]
+        with _final_errors():
+            rules = _rules(self.pattern, self.marker, self.grace_s)
+            tiers = _chain(self.config_path)
+            found = [c for c in discover(tiers[0], rules, run) if c.name == name]
+            if not found or found[0].state != "complete":
+                raise AirflowSkipException(f"{run}/{name} is no longer complete on {tiers[0].name}")
+            results = [r.to_json() for r in promote_through(tiers, found[0], rules)]
+        events = context.get("outlet_events")
+        for r in results:
+            self.log.info("%s/%s step %d -> %s: %s", run, name, r["step"], r["tier"], r)
+            if events is not None and not r["already"]:
+                extra = {k: r[k] for k in ("step", "metrics", "tier", "bytes", "checkpoint", "seconds")}
+                events[CHECKPOINT_ALIAS].add(checkpoint_asset(run, r["tier"]), extra=extra)
+        return results
+
+
+class RetainCheckpointsOperator(_CheckpointOperator):
+    """Apply retention per tier (and optionally remove partial checkpoints from NVMe); dry-run available.
+
+    Args:
+        retention: Tier name → settings (``{"latest": 2, "every": 1000, "best": {"metric": ..., "n": ...}}``);
+            a tier without settings gets the default for its kind (templated).
+        dry_run: Log what would be deleted, delete nothing (templated).
+        remove_partial: Also remove partial checkpoint directories from NVMe (templated).
+    """
+
+    template_fields: Sequence[str] = (*_CheckpointOperator.template_fields, "retention", "simulate", "remove_partial")
+
+    def __init__(
+        self,
+        *,
+        retention: dict[str, Any] | None = None,
+        dry_run: bool | str = False,
+        remove_partial: bool | str = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.retention = retention
+        self.simulate = dry_run  # BaseOperator already has a dry_run() method
+        self.remove_partial = remove_partial
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        """Prune; returns per tier what was deleted and kept (and why)."""
+        from pipelines import checkpoints as ck
+
+        dry = str(self.simulate).lower() == "true"
+        with _final_errors():
+            rules = _rules(self.pattern, self.marker, self.grace_s)
+            tiers = _chain(self.config_path)
+            given = dict(self.retention or {})
+            unknown = set(given) - {t.name for t in tiers}
+            if unknown:
+                raise ValueError(f"params.retention names unknown tiers {sorted(unknown)}")
+            policies = {
+                t.name: ck.policy_from_spec(given.get(t.name) or ck.DEFAULT_RETENTION[t.config.kind]) for t in tiers
+            }
+            summary = ck.retain(tiers, policies, rules, self._run_name(), dry)
+            if str(self.remove_partial).lower() == "true":
+                gone = ck.cleanup_partial(tiers[0], ck.discover(tiers[0], rules, self._run_name()), dry)
+                summary[tiers[0].name]["partial_removed"] = gone
+        for tier, entry in summary.items():
+            verb = "would delete" if dry else "deleted"
+            self.log.info("%s: %s %s (%d objects)", tier, verb, entry["deleted"] or "nothing", entry["objects"])
+        return summary
+
+
+class RestoreCheckpointOperator(_CheckpointOperator):
+    """Restore a step (or the latest) of a run onto a tier (NVMe by default), verified and pinned.
+
+    Args:
+        step: A step number, or ``latest`` (templated).
+        target: Tier to restore onto (templated).
+        holder: Pin holder name, e.g. the job that resumes from it (templated).
+    """
+
+    template_fields: Sequence[str] = (*_CheckpointOperator.template_fields, "step", "target", "holder")
+
+    def __init__(
+        self, *, step: int | str = "latest", target: str = "nvme", holder: str = "restore", **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.step = step
+        self.target = target
+        self.holder = holder
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        """Restore; returns where from, where to, and any fallback."""
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from pipelines.checkpoints import CheckpointError, restore
+        from pipelines.operators.context import load_config_in_task, open_tier_in_task
+
+        run = self._run_name()
+        if not run:
+            raise AirflowFailException("params.run: name the training run to restore")
+        step = None if str(self.step).strip().lower() in ("latest", "", "none") else int(self.step)
+        with _final_errors():
+            rules = _rules(self.pattern, self.marker, self.grace_s)
+            tiers = _chain(self.config_path)
+            target = open_tier_in_task(load_config_in_task(self.config_path), self.target)
+            try:
+                result = restore(tiers, target, run, step, rules, holder=self.holder)
+            except CheckpointError as exc:
+                raise AirflowFailException(str(exc)) from None
+        for why in result.fallbacks:
+            self.log.warning("fallback: %s", why)
+        self.log.info(
+            "restored %s/%s (step %d) from %s to %s", run, result.name, result.step, result.source, result.path
+        )
+        return result.to_json()
