@@ -5,6 +5,8 @@ copied by mapped tasks (one per manifest shard, named after it), then committed:
 commit marker is written last, and an asset event for (dataset, tier) is emitted. Before the
 NVMe hop, the cache makes room by evicting least-recently-used versions that are committed on a
 more durable tier. A hop whose target already holds the same committed version copies nothing.
+With ``[[node]]`` tables in the tier config, the NVMe hop runs once per node on its Celery queue
+(task ids ``plan_hop2_<node>`` ...), since each node's NVMe cache is its own.
 
 Runs when a dataset version is published on object storage (asset ``tierflow_dataset_published``;
 the event names the dataset and version), or by hand with the params below.
@@ -18,8 +20,13 @@ from typing import Any
 import pendulum
 from airflow.sdk import DAG, Param, task
 
+from pipelines.config import load_config
 from pipelines.operators import CommitStagingOperator, EvictCacheOperator, PlanStagingOperator, StageShardOperator
 from pipelines.operators.assets import PUBLISHED
+
+#: Compute nodes with their own NVMe cache and Celery queue (``[[node]]`` in the tier config; read
+#: when the DAG is parsed: a small TOML file, no network).
+NODES = load_config().nodes
 
 with DAG(
     dag_id="dataset_staging",
@@ -72,34 +79,50 @@ with DAG(
     what = resolve()
     # Everything below reads what to stage from resolve's XCom at run time.
     WHAT = "ti.xcom_pull(task_ids='resolve')"
-    previous = what
-    # Pools bound the concurrent copy tasks per target tier. Airflow cannot size pool_slots at run
-    # time (apache/airflow#35803), so each shard task takes one slot of its hop's default target.
-    for hop, source_key, pool in (("hop1", "source", "tierflow_pfs"), ("hop2", "hop1", "tierflow_nvme")):
+
+    def hop(name: str, source_key: str, pool: str, queue: str | None, after: Any) -> Any:
+        """Plan → (make room) → mapped copy → commit for one hop, on one node's queue when given."""
+        hop_id = name.split("_", 1)[0]  # "hop2_node1" is hop 2 on node1
+        on_node = {"queue": queue} if queue else {}
         plan = PlanStagingOperator(
-            task_id=f"plan_{hop}",
+            task_id=f"plan_{name}",
             dataset=f"{{{{ {WHAT}['dataset'] }}}}",
             version=f"{{{{ {WHAT}['version'] }}}}",
             source=f"{{{{ {WHAT}['{source_key}'] }}}}",
-            target=f"{{{{ {WHAT}['{hop}'] }}}}",
+            target=f"{{{{ {WHAT}['{hop_id}'] }}}}",
+            **on_node,
         )
         stage = StageShardOperator.partial(
-            task_id=f"stage_{hop}",
+            task_id=f"stage_{name}",
             verify="{{ params.verify }}",
             map_index_template="{{ task.shard['name'] }}",
             pool=pool,
+            **on_node,
         ).expand(shard=plan.output)
         commit = CommitStagingOperator(
-            task_id=f"commit_{hop}", plan_task_id=f"plan_{hop}", stage_task_id=f"stage_{hop}"
+            task_id=f"commit_{name}", plan_task_id=f"plan_{name}", stage_task_id=f"stage_{name}", **on_node
         )
-        if hop == "hop2":  # make room on the cache before copying into it
+        if hop_id == "hop2":  # make room on the cache before copying into it
             evict = EvictCacheOperator(
-                task_id="make_room_hop2",
+                task_id=f"make_room_{name}",
                 tier=f"{{{{ {WHAT}['hop2'] }}}}",
-                need_bytes="{{ ti.xcom_pull(task_ids='plan_hop2', key='plan')['needed_bytes'] }}",
+                need_bytes=f"{{{{ ti.xcom_pull(task_ids='plan_{name}', key='plan')['needed_bytes'] }}}}",
                 keep=f"{{{{ [[{WHAT}['dataset'], {WHAT}['version']]] }}}}",
+                **on_node,
             )
-            previous >> plan >> evict >> stage >> commit
+            after >> plan >> evict >> stage >> commit
         else:
-            previous >> plan >> stage >> commit
-        previous = commit
+            after >> plan >> stage >> commit
+        return commit
+
+    # Pools bound the concurrent copy tasks per target tier. Airflow cannot size pool_slots at run
+    # time (apache/airflow#35803), so each shard task takes one slot of its hop's default target.
+    hop1 = hop("hop1", "source", "tierflow_pfs", None, what)
+    # NVMe caches are per node: with [[node]] tables in the tier config, the PFS → NVMe hop runs
+    # once per node, on that node's Celery queue (a queue cannot be mapped at run time, so the
+    # fan-out is per node at parse time; the shards within a node are mapped as usual).
+    if NODES:
+        for node in NODES:
+            hop(f"hop2_{node.name}", "hop1", "tierflow_nvme", node.queue, hop1)
+    else:
+        hop("hop2", "hop1", "tierflow_nvme", None, hop1)

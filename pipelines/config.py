@@ -28,6 +28,7 @@ __all__ = [
     "DEFAULT_CONFIG",
     "BandwidthProfile",
     "ConfigError",
+    "NodeConfig",
     "S3ServerConfig",
     "TierConfig",
     "TierKind",
@@ -145,6 +146,19 @@ class S3ServerConfig:
 
 
 @dataclass(frozen=True)
+class NodeConfig:
+    """A compute node with its own NVMe cache, reached through its own Celery queue.
+
+    NVMe caches are node-local: a task that fills one must run on that node. Each node's Celery
+    worker consumes ``queue`` (``airflow celery worker --queues <queue>``), and staging runs one
+    NVMe hop per node on its queue.
+    """
+
+    name: str
+    queue: str
+
+
+@dataclass(frozen=True)
 class TierflowConfig:
     """A loaded, validated tier configuration."""
 
@@ -152,6 +166,7 @@ class TierflowConfig:
     state_dir: Path
     tiers: tuple[TierConfig, ...]
     s3_server: S3ServerConfig | None
+    nodes: tuple[NodeConfig, ...] = ()
 
     def tier(self, name: str) -> TierConfig:
         """Return the tier called ``name``.
@@ -259,7 +274,7 @@ class _Reader:
         return value
 
     def config(self, data: dict[str, Any]) -> TierflowConfig:
-        self.table(data, "", {"tierflow", "s3_server", "tier"}, {"tier"})
+        self.table(data, "", {"tierflow", "s3_server", "tier", "node"}, {"tier"})
         settings = self.table(data.get("tierflow", {}), "tierflow", {"state_dir"}, set())
         raw_state = settings.get("state_dir")
         if raw_state is not None:
@@ -275,7 +290,23 @@ class _Reader:
             if tier.name in seen:
                 raise self.fail(f"tier '{tier.name}'.name", "duplicate tier name", tier.name)
             seen.add(tier.name)
-        return TierflowConfig(source=self.source, state_dir=state, tiers=tiers, s3_server=server)
+        nodes = self.nodes(data.get("node", []))
+        return TierflowConfig(source=self.source, state_dir=state, tiers=tiers, s3_server=server, nodes=nodes)
+
+    def nodes(self, raw: object) -> tuple[NodeConfig, ...]:
+        if not isinstance(raw, list):
+            raise self.fail("node", "declare nodes as [[node]] tables", raw)
+        out: list[NodeConfig] = []
+        for i, item in enumerate(raw):
+            table = self.table(item, f"node[{i}]", {"name", "queue"}, {"name"})
+            name = self.string(f"node[{i}].name", table["name"], _NAME, "node name")
+            queue = self.string(f"node[{i}].queue", table.get("queue", name), _CONN_ID, "queue name")
+            if any(n.name == name for n in out):
+                raise self.fail(f"node[{i}].name", "duplicate node name", name)
+            if any(n.queue == queue for n in out):
+                raise self.fail(f"node[{i}].queue", "two nodes cannot share a queue", queue)
+            out.append(NodeConfig(name, queue))
+        return tuple(out)
 
     def s3_server(self, raw: object) -> S3ServerConfig:
         table = self.table(raw, "s3_server", {"host", "port", "conn_id", "region"}, {"port", "conn_id"})

@@ -204,3 +204,19 @@ def test_cli_config_check(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0
     assert f"{bad}: tier 'object'.bandwidth.write" in result.stderr and "'fast'" in result.stderr
+
+
+def test_nodes_with_their_queues() -> None:
+    base = (
+        '[[tier]]\nname = "nvme"\nkind = "nvme"\nurl = "file:///tmp/x"\ncapacity = "1 GB"\n'
+        '[tier.bandwidth]\nread = "1 GB/s"\nwrite = "1 GB/s"\nlatency = "0.1 ms"\nmetadata_ops = "1000/s"\n'
+    )
+    cfg = parse_config(base + '[[node]]\nname = "node1"\nqueue = "nvme-node1"\n[[node]]\nname = "node2"\n')
+    assert [(n.name, n.queue) for n in cfg.nodes] == [("node1", "nvme-node1"), ("node2", "node2")]
+    assert parse_config(base).nodes == ()
+    with pytest.raises(ConfigError, match=r"node\[1\]\.name: duplicate node name"):
+        parse_config(base + '[[node]]\nname = "a"\n[[node]]\nname = "a"\n')
+    with pytest.raises(ConfigError, match=r"node\[1\]\.queue: two nodes cannot share a queue"):
+        parse_config(base + '[[node]]\nname = "a"\nqueue = "q"\n[[node]]\nname = "b"\nqueue = "q"\n')
+    with pytest.raises(ConfigError, match=r"node\[0\]\.host: unknown key"):
+        parse_config(base + '[[node]]\nname = "a"\nhost = "x"\n')
