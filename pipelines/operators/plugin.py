@@ -156,26 +156,45 @@ def validation_docs(user: GetUserDep, dataset: str, version: str, path: str) -> 
 
 
 def _chart(points: list[dict[str, Any]]) -> str:
-    """Inline SVG bars: predicted (grey) and achieved (blue) MB/s per recent task (no external scripts)."""
+    """Inline SVG bars: predicted (grey) and achieved (blue) MB/s per recent task, labelled (no external scripts)."""
     if not points:
         return "<p id='chart-empty'>No transfer tasks observed yet: run <code>dataset_staging</code>.</p>"
-    width, height, pad = 720, 220, 30
+    points = points[-16:]
+    bar, gap, left, top_pad, label_h = 22, 18, 56, 28, 64
+    plot_h = 200
+    width = max(left + len(points) * (2 * bar + gap) + 20, 480)  # room for the legend with few tasks
+    height = top_pad + plot_h + label_h
     top = max(max(p["predicted_MBps"], p["achieved_MBps"]) for p in points) or 1.0
-    step = (width - 2 * pad) / len(points)
-    bars = []
+    parts = []
+    for frac in (0.0, 0.5, 1.0):  # y axis: 0, half, max
+        y = top_pad + plot_h * (1 - frac)
+        parts.append(
+            f"<line x1='{left - 4}' x2='{width - 10}' y1='{y:.1f}' y2='{y:.1f}' stroke='#e3e6ea'/>"
+            f"<text x='{left - 8}' y='{y + 4:.1f}' font-size='11' text-anchor='end'>{top * frac:.0f}</text>"
+        )
     for i, p in enumerate(points):
-        x = pad + i * step
+        x = left + i * (2 * bar + gap)
         for j, (key, colour) in enumerate((("predicted_MBps", "#9aa5b1"), ("achieved_MBps", "#1f6feb"))):
-            h = (height - 2 * pad) * p[key] / top
-            title = html.escape(f"{p['task_id']} {p['hop']}: {key.split('_')[0]} {p[key]} MB/s")
-            bars.append(
-                f"<rect class='{key.split('_')[0]}' x='{x + j * step / 2:.1f}' y='{height - pad - h:.1f}' "
-                f"width='{max(step / 2 - 2, 1):.1f}' height='{h:.1f}' fill='{colour}'><title>{title}</title></rect>"
+            h = plot_h * p[key] / top
+            title = html.escape(f"{p['dag_id']}.{p['task_id']} {p['hop']}: {key.split('_')[0]} {p[key]} MB/s")
+            parts.append(
+                f"<rect class='{key.split('_')[0]}' x='{x + j * bar:.1f}' y='{top_pad + plot_h - h:.1f}' "
+                f"width='{bar - 2}' height='{max(h, 1):.1f}' fill='{colour}'><title>{title}</title></rect>"
             )
+        label = html.escape(f"{p['hop']}")
+        lx, ly = x + bar, top_pad + plot_h + 12
+        parts.append(
+            f"<text x='{lx:.1f}' y='{ly:.1f}' font-size='11' text-anchor='end' "
+            f"transform='rotate(-35 {lx:.1f} {ly:.1f})'>{label}</text>"
+        )
+    legend = (
+        f"<text x='{left}' y='14' font-size='12'>MB/s per task — "
+        "<tspan fill='#6b7785'>■ predicted</tspan> <tspan fill='#1f6feb'>■ achieved</tspan></text>"
+    )
     return (
         f"<svg id='chart' width='{width}' height='{height}' role='img' aria-label='predicted vs achieved MB/s'>"
-        f"<text x='{pad}' y='16' font-size='12'>max {top:.0f} MB/s; grey predicted, blue achieved</text>"
-        + "".join(bars)
+        + legend
+        + "".join(parts)
         + "</svg>"
     )
 
@@ -186,20 +205,27 @@ def page(
 ) -> str:
     """The plugin page: tier table, chart, what-if form."""
     tiers = _tiers()
-    columns = (
-        "name",
-        "kind",
-        "read_MBps",
-        "write_MBps",
-        "stream_read_MBps",
-        "stream_write_MBps",
-        "latency_ms",
-        "metadata_ops",
-        "max_streams",
-        "calibrated_at",
-    )
-    head = "".join(f"<th>{c}</th>" for c in columns)
-    rows = "".join("<tr>" + "".join(f"<td>{html.escape(str(t[c]))}</td>" for c in columns) + "</tr>" for t in tiers)
+    columns = {
+        "name": "tier",
+        "kind": "kind",
+        "read_MBps": "read MB/s",
+        "write_MBps": "write MB/s",
+        "stream_read_MBps": "per-stream read",
+        "stream_write_MBps": "per-stream write",
+        "latency_ms": "latency ms",
+        "metadata_ops": "metadata ops/s",
+        "max_streams": "streams",
+        "calibrated_at": "calibrated",
+    }
+    head = "".join(f"<th>{label}</th>" for label in columns.values())
+
+    def cell(tier: dict[str, Any], key: str) -> str:
+        value = tier[key]
+        if key == "calibrated_at":
+            value = str(value).replace("T", " ")[:16] if value else "configured"
+        return f"<td class='{key}'>{html.escape(str(value))}</td>"
+
+    rows = "".join("<tr>" + "".join(cell(t, c) for c in columns) + "</tr>" for t in tiers)
     names = [t["name"] for t in tiers]
 
     def options(selected: str | None) -> str:
@@ -217,8 +243,10 @@ def page(
         except HTTPException as exc:
             result = f"<p id='plan-error'>{html.escape(str(exc.detail))}</p>"
     return f"""<!doctype html><html><head><meta charset='utf-8'><title>Tierflow storage bandwidth</title>
-<style>body{{font-family:sans-serif;margin:1.5em}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}th{{background:#f4f4f4}}</style></head><body>
+<style>body{{font-family:system-ui,sans-serif;margin:1.2em;color:#1f2933}}h1{{font-size:1.5em}}
+h2{{font-size:1.15em;margin-top:1.4em}}table{{border-collapse:collapse;font-size:.9em}}
+td,th{{border:1px solid #d9dde2;padding:4px 8px;text-align:right}}th{{background:#f3f5f7;font-weight:600}}
+td.name,td.kind{{text-align:left}}form{{font-size:.95em}}#plan li{{margin:2px 0}}</style></head><body>
 <h1>Storage bandwidth</h1>
 <h2>Tiers</h2><table id='tiers'><tr>{head}</tr>{rows}</table>
 <h2>Recent transfer tasks: predicted vs achieved</h2>{_chart(_observations(40))}

@@ -1,0 +1,175 @@
+"""End to end in a real browser: the local stack (`tierflow airflow up`), Debian's Chromium, Playwright.
+
+Logs in, sees every Tierflow DAG and no import errors, triggers ``dataset_staging`` through its
+params form, waits for the run to succeed, and reads the storage-bandwidth plugin page (tier table
+and chart) inside the Airflow UI. Screenshots go to ``tests/artifacts/`` (ignored by git).
+
+The stack runs in its own state directory, with the API server and the S3 server on free
+loopback ports, and is stopped at the end. Chromium is installed with apt-get when it is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipelines.config import DEFAULT_CONFIG
+from pipelines.s3server import free_port
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[1]
+ARTIFACTS = REPO / "tests" / "artifacts"
+DAGS = sorted(p.stem for p in (REPO / "dags").glob("*.py"))
+RUN_TIMEOUT_S = 300
+
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    """Debian's Chromium, installed with apt-get when absent (the test setup needs root for that)."""
+    found = shutil.which("chromium")
+    if found:
+        return found
+    if os.geteuid() != 0:
+        pytest.fail("Chromium is not installed and installing it needs root: apt-get install chromium")
+    env = os.environ | {"DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env, timeout=600, capture_output=True)
+    subprocess.run(
+        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium"],
+        check=True,
+        env=env,
+        timeout=900,
+        capture_output=True,
+    )
+    found = shutil.which("chromium")
+    assert found, "apt-get installed chromium but it is not on PATH"
+    return found
+
+
+def _cli(args: list[str], env: dict[str, str], timeout: float = 300) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", *args],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert result.returncode == 0, f"tierflow {' '.join(args)}: {result.stdout[-2000:]}{result.stderr[-2000:]}"
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """``tierflow airflow up`` on free ports in a fresh state directory, with synthetic/v1 published."""
+    home = tmp_path_factory.mktemp("e2e-stack")
+    config = home / "tiers.toml"
+    config.write_text(re.sub(r"(?m)^port = \d+$", f"port = {free_port()}", DEFAULT_CONFIG.read_text(), count=1))
+    # The stack's own environment: none of the test session's Airflow or Tierflow settings.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "TIERFLOW", "AWS_"))}
+    env |= {"TIERFLOW_HOME": str(home / "state"), "TIERFLOW_CONFIG": str(config), "TIERFLOW_CHECKOUT": str(REPO)}
+    port = free_port()
+    try:
+        _cli(["airflow", "up", "--port", str(port)], env, timeout=400)
+        from pipelines.corpus import generate_corpus
+
+        generate_corpus(home / "corpus")
+        _cli(["datasets", "publish", str(home / "corpus"), "--name", "synthetic", "--version", "v1"], env)
+        password = json.loads((home / "state" / "airflow" / "simple_auth_manager_passwords.json").read_text())["admin"]
+        yield {"url": f"http://127.0.0.1:{port}", "password": password, "home": home}
+    finally:
+        subprocess.run(
+            [sys.executable, "-m", "pipelines.cli", "airflow", "down"], env=env, cwd=REPO, capture_output=True
+        )
+        logs = home / "state" / "airflow" / "logs"
+        if logs.is_dir():  # keep the components' output with the screenshots
+            shutil.copytree(logs, ARTIFACTS / "airflow-logs", dirs_exist_ok=True)
+
+
+def _api(url: str, token: str) -> Any:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        return json.load(resp)
+
+
+def test_ui_trigger_staging_and_read_the_plugin_page(stack: dict[str, Any], chromium: str) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    url = stack["url"]
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, headless=True, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        try:
+            # Log in.
+            page.goto(f"{url}/")
+            page.get_by_label("Username").fill("admin")
+            page.get_by_label("Password").fill(stack["password"])
+            page.screenshot(path=ARTIFACTS / "01-login.png")
+            page.get_by_role("button", name="Sign in").click()
+            page.wait_for_url(f"{url}/", timeout=30_000)
+            token = next(c["value"] for c in page.context.cookies() if c["name"] == "_token")
+
+            # Every Tierflow DAG is listed; no import errors.
+            page.goto(f"{url}/dags")
+            for dag_id in DAGS:
+                expect(page.get_by_role("link", name=dag_id, exact=True)).to_be_visible(timeout=60_000)
+            page.screenshot(path=ARTIFACTS / "02-dags.png")
+            errors = _api(f"{url}/api/v2/importErrors", token)
+            assert errors["total_entries"] == 0, errors
+
+            # Trigger dataset_staging through its params form (verify switched on).
+            page.goto(f"{url}/dags/dataset_staging")
+            page.get_by_role("button", name="Trigger").first.click()
+            dialog = page.get_by_role("dialog")
+            expect(dialog.locator("#element_dataset")).to_have_value("synthetic")
+            dialog.locator("#element_version").fill("v1")
+            dialog.locator("label:has(input[name=element_verify])").click()
+            expect(dialog.locator("input[name=element_verify]")).to_be_checked()
+            page.screenshot(path=ARTIFACTS / "03-trigger-form.png")
+            dialog.get_by_test_id("trigger-dag-submit").click()
+
+            # Wait for the run to finish; it must succeed with the form's values.
+            deadline = time.monotonic() + RUN_TIMEOUT_S
+            run: dict[str, Any] = {}
+            while time.monotonic() < deadline:
+                runs = _api(f"{url}/api/v2/dags/dataset_staging/dagRuns?order_by=-run_after&limit=1", token)
+                run = runs["dag_runs"][0] if runs["dag_runs"] else {}
+                if run.get("state") in ("success", "failed"):
+                    break
+                time.sleep(2)
+            page.goto(f"{url}/dags/dataset_staging/runs/{run.get('dag_run_id')}")
+            page.wait_for_load_state("networkidle")
+            page.screenshot(path=ARTIFACTS / "04-run.png")
+            assert run.get("state") == "success", run
+            assert run["conf"]["verify"] is True and run["conf"]["version"] == "v1"
+            tasks = _api(f"{url}/api/v2/dags/dataset_staging/dagRuns/{run['dag_run_id']}/taskInstances", token)
+            states = {(t["task_id"], t["map_index"]): t["state"] for t in tasks["task_instances"]}
+            assert states[("commit_hop2", -1)] == "success", states
+
+            # The storage-bandwidth page, through the UI's Browse menu: tier table and chart.
+            page.goto(f"{url}/")
+            page.get_by_role("button", name="Browse").click()
+            page.get_by_role("menuitem", name="Storage bandwidth").click()
+            frame = page.frame_locator("iframe")
+            table = frame.locator("table#tiers")
+            expect(table).to_be_visible(timeout=30_000)
+            rows = table.locator("tr").all_inner_texts()
+            assert [r.split("\t")[0] for r in rows[1:]] == ["object", "pfs", "nvme"], rows
+            chart = frame.locator("svg#chart")
+            expect(chart).to_be_visible()
+            assert chart.locator("rect.achieved").count() >= 1  # the staging run's copy tasks were observed
+            page.screenshot(path=ARTIFACTS / "05-storage-bandwidth.png")
+        finally:
+            browser.close()
