@@ -20,7 +20,7 @@ help:
 	@echo "make demo          set up, start the embedded S3 server, run every DAG end to end, print a summary"
 	@echo "make test          set up and run the whole suite (ruff, mypy, pytest: unit + integration + e2e)"
 	@echo "make airflow       the Airflow UI on http://127.0.0.1:8791 with the embedded S3 (make airflow-stop)"
-	@echo "make bench         benchmarks against reference tools (s5cmd, md5), medians and ratios"
+	@echo "make bench         benchmarks against reference tools (s5cmd, cp, zstd, md5); BENCH=\"name ...\" for some"
 	@echo "make install       create .venv from uv.lock (Python 3.11, dev tools included)"
 
 $(BIN)/.installed: pyproject.toml uv.lock
@@ -60,7 +60,7 @@ s3-stop: install
 	$(BIN)/tierflow s3 stop
 
 bench: install
-	$(BIN)/tierflow bench
+	$(BIN)/tierflow bench $(BENCH)
 
 clean:
 	-$(BIN)/tierflow airflow down
