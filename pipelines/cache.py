@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,9 +31,12 @@ __all__ = [
     "EvictionReport",
     "cache_entries",
     "ensure_space",
+    "live_pins",
     "pin",
+    "remove_pin",
     "touch",
     "unpin",
+    "write_pin",
 ]
 
 LASTUSE = "_tierflow_lastuse.json"
@@ -84,21 +87,46 @@ def touch(tier: Tier, dataset: str, version: str, now: float | None = None) -> N
     tier.write_bytes(key, json.dumps({"last_used": now if now is not None else time.time()}).encode())
 
 
-def pin(tier: Tier, dataset: str, version: str, holder: str, ttl_s: float, now: float | None = None) -> None:
-    """Pin a dataset version for ``ttl_s`` seconds on behalf of ``holder`` (e.g. a job id); renew by pinning again."""
+def write_pin(tier: Tier, prefix: str, holder: str, ttl_s: float, now: float | None = None) -> None:
+    """Pin whatever lives under ``prefix`` for ``ttl_s`` seconds on behalf of ``holder``; renew by pinning again."""
     validate_name(holder, "pin holder")
     if ttl_s <= 0:
         raise ValueError(f"pin ttl must be positive (got {ttl_s})")
     start = now if now is not None else time.time()
-    key = f"{dataset_prefix(dataset, version)}/{PINS}/{holder}.json"
-    tier.write_bytes(key, json.dumps({"holder": holder, "expires": start + ttl_s}).encode())
+    tier.write_bytes(
+        f"{prefix}/{PINS}/{holder}.json", json.dumps({"holder": holder, "expires": start + ttl_s}).encode()
+    )
+
+
+def remove_pin(tier: Tier, prefix: str, holder: str) -> None:
+    """Remove ``holder``'s pin under ``prefix`` (no error if there is none)."""
+    key = f"{prefix}/{PINS}/{validate_name(holder, 'pin holder')}.json"
+    if tier.exists(key):
+        tier.delete([key])
+
+
+def live_pins(tier: Tier, prefix: str, names: Iterable[str], now: float) -> tuple[str, ...]:
+    """Holders of unexpired pins among ``names`` (keys relative to ``prefix``, from a listing already made)."""
+    holders = []
+    for rel in sorted(names):
+        if rel.startswith(f"{PINS}/"):
+            try:
+                data = json.loads(tier.read_bytes(f"{prefix}/{rel}"))
+            except (ValueError, FileNotFoundError):
+                continue
+            if float(data.get("expires", 0)) > now:
+                holders.append(str(data.get("holder")))
+    return tuple(sorted(holders))
+
+
+def pin(tier: Tier, dataset: str, version: str, holder: str, ttl_s: float, now: float | None = None) -> None:
+    """Pin a dataset version for ``ttl_s`` seconds on behalf of ``holder`` (e.g. a job id); renew by pinning again."""
+    write_pin(tier, dataset_prefix(dataset, version), holder, ttl_s, now)
 
 
 def unpin(tier: Tier, dataset: str, version: str, holder: str) -> None:
     """Remove ``holder``'s pin (no error if there is none)."""
-    key = f"{dataset_prefix(dataset, version)}/{PINS}/{validate_name(holder, 'pin holder')}.json"
-    if tier.exists(key):
-        tier.delete([key])
+    remove_pin(tier, dataset_prefix(dataset, version), holder)
 
 
 def cache_entries(tier: Tier, now: float | None = None) -> list[CacheEntry]:
@@ -121,15 +149,7 @@ def cache_entries(tier: Tier, now: float | None = None) -> list[CacheEntry]:
                 last_used = float(json.loads(tier.read_bytes(f"{prefix}/{LASTUSE}"))["last_used"])
             except (ValueError, KeyError, FileNotFoundError):
                 last_used = 0.0
-        pins = []
-        for rel in names:
-            if rel.startswith(f"{PINS}/"):
-                try:
-                    data = json.loads(tier.read_bytes(f"{prefix}/{rel}"))
-                except (ValueError, FileNotFoundError):
-                    continue
-                if float(data.get("expires", 0)) > now:
-                    pins.append(str(data.get("holder")))
+        pins = live_pins(tier, prefix, names, now)
         entries.append(
             CacheEntry(
                 dataset=dataset,
@@ -138,7 +158,7 @@ def cache_entries(tier: Tier, now: float | None = None) -> list[CacheEntry]:
                 committed=commit is not None,
                 manifest_checksum=commit.manifest.checksum() if commit else None,
                 last_used=last_used,
-                pinned_by=tuple(sorted(pins)),
+                pinned_by=pins,
             )
         )
     return entries

@@ -32,6 +32,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from pipelines.cache import live_pins, remove_pin, write_pin
 from pipelines.config import DURABILITY, TierflowConfig
 from pipelines.manifest import (
     COMMIT_MARKER,
@@ -78,7 +79,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 ROOT = "checkpoints"
-PINS = "_tierflow_pins"
 DEFAULT_PATTERNS = (r"^step_(\d+)$", r"^checkpoint-(\d+)$", r"^global_step(\d+)$")
 FRAMEWORK_MARKERS: dict[str, str] = {
     ".metadata": "pytorch-dcp",
@@ -254,7 +254,7 @@ def discover(tier: Tier, rules: Rules = Rules(), run: str | None = None, now: fl
         metrics = dict(committed.extra.get("metrics") or {}) if committed else {}
         if not metrics and state == "complete":
             metrics = read_metrics(tier, prefix, names)
-        pins = _live_pins(tier, prefix, names, now)
+        pins = live_pins(tier, prefix, names, now)
         out.append(
             Checkpoint(
                 run=run_name,
@@ -274,33 +274,14 @@ def discover(tier: Tier, rules: Rules = Rules(), run: str | None = None, now: fl
     return sorted(out, key=lambda c: (c.run, c.step, c.name))
 
 
-def _live_pins(tier: Tier, prefix: str, names: set[str], now: float) -> tuple[str, ...]:
-    holders = []
-    for rel in sorted(names):
-        if rel.startswith(f"{PINS}/"):
-            try:
-                data = json.loads(tier.read_bytes(f"{prefix}/{rel}"))
-            except (ValueError, FileNotFoundError):
-                continue
-            if float(data.get("expires", 0)) > now:
-                holders.append(str(data.get("holder")))
-    return tuple(holders)
-
-
 def pin(tier: Tier, run: str, name: str, holder: str, ttl_s: float = DEFAULT_PIN_TTL_S) -> None:
     """Pin a checkpoint on ``tier`` for ``ttl_s`` seconds on behalf of ``holder`` (a restore, a resumed job)."""
-    validate_name(holder, "pin holder")
-    if ttl_s <= 0:
-        raise ValueError(f"pin ttl must be positive (got {ttl_s})")
-    key = f"{dataset_prefix(run, name, ROOT)}/{PINS}/{holder}.json"
-    tier.write_bytes(key, json.dumps({"holder": holder, "expires": time.time() + ttl_s}).encode())
+    write_pin(tier, dataset_prefix(run, name, ROOT), holder, ttl_s)
 
 
 def unpin(tier: Tier, run: str, name: str, holder: str) -> None:
     """Remove ``holder``'s pin (no error if there is none)."""
-    key = f"{dataset_prefix(run, name, ROOT)}/{PINS}/{validate_name(holder, 'pin holder')}.json"
-    if tier.exists(key):
-        tier.delete([key])
+    remove_pin(tier, dataset_prefix(run, name, ROOT), holder)
 
 
 # -- promotion --------------------------------------------------------------------------------

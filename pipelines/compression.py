@@ -14,6 +14,7 @@ because text compresses ~3x while already-compressed Parquet gains ~1.2x.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Iterator, Sequence
@@ -109,17 +110,23 @@ def compress_file(src: str, dst: str, level: int = 3, threads: int = 0, dictiona
     """Compress the file ``src`` into one zstd frame at ``dst`` (written whole: a temporary name, then a rename)."""
     size = os.path.getsize(src)
     cctx = compressor(level, threads, dictionary)
-    tmp = f"{dst}.tierflow-tmp-{os.getpid()}"
     start = time.perf_counter()
+    with open(src, "rb") as fin, _written_whole(dst) as fout:
+        _, written = cctx.copy_stream(fin, fout, size=size, read_size=IO_CHUNK, write_size=IO_CHUNK)
+    return CodecStats(size, written, time.perf_counter() - start)
+
+
+@contextlib.contextmanager
+def _written_whole(dst: str) -> Iterator[BinaryIO]:
+    """A file at a temporary name beside ``dst``, renamed to ``dst`` only if the block finishes."""
+    tmp = f"{dst}.tierflow-tmp-{os.getpid()}"
     try:
-        with open(src, "rb") as fin, open(tmp, "wb") as fout:
-            _, written = cctx.copy_stream(fin, fout, size=size, read_size=IO_CHUNK, write_size=IO_CHUNK)
+        with open(tmp, "wb") as fout:
+            yield fout
         os.replace(tmp, dst)
-    except BaseException:
+    finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-        raise
-    return CodecStats(size, written, time.perf_counter() - start)
 
 
 def iter_decompressed(
@@ -197,19 +204,12 @@ def iter_decompressed(
 def decompress_file(src: str, dst: str, dictionary: bytes | None = None, limit: int | None = None) -> CodecStats:
     """Decode every frame of ``src`` into ``dst`` (a temporary name, renamed once the whole stream checked out)."""
     size = os.path.getsize(src)
-    tmp = f"{dst}.tierflow-tmp-{os.getpid()}"
     start = time.perf_counter()
     written = 0
-    try:
-        with open(src, "rb") as fin, open(tmp, "wb") as fout:
-            for chunk in iter_decompressed(fin, src, dictionary, limit, compressed_size=size):
-                fout.write(chunk)
-                written += len(chunk)
-        os.replace(tmp, dst)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with open(src, "rb") as fin, _written_whole(dst) as fout:
+        for chunk in iter_decompressed(fin, src, dictionary, limit, compressed_size=size):
+            fout.write(chunk)
+            written += len(chunk)
     return CodecStats(written, size, time.perf_counter() - start)
 
 

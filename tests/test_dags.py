@@ -46,6 +46,21 @@ def _xcom(dag_id: str, run_id: str, task_id: str, map_index: int = -1):
         return XComModel.deserialize_value(row)
 
 
+def _events(run_id: str) -> list[tuple[str, dict]]:
+    """(asset name, extra) of every asset event the run emitted."""
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        rows = session.execute(
+            select(AssetModel.name, AssetEvent.extra)
+            .join(AssetEvent, AssetEvent.asset_id == AssetModel.id)
+            .where(AssetEvent.source_run_id == run_id)
+        ).all()
+    return [(name, dict(extra)) for name, extra in rows]
+
+
 @pytest.fixture(scope="session")
 def dagbag(airflow_db, test_config_path):
     from airflow.dag_processing.dagbag import DagBag
@@ -103,9 +118,6 @@ def test_tier_health_rejects_unknown_tier(dagbag) -> None:
 
 
 def test_dataset_staging_runs_green_and_emits_asset_events(dagbag, test_config, s3_credentials, tmp_path) -> None:
-    from airflow.models.asset import AssetEvent, AssetModel
-    from airflow.utils.session import create_session
-    from sqlalchemy import select
 
     from pipelines.manifest import read_commit
     from pipelines.staging import publish_directory
@@ -132,13 +144,7 @@ def test_dataset_staging_runs_green_and_emits_asset_events(dagbag, test_config, 
         assert found is not None and found.manifest.checksum() == published.manifest.checksum()
     hop1 = _xcom("dataset_staging", dr.run_id, "commit_hop1")
     assert hop1["tier"] == "pfs" and hop1["objects"] == 30 and hop1["copied_bytes"] == published.manifest.total_bytes
-    with create_session() as session:
-        rows = session.execute(
-            select(AssetModel.name, AssetEvent.extra)
-            .join(AssetEvent, AssetEvent.asset_id == AssetModel.id)
-            .where(AssetEvent.source_run_id == dr.run_id)
-        ).all()
-    events = {name: extra for name, extra in rows}
+    events = dict(_events(dr.run_id))
     assert set(events) == {"tierflow/dagtest@pfs", "tierflow/dagtest@nvme"}
     for extra in events.values():
         assert extra["version"] == "v1" and extra["objects"] == 30
@@ -173,7 +179,6 @@ def test_storage_calibration_stores_profiles(dagbag, test_config) -> None:
 def test_dataset_preparation_then_staging_runs_green_end_to_end(dagbag, test_config, s3_credentials, tmp_path) -> None:
     import uuid
 
-    from airflow.models.asset import AssetEvent, AssetModel
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
     from sqlalchemy import select
@@ -201,12 +206,8 @@ def test_dataset_preparation_then_staging_runs_green_end_to_end(dagbag, test_con
     assert summary["rows"] == sum(f.records for f in files) and summary["quarantined"] == []
     committed = read_commit(obj, "synthetic", version)
     assert committed is not None and committed.extra["preparation"]["shards"] == len(validations)
+    events = _events(dr.run_id)
     with create_session() as session:
-        events = session.execute(
-            select(AssetModel.name, AssetEvent.extra)
-            .join(AssetEvent, AssetEvent.asset_id == AssetModel.id)
-            .where(AssetEvent.source_run_id == dr.run_id)
-        ).all()
         links = session.scalars(
             select(XComModel).where(XComModel.run_id == dr.run_id, XComModel.key.like("_link_%"))
         ).all()
@@ -230,10 +231,6 @@ def test_dataset_preparation_then_staging_runs_green_end_to_end(dagbag, test_con
 def test_checkpoint_lifecycle_and_restore_run_green(dagbag, test_config, s3_credentials) -> None:
     import uuid
 
-    from airflow.models.asset import AssetEvent, AssetModel
-    from airflow.utils.session import create_session
-    from sqlalchemy import select
-
     from pipelines.checkpoints import discover
     from pipelines.corpus import write_checkpoint
     from pipelines.tiers import open_tier
@@ -247,12 +244,7 @@ def test_checkpoint_lifecycle_and_restore_run_green(dagbag, test_config, s3_cred
     states = _states(dr.run_id)
     assert dr.state == "success", states
     assert sorted(v for k, v in states.items() if k[0] == "promote") == ["success"] * 3
-    with create_session() as session:
-        rows = session.execute(
-            select(AssetModel.name, AssetEvent.extra)
-            .join(AssetEvent, AssetEvent.asset_id == AssetModel.id)
-            .where(AssetEvent.source_run_id == dr.run_id)
-        ).all()
+    rows = _events(dr.run_id)
     events = sorted((name, extra["step"], extra["tier"]) for name, extra in rows)
     assert events == sorted(
         (f"tierflow/checkpoints/{run}@{tier}", step, tier) for step in (100, 200, 300) for tier in ("pfs", "object")

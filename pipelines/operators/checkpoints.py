@@ -33,19 +33,11 @@ def checkpoint_asset(run: str, tier: str) -> Asset:
 
 @contextlib.contextmanager
 def _final_errors() -> Iterator[None]:
-    from airflow.sdk.exceptions import AirflowFailException
+    """Also final here: a bad setting (pattern, retention, step)."""
+    from pipelines.operators.context import fatal_errors
 
-    from pipelines.manifest import ManifestError
-    from pipelines.transfer import TransferError
-
-    try:
+    with fatal_errors(ValueError):
         yield
-    except TransferError as exc:
-        if exc.fatal:
-            raise AirflowFailException(str(exc)) from None
-        raise
-    except (ManifestError, ValueError, PermissionError) as exc:
-        raise AirflowFailException(str(exc)) from None
 
 
 def _rules(pattern: str | None, marker: str | None, grace_s: Any) -> Any:

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from pipelines.config import TierflowConfig
     from pipelines.tiers import Tier
 
-__all__ = ["load_config_in_task", "open_tier_in_task", "options_from_connection", "s3_storage_options", "select_tiers"]
+__all__ = [
+    "fatal_errors",
+    "load_config_in_task",
+    "open_tier_in_task",
+    "options_from_connection",
+    "s3_storage_options",
+    "select_tiers",
+]
 
 
 def s3_storage_options(conn_id: str) -> dict[str, Any]:
@@ -73,3 +82,27 @@ def select_tiers(asked: list[str] | None, config_path: str | None = None) -> lis
     if unknown:
         raise AirflowFailException(f"params.tiers: no such tier {unknown} in {config.source} (tiers: {known})")
     return list(asked or []) or known
+
+
+@contextlib.contextmanager
+def fatal_errors(*final: type[BaseException]) -> Iterator[None]:
+    """Fail the task for good (``AirflowFailException``, one line) on errors retrying cannot fix.
+
+    Always final: a transfer failure classed fatal (checksum, missing source, permission, full disk),
+    a bad manifest or marker, a permission error. ``final`` adds the caller's own (bad input, a
+    failed validation ...). Anything else propagates for Airflow to retry.
+    """
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from pipelines.manifest import ManifestError
+    from pipelines.transfer import TransferError
+
+    always_final: tuple[type[BaseException], ...] = (ManifestError, PermissionError, *final)
+    try:
+        yield
+    except TransferError as exc:
+        if exc.fatal:
+            raise AirflowFailException(str(exc)) from None
+        raise
+    except always_final as exc:
+        raise AirflowFailException(str(exc).strip("'\"")) from None

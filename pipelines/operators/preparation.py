@@ -46,25 +46,13 @@ class ValidationDocsLink(BaseOperatorLink):
 @contextlib.contextmanager
 def _final_errors() -> Iterator[None]:
     """Bad input, suites and validation failures fail the task for good (one line, naming the culprit)."""
-    from airflow.sdk.exceptions import AirflowFailException
-
     from pipelines.compression import CorruptFrameError, DecompressionLimitError
-    from pipelines.manifest import ManifestError
+    from pipelines.operators.context import fatal_errors
     from pipelines.preparation import InputError, PublishError
     from pipelines.validation import SuiteError
 
-    try:
+    with fatal_errors(InputError, PublishError, SuiteError, CorruptFrameError, DecompressionLimitError):
         yield
-    except (
-        InputError,
-        PublishError,
-        SuiteError,
-        ManifestError,
-        CorruptFrameError,
-        DecompressionLimitError,
-        PermissionError,
-    ) as exc:
-        raise AirflowFailException(str(exc)) from None
 
 
 def _open(config_path: str | None, *names: str) -> list[Any]:

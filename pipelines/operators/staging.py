@@ -38,21 +38,12 @@ def dataset_asset(dataset: str, tier: str) -> Asset:
 
 @contextlib.contextmanager
 def _fatal_errors() -> Iterator[None]:
-    """Translate errors that retrying cannot fix into AirflowFailException (one line, naming the object)."""
-    from airflow.sdk.exceptions import AirflowFailException
-
+    """Also final here: a full cache, a missing source, an unknown tier."""
     from pipelines.cache import CacheFullError
-    from pipelines.manifest import ManifestError
-    from pipelines.transfer import TransferError
+    from pipelines.operators.context import fatal_errors
 
-    try:
+    with fatal_errors(CacheFullError, FileNotFoundError, KeyError):
         yield
-    except TransferError as exc:
-        if exc.fatal:
-            raise AirflowFailException(str(exc)) from None
-        raise
-    except (ManifestError, CacheFullError, FileNotFoundError, PermissionError, KeyError) as exc:
-        raise AirflowFailException(str(exc).strip("'\"")) from None
 
 
 def _tiers(config_path: str | None, *names: str) -> list[Any]:
