@@ -1,8 +1,9 @@
 """Shard validation (integrity checks + the GX suite) against only reading the same Parquet with pyarrow.
 
 One Parquet shard of the synthetic dataset (zstd level 3, page checksums, ~235,000 rows). Ours is
-:func:`pipelines.validation.validate_local_shard` without Data Docs: page-checksum-verified read,
-schema check, the ``synthetic`` suite's 8 expectations. The reference is ``pq.read_table`` alone.
+:func:`pipelines.validation.validate_local_shard` as the validation task calls it, without Data
+Docs: the file's xxh3 against the checksum its builder recorded, the read, the schema check, the
+``synthetic`` suite's 8 expectations. The reference is ``pq.read_table`` alone.
 The target is validation ≤ 3x the read time (a ratio ≥ 0.33 below, as higher is better). GX is
 imported before timing (about 4 s, once per task process). Building the Data Docs is reported in
 the notes.
@@ -15,6 +16,7 @@ import tempfile
 from pathlib import Path
 
 from pipelines.bench import BenchContext, Comparison, timed
+from pipelines.checksum import checksum_file
 from pipelines.corpus import records
 from pipelines.validation import load_suite, validate_local_shard
 
@@ -42,18 +44,19 @@ def run(ctx: BenchContext) -> list[Comparison]:
     _shard(path)
     size = path.stat().st_size
     suite = load_suite("synthetic")
+    built = checksum_file(str(path))[0]  # what the build task records for the shard
     validate_local_shard(str(path), "warm-up.parquet", suite)
     ours, ref, docs = [], [], []
     for i in range(ctx.runs):
         steps = [
             ("ref", lambda: pq.read_table(path)),
-            ("ours", lambda: validate_local_shard(str(path), "s.parquet", suite)),
+            ("ours", lambda: validate_local_shard(str(path), "s.parquet", suite, built)),
         ]
         for name, fn in steps if i % 2 == 0 else reversed(steps):
             (ours if name == "ours" else ref).append(size / timed(fn) / 1e6)
         with tempfile.TemporaryDirectory(dir=ctx.workdir) as tmp:
-            docs.append(timed(lambda t=tmp: validate_local_shard(str(path), "s.parquet", suite, docs_dir=t)))
-    report = validate_local_shard(str(path), "s.parquet", suite)
+            docs.append(timed(lambda t=tmp: validate_local_shard(str(path), "s.parquet", suite, built, docs_dir=t)))
+    report = validate_local_shard(str(path), "s.parquet", suite, built)
     assert report.passed, json.dumps(report.to_json())
     return [
         Comparison(
