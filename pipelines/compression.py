@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO
 
 from pipelines.bandwidth import CodecSample
+from pipelines.temporaries import temporary_name
 
 if TYPE_CHECKING:
     import zstandard
@@ -119,7 +120,7 @@ def compress_file(src: str, dst: str, level: int = 3, threads: int = 0, dictiona
 @contextlib.contextmanager
 def _written_whole(dst: str) -> Iterator[BinaryIO]:
     """A file at a temporary name beside ``dst``, renamed to ``dst`` only if the block finishes."""
-    tmp = f"{dst}.tierflow-tmp-{os.getpid()}"
+    tmp = temporary_name(dst)
     try:
         with open(tmp, "wb") as fout:
             yield fout

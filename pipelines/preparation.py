@@ -72,6 +72,9 @@ SAMPLE_BYTES = 4 * 2**20
 SAMPLE_LEVELS = (1, 3, 6, 9)
 #: Rows per Arrow batch while packing.
 BATCH_ROWS = 16_384
+#: JSONL inputs larger than this are parsed as a stream (bounded memory, one core) rather than whole.
+STREAM_JSON_ABOVE = 256 * 2**20
+JSON_BLOCK = 16 * 2**20
 SHARDS_DIR = "shards"
 QUARANTINE_DIR = "_quarantine"
 REPORT_KEY = "validation/report.json"
@@ -212,14 +215,12 @@ def _sample(source: Tier, inputs: Sequence[tuple[str, int]]) -> bytes:
     out = b""
     for key, _size in sorted(inputs, key=lambda x: -x[1])[:4]:
         with source.open_read(key) as fh:
-            if key.endswith(".parquet"):
-                data = fh.read()
-                import pyarrow as pa
+            if key.endswith(".parquet"):  # the first rows only: the footer and one row group are read
                 import pyarrow.parquet as pq
 
-                table = pq.read_table(pa.BufferReader(data))
-                rows = table.slice(0, 20_000).to_pylist()
-                out += "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in rows).encode()
+                batch = next(pq.ParquetFile(fh).iter_batches(batch_size=20_000), None)
+                rows = batch.to_pylist() if batch is not None else []
+                out += "".join(json.dumps(r, separators=(",", ":"), default=str) + "\n" for r in rows).encode()
             elif key.endswith(".gz"):
                 out += gzip.GzipFile(fileobj=fh).read(SAMPLE_BYTES)
             elif key.endswith(".zst"):
@@ -419,11 +420,16 @@ def _read_input(path: str, name: str, suite: Suite) -> Iterator[pa.Table]:
             return
         options = pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="error")
         try:
-            table = pj.read_json(plain, parse_options=options)
+            if os.path.getsize(plain) <= STREAM_JSON_ABOVE:  # small: parse whole, on all cores
+                table = pj.read_json(plain, parse_options=options)
+                yield from (pa.Table.from_batches([b]) for b in table.to_batches(max_chunksize=BATCH_ROWS))
+            else:  # large (multi-GB) inputs stream block by block: memory stays bounded
+                reader = pj.open_json(plain, read_options=pj.ReadOptions(block_size=JSON_BLOCK), parse_options=options)
+                for batch in reader:
+                    yield pa.Table.from_batches([batch])
         except pa.ArrowException as exc:
             located = _locate_json_error(plain, name, schema)
             raise InputError(located or f"{name}: records do not parse ({exc})") from None
-        yield from (pa.Table.from_batches([b]) for b in table.to_batches(max_chunksize=BATCH_ROWS))
     finally:
         if plain != path and os.path.exists(plain):
             os.unlink(plain)

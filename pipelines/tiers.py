@@ -21,7 +21,6 @@ import contextlib
 import os
 import posixpath
 import tempfile
-import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ from fsspec.spec import AbstractFileSystem
 
 from pipelines.checksum import checksum_stream
 from pipelines.config import TierConfig, TierflowConfig
+from pipelines.temporaries import TMP_MARKER, temporary_name
 
 __all__ = [
     "TMP_MARKER",
@@ -44,7 +44,6 @@ __all__ = [
 ]
 
 #: Every temporary name Tierflow writes contains this, so listings can skip leftovers.
-TMP_MARKER = ".tierflow-tmp-"
 
 
 @dataclass(frozen=True)
@@ -248,7 +247,7 @@ class Tier:
         """Download an object to a local path atomically (temporary name, then rename)."""
         dest = Path(local_path)
         dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(f".{dest.name}{TMP_MARKER}{uuid.uuid4().hex[:12]}")
+        tmp = Path(temporary_name(str(dest)))
         try:
             self.fs.get_file(self.path(key), str(tmp))
             os.replace(tmp, dest)
@@ -269,7 +268,7 @@ class Tier:
         path = self.path(key)
         parent = os.path.dirname(path)
         os.makedirs(parent, exist_ok=True)
-        tmp = os.path.join(parent, f".{os.path.basename(path)}{TMP_MARKER}{uuid.uuid4().hex[:12]}")
+        tmp = temporary_name(path)
         try:
             yield tmp
             if fsync:

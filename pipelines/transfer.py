@@ -40,7 +40,8 @@ from pipelines.bandwidth import DEFAULT_PART_SIZE, HopPlan
 from pipelines.checksum import Hasher, checksum_file
 from pipelines.crt import CrtMover, crt_available
 from pipelines.manifest import Entry
-from pipelines.tiers import TMP_MARKER, Tier
+from pipelines.temporaries import TMP_MARKER, is_stale_temporary
+from pipelines.tiers import Tier
 
 __all__ = [
     "ChecksumMismatch",
@@ -216,14 +217,18 @@ def _join(prefix: str, key: str) -> str:
 
 
 def remove_temporaries(tier: Tier, prefix: str) -> int:
-    """Delete Tierflow temporaries left under ``prefix`` on a file tier (by an interrupted copy)."""
+    """Delete Tierflow temporaries left under ``prefix`` on a file tier by an interrupted copy.
+
+    Only stale ones (:func:`pipelines.tiers.is_stale_temporary`): a concurrent copy's live
+    temporaries are left alone.
+    """
     if tier.config.is_object:
         return 0
     root = tier.path(prefix) if prefix else tier.root
     removed = 0
     for dirpath, _dirs, files in os.walk(root):
         for name in files:
-            if TMP_MARKER in name:
+            if TMP_MARKER in name and is_stale_temporary(os.path.join(dirpath, name)):
                 try:
                     os.unlink(os.path.join(dirpath, name))
                     removed += 1

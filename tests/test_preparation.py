@@ -186,3 +186,21 @@ def test_failed_expectation_is_named_and_policy_fail_publishes_nothing(tiers) ->
         publish(obj, plan, shards, reports, policy="fail")
     assert read_commit(obj, "synthetic", "v1") is None
     assert obj.exists("datasets/synthetic/v1/" + shards[2]["key"])  # nothing moved under policy fail
+
+
+def test_large_jsonl_inputs_are_streamed_with_the_same_records_and_errors(tiers, monkeypatch) -> None:
+    import pipelines.preparation as prep
+
+    monkeypatch.setattr(prep, "STREAM_JSON_ABOVE", 0)  # every input takes the streaming path
+    monkeypatch.setattr(prep, "JSON_BLOCK", 64 * 1024)  # many blocks per file
+    obj = tiers["object"]
+    rows = [
+        {"id": i, "source": "web", "lang": "en", "text": "tier " * (i % 50 + 1), "tokens": 1} for i in range(20_000)
+    ]
+    upload(obj, "raw/big", {"big.jsonl": jsonl(rows)})
+    prepare(obj, obj, "raw/big", "synthetic", "v1", SUITE, level=1)
+    assert sorted(read_records(obj, "synthetic", "v1"), key=lambda r: r["id"]) == rows
+    broken = jsonl(rows[:15_000]) + b"{not json}\n" + jsonl(rows[15_000:])
+    upload(obj, "raw/big-bad", {"big.jsonl": broken})
+    with pytest.raises(InputError, match=r"big\.jsonl line 15001: not valid JSON"):
+        prepare(obj, obj, "raw/big-bad", "synthetic", "v2", SUITE, level=1)

@@ -122,3 +122,31 @@ def test_object_tier_refuses_wrong_credentials(test_config, s3_credentials) -> N
     anonymous = Tier(test_config.tier("object"), {"anon": True, "endpoint_url": creds.endpoint_url})
     with pytest.raises(PermissionError):
         anonymous.write_bytes("anon.txt", b"x")
+
+
+@pytest.mark.unit
+def test_only_temporaries_of_gone_writers_are_stale(tmp_path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from pipelines.temporaries import STALE_TEMPORARY_S, is_stale_temporary, temporary_name
+
+    mine = temporary_name(str(tmp_path / "a.bin"))
+    open(mine, "wb").close()
+    assert not is_stale_temporary(mine)  # this process may still be writing it (another thread)
+    dead = subprocess.run(
+        [sys.executable, "-c", "from pipelines.temporaries import temporary_name as t; print(t('x'))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    gone = str(tmp_path / os.path.basename(dead))
+    open(gone, "wb").close()
+    assert is_stale_temporary(gone)  # its writer process has exited
+    legacy = tmp_path / ".b.bin.tierflow-tmp-0123456789ab"
+    legacy.write_bytes(b"")
+    assert not is_stale_temporary(str(legacy))
+    old = legacy.stat().st_mtime - STALE_TEMPORARY_S - 1
+    os.utime(legacy, (old, old))
+    assert is_stale_temporary(str(legacy))  # no owner to ask: only age tells

@@ -1,0 +1,56 @@
+"""Temporary files beside their destination, named after their writer so a stale one can be told from a live one.
+
+Every local write goes to a hidden temporary in the destination directory and is renamed into place
+when it is whole. The name carries the writer's host and process, so a later run removes only what a
+dead writer left, never the live temporaries of a concurrent copy (standard library only: the
+compression CLI imports it and must start fast).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import time
+import uuid
+
+__all__ = ["STALE_TEMPORARY_S", "TMP_MARKER", "is_stale_temporary", "temporary_name"]
+
+TMP_MARKER = ".tierflow-tmp-"
+#: A temporary that no live writer can be shown to own is removed once it is this old.
+STALE_TEMPORARY_S = 3600.0
+_HOST_TAG = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def temporary_name(path: str) -> str:
+    """A hidden temporary beside ``path``, named after its writer (host, process) so others can tell it is live.
+
+    ``dir/.name.tierflow-tmp-<host>.<pid>.<random>``.
+    """
+    parent, base = os.path.split(path)
+    return os.path.join(parent, f".{base}{TMP_MARKER}{_HOST_TAG}.{os.getpid()}.{uuid.uuid4().hex[:8]}")
+
+
+def is_stale_temporary(path: str, now: float | None = None) -> bool:
+    """Whether a temporary was left by a writer that is gone: a dead process on this host, else one too old.
+
+    A temporary of this very process is never stale (another thread may be writing it); on another
+    host (a shared PFS) only age tells, after ``STALE_TEMPORARY_S``.
+    """
+    owner = os.path.basename(path).rsplit(TMP_MARKER, 1)[-1].split(".")
+    if len(owner) == 3 and owner[0] == _HOST_TAG and owner[1].isdigit():
+        pid = int(owner[1])
+        if pid == os.getpid():
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False  # alive, another user's
+        return False
+    try:
+        age = (time.time() if now is None else now) - os.stat(path).st_mtime
+    except FileNotFoundError:
+        return False
+    return age > STALE_TEMPORARY_S
