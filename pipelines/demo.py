@@ -28,6 +28,8 @@ __all__ = ["RAW_PREFIX", "run_demo"]
 RAW_PREFIX = "raw/synthetic"
 #: The simulated training run whose checkpoints checkpoint_lifecycle promotes and checkpoint_restore restores.
 DEMO_RUN = "demo-run"
+#: The version dataset_preparation publishes with its default params.
+PREPARED_VERSION = "v2"
 #: The demo corpus is also published as this dataset version, which dataset_staging stages by default.
 DEMO_DATASET, DEMO_VERSION = "synthetic", "v1"
 
@@ -65,6 +67,7 @@ def run_demo(config: TierflowConfig, keep_server: bool = False) -> int:
     """Run the demo; returns the exit status (0 when every DAG run succeeded)."""
     from dataclasses import replace
 
+    from pipelines.checkpoints import discover
     from pipelines.corpus import generate_corpus, write_checkpoint
     from pipelines.manifest import read_commit
     from pipelines.staging import publish_directory
@@ -80,6 +83,8 @@ def run_demo(config: TierflowConfig, keep_server: bool = False) -> int:
     logs.mkdir(parents=True, exist_ok=True)
     results: list[tuple[str, str, float]] = []
     staged: list[str] = []
+    checkpoints: list[str] = []
+    prepared_line = f"{DEMO_DATASET}/{PREPARED_VERSION} not prepared"
     try:
         corpus_dir = config.state_dir / "corpus"
         files = generate_corpus(corpus_dir)
@@ -116,11 +121,22 @@ def run_demo(config: TierflowConfig, keep_server: bool = False) -> int:
             state = "success" if run.returncode == 0 and _succeeded(logs / f"{dag_id}.log") else "failed"
             results.append((dag_id, state, time.perf_counter() - t0))
             _say(f"  {dag_id}: {state} in {results[-1][2]:.1f} s (log: {logs / f'{dag_id}.log'})")
-        for tier in config.tiers:  # where the demo dataset is committed now
+        for tier in config.tiers:  # where the demo dataset and checkpoints are committed now
             handle = open_tier(config, tier.name, creds.storage_options() if tier.is_object else None)
             found = read_commit(handle, DEMO_DATASET, DEMO_VERSION)
             state = f"committed, {len(found.manifest.entries)} objects" if found else "not committed"
             staged.append(f"on {tier.name:<6}: {state}")
+            steps = [c.step for c in discover(handle, run=DEMO_RUN) if c.committed]
+            checkpoints.append(f"on {tier.name:<6}: steps {steps or 'none'}")
+        prepared = read_commit(obj, DEMO_DATASET, PREPARED_VERSION)
+        if prepared is not None:
+            info = prepared.extra.get("preparation") or {}
+            shards = sum(1 for e in prepared.manifest.entries if e.key.startswith("shards/"))
+            prepared_line = (
+                f"{DEMO_DATASET}/{PREPARED_VERSION} prepared from {RAW_PREFIX}/: {shards} shard{'s' * (shards != 1)}, "
+                f"{info.get('rows')} rows, zstd level {info.get('level')}, ratio {info.get('ratio')}, "
+                f"quarantined {len(info.get('quarantined') or [])}"
+            )
     finally:
         if not (keep_server or was_running):
             server.stop()
@@ -131,6 +147,10 @@ def run_demo(config: TierflowConfig, keep_server: bool = False) -> int:
     print(f"  corpus:  {len(files)} files, {format_bytes(total)} uploaded to {obj.url(RAW_PREFIX)}")
     print(f"  dataset: {DEMO_DATASET}/{DEMO_VERSION} committed on {obj.name} (manifest {record.manifest.checksum()})")
     for line in staged:
+        print(f"           {line}")
+    print(f"  prepared: {prepared_line}")
+    print(f"  checkpoints of {DEMO_RUN} (committed):")
+    for line in checkpoints:
         print(f"           {line}")
     for dag_id, state, seconds in results:
         print(f"  DAG {dag_id:<24} {state:<8} {seconds:6.1f} s")

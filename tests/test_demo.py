@@ -35,6 +35,12 @@ def test_demo_runs_every_dag_green(tmp_path: Path) -> None:
         assert green and green.group(1) == green.group(2) == str(len(dags)), result.stdout
         for dag_id in dags:
             assert re.search(rf"DAG {dag_id}\s+success", result.stdout), result.stdout
+        # What the DAGs did, as the summary reports it: a validated prepared version, checkpoints
+        # promoted everywhere and pruned on NVMe to the default two latest.
+        assert re.search(r"prepared: synthetic/v2 prepared from raw/synthetic/: \d+ shards?, 18600 rows", result.stdout)
+        assert "quarantined 0" in result.stdout
+        assert re.search(r"on object: steps \[100, 200, 300\]", result.stdout), result.stdout
+        assert re.search(r"on nvme\s*: steps \[200, 300\]", result.stdout), result.stdout
         # The corpus is on the object tier, as the summary says.
         os.environ["TIERFLOW_HOME"], saved = str(tmp_path / "state"), os.environ["TIERFLOW_HOME"]
         try:
