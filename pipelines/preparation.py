@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pipelines.bandwidth import Workload, choose_compression, plan_hop
-from pipelines.checksum import checksum_file
+from pipelines.checksum import checksum_bytes, checksum_file
 from pipelines.compression import compress_file, iter_decompressed, measure_levels, train_dictionary
 from pipelines.manifest import Entry, Manifest, commit, dataset_prefix, read_commit, validate_name
 from pipelines.validation import ShardReport, Suite, validate_local_shard
@@ -109,11 +109,6 @@ class PreparePlan:
     dictionary_checksum: str | None = None
     already_published: bool = False
     reasons: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def input_bytes(self) -> int:
-        """Bytes of raw input."""
-        return sum(size for group in self.groups for _, size in group)
 
     def tasks(self) -> list[dict[str, Any]]:
         """One descriptor per build group (nothing when the version is already published)."""
@@ -299,7 +294,7 @@ def plan_preparation(
         lines = [line for line in sample.split(b"\n") if line][:50_000]
         data = train_dictionary(lines)
         target.write_bytes(f"{prefix}/{DICTIONARY_KEY}", data)
-        dictionary_checksum = checksum_file_bytes(data)
+        dictionary_checksum = checksum_bytes(data)
         reasons["dictionary"] = f"{len(data)} B dictionary trained on {len(lines)} sample records"
     plan = PreparePlan(
         dataset=dataset,
@@ -328,13 +323,6 @@ def plan_preparation(
         "already published" if existing else "; ".join(reasons.values()),
     )
     return plan
-
-
-def checksum_file_bytes(data: bytes) -> str:
-    """The xxh3-128 of bytes (the manifest checksum)."""
-    from pipelines.checksum import checksum_bytes
-
-    return checksum_bytes(data)
 
 
 # -- reading raw input ------------------------------------------------------------------------
@@ -517,7 +505,7 @@ def _dictionary(target: Tier, plan: PreparePlan) -> bytes | None:
     if not plan.dictionary_checksum:
         return None
     data = target.read_bytes(f"{dataset_prefix(plan.dataset, plan.version)}/{DICTIONARY_KEY}")
-    if checksum_file_bytes(data) != plan.dictionary_checksum:
+    if checksum_bytes(data) != plan.dictionary_checksum:
         raise InputError(f"{target.url(dataset_prefix(plan.dataset, plan.version))}: dictionary changed since the plan")
     return data
 
@@ -696,7 +684,7 @@ def publish(
     data = json.dumps(report, indent=1).encode()
     target.write_bytes(f"{prefix}/{REPORT_KEY}", data)
     entries = [Entry(s["key"], s["size"], s["checksum"]) for s in good]
-    entries.append(Entry(REPORT_KEY, len(data), checksum_file_bytes(data)))
+    entries.append(Entry(REPORT_KEY, len(data), checksum_bytes(data)))
     entries += [Entry(str(k), int(n), str(c)) for k, n, c in docs if not _docs_of(str(k), failed)]
     if plan.dictionary_checksum:
         size = target.stat(f"{prefix}/{DICTIONARY_KEY}").size
