@@ -372,6 +372,7 @@ def promote(
         or (source_commit is None and {e.key: e.size for e in existing.manifest.entries} == dict(before))
     ):
         if source_commit is None:  # NVMe copy still without its marker (an earlier run stopped between the two)
+            _verify_local(src, existing.manifest)  # same sizes is not enough to vouch for its checksums
             commit(src, existing.manifest, source=None, extra=dict(existing.extra))
         return PromoteResult(
             ckpt.run, ckpt.name, ckpt.step, src.name, dst.name, 0, len(entries), sum(e.size for e in entries),

@@ -329,3 +329,20 @@ def test_a_checkpoint_rewritten_during_promotion_is_not_committed(tiers, tmp_pat
     (again,) = discover(tiers["nvme"])
     promote(tiers["nvme"], tiers["pfs"], again)
     assert tree(target) == tree(d)
+
+
+def test_a_second_promotion_vouches_for_the_nvme_copy_only_after_hashing_it(tiers, tmp_path: Path) -> None:
+    d = write_checkpoint(tmp_path / "nvme", "r", 9, shards=2)
+    (c,) = discover(tiers["nvme"])
+    promote(tiers["nvme"], tiers["pfs"], c)
+    marker = d / COMMIT_MARKER
+    marker.unlink()  # as if the run stopped between the PFS commit and the NVMe one
+    again = promote(tiers["nvme"], tiers["pfs"], discover(tiers["nvme"])[0])
+    assert again.already and marker.exists()
+    marker.unlink()
+    data = bytearray((d / "__0_0.distcp").read_bytes())
+    data[0] ^= 0xFF
+    (d / "__0_0.distcp").write_bytes(bytes(data))  # same size, other bytes
+    with pytest.raises(CheckpointError, match="does not match its manifest"):
+        promote(tiers["nvme"], tiers["pfs"], discover(tiers["nvme"])[0])
+    assert not marker.exists()
