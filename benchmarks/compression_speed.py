@@ -7,7 +7,6 @@ the compressed sizes of both as ``ratio`` / ``cli ratio`` (the target is equal r
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -15,7 +14,7 @@ from pathlib import Path
 
 from pipelines.bench import BenchContext, Comparison, timed
 from pipelines.compression import compress_file
-from pipelines.corpus import records
+from pipelines.corpus import jsonl, records
 
 DESCRIPTION = "tierflow compress vs zstd CLI on 128 MiB JSONL, levels 1/3/9/19, 2 threads, MB/s"
 SIZE = 128 * 2**20
@@ -29,7 +28,7 @@ def _corpus(path: Path) -> int:
         while written < SIZE:
             rows = list(records(23, start, 5000))
             start += len(rows)
-            data = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in rows).encode()
+            data = jsonl(rows)
             fh.write(data)
             written += len(data)
     return written

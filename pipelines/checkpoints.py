@@ -148,6 +148,10 @@ class Checkpoint:
     manifest_checksum: str | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     pinned_by: tuple[str, ...] = ()
+    #: What the discovery saw, kept so later decisions need no second request: data object → size,
+    #: and the committed manifest (None when not committed).
+    sizes: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
+    manifest: Manifest | None = field(default=None, compare=False, repr=False)
 
     @property
     def prefix(self) -> str:
@@ -269,6 +273,8 @@ def discover(tier: Tier, rules: Rules = Rules(), run: str | None = None, now: fl
                 manifest_checksum=committed.manifest.checksum() if committed else None,
                 metrics=metrics,
                 pinned_by=pins,
+                sizes={rel: i.size for rel, i in data},
+                manifest=committed.manifest if committed else None,
             )
         )
     return sorted(out, key=lambda c: (c.run, c.step, c.name))
@@ -580,17 +586,17 @@ def plan_prune(
 
 
 def durable_copies(tier: Tier, checkpoints: Sequence[Checkpoint]) -> dict[int, str]:
-    """Step → manifest checksum of the committed copies on ``tier`` whose every object is there with its size."""
+    """Step → manifest checksum of the committed copies whose every object is there with its size.
+
+    ``checkpoints`` are :func:`discover`'s for ``tier``: its one listing and the markers it read
+    decide, with no further request.
+    """
     out = {}
     for c in checkpoints:
-        if not c.committed:
+        if c.manifest is None:
             continue
-        found = read_marker(tier, c.prefix)
-        if found is None:
-            continue
-        listed = _listing(tier, c.prefix)
-        if all(listed.get(e.key) == e.size for e in found.manifest.entries):
-            out[c.step] = found.manifest.checksum()
+        if all(c.sizes.get(e.key) == e.size for e in c.manifest.entries):
+            out[c.step] = c.manifest.checksum()
         else:
             log.warning("%s: committed but objects are missing or resized; not counted as a copy", tier.url(c.prefix))
     return out
@@ -753,12 +759,20 @@ def _restore_copy(source: Tier, target: Tier, c: Checkpoint, holder: str, ttl_s:
 # -- the lifecycle, as the DAG and the CLI run it ---------------------------------------------
 
 
-def to_promote(tiers: Sequence[Tier], rules: Rules = Rules(), run: str | None = None) -> list[Checkpoint]:
-    """Complete checkpoints on the first tier (NVMe) not yet committed with that content on the last tier."""
+def to_promote(
+    tiers: Sequence[Tier],
+    rules: Rules = Rules(),
+    run: str | None = None,
+    on_first: Sequence[Checkpoint] | None = None,
+) -> list[Checkpoint]:
+    """Complete checkpoints on the first tier (NVMe) not yet committed with that content on the last tier.
+
+    ``on_first``: the first tier's checkpoints when the caller has just discovered them.
+    """
     first, last = tiers[0], tiers[-1]
     on_last = {(c.run, c.name): c for c in discover(last, rules, run) if c.committed}
     out = []
-    for c in discover(first, rules, run):
+    for c in discover(first, rules, run) if on_first is None else on_first:
         if c.state != "complete":
             continue
         done = on_last.get((c.run, c.name))

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["CorpusFile", "generate_corpus", "records", "write_checkpoint"]
+__all__ = ["CorpusFile", "generate_corpus", "jsonl", "records", "write_checkpoint"]
 
 _WORDS = [
     "data",
@@ -88,7 +88,8 @@ def records(seed: int, start_id: int, count: int) -> Iterator[dict[str, object]]
         }
 
 
-def _jsonl(rows: list[dict[str, object]]) -> bytes:
+def jsonl(rows: list[dict[str, object]]) -> bytes:
+    """Records as compact JSON lines."""
     return "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in rows).encode()
 
 
@@ -113,14 +114,14 @@ def generate_corpus(root: Path, seed: int = 7, scale: int = 1) -> list[CorpusFil
 
     for i in range(200 * scale):  # the small-file problem: many files of a few records each
         rows = list(records(seed, next_id, 1 + i % 5))
-        emit(f"jsonl/small/part-{i:05d}.jsonl", _jsonl(rows), len(rows))
+        emit(f"jsonl/small/part-{i:05d}.jsonl", jsonl(rows), len(rows))
         next_id += len(rows)
     for i in range(4 * scale):
         rows = list(records(seed, next_id, 2000))
-        emit(f"jsonl/large/part-{i:05d}.jsonl", _jsonl(rows), len(rows))
+        emit(f"jsonl/large/part-{i:05d}.jsonl", jsonl(rows), len(rows))
         next_id += len(rows)
     rows = list(records(seed, next_id, 1000))
-    emit("jsonl/gz/part-00000.jsonl.gz", gzip.compress(_jsonl(rows), mtime=0), len(rows))
+    emit("jsonl/gz/part-00000.jsonl.gz", gzip.compress(jsonl(rows), mtime=0), len(rows))
     next_id += len(rows)
     for i in range(3 * scale):
         rows = list(records(seed, next_id, 3000))

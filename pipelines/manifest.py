@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipelines.checksum import ALGORITHM, checksum_bytes
+from pipelines.temporaries import TMP_MARKER
 from pipelines.tiers import Tier, safe_key
 
 __all__ = [
@@ -235,7 +236,7 @@ def list_local_source(root: str) -> list[Entry]:
                 if os.path.commonpath([target, base]) != base:
                     raise ManifestError(f"{path}: symlink points outside the source {base} (to {target})")
             rel = os.path.relpath(path, base).replace(os.sep, "/")
-            if "tierflow-tmp-" in name or rel.split("/", 1)[0].startswith(RESERVED_PREFIX):
+            if TMP_MARKER in name or rel.split("/", 1)[0].startswith(RESERVED_PREFIX):
                 continue
             entries.append(Entry(rel, os.stat(path).st_size))
     return entries

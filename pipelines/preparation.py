@@ -55,6 +55,7 @@ __all__ = [
     "prepare",
     "publish",
     "read_records",
+    "shard_stem",
     "validate_shard",
 ]
 
@@ -203,6 +204,11 @@ def shard_size_for(
     )
 
 
+def _jsonl(rows: Sequence[dict[str, Any]]) -> bytes:
+    """Records as compact JSON lines (values JSON cannot hold, e.g. timestamps, as strings)."""
+    return "".join(json.dumps(r, separators=(",", ":"), default=str) + "\n" for r in rows).encode()
+
+
 def _sample(source: Tier, inputs: Sequence[tuple[str, int]]) -> bytes:
     """Raw record bytes from the largest inputs, for measuring zstd (decoded when the input is compressed)."""
     import gzip
@@ -215,7 +221,7 @@ def _sample(source: Tier, inputs: Sequence[tuple[str, int]]) -> bytes:
 
                 batch = next(pq.ParquetFile(fh).iter_batches(batch_size=20_000), None)
                 rows = batch.to_pylist() if batch is not None else []
-                out += "".join(json.dumps(r, separators=(",", ":"), default=str) + "\n" for r in rows).encode()
+                out += _jsonl(rows)
             elif key.endswith(".gz"):
                 out += gzip.GzipFile(fileobj=fh).read(SAMPLE_BYTES)
             elif key.endswith(".zst"):
@@ -476,7 +482,7 @@ class _ShardWriter:
             shard.writer.write_table(table)
             shard.raw_bytes += table.nbytes
         else:
-            data = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in table.to_pylist()).encode()
+            data = _jsonl(table.to_pylist())
             shard.writer.write(data)
             shard.raw_bytes += len(data)
         shard.rows += table.num_rows
@@ -589,7 +595,7 @@ def validate_shard(
     """
     prefix = dataset_prefix(plan.dataset, plan.version)
     dictionary = _dictionary(target, plan)
-    stem = posixpath.basename(shard["key"]).split(".", 1)[0]
+    stem = shard_stem(shard["key"])
     with tempfile.TemporaryDirectory(prefix="tierflow-validate-", dir=workdir) as tmp:
         local = os.path.join(tmp, posixpath.basename(shard["key"]))
         target.get_file(f"{prefix}/{shard['key']}", local)
@@ -685,7 +691,8 @@ def publish(
     target.write_bytes(f"{prefix}/{REPORT_KEY}", data)
     entries = [Entry(s["key"], s["size"], s["checksum"]) for s in good]
     entries.append(Entry(REPORT_KEY, len(data), checksum_bytes(data)))
-    entries += [Entry(str(k), int(n), str(c)) for k, n, c in docs if not _docs_of(str(k), failed)]
+    failed_stems = {shard_stem(r["shard"]) for r in failed}  # their docs went to quarantine with them
+    entries += [Entry(str(k), int(n), str(c)) for k, n, c in docs if _docs_stem(str(k)) not in failed_stems]
     if plan.dictionary_checksum:
         size = target.stat(f"{prefix}/{DICTIONARY_KEY}").size
         entries.append(Entry(DICTIONARY_KEY, size, plan.dictionary_checksum))
@@ -705,10 +712,15 @@ def publish(
     return record, summary
 
 
-def _docs_of(key: str, failed: Sequence[dict[str, Any]]) -> bool:
-    stems = {posixpath.basename(r["shard"]).split(".", 1)[0] for r in failed}
+def shard_stem(key: str) -> str:
+    """A shard's name without directory and suffixes (``shards/part-0000-0001.jsonl.zst`` → ``part-0000-0001``)."""
+    return posixpath.basename(key).split(".", 1)[0]
+
+
+def _docs_stem(key: str) -> str | None:
+    """The shard a Data Docs key belongs to (``validation/docs/<stem>/...``)."""
     parts = key.split("/")
-    return len(parts) > 2 and parts[2] in stems
+    return parts[2] if len(parts) > 2 else None
 
 
 def _quarantine(target: Tier, prefix: str, shards: Sequence[dict[str, Any]], reports: dict[str, Any]) -> None:

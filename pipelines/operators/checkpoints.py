@@ -14,6 +14,8 @@ from typing import Any
 
 from airflow.sdk import Asset, AssetAlias, BaseOperator
 
+from pipelines.operators.context import fatal_errors
+
 __all__ = [
     "CHECKPOINT_ALIAS",
     "DiscoverCheckpointsOperator",
@@ -34,8 +36,6 @@ def checkpoint_asset(run: str, tier: str) -> Asset:
 @contextlib.contextmanager
 def _final_errors() -> Iterator[None]:
     """Also final here: a bad setting (pattern, retention, step)."""
-    from pipelines.operators.context import fatal_errors
-
     with fatal_errors(ValueError):
         yield
 
@@ -47,12 +47,13 @@ def _rules(pattern: str | None, marker: str | None, grace_s: Any) -> Any:
     return Rules.with_extras(pattern or None, marker or None, grace)
 
 
-def _chain(config_path: str | None) -> list[Any]:
+def _chain(config_path: str | None, *extra: str) -> list[Any]:
+    """The tiers from NVMe to object storage, then any ``extra`` tiers, from one load of the config."""
     from pipelines.checkpoints import chain
     from pipelines.operators.context import load_config_in_task, open_tier_in_task
 
     config = load_config_in_task(config_path)
-    return [open_tier_in_task(config, name) for name in chain(config)]
+    return [open_tier_in_task(config, name) for name in [*chain(config), *extra]]
 
 
 class _CheckpointOperator(BaseOperator):
@@ -92,7 +93,7 @@ class DiscoverCheckpointsOperator(_CheckpointOperator):
             rules = _rules(self.pattern, self.marker, self.grace_s)
             tiers = _chain(self.config_path)
             every = discover(tiers[0], rules, self._run_name())
-            todo = to_promote(tiers, rules, self._run_name())
+            todo = to_promote(tiers, rules, self._run_name(), on_first=every)
         for state in ("in_progress", "partial"):
             names = [f"{c.run}/{c.name}" for c in every if c.state == state]
             if names:
@@ -208,7 +209,6 @@ class RestoreCheckpointOperator(_CheckpointOperator):
         from airflow.sdk.exceptions import AirflowFailException
 
         from pipelines.checkpoints import CheckpointError, restore
-        from pipelines.operators.context import load_config_in_task, open_tier_in_task
 
         run = self._run_name()
         if not run:
@@ -216,8 +216,7 @@ class RestoreCheckpointOperator(_CheckpointOperator):
         step = None if str(self.step).strip().lower() in ("latest", "", "none") else int(self.step)
         with _final_errors():
             rules = _rules(self.pattern, self.marker, self.grace_s)
-            tiers = _chain(self.config_path)
-            target = open_tier_in_task(load_config_in_task(self.config_path), self.target)
+            *tiers, target = _chain(self.config_path, self.target)
             try:
                 result = restore(tiers, target, run, step, rules, holder=self.holder)
             except CheckpointError as exc:

@@ -14,6 +14,7 @@ __all__ = [
     "fatal_errors",
     "load_config_in_task",
     "open_tier_in_task",
+    "open_tiers_in_task",
     "options_from_connection",
     "s3_storage_options",
     "select_tiers",
@@ -70,6 +71,12 @@ def open_tier_in_task(config: TierflowConfig, name: str) -> Tier:
     tier = config.tier(name)
     options = s3_storage_options(tier.conn_id) if tier.is_object and tier.conn_id else None
     return open_tier(config, name, options)
+
+
+def open_tiers_in_task(config_path: str | None, *names: str) -> list[Tier]:
+    """Load the config once and open the named tiers (credentials from their Airflow connections)."""
+    config = load_config_in_task(config_path)
+    return [open_tier_in_task(config, name) for name in names]
 
 
 def select_tiers(asked: list[str] | None, config_path: str | None = None) -> list[str]:

@@ -9,13 +9,13 @@ plugin from the dataset's own copy on object storage.
 from __future__ import annotations
 
 import contextlib
-import posixpath
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 from airflow.sdk import BaseOperator, BaseOperatorLink
 
 from pipelines.operators.assets import PUBLISHED
+from pipelines.operators.context import fatal_errors, open_tiers_in_task
 
 __all__ = [
     "BuildShardsOperator",
@@ -29,8 +29,9 @@ __all__ = [
 
 def docs_route(dataset: str, version: str, shard_key: str) -> str:
     """The plugin route of a shard's Data Docs (relative to the API server's base URL)."""
-    stem = posixpath.basename(shard_key).split(".", 1)[0]
-    return f"/storage-bandwidth/docs/{dataset}/{version}/{stem}/index.html"
+    from pipelines.preparation import shard_stem
+
+    return f"/storage-bandwidth/docs/{dataset}/{version}/{shard_stem(shard_key)}/index.html"
 
 
 class ValidationDocsLink(BaseOperatorLink):
@@ -47,19 +48,11 @@ class ValidationDocsLink(BaseOperatorLink):
 def _final_errors() -> Iterator[None]:
     """Bad input, suites and validation failures fail the task for good (one line, naming the culprit)."""
     from pipelines.compression import CorruptFrameError, DecompressionLimitError
-    from pipelines.operators.context import fatal_errors
     from pipelines.preparation import InputError, PublishError
     from pipelines.validation import SuiteError
 
     with fatal_errors(InputError, PublishError, SuiteError, CorruptFrameError, DecompressionLimitError):
         yield
-
-
-def _open(config_path: str | None, *names: str) -> list[Any]:
-    from pipelines.operators.context import load_config_in_task, open_tier_in_task
-
-    config = load_config_in_task(config_path)
-    return [open_tier_in_task(config, name) for name in names]
 
 
 def _plan(context: Any, plan_task_id: str) -> Any:
@@ -129,7 +122,7 @@ class PlanPreparationOperator(BaseOperator):
         shard = parse_size(str(self.shard_size)) if self.shard_size not in (None, "", "None") else None
         with _final_errors():
             suite = load_suite(self.dataset, self.suites_dir)
-            source, target = _open(self.config_path, self.source, self.target)
+            source, target = open_tiers_in_task(self.config_path, self.source, self.target)
             plan = plan_preparation(
                 source,
                 target,
@@ -185,7 +178,7 @@ class BuildShardsOperator(BaseOperator):
         plan = _plan(context, self.plan_task_id)
         with _final_errors():
             suite = load_suite(plan.dataset, self.suites_dir)
-            source, target = _open(self.config_path, plan.source, plan.target)
+            source, target = open_tiers_in_task(self.config_path, plan.source, plan.target)
             return build_group(source, target, plan, int(self.group["index"]), suite)
 
 
@@ -235,7 +228,7 @@ class ValidateShardOperator(BaseOperator):
         plan = _plan(context, self.plan_task_id)
         with _final_errors():
             suite = load_suite(plan.dataset, self.suites_dir)
-            (target,) = _open(self.config_path, plan.target)
+            (target,) = open_tiers_in_task(self.config_path, plan.target)
             report, docs = validate_shard(target, plan, self.shard, suite)
         base = conf.get("api", "base_url", fallback="") or ""
         self.docs_url = base.rstrip("/") + docs_route(plan.dataset, plan.version, self.shard["key"]) if docs else ""
@@ -294,7 +287,7 @@ class PublishDatasetOperator(BaseOperator):
         shards = [s for group in ti.xcom_pull(task_ids=[self.build_task_id]) or [] if group for s in group]
         validated = [v for v in ti.xcom_pull(task_ids=[self.validate_task_id]) or [] if v]
         with _final_errors():
-            (target,) = _open(self.config_path, plan.target)
+            (target,) = open_tiers_in_task(self.config_path, plan.target)
             _, summary = publish(
                 target,
                 plan,

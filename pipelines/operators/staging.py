@@ -17,6 +17,8 @@ from typing import Any
 
 from airflow.sdk import Asset, AssetAlias, BaseOperator
 
+from pipelines.operators.context import fatal_errors, open_tiers_in_task
+
 __all__ = [
     "STAGED_ALIAS",
     "CommitStagingOperator",
@@ -40,17 +42,9 @@ def dataset_asset(dataset: str, tier: str) -> Asset:
 def _fatal_errors() -> Iterator[None]:
     """Also final here: a full cache, a missing source, an unknown tier."""
     from pipelines.cache import CacheFullError
-    from pipelines.operators.context import fatal_errors
 
     with fatal_errors(CacheFullError, FileNotFoundError, KeyError):
         yield
-
-
-def _tiers(config_path: str | None, *names: str) -> list[Any]:
-    from pipelines.operators.context import load_config_in_task, open_tier_in_task
-
-    config = load_config_in_task(config_path)
-    return [open_tier_in_task(config, name) for name in names]
 
 
 class PlanStagingOperator(BaseOperator):
@@ -99,7 +93,7 @@ class PlanStagingOperator(BaseOperator):
         if not self.target:
             raise AirflowSkipException("no target tier for this hop")
         with _fatal_errors():
-            source, target = _tiers(self.config_path, self.source, self.target)
+            source, target = open_tiers_in_task(self.config_path, self.source, self.target)
             plan = plan_stage(source, target, self.dataset, self.version, target_task_s=self.target_task_s)
         summary = plan.summary()
         for choice, reason in plan.hop.reasons.items():
@@ -154,7 +148,7 @@ class StageShardOperator(BaseOperator):
             concurrency=int(s["concurrency"]), part_size=int(s["part_size"]), verify=verify, fsync=self.fsync
         )
         with _fatal_errors():
-            source, target = _tiers(self.config_path, s["source"], s["target"])
+            source, target = open_tiers_in_task(self.config_path, s["source"], s["target"])
             report = stage_shard(
                 source,
                 target,
@@ -231,7 +225,7 @@ class CommitStagingOperator(BaseOperator):
         copied = sum(int(s.get("copied_bytes", 0)) for s in shards if s)
         seconds = max((float(s.get("seconds", 0)) for s in shards if s), default=0.0)
         with _fatal_errors():
-            source, target = _tiers(self.config_path, plan["source"], plan["target"])
+            source, target = open_tiers_in_task(self.config_path, plan["source"], plan["target"])
             commit_stage(
                 source,
                 target,
@@ -291,7 +285,7 @@ class StageDatasetOperator(BaseOperator):
         from pipelines.staging import stage_dataset
 
         with _fatal_errors():
-            source, target = _tiers(self.config_path, self.source, self.target)
+            source, target = open_tiers_in_task(self.config_path, self.source, self.target)
             plan, report, _ = stage_dataset(source, target, self.dataset, self.version, verify=self.verify)
             if report is None:
                 self.log.info("%s/%s already committed on %s", self.dataset, self.version, self.target)
