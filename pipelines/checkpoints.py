@@ -12,12 +12,16 @@ copy on any tier exists only once Tierflow's commit marker (manifest with sizes 
 the framework marker seen, the metrics) is written there, last. Promotion writes it on NVMe too,
 so every tier answers "is this copy whole?" the same way.
 
-**Never lose the last good copy.** Pruning deletes only complete checkpoints that are committed
-*and verified* (same manifest, every object listed with its size) on the next more durable tier;
-never the newest complete checkpoint; never a pinned one; nothing when a listing failed or is
-empty. Retention is a composition of small policies (:class:`LatestN`, :class:`EveryNSteps`,
-:class:`BestN`, :class:`AnyOf`) deciding what to *keep*; :func:`plan_prune` enforces the rules
-above whatever a policy says.
+**Never lose the last good copy.** For retention and restore, a copy is *complete* on a tier only
+when Tierflow's commit marker is there and every object of its manifest is listed with its size
+(:attr:`Checkpoint.verified`); a framework marker alone only makes a checkpoint a candidate for
+promotion (a promotion killed mid-copy leaves the framework marker and some shards, and any
+uploader that does not order its writes does the same). Pruning deletes only complete checkpoints
+that are committed *and verified* (same manifest) on the next more durable tier; never the newest
+complete checkpoint; never a pinned one; nothing when a listing failed or is empty. Retention is
+a composition of small policies (:class:`LatestN`, :class:`EveryNSteps`, :class:`BestN`,
+:class:`AnyOf`) deciding what to *keep*; :func:`plan_prune` enforces the rules above whatever a
+policy says.
 """
 
 from __future__ import annotations
@@ -140,7 +144,8 @@ class Checkpoint:
     name: str
     step: int
     tier: str
-    state: str  # "complete" | "in_progress" | "partial"
+    #: What the framework says: "complete" (its marker is there), "in_progress" or "partial".
+    state: str
     framework: str | None
     objects: int
     bytes: int
@@ -152,6 +157,8 @@ class Checkpoint:
     #: and the committed manifest (None when not committed).
     sizes: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
     manifest: Manifest | None = field(default=None, compare=False, repr=False)
+    #: Committed by Tierflow here and every object of the manifest listed with its size.
+    verified: bool = False
 
     @property
     def prefix(self) -> str:
@@ -163,6 +170,18 @@ class Checkpoint:
         """Whether Tierflow's commit marker is on this tier."""
         return self.manifest_checksum is not None
 
+    @property
+    def status(self) -> str:
+        """What this copy is, for display and decisions.
+
+        ``committed`` (marker and every object there: restorable, retainable), ``damaged`` (marker, but
+        objects missing or resized), ``uncommitted`` (the framework's marker only: a promotion candidate
+        on NVMe, a half copy elsewhere), ``in_progress`` or ``partial``.
+        """
+        if self.committed:
+            return "committed" if self.verified else "damaged"
+        return "uncommitted" if self.state == "complete" else self.state
+
     def to_json(self) -> dict[str, Any]:
         """JSON-safe form (XCom, CLI)."""
         return {
@@ -172,6 +191,8 @@ class Checkpoint:
             "tier": self.tier,
             "state": self.state,
             "committed": self.committed,
+            "verified": self.verified,
+            "status": self.status,
             "framework": self.framework,
             "objects": self.objects,
             "bytes": self.bytes,
@@ -259,6 +280,8 @@ def discover(tier: Tier, rules: Rules = Rules(), run: str | None = None, now: fl
         if not metrics and state == "complete":
             metrics = read_metrics(tier, prefix, names)
         pins = live_pins(tier, prefix, names, now)
+        sizes = {rel: i.size for rel, i in data}
+        verified = committed is not None and all(sizes.get(e.key) == e.size for e in committed.manifest.entries)
         out.append(
             Checkpoint(
                 run=run_name,
@@ -273,8 +296,9 @@ def discover(tier: Tier, rules: Rules = Rules(), run: str | None = None, now: fl
                 manifest_checksum=committed.manifest.checksum() if committed else None,
                 metrics=metrics,
                 pinned_by=pins,
-                sizes={rel: i.size for rel, i in data},
+                sizes=sizes,
                 manifest=committed.manifest if committed else None,
+                verified=verified,
             )
         )
     return sorted(out, key=lambda c: (c.run, c.step, c.name))
@@ -439,6 +463,7 @@ class Candidate:
     """What a retention decision sees of one checkpoint on one tier (plain data)."""
 
     step: int
+    #: Committed by Tierflow's marker and verified on this tier (a framework marker alone is not enough).
     complete: bool = True
     manifest_checksum: str | None = None
     pinned: bool = False
@@ -570,7 +595,7 @@ def plan_prune(
     newest = max((c.step for c in complete), default=None)
     for c in checkpoints:
         if not c.complete:
-            decision.keep[c.step] = "not complete (in progress or partial)"
+            decision.keep[c.step] = "not committed and verified on this tier"
         elif c.step == newest or c.step == newest_overall:
             decision.keep[c.step] = "newest complete checkpoint"
         elif c.pinned:
@@ -593,20 +618,16 @@ def durable_copies(tier: Tier, checkpoints: Sequence[Checkpoint]) -> dict[int, s
     """
     out = {}
     for c in checkpoints:
-        if c.manifest is None:
-            continue
-        if all(c.sizes.get(e.key) == e.size for e in c.manifest.entries):
-            out[c.step] = c.manifest.checksum()
-        else:
+        if c.verified and c.manifest_checksum is not None:
+            out[c.step] = c.manifest_checksum
+        elif c.committed:
             log.warning("%s: committed but objects are missing or resized; not counted as a copy", tier.url(c.prefix))
     return out
 
 
 def candidates(checkpoints: Sequence[Checkpoint]) -> list[Candidate]:
-    """The plain data a decision needs."""
-    return [
-        Candidate(c.step, c.state == "complete", c.manifest_checksum, bool(c.pinned_by), c.metrics) for c in checkpoints
-    ]
+    """The plain data a decision needs; complete = committed and verified on this tier, never the framework's marker."""
+    return [Candidate(c.step, c.verified, c.manifest_checksum, bool(c.pinned_by), c.metrics) for c in checkpoints]
 
 
 def prune(tier: Tier, checkpoints: Sequence[Checkpoint], steps: Sequence[int], dry_run: bool = False) -> int:
@@ -710,7 +731,7 @@ def restore(
     found: dict[int, list[tuple[Tier, Checkpoint]]] = {}
     for tier in tiers:
         for c in discover(tier, rules, run):
-            if c.committed:
+            if c.verified:
                 found.setdefault(c.step, []).append((tier, c))
     if not found:
         raise CheckpointError(f"run {run!r}: no committed checkpoint on {[t.name for t in tiers]}")
@@ -770,7 +791,7 @@ def to_promote(
     ``on_first``: the first tier's checkpoints when the caller has just discovered them.
     """
     first, last = tiers[0], tiers[-1]
-    on_last = {(c.run, c.name): c for c in discover(last, rules, run) if c.committed}
+    on_last = {(c.run, c.name): c for c in discover(last, rules, run) if c.verified}
     out = []
     for c in discover(first, rules, run) if on_first is None else on_first:
         if c.state != "complete":
@@ -817,7 +838,7 @@ def retain(
     newest: dict[str, int] = {}
     for found in listings.values():
         for c in found or []:
-            if c.state == "complete":
+            if c.verified:
                 newest[c.run] = max(newest.get(c.run, c.step), c.step)
     summary: dict[str, Any] = {}
     for i, tier in enumerate(tiers):

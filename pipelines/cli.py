@@ -275,7 +275,7 @@ def cmd_checkpoints(args: argparse.Namespace) -> int:
                 if args.tier and tier.name != args.tier:
                     continue
                 for c in ck.discover(tier, rules, args.run):
-                    state = "committed" if c.committed else c.state
+                    state = c.status
                     pins = f" pinned by {', '.join(c.pinned_by)}" if c.pinned_by else ""
                     metrics = " ".join(f"{k}={v:g}" for k, v in sorted(c.metrics.items())[:3])
                     print(

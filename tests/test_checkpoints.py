@@ -181,10 +181,12 @@ def test_prune_keeps_what_is_not_safe_elsewhere_and_batches_object_deletes(tiers
     for c in discover(tiers["nvme"])[:2]:
         promote(tiers["nvme"], tiers["pfs"], c)  # step 3 is only on NVMe
     summary = retain(chain(tiers), {"nvme": LatestN(0), "pfs": LatestN(0), "object": LatestN(0)})
-    # NVMe may drop steps 1-2 (committed and verified on the PFS), but the PFS must keep them: they are
-    # not on object storage. Step 3 stays everywhere it is: the newest, and only on NVMe.
-    assert summary["nvme"]["deleted"] == ["r/step_000001", "r/step_000002"]
-    assert summary["nvme"]["kept"]["r/step_000003"] == "newest complete checkpoint"
+    # NVMe may drop step 1 (committed and verified on the PFS), but the PFS must keep 1-2: they are not
+    # on object storage. Step 3 has only its framework marker (never promoted): it is not complete for
+    # retention, so step 2 is the newest complete checkpoint and stays on NVMe too.
+    assert summary["nvme"]["deleted"] == ["r/step_000001"]
+    assert summary["nvme"]["kept"]["r/step_000003"] == "not committed and verified on this tier"
+    assert summary["nvme"]["kept"]["r/step_000002"] == "newest complete checkpoint"
     assert summary["pfs"]["deleted"] == []
     assert summary["pfs"]["kept"]["r/step_000001"] == "not committed and verified on the next more durable tier"
     # Now many objects on object storage: deletes go 1,000 keys per request.
@@ -346,3 +348,36 @@ def test_a_second_promotion_vouches_for_the_nvme_copy_only_after_hashing_it(tier
     with pytest.raises(CheckpointError, match="does not match its manifest"):
         promote(tiers["nvme"], tiers["pfs"], discover(tiers["nvme"])[0])
     assert not marker.exists()
+
+
+def test_a_half_promoted_copy_never_counts_as_the_newest_on_its_tier(tiers, tmp_path: Path) -> None:
+    """A framework marker without Tierflow's commit marker is not complete: retention keeps the committed copy.
+
+    What a promotion killed mid-copy leaves on object storage: the DCP ``.metadata`` and one shard of a newer
+    step, no commit marker. Neither a keep-nothing nor a ``latest=1`` policy may then delete the newest
+    committed checkpoint there, and ``ls`` must not call the half copy complete.
+    """
+    nvme = tmp_path / "nvme"
+    write_checkpoint(nvme, "r", 400, shards=2)
+    for c in to_promote(chain(tiers)):
+        promote_through(chain(tiers), c)
+    obj = tiers["object"]
+    half = "checkpoints/r/step_000500"
+    obj.fs.pipe_file(obj.path(f"{half}/.metadata"), b"{}")
+    obj.fs.pipe_file(obj.path(f"{half}/__0_0.distcp"), os.urandom(1000))
+    found = {c.step: c for c in discover(obj)}
+    assert found[500].status == "uncommitted" and found[400].status == "committed"
+    for policy in (LatestN(0), LatestN(1)):
+        summary = retain([tiers["pfs"], obj], {"object": policy})
+        assert summary["object"]["deleted"] == [], summary
+        assert summary["object"]["kept"]["r/step_000400"] == "newest complete checkpoint"
+        assert summary["object"]["kept"]["r/step_000500"] == "not committed and verified on this tier"
+        assert read_marker(obj, "checkpoints/r/step_000400") is not None
+    # Nor on NVMe: a newer step with only its framework marker does not make the committed one deletable there.
+    write_checkpoint(nvme, "r", 600, shards=1)
+    summary = retain(chain(tiers), {"nvme": LatestN(0)})
+    assert summary["nvme"]["deleted"] == [] and summary["nvme"]["kept"]["r/step_000400"] == "newest complete checkpoint"
+    # Committed but with an object missing is not complete either: restore and retention skip it.
+    obj.fs.rm(obj.path("checkpoints/r/step_000400/__1_0.distcp"))
+    (damaged,) = [c for c in discover(obj) if c.step == 400]
+    assert damaged.committed and damaged.status == "damaged"

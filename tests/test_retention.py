@@ -76,7 +76,7 @@ def test_decision_explains_every_kept_checkpoint() -> None:
     assert decision.keep == {
         200: "pinned",
         300: "not committed and verified on the next more durable tier",
-        500: "not complete (in progress or partial)",
+        500: "not committed and verified on this tier",
         600: "newest complete checkpoint",
     }
 
