@@ -8,8 +8,8 @@ from __future__ import annotations
 import hashlib
 import os
 
-from pipelines.bench import BenchContext, Comparison, timed
-from pipelines.checksum import checksum_bytes
+from pipelines.core.checksum import checksum_bytes
+from pipelines.devtools.bench import BenchContext, Comparison, timed
 
 DESCRIPTION = "xxh3-128 vs MD5 (S3 ETag) on 256 MiB in memory, MB/s"
 SIZE = 256 * 2**20

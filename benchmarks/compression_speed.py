@@ -12,9 +12,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pipelines.bench import BenchContext, Comparison, timed
-from pipelines.compression import compress_file
-from pipelines.corpus import jsonl, records
+from pipelines.datasets.compression import compress_file
+from pipelines.devtools.bench import BenchContext, Comparison, timed
+from pipelines.devtools.corpus import jsonl, records
 
 DESCRIPTION = "tierflow compress vs zstd CLI on 128 MiB JSONL, levels 1/3/9/19, 2 threads, MB/s"
 SIZE = 128 * 2**20

@@ -11,12 +11,12 @@ from __future__ import annotations
 import uuid
 from dataclasses import replace
 
-from pipelines.bandwidth import Workload, plan_hop
-from pipelines.bench import BenchContext, Comparison, write_files
-from pipelines.calibration import calibrate_tier
-from pipelines.manifest import Entry
-from pipelines.tiers import Tier
-from pipelines.transfer import TransferSettings, copy_entries
+from pipelines.core.manifest import Entry
+from pipelines.devtools.bench import BenchContext, Comparison, write_files
+from pipelines.model.bandwidth import Workload, plan_hop
+from pipelines.model.calibration import calibrate_tier
+from pipelines.storage.tier import Tier
+from pipelines.transfer.engine import TransferSettings, copy_entries
 
 DESCRIPTION = "predicted vs measured staging durations after calibration (ratio = measured / predicted), s"
 BUCKET = "tierflow-bench"

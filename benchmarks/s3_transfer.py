@@ -11,8 +11,8 @@ import uuid
 from functools import partial
 from pathlib import Path
 
-from pipelines.bench import BenchContext, Comparison, timed
-from pipelines.tiers import Tier
+from pipelines.devtools.bench import BenchContext, Comparison, timed
+from pipelines.storage.tier import Tier
 
 DESCRIPTION = "Tier.put_file/get_file vs s5cmd cp: 256 MiB object and 300 x 64 KiB files, MB/s"
 BIG = 256 * 2**20

@@ -16,7 +16,7 @@ import sys
 import uuid
 from pathlib import Path
 
-from pipelines.bench import BenchContext, Comparison, write_files
+from pipelines.devtools.bench import BenchContext, Comparison, write_files
 
 DESCRIPTION = "tierflow copy vs s5cmd / rclone / s3fs / cp: 1 x 1 GiB and 2,000 x 256 KiB, MB/s"
 BUCKET = "tierflow-bench"

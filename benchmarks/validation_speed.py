@@ -1,7 +1,7 @@
 """Shard validation (integrity checks + the GX suite) against only reading the same Parquet with pyarrow.
 
 One Parquet shard of the synthetic dataset (zstd level 3, page checksums, ~235,000 rows). Ours is
-:func:`pipelines.validation.validate_local_shard` as the validation task calls it, without Data
+:func:`pipelines.datasets.validation.validate_local_shard` as the validation task calls it, without Data
 Docs: the file's xxh3 against the checksum its builder recorded, the read, the schema check, the
 ``synthetic`` suite's 8 expectations. The reference is ``pq.read_table`` alone.
 The target is validation ≤ 3x the read time (a ratio ≥ 0.33 below, as higher is better). GX is
@@ -15,10 +15,10 @@ import json
 import tempfile
 from pathlib import Path
 
-from pipelines.bench import BenchContext, Comparison, timed
-from pipelines.checksum import checksum_file
-from pipelines.corpus import records
-from pipelines.validation import load_suite, validate_local_shard
+from pipelines.core.checksum import checksum_file
+from pipelines.datasets.validation import load_suite, validate_local_shard
+from pipelines.devtools.bench import BenchContext, Comparison, timed
+from pipelines.devtools.corpus import records
 
 DESCRIPTION = "validate a 200 MB-raw Parquet shard (integrity + GX) vs pyarrow read only, MB/s of Parquet"
 ROWS = 235_000

@@ -5,7 +5,7 @@
 2. ``build`` (mapped, one task per group) packs many small inputs into few shards, Parquet with the
    zstd codec or JSONL in zstd frames, decodes each one again and uploads it.
 3. ``validate`` (mapped, one task per shard) runs the integrity checks and the dataset's Great
-   Expectations suite (``pipelines/suites/<dataset>.json``); each task links to its Data Docs.
+   Expectations suite (``pipelines/datasets/suites/<dataset>.json``); each task links to its Data Docs.
 4. ``publish`` applies the policy — ``fail``, or ``quarantine`` the failing shards under
    ``_quarantine/`` when few enough fail — and commits the version on object storage, marker last.
    Its asset event (``tierflow_dataset_published``, extras: dataset, version ...) schedules

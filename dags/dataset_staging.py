@@ -20,7 +20,7 @@ from typing import Any
 import pendulum
 from airflow.sdk import DAG, Param, task
 
-from pipelines.config import load_config
+from pipelines.core.config import load_config
 from pipelines.operators import CommitStagingOperator, EvictCacheOperator, PlanStagingOperator, StageShardOperator
 from pipelines.operators.assets import PUBLISHED
 

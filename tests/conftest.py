@@ -50,7 +50,7 @@ def session_dir() -> Path:
 @pytest.fixture(scope="session")
 def s3_credentials(session_dir: Path) -> Iterator[tuple[object, str]]:
     """Credentials and bucket of a real S3 server: SeaweedFS started here, or ``TIERFLOW_TEST_S3_ENDPOINT``."""
-    from pipelines.s3server import EmbeddedS3, S3Credentials, free_port
+    from pipelines.devtools.s3server import EmbeddedS3, S3Credentials, free_port
 
     bucket = os.environ.get("TIERFLOW_TEST_S3_BUCKET", "tierflow-test")
     endpoint = os.environ.get("TIERFLOW_TEST_S3_ENDPOINT")
@@ -94,7 +94,7 @@ def test_config_path(session_dir: Path, s3_credentials: tuple[object, str]) -> P
 @pytest.fixture(scope="session")
 def test_config(test_config_path: Path):
     """The loaded test tier config."""
-    from pipelines.config import load_config
+    from pipelines.core.config import load_config
 
     return load_config(test_config_path)
 
@@ -105,7 +105,7 @@ def tiers(test_config, s3_credentials, tmp_path: Path) -> dict[str, object]:
     sub = f"t-{uuid.uuid4().hex[:8]}"
     from dataclasses import replace
 
-    from pipelines.tiers import Tier
+    from pipelines.storage.tier import Tier
 
     out = {}
     for name in ("object", "pfs", "nvme"):

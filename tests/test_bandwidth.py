@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipelines.bandwidth import (
+from pipelines.core.config import BandwidthProfile, TierConfig
+from pipelines.model.bandwidth import (
     DEFAULT_PART_SIZE,
     MAX_PARTS,
     MIN_PART_SIZE,
@@ -21,7 +22,6 @@ from pipelines.bandwidth import (
     predict_hop,
     predict_staging,
 )
-from pipelines.config import BandwidthProfile, TierConfig
 
 pytestmark = pytest.mark.unit
 

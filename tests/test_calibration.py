@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.calibration import Sample, calibrate_tier, calibrated, fit_profile, load_profile, save_profile
-from pipelines.config import load_config
-from pipelines.tiers import Tier
+from pipelines.core.config import load_config
+from pipelines.model.calibration import Sample, calibrate_tier, calibrated, fit_profile, load_profile, save_profile
+from pipelines.storage.tier import Tier
 
 
 @pytest.mark.unit

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.checkpoints import (
+from pipelines.checkpoints.lifecycle import (
     COMMIT_MARKER,
     CheckpointError,
     LatestN,
@@ -26,9 +26,9 @@ from pipelines.checkpoints import (
     retain,
     to_promote,
 )
-from pipelines.checksum import checksum_file
-from pipelines.manifest import read_marker
-from pipelines.tiers import Tier
+from pipelines.core.checksum import checksum_file
+from pipelines.storage.commit import read_marker
+from pipelines.storage.tier import Tier
 
 pytestmark = pytest.mark.integration
 
@@ -304,7 +304,7 @@ def test_killed_promotion_resumes_and_no_tier_marks_an_incomplete_copy(tiers, tm
 
 
 def test_a_checkpoint_rewritten_during_promotion_is_not_committed(tiers, tmp_path: Path) -> None:
-    from pipelines.tiers import TMP_MARKER
+    from pipelines.storage.tier import TMP_MARKER
 
     d = write_checkpoint(tmp_path / "nvme", "r", 5, shards=4, size=48 * MiB)
     (c,) = discover(tiers["nvme"])

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from pipelines.compression import (
+from pipelines.datasets.compression import (
     CorruptFrameError,
     DecompressionLimitError,
     compress_file,
@@ -138,7 +138,7 @@ def test_bad_level_is_refused(level: object) -> None:
 
 
 def test_cli_round_trip_and_clear_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from pipelines.cli import main
+    from pipelines.cli.main import main
 
     raw = tmp_path / "a.jsonl"
     raw.write_bytes(text(5000))

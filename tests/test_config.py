@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.config import DEFAULT_CONFIG, ConfigError, load_config, parse_config
+from pipelines.core.config import DEFAULT_CONFIG, ConfigError, load_config, parse_config
 
 pytestmark = pytest.mark.unit
 

@@ -102,8 +102,8 @@ def test_tier_health_runs_green(dagbag, test_config, s3_credentials) -> None:
     probe = _xcom("tier_health", dr.run_id, "probe", 0)
     assert probe["bytes"] == 2**20 and probe["tier"] == "object"
     # The probe cleaned up after itself on every tier.
-    from pipelines.probe import PROBE_PREFIX
-    from pipelines.tiers import open_tier
+    from pipelines.storage.probe import PROBE_PREFIX
+    from pipelines.storage.tier import open_tier
 
     for name in ("pfs", "nvme"):
         assert open_tier(test_config, name).list(PROBE_PREFIX) == []
@@ -119,9 +119,9 @@ def test_tier_health_rejects_unknown_tier(dagbag) -> None:
 
 def test_dataset_staging_runs_green_and_emits_asset_events(dagbag, test_config, s3_credentials, tmp_path) -> None:
 
-    from pipelines.manifest import read_commit
-    from pipelines.staging import publish_directory
-    from pipelines.tiers import open_tier
+    from pipelines.datasets.staging import publish_directory
+    from pipelines.storage.commit import read_commit
+    from pipelines.storage.tier import open_tier
 
     src = tmp_path / "corpus"
     for i in range(30):
@@ -164,7 +164,7 @@ def test_dataset_staging_fails_clearly_for_an_unpublished_version(dagbag) -> Non
 
 
 def test_storage_calibration_stores_profiles(dagbag, test_config) -> None:
-    from pipelines.calibration import load_profile
+    from pipelines.model.calibration import load_profile
 
     dr = dagbag.get_dag("storage_calibration").test(run_conf={"tiers": ["object", "nvme"], "budget": "16 MiB"})
     assert dr.state == "success", _states(dr.run_id)
@@ -183,9 +183,9 @@ def test_dataset_preparation_then_staging_runs_green_end_to_end(dagbag, test_con
     from airflow.utils.session import create_session
     from sqlalchemy import select
 
-    from pipelines.corpus import generate_corpus
-    from pipelines.manifest import read_commit
-    from pipelines.tiers import open_tier
+    from pipelines.devtools.corpus import generate_corpus
+    from pipelines.storage.commit import read_commit
+    from pipelines.storage.tier import open_tier
 
     obj = open_tier(test_config, "object", s3_credentials[0].storage_options())
     files = generate_corpus(tmp_path / "raw")
@@ -231,9 +231,9 @@ def test_dataset_preparation_then_staging_runs_green_end_to_end(dagbag, test_con
 def test_checkpoint_lifecycle_and_restore_run_green(dagbag, test_config, s3_credentials) -> None:
     import uuid
 
-    from pipelines.checkpoints import discover
-    from pipelines.corpus import write_checkpoint
-    from pipelines.tiers import open_tier
+    from pipelines.checkpoints.lifecycle import discover
+    from pipelines.devtools.corpus import write_checkpoint
+    from pipelines.storage.tier import open_tier
 
     run = f"job-{uuid.uuid4().hex[:6]}"
     nvme_root = Path(test_config.tier("nvme").root)

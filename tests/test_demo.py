@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.config import DEFAULT_CONFIG, load_config
-from pipelines.s3server import free_port
-from pipelines.tiers import open_tier
+from pipelines.core.config import DEFAULT_CONFIG, load_config
+from pipelines.devtools.s3server import free_port
+from pipelines.storage.tier import open_tier
 
 REPO = Path(__file__).resolve().parents[1]
 

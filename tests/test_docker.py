@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines.config import load_config
+from pipelines.core.config import load_config
 
 pytestmark = pytest.mark.unit
 

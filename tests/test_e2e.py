@@ -24,8 +24,8 @@ from typing import Any
 
 import pytest
 
-from pipelines.config import DEFAULT_CONFIG
-from pipelines.s3server import free_port
+from pipelines.core.config import DEFAULT_CONFIG
+from pipelines.devtools.s3server import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -82,7 +82,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     port = free_port()
     try:
         _cli(["airflow", "up", "--port", str(port)], env, timeout=400)
-        from pipelines.corpus import generate_corpus
+        from pipelines.devtools.corpus import generate_corpus
 
         generate_corpus(home / "corpus")
         _cli(["datasets", "publish", str(home / "corpus"), "--name", "synthetic", "--version", "v1"], env)

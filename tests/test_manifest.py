@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines.manifest import Entry, Manifest, ManifestError, dataset_prefix, entries_from_json
+from pipelines.core.manifest import Entry, Manifest, ManifestError, dataset_prefix, entries_from_json
 
 pytestmark = pytest.mark.unit
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines.observations import Observation, fold, recent, record
+from pipelines.model.observations import Observation, fold, recent, record
 
 pytestmark = pytest.mark.integration
 
@@ -71,8 +71,8 @@ def test_page_and_api_answer_with_a_token(client, token: str, test_config) -> No
 
 @pytest.mark.unit
 def test_fold_moves_the_bottleneck_profile_toward_what_was_achieved(tmp_path, monkeypatch) -> None:
-    from pipelines.calibration import calibrated, load_profile
-    from pipelines.config import load_config
+    from pipelines.core.config import load_config
+    from pipelines.model.calibration import calibrated, load_profile
 
     monkeypatch.setenv("TIERFLOW_HOME", str(tmp_path))
     config = load_config()
@@ -104,10 +104,10 @@ def test_validation_docs_are_served_from_object_storage(client, token: str, test
     import json
     import uuid
 
+    from pipelines.datasets.preparation import prepare
+    from pipelines.datasets.validation import load_suite
     from pipelines.operators.preparation import docs_route
-    from pipelines.preparation import prepare
-    from pipelines.tiers import open_tier
-    from pipelines.validation import load_suite
+    from pipelines.storage.tier import open_tier
 
     obj = open_tier(test_config, "object", s3_credentials[0].storage_options())
     prefix, version = f"raw/docs-{uuid.uuid4().hex[:6]}", f"d{uuid.uuid4().hex[:6]}"

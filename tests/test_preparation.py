@@ -10,9 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.corpus import generate_corpus
-from pipelines.manifest import read_commit
-from pipelines.preparation import (
+from pipelines.datasets.preparation import (
     QUARANTINE_DIR,
     InputError,
     PublishError,
@@ -23,8 +21,10 @@ from pipelines.preparation import (
     read_records,
     validate_shard,
 )
-from pipelines.tiers import Tier
-from pipelines.validation import load_suite
+from pipelines.datasets.validation import load_suite
+from pipelines.devtools.corpus import generate_corpus
+from pipelines.storage.commit import read_commit
+from pipelines.storage.tier import Tier
 
 pytestmark = pytest.mark.integration
 
@@ -189,7 +189,7 @@ def test_failed_expectation_is_named_and_policy_fail_publishes_nothing(tiers) ->
 
 
 def test_large_jsonl_inputs_are_streamed_with_the_same_records_and_errors(tiers, monkeypatch) -> None:
-    import pipelines.preparation as prep
+    import pipelines.datasets.preparation as prep
 
     monkeypatch.setattr(prep, "STREAM_JSON_ABOVE", 0)  # every input takes the streaming path
     monkeypatch.setattr(prep, "JSON_BLOCK", 64 * 1024)  # many blocks per file

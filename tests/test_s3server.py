@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.s3server import free_port
+from pipelines.devtools.s3server import free_port
 
 pytestmark = pytest.mark.integration
 

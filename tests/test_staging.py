@@ -14,12 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.cache import CacheFullError, cache_entries, ensure_space, pin, touch
-from pipelines.checksum import checksum_file
-from pipelines.manifest import COMMIT_MARKER, Entry, Manifest, ManifestError, commit, list_local_source, read_commit
-from pipelines.staging import NotCommittedError, publish_directory, stage_dataset
-from pipelines.tiers import TMP_MARKER, Tier
-from pipelines.transfer import TransferError, TransferSettings, copy_entries, reap_multipart_uploads
+from pipelines.core.checksum import checksum_file
+from pipelines.core.manifest import COMMIT_MARKER, Entry, Manifest, ManifestError, list_local_source
+from pipelines.datasets.cache import CacheFullError, cache_entries, ensure_space, pin, touch
+from pipelines.datasets.staging import NotCommittedError, publish_directory, stage_dataset
+from pipelines.storage.commit import commit, read_commit
+from pipelines.storage.tier import TMP_MARKER, Tier
+from pipelines.transfer.engine import TransferError, TransferSettings, copy_entries, reap_multipart_uploads
 
 pytestmark = pytest.mark.integration
 

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.checksum import checksum_bytes
-from pipelines.tiers import TMP_MARKER, Tier, safe_key
+from pipelines.core.checksum import checksum_bytes
+from pipelines.core.keys import safe_key
+from pipelines.storage.tier import TMP_MARKER, Tier
 
 pytestmark = pytest.mark.integration
 
@@ -130,13 +131,13 @@ def test_only_temporaries_of_gone_writers_are_stale(tmp_path) -> None:
     import subprocess
     import sys
 
-    from pipelines.temporaries import STALE_TEMPORARY_S, is_stale_temporary, temporary_name
+    from pipelines.core.temporaries import STALE_TEMPORARY_S, is_stale_temporary, temporary_name
 
     mine = temporary_name(str(tmp_path / "a.bin"))
     open(mine, "wb").close()
     assert not is_stale_temporary(mine)  # this process may still be writing it (another thread)
     dead = subprocess.run(
-        [sys.executable, "-c", "from pipelines.temporaries import temporary_name as t; print(t('x'))"],
+        [sys.executable, "-c", "from pipelines.core.temporaries import temporary_name as t; print(t('x'))"],
         capture_output=True,
         text=True,
         check=True,

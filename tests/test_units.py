@@ -4,14 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines.units import (
-    UnitError,
-    format_bandwidth,
-    parse_bandwidth,
-    parse_duration,
-    parse_rate,
-    parse_size,
-)
+from pipelines.core.units import UnitError, format_bandwidth, parse_bandwidth, parse_duration, parse_rate, parse_size
 
 pytestmark = pytest.mark.unit
 

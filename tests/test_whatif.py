@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from pipelines.config import load_config
-from pipelines.whatif import Cluster, Costs, plan_cluster
+from pipelines.core.config import load_config
+from pipelines.model.whatif import Cluster, Costs, plan_cluster
 
 pytestmark = pytest.mark.unit
 
@@ -74,7 +74,7 @@ def test_cli_table_and_json() -> None:
 def test_compression_is_measured_on_a_sample_and_chosen_only_when_it_pays() -> None:
     import os
 
-    from pipelines.compression import measure_levels
+    from pipelines.datasets.compression import measure_levels
 
     text = b"".join(b'{"id": %d, "text": "the model reads tokens from the cache tier"}\n' % i for i in range(50_000))
     measured = measure_levels(text, levels=(1, 3))

@@ -41,9 +41,9 @@ class CalibrateTierOperator(BaseOperator):
         """Calibrate and return the fitted profile (MB/s, ms) and where it was stored."""
         from airflow.sdk.exceptions import AirflowFailException
 
-        from pipelines.calibration import calibrate_tier, describe, save_profile
+        from pipelines.core.units import UnitError, parse_size
+        from pipelines.model.calibration import calibrate_tier, describe, save_profile
         from pipelines.operators.context import load_config_in_task, open_tier_in_task
-        from pipelines.units import UnitError, parse_size
 
         try:
             budget = parse_size(self.budget)

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from pipelines.config import TierflowConfig
-    from pipelines.tiers import Tier
+    from pipelines.core.config import TierflowConfig
+    from pipelines.storage.tier import Tier
 
 __all__ = [
     "fatal_errors",
@@ -55,8 +55,8 @@ def load_config_in_task(path: str | None = None) -> TierflowConfig:
     """Load the tier config with calibrated profiles; a bad config fails the task at once (retrying cannot fix it)."""
     from airflow.sdk.exceptions import AirflowFailException
 
-    from pipelines.calibration import calibrated
-    from pipelines.config import ConfigError, load_config
+    from pipelines.core.config import ConfigError, load_config
+    from pipelines.model.calibration import calibrated
 
     try:
         return calibrated(load_config(path))
@@ -66,7 +66,7 @@ def load_config_in_task(path: str | None = None) -> TierflowConfig:
 
 def open_tier_in_task(config: TierflowConfig, name: str) -> Tier:
     """Open a tier inside a task; an object tier's credentials come from its Airflow connection."""
-    from pipelines.tiers import open_tier
+    from pipelines.storage.tier import open_tier
 
     tier = config.tier(name)
     options = s3_storage_options(tier.conn_id) if tier.is_object and tier.conn_id else None
@@ -101,8 +101,8 @@ def fatal_errors(*final: type[BaseException]) -> Iterator[None]:
     """
     from airflow.sdk.exceptions import AirflowFailException
 
-    from pipelines.manifest import ManifestError
-    from pipelines.transfer import TransferError
+    from pipelines.core.manifest import ManifestError
+    from pipelines.transfer.engine import TransferError
 
     always_final: tuple[type[BaseException], ...] = (ManifestError, PermissionError, *final)
     try:

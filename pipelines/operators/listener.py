@@ -20,7 +20,7 @@ TRANSFER_OPERATORS = ("StageShardOperator", "StageDatasetOperator")
 
 def observation_from(dag_id: str, task_id: str, summary: dict[str, Any]) -> Any:
     """An observation from a transfer task's XCom summary, or None when it moved nothing."""
-    from pipelines.observations import Observation, now
+    from pipelines.model.observations import Observation, now
 
     seconds = float(summary.get("seconds") or 0)
     moved = int(summary.get("copied_bytes", summary.get("bytes", 0)) or 0)
@@ -53,9 +53,9 @@ def on_task_instance_success(previous_state: Any, task_instance: Any) -> None:
         observation = observation_from(task_instance.dag_id, task_instance.task_id, summary)
         if observation is None:
             return
-        from pipelines.calibration import calibrated
-        from pipelines.config import load_config
-        from pipelines.observations import fold, record
+        from pipelines.core.config import load_config
+        from pipelines.model.calibration import calibrated
+        from pipelines.model.observations import fold, record
 
         config = calibrated(load_config())
         record(config, observation)

@@ -35,14 +35,14 @@ app = FastAPI(title="Tierflow storage bandwidth", description="Tier profiles, ob
 
 
 def _config() -> Any:
-    from pipelines.calibration import calibrated
-    from pipelines.config import load_config
+    from pipelines.core.config import load_config
+    from pipelines.model.calibration import calibrated
 
     return calibrated(load_config())
 
 
 def _tiers() -> list[dict[str, Any]]:
-    from pipelines.calibration import describe, load_profile
+    from pipelines.model.calibration import describe, load_profile
 
     config = _config()
     out = []
@@ -62,7 +62,7 @@ def _tiers() -> list[dict[str, Any]]:
 
 
 def _observations(limit: int) -> list[dict[str, Any]]:
-    from pipelines.observations import recent
+    from pipelines.model.observations import recent
 
     return [
         {
@@ -80,8 +80,8 @@ def _observations(limit: int) -> list[dict[str, Any]]:
 
 
 def _plan(source: str, target: str, size: str, objects: int) -> dict[str, Any]:
-    from pipelines.bandwidth import Workload, plan_hop
-    from pipelines.units import UnitError, parse_size
+    from pipelines.core.units import UnitError, parse_size
+    from pipelines.model.bandwidth import Workload, plan_hop
 
     config = _config()
     try:
@@ -123,7 +123,8 @@ def _object_tier() -> Any:
     from airflow.models.connection import Connection
 
     from pipelines.operators.context import options_from_connection
-    from pipelines.tiers import Tier, storage_options_for
+    from pipelines.storage.credentials import storage_options_for
+    from pipelines.storage.tier import Tier
 
     config = _config()
     tier = next((t for t in config.tiers if t.is_object), None)
@@ -139,9 +140,9 @@ def _object_tier() -> Any:
 @app.get("/docs/{dataset}/{version}/{path:path}")
 def validation_docs(user: GetUserDep, dataset: str, version: str, path: str) -> Response:
     """A file of a dataset version's GX Data Docs, read from object storage (the validation tasks' extra link)."""
-    from pipelines.manifest import ManifestError, dataset_prefix
-    from pipelines.preparation import DOCS_DIR
-    from pipelines.tiers import safe_key
+    from pipelines.core.keys import safe_key
+    from pipelines.core.manifest import ManifestError, dataset_prefix
+    from pipelines.datasets.preparation import DOCS_DIR
 
     try:
         key = f"{dataset_prefix(dataset, version)}/{DOCS_DIR}/{safe_key(path)}"

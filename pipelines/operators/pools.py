@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from pipelines.config import TierflowConfig, load_config
+from pipelines.core.config import TierflowConfig, load_config
 
 __all__ = ["pool_slots", "sync_pools"]
 
@@ -39,7 +39,7 @@ if __name__ == "__main__":
         sys.exit("usage: python -m pipelines.operators.pools sync")
     from sqlalchemy.exc import OperationalError
 
-    from pipelines.calibration import calibrated
+    from pipelines.model.calibration import calibrated
 
     try:
         synced = sync_pools(calibrated(load_config()))

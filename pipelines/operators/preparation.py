@@ -1,6 +1,6 @@
 """Preparation operators: plan → mapped shard builds → mapped shard validations → publish.
 
-Thin wrappers over :mod:`pipelines.preparation`. Bad input, a bad suite and a failed validation
+Thin wrappers over :mod:`pipelines.datasets.preparation`. Bad input, a bad suite and a failed validation
 are final (``AirflowFailException``): retrying cannot change the data. Each validation task links
 to its shard's GX Data Docs (the "Validation docs" extra link), served by the storage-bandwidth
 plugin from the dataset's own copy on object storage.
@@ -29,7 +29,7 @@ __all__ = [
 
 def docs_route(dataset: str, version: str, shard_key: str) -> str:
     """The plugin route of a shard's Data Docs (relative to the API server's base URL)."""
-    from pipelines.preparation import shard_stem
+    from pipelines.datasets.preparation import shard_stem
 
     return f"/storage-bandwidth/docs/{dataset}/{version}/{shard_stem(shard_key)}/index.html"
 
@@ -47,16 +47,16 @@ class ValidationDocsLink(BaseOperatorLink):
 @contextlib.contextmanager
 def _final_errors() -> Iterator[None]:
     """Bad input, suites and validation failures fail the task for good (one line, naming the culprit)."""
-    from pipelines.compression import CorruptFrameError, DecompressionLimitError
-    from pipelines.preparation import InputError, PublishError
-    from pipelines.validation import SuiteError
+    from pipelines.datasets.compression import CorruptFrameError, DecompressionLimitError
+    from pipelines.datasets.preparation import InputError, PublishError
+    from pipelines.datasets.validation import SuiteError
 
     with fatal_errors(InputError, PublishError, SuiteError, CorruptFrameError, DecompressionLimitError):
         yield
 
 
 def _plan(context: Any, plan_task_id: str) -> Any:
-    from pipelines.preparation import PreparePlan
+    from pipelines.datasets.preparation import PreparePlan
 
     return PreparePlan.from_json(context["ti"].xcom_pull(task_ids=plan_task_id, key="plan"))
 
@@ -114,9 +114,9 @@ class PlanPreparationOperator(BaseOperator):
 
     def execute(self, context: Any) -> list[dict[str, Any]]:
         """Plan; returns the build-group descriptors."""
-        from pipelines.preparation import plan_preparation
-        from pipelines.units import parse_size
-        from pipelines.validation import load_suite
+        from pipelines.core.units import parse_size
+        from pipelines.datasets.preparation import plan_preparation
+        from pipelines.datasets.validation import load_suite
 
         level = int(self.level) if self.level not in (None, "", "None") else None
         shard = parse_size(str(self.shard_size)) if self.shard_size not in (None, "", "None") else None
@@ -172,8 +172,8 @@ class BuildShardsOperator(BaseOperator):
 
     def execute(self, context: Any) -> list[dict[str, Any]]:
         """Build; returns the shards (key, size, checksum, rows, raw bytes)."""
-        from pipelines.preparation import build_group
-        from pipelines.validation import load_suite
+        from pipelines.datasets.preparation import build_group
+        from pipelines.datasets.validation import load_suite
 
         plan = _plan(context, self.plan_task_id)
         with _final_errors():
@@ -222,8 +222,8 @@ class ValidateShardOperator(BaseOperator):
         from airflow.configuration import conf
         from airflow.sdk.exceptions import AirflowFailException
 
-        from pipelines.preparation import validate_shard
-        from pipelines.validation import load_suite
+        from pipelines.datasets.preparation import validate_shard
+        from pipelines.datasets.validation import load_suite
 
         plan = _plan(context, self.plan_task_id)
         with _final_errors():
@@ -278,7 +278,7 @@ class PublishDatasetOperator(BaseOperator):
         """Publish; returns the summary (also the asset event's extra)."""
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from pipelines.preparation import publish
+        from pipelines.datasets.preparation import publish
 
         ti = context["ti"]
         plan = _plan(context, self.plan_task_id)

@@ -34,9 +34,9 @@ class ProbeTierOperator(BaseOperator):
         """Run the probe and return its summary (small: it goes to XCom)."""
         from airflow.sdk.exceptions import AirflowFailException
 
+        from pipelines.core.units import UnitError, format_bandwidth, parse_size
         from pipelines.operators.context import load_config_in_task, open_tier_in_task
-        from pipelines.probe import ProbeError, probe_tier
-        from pipelines.units import UnitError, format_bandwidth, parse_size
+        from pipelines.storage.probe import ProbeError, probe_tier
 
         try:
             size = parse_size(self.probe_size)

@@ -1,7 +1,7 @@
 """Staging operators: plan → mapped shard copies → commit, the one-task form, and cache eviction.
 
 Every operator stores its arguments in ``__init__`` and does its work in ``execute`` through
-:mod:`pipelines.staging`, :mod:`pipelines.cache` and the transfer engine. XCom carries small
+:mod:`pipelines.datasets.staging`, :mod:`pipelines.datasets.cache` and the transfer engine. XCom carries small
 summaries only: shard descriptors are ``(index, count, manifest checksum)``, never object lists.
 
 Failures are classified once: a checksum mismatch, a missing source commit, a bad config, a full
@@ -41,7 +41,7 @@ def dataset_asset(dataset: str, tier: str) -> Asset:
 @contextlib.contextmanager
 def _fatal_errors() -> Iterator[None]:
     """Also final here: a full cache, a missing source, an unknown tier."""
-    from pipelines.cache import CacheFullError
+    from pipelines.datasets.cache import CacheFullError
 
     with fatal_errors(CacheFullError, FileNotFoundError, KeyError):
         yield
@@ -88,7 +88,7 @@ class PlanStagingOperator(BaseOperator):
         """Plan the hop; returns the shard descriptors (small)."""
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from pipelines.staging import plan_stage
+        from pipelines.datasets.staging import plan_stage
 
         if not self.target:
             raise AirflowSkipException("no target tier for this hop")
@@ -138,8 +138,8 @@ class StageShardOperator(BaseOperator):
 
     def execute(self, context: Any) -> dict[str, Any]:
         """Copy the shard; returns the copy summary (small)."""
-        from pipelines.staging import stage_shard
-        from pipelines.transfer import TransferSettings
+        from pipelines.datasets.staging import stage_shard
+        from pipelines.transfer.engine import TransferSettings
 
         s = self.shard
         self.log.info("%s", s["name"])
@@ -196,7 +196,7 @@ class CommitStagingOperator(BaseOperator):
         """Commit and return the hop's summary: bytes, objects, seconds, predicted vs achieved MB/s."""
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from pipelines.staging import commit_stage
+        from pipelines.datasets.staging import commit_stage
 
         ti = context["ti"]
         plan = ti.xcom_pull(task_ids=self.plan_task_id, key="plan")
@@ -282,7 +282,7 @@ class StageDatasetOperator(BaseOperator):
 
     def execute(self, context: Any) -> dict[str, Any]:
         """Stage and return the summary."""
-        from pipelines.staging import stage_dataset
+        from pipelines.datasets.staging import stage_dataset
 
         with _fatal_errors():
             source, target = open_tiers_in_task(self.config_path, self.source, self.target)
@@ -341,7 +341,7 @@ class EvictCacheOperator(BaseOperator):
         """Evict as needed and return what was removed and kept, each with why."""
         import ast
 
-        from pipelines.cache import ensure_space
+        from pipelines.datasets.cache import ensure_space
         from pipelines.operators.context import load_config_in_task, open_tier_in_task
 
         keep = ast.literal_eval(self.keep) if isinstance(self.keep, str) and self.keep else self.keep

@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from pipelines.bandwidth import (
+from pipelines.core.config import TierConfig, TierflowConfig
+from pipelines.model.bandwidth import (
     DEFAULT_MEMORY_BUDGET,
     CodecSample,
     HopPlan,
@@ -21,7 +22,6 @@ from pipelines.bandwidth import (
     choose_compression,
     plan_hop,
 )
-from pipelines.config import TierConfig, TierflowConfig
 
 __all__ = ["Cluster", "Costs", "plan_cluster"]
 

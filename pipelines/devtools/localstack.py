@@ -24,9 +24,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from pipelines.airflow_env import airflow_env
-from pipelines.config import TierflowConfig
-from pipelines.s3server import EmbeddedS3, is_alive
+from pipelines.core.config import TierflowConfig
+from pipelines.devtools.airflow_env import airflow_env
+from pipelines.devtools.s3server import EmbeddedS3, is_alive
 
 __all__ = ["down", "up"]
 

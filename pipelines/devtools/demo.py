@@ -18,10 +18,10 @@ import sys
 import time
 from pathlib import Path
 
-from pipelines.airflow_env import airflow_env, checkout_dir
-from pipelines.config import TierflowConfig
-from pipelines.s3server import EmbeddedS3
-from pipelines.units import format_bytes
+from pipelines.core.config import TierflowConfig
+from pipelines.core.units import format_bytes
+from pipelines.devtools.airflow_env import airflow_env, checkout_dir
+from pipelines.devtools.s3server import EmbeddedS3
 
 __all__ = ["RAW_PREFIX", "run_demo"]
 
@@ -67,12 +67,12 @@ def run_demo(config: TierflowConfig, keep_server: bool = False) -> int:
     """Run the demo; returns the exit status (0 when every DAG run succeeded)."""
     from dataclasses import replace
 
-    from pipelines.checkpoints import discover
-    from pipelines.corpus import generate_corpus, write_checkpoint
-    from pipelines.manifest import read_commit
-    from pipelines.staging import publish_directory
-    from pipelines.tiers import Tier, open_tier
-    from pipelines.transfer import copy_prefix
+    from pipelines.checkpoints.lifecycle import discover
+    from pipelines.datasets.staging import publish_directory
+    from pipelines.devtools.corpus import generate_corpus, write_checkpoint
+    from pipelines.storage.commit import read_commit
+    from pipelines.storage.tier import Tier, open_tier
+    from pipelines.transfer.engine import copy_prefix
 
     started = time.perf_counter()
     server = EmbeddedS3.from_config(config)

@@ -28,11 +28,11 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from pipelines.bandwidth import META_OPS_PER_OBJECT
-from pipelines.config import BandwidthProfile, TierflowConfig
-from pipelines.manifest import Entry
-from pipelines.tiers import Tier
-from pipelines.transfer import TransferSettings, copy_entries
+from pipelines.core.config import BandwidthProfile, TierflowConfig
+from pipelines.core.manifest import Entry
+from pipelines.model.bandwidth import META_OPS_PER_OBJECT
+from pipelines.storage.tier import Tier
+from pipelines.transfer.engine import TransferSettings, copy_entries
 
 __all__ = [
     "Sample",

@@ -12,8 +12,8 @@ import uuid
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from pipelines.checksum import checksum_bytes
-from pipelines.tiers import Tier
+from pipelines.core.checksum import checksum_bytes
+from pipelines.storage.tier import Tier
 
 __all__ = ["ProbeError", "ProbeResult", "probe_tier"]
 

@@ -1,6 +1,6 @@
 """Validation of prepared shards: integrity checks first, then the dataset's Great Expectations suite.
 
-A dataset's suite is a JSON file in the repository (``pipelines/suites/<dataset>.json``, or the
+A dataset's suite is a JSON file in the repository (``pipelines/datasets/suites/<dataset>.json``, or the
 directory named by ``TIERFLOW_SUITES``): its column schema (Arrow type names) and a list of GX 1.x
 expectations by their GX names (``expect_column_values_to_be_in_set`` ...) and keyword arguments.
 Every suite also gets ``expect_table_row_count_to_be_between(min_value=1)``, because GX's column
@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipelines.checksum import checksum_file
-from pipelines.compression import CorruptFrameError, DecompressionLimitError, iter_decompressed
+from pipelines.core.checksum import checksum_file
+from pipelines.datasets.compression import CorruptFrameError, DecompressionLimitError, iter_decompressed
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -14,8 +14,8 @@ import time
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from pipelines.calibration import load_profile, save_profile
-from pipelines.config import TierflowConfig
+from pipelines.core.config import TierflowConfig
+from pipelines.model.calibration import load_profile, save_profile
 
 __all__ = ["ALPHA", "Observation", "fold", "recent", "record"]
 

@@ -22,14 +22,15 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    from pipelines.config import TierflowConfig
+from pipelines.storage.credentials import CREDENTIALS_FILE, S3Credentials
 
-__all__ = ["EmbeddedS3", "S3Credentials", "S3ServerError", "free_port", "is_alive", "weed_binary"]
+if TYPE_CHECKING:
+    from pipelines.core.config import TierflowConfig
+
+__all__ = ["EmbeddedS3", "S3ServerError", "free_port", "is_alive", "weed_binary"]
 
 #: How long to wait for a starting server to answer signed requests.
 START_TIMEOUT_S = 90.0
@@ -41,61 +42,6 @@ VOLUME_SIZE_LIMIT_MB = 1024
 
 class S3ServerError(RuntimeError):
     """The embedded server could not be started, reached or stopped."""
-
-
-@dataclass(frozen=True)
-class S3Credentials:
-    """An access key pair and the endpoint it is valid for."""
-
-    access_key: str
-    secret_key: str
-    endpoint_url: str
-    region: str = "us-east-1"
-
-    def storage_options(self) -> dict[str, Any]:
-        """Options for ``s3fs.S3FileSystem`` (and so for fsspec URLs) that reach this endpoint."""
-        return {
-            "key": self.access_key,
-            "secret": self.secret_key,
-            "endpoint_url": self.endpoint_url,
-            "client_kwargs": {"region_name": self.region},
-        }
-
-    def airflow_connection(self) -> str:
-        """The Airflow connection (``aws`` type, ``endpoint_url`` in extra) as JSON for ``AIRFLOW_CONN_*``."""
-        return json.dumps(
-            {
-                "conn_type": "aws",
-                "login": self.access_key,
-                "password": self.secret_key,
-                "extra": {"endpoint_url": self.endpoint_url, "region_name": self.region},
-            }
-        )
-
-    def env(self, conn_id: str | None = None) -> dict[str, str]:
-        """Environment variables for other S3 clients and, given ``conn_id``, for Airflow.
-
-        ``AWS_*`` serve boto3, the aws CLI and s3fs; ``S3_ENDPOINT_URL`` serves s5cmd; the
-        ``RCLONE_CONFIG_TIERFLOW_*`` variables define an rclone remote ``tierflow:``.
-        """
-        env = {
-            "AWS_ACCESS_KEY_ID": self.access_key,
-            "AWS_SECRET_ACCESS_KEY": self.secret_key,
-            "AWS_ENDPOINT_URL": self.endpoint_url,
-            "AWS_REGION": self.region,
-            # s5cmd reads its endpoint from S3_ENDPOINT_URL, not AWS_ENDPOINT_URL.
-            "S3_ENDPOINT_URL": self.endpoint_url,
-            # An rclone remote named "tierflow:" defined entirely by environment variables.
-            "RCLONE_CONFIG_TIERFLOW_TYPE": "s3",
-            "RCLONE_CONFIG_TIERFLOW_PROVIDER": "SeaweedFS",
-            "RCLONE_CONFIG_TIERFLOW_ENDPOINT": self.endpoint_url,
-            "RCLONE_CONFIG_TIERFLOW_ACCESS_KEY_ID": self.access_key,
-            "RCLONE_CONFIG_TIERFLOW_SECRET_ACCESS_KEY": self.secret_key,
-            "RCLONE_CONFIG_TIERFLOW_REGION": self.region,
-        }
-        if conn_id:
-            env[f"AIRFLOW_CONN_{conn_id.upper()}"] = self.airflow_connection()
-        return env
 
 
 def weed_binary() -> str:
@@ -200,7 +146,7 @@ class EmbeddedS3:
 
     def credentials(self) -> S3Credentials:
         """Return the server's credentials, generating and storing them (mode 0600) on first use."""
-        path = self.root / "credentials.json"
+        path = self.root / CREDENTIALS_FILE
         if path.exists():
             data = json.loads(path.read_text())
             return S3Credentials(data["access_key"], data["secret_key"], self.endpoint_url, self.region)

@@ -8,7 +8,7 @@ every hop needs and fsspec leaves to the caller:
   object is uploaded from a finished local file (s3fs publishes a partial object when a streamed
   write fails) — nothing partial is ever visible under a final name;
 * listings are recursive, sorted, relative and ignore Tierflow's own temporaries;
-* checksums are computed by streaming (bounded memory) with :mod:`pipelines.checksum`.
+* checksums are computed by streaming (bounded memory) with :mod:`pipelines.core.checksum`.
 
 Object-store credentials come from the caller's storage options (the Airflow operators turn a
 connection into them), else from the embedded server's credentials when the tier uses its
@@ -29,17 +29,17 @@ from typing import Any, BinaryIO, cast
 import fsspec
 from fsspec.spec import AbstractFileSystem
 
-from pipelines.checksum import checksum_stream
-from pipelines.config import TierConfig, TierflowConfig
-from pipelines.temporaries import TMP_MARKER, temporary_name
+from pipelines.core.checksum import checksum_stream
+from pipelines.core.config import TierConfig, TierflowConfig
+from pipelines.core.keys import safe_key
+from pipelines.core.temporaries import TMP_MARKER, temporary_name
+from pipelines.storage.credentials import storage_options_for
 
 __all__ = [
     "TMP_MARKER",
     "ObjectInfo",
     "Tier",
     "open_tier",
-    "safe_key",
-    "storage_options_for",
     "tier_for_url",
 ]
 
@@ -53,37 +53,6 @@ class ObjectInfo:
     key: str
     size: int
     mtime: float | None = None
-
-
-def safe_key(key: str) -> str:
-    """Normalise a relative key and refuse one that could escape the root.
-
-    Raises:
-        ValueError: The key is empty, absolute, or has a ``..`` segment; the message names it.
-    """
-    if not key or key.startswith("/") or "\\" in key or "\x00" in key:
-        raise ValueError(f"invalid object key {key!r}: must be a non-empty relative path")
-    parts = [p for p in key.split("/") if p not in ("", ".")]
-    if not parts or any(p == ".." for p in parts):
-        raise ValueError(f"invalid object key {key!r}: '..' segments are not allowed")
-    return "/".join(parts)
-
-
-def storage_options_for(config: TierflowConfig, tier: TierConfig) -> dict[str, Any]:
-    """Storage options for an object tier outside Airflow.
-
-    The embedded server's credentials are used when the tier goes through the embedded server's
-    connection id and the server has been started once; otherwise the options are empty and
-    botocore reads ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``/``AWS_ENDPOINT_URL`` itself.
-    """
-    server = config.s3_server
-    if tier.is_object and server is not None and tier.conn_id == server.conn_id:
-        from pipelines.s3server import EmbeddedS3
-
-        embedded = EmbeddedS3(config.state_dir / "s3", server.port, server.host, server.region)
-        if (embedded.root / "credentials.json").exists():
-            return embedded.credentials().storage_options()
-    return {}
 
 
 def tier_for_url(config: TierflowConfig, url: str) -> tuple[TierConfig, str]:

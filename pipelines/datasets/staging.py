@@ -22,11 +22,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipelines.bandwidth import HopPlan, Workload, plan_hop
-from pipelines.checksum import checksum_file
-from pipelines.manifest import Commit, Manifest, ManifestError, commit, read_commit
-from pipelines.tiers import Tier
-from pipelines.transfer import TransferReport, TransferSettings, copy_entries
+from pipelines.core.checksum import checksum_file
+from pipelines.core.manifest import Manifest, ManifestError
+from pipelines.model.bandwidth import HopPlan, Workload, plan_hop
+from pipelines.storage.commit import Commit, commit, read_commit
+from pipelines.storage.tier import Tier
+from pipelines.transfer.engine import TransferReport, TransferSettings, copy_entries
 
 __all__ = [
     "NotCommittedError",
@@ -178,7 +179,7 @@ def commit_stage(
 
 def _commit_and_touch(target: Tier, manifest: Manifest, source_url: str, extra: dict[str, Any] | None) -> Commit:
     """Commit; on the NVMe cache also record the use, so eviction sees the version as fresh."""
-    from pipelines.cache import touch
+    from pipelines.datasets.cache import touch
 
     record = commit(target, manifest, source=source_url, extra=extra)
     if target.config.kind == "nvme":
@@ -227,7 +228,7 @@ def publish_directory(
     """
     from dataclasses import replace
 
-    from pipelines.manifest import Entry, dataset_prefix, list_local_source
+    from pipelines.core.manifest import Entry, dataset_prefix, list_local_source
 
     local_dir = os.path.abspath(local_dir)
     # Checksums first (local reads are cheap): the manifest is complete before anything moves,

@@ -36,22 +36,20 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from pipelines.cache import live_pins, remove_pin, write_pin
-from pipelines.config import DURABILITY, TierflowConfig
-from pipelines.manifest import (
+from pipelines.core.config import DURABILITY, TierflowConfig
+from pipelines.core.manifest import (
     COMMIT_MARKER,
     RESERVED_PREFIX,
-    Commit,
     Entry,
     Manifest,
     ManifestError,
-    commit,
     dataset_prefix,
-    read_marker,
     validate_name,
 )
-from pipelines.tiers import Tier
-from pipelines.transfer import TransferError, TransferSettings, copy_entries
+from pipelines.storage.commit import Commit, commit, read_marker
+from pipelines.storage.pins import live_pins, remove_pin, write_pin
+from pipelines.storage.tier import Tier
+from pipelines.transfer.engine import TransferError, TransferSettings, copy_entries
 
 __all__ = [
     "AnyOf",
@@ -450,7 +448,7 @@ def _unchanged(src: Tier, prefix: str, before: Mapping[str, int]) -> None:
 
 
 def _settings(src: Tier, dst: Tier, entries: Sequence[Entry]) -> TransferSettings:
-    from pipelines.bandwidth import Workload, plan_hop
+    from pipelines.model.bandwidth import Workload, plan_hop
 
     return TransferSettings.from_plan(plan_hop(src.config, dst.config, Workload.from_sizes(e.size for e in entries)))
 
@@ -702,7 +700,7 @@ class RestoreResult:
 
 
 def _verify_local(tier: Tier, manifest: Manifest) -> None:
-    from pipelines.checksum import checksum_file
+    from pipelines.core.checksum import checksum_file
 
     for e in manifest.entries:
         digest, size = checksum_file(tier.path(f"{manifest.prefix}/{e.key}"))

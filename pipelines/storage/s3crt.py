@@ -149,7 +149,7 @@ class CrtMover:
 
         from awscrt.s3 import S3RequestType
 
-        from pipelines.checksum import Hasher
+        from pipelines.core.checksum import Hasher
 
         hasher = Hasher()
         state: dict[str, Any] = {"next": 0, "in_order": True, "error": None}

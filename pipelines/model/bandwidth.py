@@ -1,6 +1,6 @@
 """The storage-bandwidth model and the planner that sizes every Tierflow task from it.
 
-Pure functions over :class:`~pipelines.config.BandwidthProfile` numbers: no I/O, no Airflow.
+Pure functions over :class:`~pipelines.core.config.BandwidthProfile` numbers: no I/O, no Airflow.
 
 **Model.** Moving a workload from a source tier to a destination tier at concurrency ``c`` takes,
 at each end, the slowest of three limits (a roofline):
@@ -26,7 +26,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from pipelines.config import BandwidthProfile, TierConfig
+from pipelines.core.config import BandwidthProfile, TierConfig
 
 __all__ = [
     "MAX_MAP_LENGTH",

@@ -36,12 +36,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipelines.bandwidth import DEFAULT_PART_SIZE, HopPlan
-from pipelines.checksum import Hasher, checksum_file
-from pipelines.crt import CrtMover, crt_available
-from pipelines.manifest import Entry
-from pipelines.temporaries import TMP_MARKER, is_stale_temporary
-from pipelines.tiers import Tier
+from pipelines.core.checksum import Hasher, checksum_file
+from pipelines.core.manifest import Entry
+from pipelines.core.temporaries import TMP_MARKER, is_stale_temporary
+from pipelines.model.bandwidth import DEFAULT_PART_SIZE, HopPlan
+from pipelines.storage.s3crt import CrtMover, crt_available
+from pipelines.storage.tier import Tier
 
 __all__ = [
     "ChecksumMismatch",
@@ -70,7 +70,7 @@ class ChecksumMismatch(ValueError):
 
 @dataclass(frozen=True)
 class TransferSettings:
-    """How a copy runs; normally derived from a :class:`~pipelines.bandwidth.HopPlan`."""
+    """How a copy runs; normally derived from a :class:`~pipelines.model.bandwidth.HopPlan`."""
 
     concurrency: int = 8
     part_size: int = DEFAULT_PART_SIZE
@@ -219,7 +219,7 @@ def _join(prefix: str, key: str) -> str:
 def remove_temporaries(tier: Tier, prefix: str) -> int:
     """Delete Tierflow temporaries left under ``prefix`` on a file tier by an interrupted copy.
 
-    Only stale ones (:func:`pipelines.tiers.is_stale_temporary`): a concurrent copy's live
+    Only stale ones (:func:`pipelines.storage.tier.is_stale_temporary`): a concurrent copy's live
     temporaries are left alone.
     """
     if tier.config.is_object:
@@ -271,7 +271,7 @@ class _Copier:
         self.src_prefix, self.dst_prefix = src_prefix, dst_prefix
         self.settings = settings
         self.server_side = _same_store(src, dst)
-        # The bulk data path between local files and an object store (see pipelines.crt).
+        # The bulk data path between local files and an object store (see pipelines.storage.s3crt).
         self.crt: dict[str, CrtMover] = {}
         for role, tier in (("src", src), ("dst", dst)):
             if tier.config.is_object and settings.use_crt and crt_available(tier.storage_options):
@@ -556,7 +556,8 @@ def source_entries(src: Tier, prefix: str) -> list[Entry]:
     Local sources are listed without following symlinks out of the source; Tierflow's own
     markers and temporaries are left out. A listing error propagates (nothing is copied).
     """
-    from pipelines.manifest import build_manifest, list_local_source, read_marker
+    from pipelines.core.manifest import list_local_source
+    from pipelines.storage.commit import build_manifest, read_marker
 
     committed = read_marker(src, prefix)
     if committed is not None:
@@ -581,7 +582,7 @@ def copy_prefix(
     fsync: bool = False,
 ) -> tuple[TransferReport, HopPlan]:
     """Copy everything under ``src_prefix`` to ``dst_prefix``, sized by the planner unless overridden."""
-    from pipelines.bandwidth import Workload, plan_hop
+    from pipelines.model.bandwidth import Workload, plan_hop
 
     entries = source_entries(src, src_prefix)
     plan = plan_hop(src.config, dst.config, Workload.from_sizes(e.size for e in entries), max_concurrency=concurrency)

@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pipelines.config import TierflowConfig
-from pipelines.s3server import S3Credentials
+from pipelines.core.config import TierflowConfig
+from pipelines.devtools.s3server import S3Credentials
 
 __all__ = ["airflow_env", "checkout_dir"]
 

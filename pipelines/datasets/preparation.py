@@ -31,18 +31,19 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pipelines.bandwidth import Workload, choose_compression, plan_hop
-from pipelines.checksum import checksum_bytes, checksum_file
-from pipelines.compression import compress_file, iter_decompressed, measure_levels, train_dictionary
-from pipelines.manifest import Entry, Manifest, commit, dataset_prefix, read_commit, validate_name
-from pipelines.validation import ShardReport, Suite, validate_local_shard
+from pipelines.core.checksum import checksum_bytes, checksum_file
+from pipelines.core.manifest import Entry, Manifest, dataset_prefix, validate_name
+from pipelines.datasets.compression import compress_file, iter_decompressed, measure_levels, train_dictionary
+from pipelines.datasets.validation import ShardReport, Suite, validate_local_shard
+from pipelines.model.bandwidth import Workload, choose_compression, plan_hop
+from pipelines.storage.commit import commit, read_commit
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from pipelines.config import TierConfig
-    from pipelines.manifest import Commit
-    from pipelines.tiers import Tier
+    from pipelines.core.config import TierConfig
+    from pipelines.storage.commit import Commit
+    from pipelines.storage.tier import Tier
 
 __all__ = [
     "FORMATS",
@@ -384,7 +385,7 @@ def _read_input(path: str, name: str, suite: Suite) -> Iterator[pa.Table]:
     import pyarrow.json as pj
     import pyarrow.parquet as pq
 
-    from pipelines.validation import check_schema
+    from pipelines.datasets.validation import check_schema
 
     schema = suite.arrow_schema()
     if name.endswith(".parquet"):
@@ -573,7 +574,7 @@ def build_group(
 
 def validate_integrity(path: str, name: str, suite: Suite, dictionary: bytes | None) -> str | None:
     """Decode a freshly written shard whole; None when it reads back with the suite's schema, else why not."""
-    from pipelines.validation import check_schema, read_shard
+    from pipelines.datasets.validation import check_schema, read_shard
 
     try:
         table = read_shard(path, name, suite, dictionary)
@@ -741,7 +742,7 @@ def read_records(tier: Tier, dataset: str, version: str, workdir: str | None = N
     Raises:
         FileNotFoundError: The version is not committed on ``tier``.
     """
-    from pipelines.validation import read_shard
+    from pipelines.datasets.validation import read_shard
 
     found = read_commit(tier, dataset, version)
     if found is None:

@@ -13,12 +13,12 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from pipelines.config import ConfigError, TierflowConfig, load_config
-from pipelines.units import format_bandwidth, format_bytes
+from pipelines.core.config import ConfigError, TierflowConfig, load_config
+from pipelines.core.units import format_bandwidth, format_bytes
 
 if TYPE_CHECKING:
-    from pipelines.s3server import EmbeddedS3
-    from pipelines.tiers import Tier
+    from pipelines.devtools.s3server import EmbeddedS3
+    from pipelines.storage.tier import Tier
 
 __all__ = ["main"]
 
@@ -29,14 +29,14 @@ class UsageError(Exception):
 
 def _config(args: argparse.Namespace) -> TierflowConfig:
     """The tier config with calibrated profiles laid over it (``tierflow calibrate`` stores them)."""
-    from pipelines.calibration import calibrated
+    from pipelines.model.calibration import calibrated
 
     return calibrated(load_config(getattr(args, "config", None)))
 
 
 def _embedded(cfg: TierflowConfig) -> EmbeddedS3:
     """The embedded S3 server the config declares; a config without one is a usage error."""
-    from pipelines.s3server import EmbeddedS3, S3ServerError
+    from pipelines.devtools.s3server import EmbeddedS3, S3ServerError
 
     try:
         return EmbeddedS3.from_config(cfg)
@@ -76,7 +76,7 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 
 def cmd_s3(args: argparse.Namespace) -> int:
     """Serve, stop, inspect or export the embedded S3 server."""
-    from pipelines.s3server import S3ServerError
+    from pipelines.devtools.s3server import S3ServerError
 
     cfg = _config(args)
     server = _embedded(cfg)
@@ -108,9 +108,10 @@ def cmd_copy(args: argparse.Namespace) -> int:
     """Copy everything under SRC to DST with the transfer engine; print one summary line."""
     import logging
 
-    from pipelines.tiers import Tier, storage_options_for, tier_for_url
-    from pipelines.transfer import TransferError, copy_prefix
-    from pipelines.units import UnitError, parse_size
+    from pipelines.core.units import UnitError, parse_size
+    from pipelines.storage.credentials import storage_options_for
+    from pipelines.storage.tier import Tier, tier_for_url
+    from pipelines.transfer.engine import TransferError, copy_prefix
 
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     if args.verbose:
@@ -159,7 +160,7 @@ def cmd_copy(args: argparse.Namespace) -> int:
 
 
 def _open(cfg: TierflowConfig, name: str) -> Tier:
-    from pipelines.tiers import open_tier
+    from pipelines.storage.tier import open_tier
 
     try:
         return open_tier(cfg, name)
@@ -171,8 +172,8 @@ def cmd_datasets(args: argparse.Namespace) -> int:
     """Publish, stage and list dataset versions."""
     import logging
 
-    from pipelines.manifest import ManifestError
-    from pipelines.transfer import TransferError
+    from pipelines.core.manifest import ManifestError
+    from pipelines.transfer.engine import TransferError
 
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     if getattr(args, "verbose", False):
@@ -180,7 +181,7 @@ def cmd_datasets(args: argparse.Namespace) -> int:
     cfg = _config(args)
     try:
         if args.action == "publish":
-            from pipelines.staging import publish_directory
+            from pipelines.datasets.staging import publish_directory
 
             report, record = publish_directory(args.dir, _open(cfg, args.tier), args.name, args.version)
             print(
@@ -188,7 +189,7 @@ def cmd_datasets(args: argparse.Namespace) -> int:
                 f"manifest {record.manifest.checksum()}"
             )
         elif args.action == "stage":
-            from pipelines.staging import stage_dataset
+            from pipelines.datasets.staging import stage_dataset
 
             plan, staged, _ = stage_dataset(
                 _open(cfg, args.source), _open(cfg, args.target), args.name, args.version, verify=args.verify
@@ -201,7 +202,7 @@ def cmd_datasets(args: argparse.Namespace) -> int:
                     f"predicted {plan.hop.predicted_s:.2f} s ({plan.hop.predicted.bottleneck})"
                 )
         elif args.action == "ls":
-            from pipelines.cache import cache_entries
+            from pipelines.datasets.cache import cache_entries
 
             for tier_cfg in cfg.tiers:
                 if args.tier and tier_cfg.name != args.tier:
@@ -213,9 +214,9 @@ def cmd_datasets(args: argparse.Namespace) -> int:
                         f"{tier_cfg.name:<8} {e.dataset}/{e.version:<12} {state:<11} {format_bytes(e.bytes):>10}{pins}"
                     )
         elif args.action == "prepare":
-            from pipelines.preparation import prepare
-            from pipelines.units import parse_size
-            from pipelines.validation import load_suite
+            from pipelines.core.units import parse_size
+            from pipelines.datasets.preparation import prepare
+            from pipelines.datasets.validation import load_suite
 
             prepared, published, summary = prepare(
                 _open(cfg, args.source),
@@ -256,9 +257,9 @@ def cmd_checkpoints(args: argparse.Namespace) -> int:
     """List, promote, prune and restore checkpoints outside Airflow."""
     import logging
 
-    from pipelines import checkpoints as ck
-    from pipelines.manifest import ManifestError
-    from pipelines.transfer import TransferError
+    from pipelines.checkpoints import lifecycle as ck
+    from pipelines.core.manifest import ManifestError
+    from pipelines.transfer.engine import TransferError
 
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     if getattr(args, "verbose", False) or getattr(args, "dry_run", False):
@@ -324,7 +325,7 @@ def cmd_codec(args: argparse.Namespace) -> int:
     """``tierflow compress`` / ``tierflow decompress``: safe zstd for files outside Airflow."""
     from pathlib import Path
 
-    from pipelines.compression import compress_file, decompress_file
+    from pipelines.datasets.compression import compress_file, decompress_file
 
     try:
         dictionary = Path(args.dictionary).read_bytes() if args.dictionary else None
@@ -347,8 +348,8 @@ def cmd_codec(args: argparse.Namespace) -> int:
 
 def cmd_cache(args: argparse.Namespace) -> int:
     """Evict from, pin and unpin on a cache tier."""
-    from pipelines.cache import CacheFullError, ensure_space, pin, unpin
-    from pipelines.units import UnitError, parse_duration, parse_size
+    from pipelines.core.units import UnitError, parse_duration, parse_size
+    from pipelines.datasets.cache import CacheFullError, ensure_space, pin, unpin
 
     cfg = _config(args)
     tier = _open(cfg, args.tier)
@@ -384,8 +385,8 @@ def _duration(seconds: float) -> str:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     """Offline what-if: plan staging a dataset through a cluster of the configured tiers."""
-    from pipelines.units import UnitError, parse_bandwidth, parse_size
-    from pipelines.whatif import Cluster, Costs, plan_cluster
+    from pipelines.core.units import UnitError, parse_bandwidth, parse_size
+    from pipelines.model.whatif import Cluster, Costs, plan_cluster
 
     cfg = _config(args)
     try:
@@ -401,7 +402,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         energy = tuple((k, float(v)) for k, v in (item.split("=", 1) for item in args.joules_per_gb.split(",")))
         codecs = []
         if args.sample:
-            from pipelines.compression import measure_levels, read_sample
+            from pipelines.datasets.compression import measure_levels, read_sample
 
             codecs = measure_levels(read_sample(args.sample))
         costs = Costs(args.price_per_gb, args.price_per_1000_requests, energy)
@@ -461,8 +462,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     """Measure tiers, fit and store their profiles; a tier that fails keeps its old profile."""
-    from pipelines.calibration import calibrate_tier, save_profile
-    from pipelines.units import UnitError, parse_size
+    from pipelines.core.units import UnitError, parse_size
+    from pipelines.model.calibration import calibrate_tier, save_profile
 
     cfg = _config(args)
     try:
@@ -495,7 +496,7 @@ def cmd_pools(args: argparse.Namespace) -> int:
     import os
     import subprocess
 
-    from pipelines.airflow_env import airflow_env
+    from pipelines.devtools.airflow_env import airflow_env
 
     cfg = _config(args)
     # Inside an Airflow deployment AIRFLOW_HOME says where; otherwise the local stack's.
@@ -506,8 +507,8 @@ def cmd_pools(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Run the demo: embedded S3, synthetic corpus, every DAG end to end, summary."""
-    from pipelines.demo import run_demo
-    from pipelines.s3server import S3ServerError
+    from pipelines.devtools.demo import run_demo
+    from pipelines.devtools.s3server import S3ServerError
 
     try:
         return run_demo(_config(args), keep_server=args.keep_server)
@@ -517,7 +518,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_airflow(args: argparse.Namespace) -> int:
     """Start or stop the local Airflow UI with the embedded S3 server."""
-    from pipelines import localstack
+    from pipelines.devtools import localstack
 
     cfg = _config(args)
     if args.action == "up":
@@ -527,7 +528,7 @@ def cmd_airflow(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """Run named benchmarks from benchmarks/."""
-    from pipelines.bench import run_benchmarks
+    from pipelines.devtools.bench import run_benchmarks
 
     return run_benchmarks(_config(args), args.names, runs=args.runs, list_only=args.list)
 

@@ -25,9 +25,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from pipelines.airflow_env import checkout_dir
-from pipelines.config import TierflowConfig
-from pipelines.s3server import EmbeddedS3, S3Credentials, free_port
+from pipelines.core.config import TierflowConfig
+from pipelines.devtools.airflow_env import checkout_dir
+from pipelines.devtools.s3server import EmbeddedS3, S3Credentials, free_port
 
 __all__ = ["BenchContext", "Comparison", "run_benchmarks", "timed", "write_files"]
 

@@ -17,13 +17,15 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pipelines.config import DURABILITY
-from pipelines.manifest import COMMIT_MARKER, dataset_prefix, read_commit, validate_name
-from pipelines.tiers import Tier
+from pipelines.core.config import DURABILITY
+from pipelines.core.manifest import COMMIT_MARKER, dataset_prefix
+from pipelines.storage.commit import read_commit
+from pipelines.storage.pins import live_pins, remove_pin, write_pin
+from pipelines.storage.tier import Tier
 
 __all__ = [
     "CacheEntry",
@@ -31,16 +33,12 @@ __all__ = [
     "EvictionReport",
     "cache_entries",
     "ensure_space",
-    "live_pins",
     "pin",
-    "remove_pin",
     "touch",
     "unpin",
-    "write_pin",
 ]
 
 LASTUSE = "_tierflow_lastuse.json"
-PINS = "_tierflow_pins"
 
 
 class CacheFullError(RuntimeError):
@@ -85,38 +83,6 @@ def touch(tier: Tier, dataset: str, version: str, now: float | None = None) -> N
     """Record that a dataset version was used now (staged or read)."""
     key = f"{dataset_prefix(dataset, version)}/{LASTUSE}"
     tier.write_bytes(key, json.dumps({"last_used": now if now is not None else time.time()}).encode())
-
-
-def write_pin(tier: Tier, prefix: str, holder: str, ttl_s: float, now: float | None = None) -> None:
-    """Pin whatever lives under ``prefix`` for ``ttl_s`` seconds on behalf of ``holder``; renew by pinning again."""
-    validate_name(holder, "pin holder")
-    if ttl_s <= 0:
-        raise ValueError(f"pin ttl must be positive (got {ttl_s})")
-    start = now if now is not None else time.time()
-    tier.write_bytes(
-        f"{prefix}/{PINS}/{holder}.json", json.dumps({"holder": holder, "expires": start + ttl_s}).encode()
-    )
-
-
-def remove_pin(tier: Tier, prefix: str, holder: str) -> None:
-    """Remove ``holder``'s pin under ``prefix`` (no error if there is none)."""
-    key = f"{prefix}/{PINS}/{validate_name(holder, 'pin holder')}.json"
-    if tier.exists(key):
-        tier.delete([key])
-
-
-def live_pins(tier: Tier, prefix: str, names: Iterable[str], now: float) -> tuple[str, ...]:
-    """Holders of unexpired pins among ``names`` (keys relative to ``prefix``, from a listing already made)."""
-    holders = []
-    for rel in sorted(names):
-        if rel.startswith(f"{PINS}/"):
-            try:
-                data = json.loads(tier.read_bytes(f"{prefix}/{rel}"))
-            except (ValueError, FileNotFoundError):
-                continue
-            if float(data.get("expires", 0)) > now:
-                holders.append(str(data.get("holder")))
-    return tuple(sorted(holders))
 
 
 def pin(tier: Tier, dataset: str, version: str, holder: str, ttl_s: float, now: float | None = None) -> None:

@@ -8,7 +8,7 @@ declared size of each frame is checked against a limit *before* it is decoded, w
 decompression bomb without allocating it.
 
 The planner decides whether and how hard to compress from :func:`measure_levels` (see
-:func:`pipelines.bandwidth.choose_compression`); measuring on a sample of the real data matters,
+:func:`pipelines.model.bandwidth.choose_compression`); measuring on a sample of the real data matters,
 because text compresses ~3x while already-compressed Parquet gains ~1.2x.
 """
 
@@ -21,8 +21,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO
 
-from pipelines.bandwidth import CodecSample
-from pipelines.temporaries import temporary_name
+from pipelines.core.temporaries import temporary_name
+from pipelines.model.bandwidth import CodecSample
 
 if TYPE_CHECKING:
     import zstandard

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
 
-from pipelines.units import UnitError, parse_bandwidth, parse_duration, parse_rate, parse_size
+from pipelines.core.units import UnitError, parse_bandwidth, parse_duration, parse_rate, parse_size
 
 __all__ = [
     "DEFAULT_CONFIG",

@@ -1,0 +1,1 @@
+"""The checkpoint lifecycle: discovery, promotion, retention and pruning, restore."""

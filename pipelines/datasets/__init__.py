@@ -1,0 +1,1 @@
+"""Datasets: staging hops, publishing, the NVMe cache, zstd compression, preparation and validation."""

@@ -1,0 +1,1 @@
+"""The storage-bandwidth model: the planner (pure), calibration, observations and the cluster what-if."""

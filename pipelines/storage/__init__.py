@@ -1,0 +1,1 @@
+"""Storage tiers: the tier interface, its backends, credentials, commit markers, pins and the health probe."""
