@@ -1,7 +1,7 @@
 """Checkpoint promotion: NVMe → PFS against ``cp -r``, PFS → object storage against ``s5cmd cp``; prune request count.
 
 A 2 GiB DCP-like checkpoint (16 rank shards of 128 MiB, then ``.metadata``) on the NVMe directory.
-Ours is :func:`pipelines.checkpoints.lifecycle.promote`, in process as the Airflow task runs it: list,
+Ours is :func:`pipelines.checkpoints.promote`, in process as the Airflow task runs it: list,
 copy while hashing (xxh3), list again, commit markers on both tiers. The references copy the same
 directory with no checksum and no marker. Each run goes to a fresh destination; the order of ours
 and the reference alternates run by run. Targets (issue 6): ≥ 0.9x ``cp -r`` and ≥ 1.0x ``s5cmd``.
@@ -18,7 +18,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from pipelines.checkpoints.lifecycle import LatestN, discover, promote, promote_through, retain
+from pipelines.checkpoints import LatestN, discover, promote, promote_through, retain
 from pipelines.devtools.bench import BenchContext, Comparison, timed, write_files
 from pipelines.storage.tier import Tier
 

@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.checkpoints.lifecycle import (
-    COMMIT_MARKER,
+from pipelines.checkpoints import (
     CheckpointError,
     LatestN,
     Rules,
@@ -27,6 +26,7 @@ from pipelines.checkpoints.lifecycle import (
     to_promote,
 )
 from pipelines.core.checksum import checksum_file
+from pipelines.core.manifest import COMMIT_MARKER
 from pipelines.storage.commit import read_marker
 from pipelines.storage.tier import Tier
 

@@ -231,7 +231,7 @@ def test_dataset_preparation_then_staging_runs_green_end_to_end(dagbag, test_con
 def test_checkpoint_lifecycle_and_restore_run_green(dagbag, test_config, s3_credentials) -> None:
     import uuid
 
-    from pipelines.checkpoints.lifecycle import discover
+    from pipelines.checkpoints import discover
     from pipelines.devtools.corpus import write_checkpoint
     from pipelines.storage.tier import open_tier
 

@@ -189,7 +189,7 @@ def test_failed_expectation_is_named_and_policy_fail_publishes_nothing(tiers) ->
 
 
 def test_large_jsonl_inputs_are_streamed_with_the_same_records_and_errors(tiers, monkeypatch) -> None:
-    import pipelines.datasets.preparation as prep
+    import pipelines.datasets.preparation.readers as prep
 
     monkeypatch.setattr(prep, "STREAM_JSON_ABOVE", 0)  # every input takes the streaming path
     monkeypatch.setattr(prep, "JSON_BLOCK", 64 * 1024)  # many blocks per file

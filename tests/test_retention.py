@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipelines.checkpoints.lifecycle import (
+from pipelines.checkpoints import (
     AnyOf,
     BestN,
     Candidate,

@@ -257,7 +257,7 @@ def cmd_checkpoints(args: argparse.Namespace) -> int:
     """List, promote, prune and restore checkpoints outside Airflow."""
     import logging
 
-    from pipelines.checkpoints import lifecycle as ck
+    import pipelines.checkpoints as ck
     from pipelines.core.manifest import ManifestError
     from pipelines.transfer.engine import TransferError
 

@@ -67,7 +67,7 @@ def run_demo(config: TierflowConfig, keep_server: bool = False) -> int:
     """Run the demo; returns the exit status (0 when every DAG run succeeded)."""
     from dataclasses import replace
 
-    from pipelines.checkpoints.lifecycle import discover
+    from pipelines.checkpoints import discover
     from pipelines.datasets.staging import publish_directory
     from pipelines.devtools.corpus import generate_corpus, write_checkpoint
     from pipelines.storage.commit import read_commit

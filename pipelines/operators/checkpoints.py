@@ -1,6 +1,6 @@
 """Checkpoint operators: discover → promote (mapped per checkpoint) → retain, and restore.
 
-Thin wrappers over :mod:`pipelines.checkpoints.lifecycle`. Each promoted copy emits an asset event
+Thin wrappers over :mod:`pipelines.checkpoints`. Each promoted copy emits an asset event
 ``tierflow/checkpoints/<run>@<tier>`` through the alias ``tierflow_checkpoints`` (extras: step,
 metrics, tier, bytes). A checkpoint that changed while it was copied fails the task for a retry;
 a checksum mismatch, a missing checkpoint or a bad setting fails it for good.
@@ -41,7 +41,7 @@ def _final_errors() -> Iterator[None]:
 
 
 def _rules(pattern: str | None, marker: str | None, grace_s: Any) -> Any:
-    from pipelines.checkpoints.lifecycle import Rules
+    from pipelines.checkpoints import Rules
 
     grace = float(grace_s) if grace_s not in (None, "", "None") else None
     return Rules.with_extras(pattern or None, marker or None, grace)
@@ -49,7 +49,7 @@ def _rules(pattern: str | None, marker: str | None, grace_s: Any) -> Any:
 
 def _chain(config_path: str | None, *extra: str) -> list[Any]:
     """The tiers from NVMe to object storage, then any ``extra`` tiers, from one load of the config."""
-    from pipelines.checkpoints.lifecycle import chain
+    from pipelines.checkpoints import chain
     from pipelines.operators.context import load_config_in_task, open_tier_in_task
 
     config = load_config_in_task(config_path)
@@ -87,7 +87,7 @@ class DiscoverCheckpointsOperator(_CheckpointOperator):
 
     def execute(self, context: Any) -> list[dict[str, Any]]:
         """Discover; logs in-progress and partial ones too."""
-        from pipelines.checkpoints.lifecycle import discover, to_promote
+        from pipelines.checkpoints import discover, to_promote
 
         with _final_errors():
             rules = _rules(self.pattern, self.marker, self.grace_s)
@@ -116,7 +116,7 @@ class PromoteCheckpointOperator(_CheckpointOperator):
         """Promote; returns one summary per hop and emits one asset event per committed copy."""
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from pipelines.checkpoints.lifecycle import discover, promote_through
+        from pipelines.checkpoints import discover, promote_through
 
         run, name = self.checkpoint["run"], self.checkpoint["name"]
         with _final_errors():
@@ -162,7 +162,7 @@ class RetainCheckpointsOperator(_CheckpointOperator):
 
     def execute(self, context: Any) -> dict[str, Any]:
         """Prune; returns per tier what was deleted and kept (and why)."""
-        from pipelines.checkpoints import lifecycle as ck
+        import pipelines.checkpoints as ck
 
         dry = str(self.simulate).lower() == "true"
         with _final_errors():
@@ -208,7 +208,7 @@ class RestoreCheckpointOperator(_CheckpointOperator):
         """Restore; returns where from, where to, and any fallback."""
         from airflow.sdk.exceptions import AirflowFailException
 
-        from pipelines.checkpoints.lifecycle import CheckpointError, restore
+        from pipelines.checkpoints import CheckpointError, restore
 
         run = self._run_name()
         if not run:

@@ -142,7 +142,7 @@ def validation_docs(user: GetUserDep, dataset: str, version: str, path: str) -> 
     """A file of a dataset version's GX Data Docs, read from object storage (the validation tasks' extra link)."""
     from pipelines.core.keys import safe_key
     from pipelines.core.manifest import ManifestError, dataset_prefix
-    from pipelines.datasets.preparation import DOCS_DIR
+    from pipelines.datasets.preparation.plan import DOCS_DIR
 
     try:
         key = f"{dataset_prefix(dataset, version)}/{DOCS_DIR}/{safe_key(path)}"

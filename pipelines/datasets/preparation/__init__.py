@@ -1,0 +1,56 @@
+"""Dataset preparation: raw JSONL/Parquet under a prefix → validated zstd shards → a committed dataset version.
+
+The steps, each a function a task (or the CLI) calls:
+
+1. :func:`plan_preparation` lists the raw inputs once, measures zstd levels on a sample, and takes
+   the level, the shard size and the number of build groups from the bandwidth planner.
+2. :func:`build_group` packs one group of inputs (many small files go into few shards) into shards
+   of the planned size, Parquet with the zstd codec or JSONL in one zstd frame; decodes every shard
+   again and checks it before uploading it under ``datasets/<name>/<version>/shards/``.
+3. :func:`validate_shard` runs the integrity checks and the dataset's GX suite on one shard and
+   stores its Data Docs with the dataset.
+4. :func:`publish` applies the failure policy (``fail``, or ``quarantine`` the failing shards with
+   their reports under ``_quarantine/``), writes the validation report and commits the version:
+   the marker, holding the manifest of every shard, the report, the docs and the dictionary, goes
+   last. Nothing is visible as a dataset before that.
+
+Bad input stops the build with one line naming the object and, for JSON, the line number.
+"""
+
+from pipelines.datasets.preparation.plan import (
+    DOCS_DIR,
+    FORMATS,
+    POLICIES,
+    QUARANTINE_DIR,
+    SHARDS_DIR,
+    InputError,
+    PreparePlan,
+    plan_preparation,
+)
+from pipelines.datasets.preparation.publish import (
+    PublishError,
+    prepare,
+    publish,
+    read_records,
+    shard_stem,
+    validate_shard,
+)
+from pipelines.datasets.preparation.shards import build_group
+
+__all__ = [
+    "DOCS_DIR",
+    "FORMATS",
+    "POLICIES",
+    "QUARANTINE_DIR",
+    "SHARDS_DIR",
+    "InputError",
+    "PreparePlan",
+    "PublishError",
+    "build_group",
+    "plan_preparation",
+    "prepare",
+    "publish",
+    "read_records",
+    "shard_stem",
+    "validate_shard",
+]
