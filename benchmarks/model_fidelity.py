@@ -16,7 +16,7 @@ from pipelines.devtools.bench import BenchContext, Comparison, write_files
 from pipelines.model.bandwidth import Workload, plan_hop
 from pipelines.model.calibration import calibrate_tier
 from pipelines.storage.tier import Tier
-from pipelines.transfer.engine import TransferSettings, copy_entries
+from pipelines.transfer import TransferSettings, copy_entries
 
 DESCRIPTION = "predicted vs measured staging durations after calibration (ratio = measured / predicted), s"
 BUCKET = "tierflow-bench"

@@ -20,7 +20,7 @@ from pipelines.datasets.cache import CacheFullError, cache_entries, ensure_space
 from pipelines.datasets.staging import NotCommittedError, publish_directory, stage_dataset
 from pipelines.storage.commit import commit, read_commit
 from pipelines.storage.tier import TMP_MARKER, Tier
-from pipelines.transfer.engine import TransferError, TransferSettings, copy_entries, reap_multipart_uploads
+from pipelines.transfer import TransferError, TransferSettings, copy_entries, reap_multipart_uploads
 
 pytestmark = pytest.mark.integration
 

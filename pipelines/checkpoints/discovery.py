@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipelines.core.config import DURABILITY, TierflowConfig
+from pipelines.core.errors import TierflowError
 from pipelines.core.manifest import (
     COMMIT_MARKER,
     RESERVED_PREFIX,
@@ -63,8 +64,12 @@ DEFAULT_GRACE_S = 3600.0
 DEFAULT_PIN_TTL_S = 24 * 3600.0
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint operation that cannot go on; the message names the run, checkpoint and tier."""
+class CheckpointError(TierflowError):
+    """A checkpoint operation that cannot go on; the message names the run, checkpoint and tier.
+
+    Fatal unless raised with ``outcome=Outcome.TRANSIENT`` (a checkpoint that changed while it was
+    copied, or a marker that vanished under a concurrent prune: a retry sees the new state).
+    """
 
 
 @dataclass(frozen=True)

@@ -14,13 +14,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipelines.checkpoints.discovery import ROOT, Checkpoint, CheckpointError, Rules, _listing, discover, verify_local
+from pipelines.core.errors import Outcome
 from pipelines.core.manifest import (
     Entry,
     Manifest,
 )
 from pipelines.storage.commit import commit, read_marker
 from pipelines.storage.tier import Tier
-from pipelines.transfer.engine import TransferError, TransferSettings, copy_entries
+from pipelines.transfer import TransferError, TransferSettings, copy_entries
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,9 @@ def promote(
         before = _listing(src, prefix)
         marker = next((m for m in rules.markers if m in before), None)
         if marker is None:
-            raise CheckpointError(f"{src.url(prefix)}: its completion marker disappeared; not promoted")
+            raise CheckpointError(
+                f"{src.url(prefix)}: its completion marker disappeared; not promoted", outcome=Outcome.TRANSIENT
+            )
         entries = [Entry(k, s) for k, s in sorted(before.items())]
         extra = {
             "step": ckpt.step,
@@ -146,7 +149,9 @@ def _unchanged(src: Tier, prefix: str, before: Mapping[str, int]) -> None:
     after = _listing(src, prefix)
     if after != dict(before):
         changed = sorted(set(after.items()) ^ set(before.items()))[:5]
-        raise CheckpointError(f"{src.url(prefix)} changed while it was copied ({changed}); not committed")
+        raise CheckpointError(
+            f"{src.url(prefix)} changed while it was copied ({changed}); not committed", outcome=Outcome.TRANSIENT
+        )
 
 
 def planned_settings(src: Tier, dst: Tier, entries: Sequence[Entry]) -> TransferSettings:

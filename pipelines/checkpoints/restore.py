@@ -18,13 +18,14 @@ from pipelines.checkpoints.discovery import (
     verify_local,
 )
 from pipelines.checkpoints.promotion import planned_settings
+from pipelines.core.errors import Outcome
 from pipelines.core.manifest import (
     COMMIT_MARKER,
     ManifestError,
 )
 from pipelines.storage.commit import commit, read_marker
 from pipelines.storage.tier import Tier
-from pipelines.transfer.engine import TransferError, copy_entries
+from pipelines.transfer import TransferError, copy_entries
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +106,7 @@ def restore(
 def _restore_copy(source: Tier, target: Tier, c: Checkpoint, holder: str, ttl_s: float) -> None:
     found = read_marker(source, c.prefix)
     if found is None:
-        raise CheckpointError(f"{source.url(c.prefix)}: commit marker vanished")
+        raise CheckpointError(f"{source.url(c.prefix)}: commit marker vanished", outcome=Outcome.TRANSIENT)
     manifest = found.manifest
     if source.name == target.name:
         verify_local(target, manifest)

@@ -33,6 +33,7 @@ __all__ = [
     "TierConfig",
     "TierKind",
     "TierflowConfig",
+    "UnknownTierError",
     "load_config",
     "parse_config",
     "state_dir",
@@ -55,6 +56,12 @@ T = TypeVar("T")
 
 class ConfigError(ValueError):
     """A tier configuration that cannot be used; the message is one line naming file, field and value."""
+
+
+class UnknownTierError(ConfigError, KeyError):
+    """No tier of the config has the name asked for (a ``KeyError`` too, for lookups)."""
+
+    __str__ = ValueError.__str__  # the message as it is, not quoted as a KeyError's
 
 
 @dataclass(frozen=True)
@@ -172,13 +179,13 @@ class TierflowConfig:
         """Return the tier called ``name``.
 
         Raises:
-            KeyError: No tier has that name; the message lists the tiers there are.
+            UnknownTierError: No tier has that name; the message lists the tiers there are.
         """
         for tier in self.tiers:
             if tier.name == name:
                 return tier
         known = ", ".join(t.name for t in self.tiers)
-        raise KeyError(f"{self.source}: no tier named {name!r} (tiers: {known})")
+        raise UnknownTierError(f"{self.source}: no tier named {name!r} (tiers: {known})")
 
     def of_kind(self, kind: TierKind) -> tuple[TierConfig, ...]:
         """Return the tiers of one kind, in file order."""

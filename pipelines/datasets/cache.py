@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipelines.core.config import DURABILITY
+from pipelines.core.errors import TierflowError
 from pipelines.core.manifest import COMMIT_MARKER, dataset_prefix
 from pipelines.storage.commit import read_commit
 from pipelines.storage.pins import live_pins, remove_pin, write_pin
@@ -41,7 +42,7 @@ __all__ = [
 LASTUSE = "_tierflow_lastuse.json"
 
 
-class CacheFullError(RuntimeError):
+class CacheFullError(TierflowError):
     """Not enough can be evicted to make room; the message says what blocks it."""
 
 

@@ -21,6 +21,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO
 
+from pipelines.core.errors import IntegrityError
 from pipelines.core.temporaries import temporary_name
 from pipelines.model.bandwidth import CodecSample
 
@@ -56,11 +57,11 @@ LEVELS = range(1, 20)
 FRAME_HEADER_MAX = 18
 
 
-class CorruptFrameError(ValueError):
+class CorruptFrameError(IntegrityError, ValueError):
     """A zstd stream that does not decode to exactly what it declares; the message names the file."""
 
 
-class DecompressionLimitError(ValueError):
+class DecompressionLimitError(IntegrityError, ValueError):
     """A zstd stream that would expand past the allowed size (a decompression bomb); names the file."""
 
 

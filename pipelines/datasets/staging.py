@@ -27,7 +27,7 @@ from pipelines.core.manifest import Manifest, ManifestError
 from pipelines.model.bandwidth import HopPlan, Workload, plan_hop
 from pipelines.storage.commit import Commit, commit, read_commit
 from pipelines.storage.tier import Tier
-from pipelines.transfer.engine import TransferReport, TransferSettings, copy_entries
+from pipelines.transfer import TransferReport, TransferSettings, copy_entries
 
 __all__ = [
     "NotCommittedError",

@@ -72,7 +72,7 @@ def run_demo(config: TierflowConfig, keep_server: bool = False) -> int:
     from pipelines.devtools.corpus import generate_corpus, write_checkpoint
     from pipelines.storage.commit import read_commit
     from pipelines.storage.tier import Tier, open_tier
-    from pipelines.transfer.engine import copy_prefix
+    from pipelines.transfer import copy_prefix
 
     started = time.perf_counter()
     server = EmbeddedS3.from_config(config)

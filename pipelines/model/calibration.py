@@ -32,7 +32,7 @@ from pipelines.core.config import BandwidthProfile, TierflowConfig
 from pipelines.core.manifest import Entry
 from pipelines.model.bandwidth import META_OPS_PER_OBJECT
 from pipelines.storage.tier import Tier
-from pipelines.transfer.engine import TransferSettings, copy_entries
+from pipelines.transfer import TransferSettings, copy_entries
 
 __all__ = [
     "Sample",

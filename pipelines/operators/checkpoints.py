@@ -8,8 +8,7 @@ a checksum mismatch, a missing checkpoint or a bad setting fails it for good.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from airflow.sdk import Asset, AssetAlias, BaseOperator
@@ -31,13 +30,6 @@ CHECKPOINT_ALIAS = AssetAlias(name="tierflow_checkpoints")
 def checkpoint_asset(run: str, tier: str) -> Asset:
     """The asset standing for a training run's checkpoints on one tier."""
     return Asset(name=f"tierflow/checkpoints/{run}@{tier}", uri=f"tierflow://{tier}/checkpoints/{run}")
-
-
-@contextlib.contextmanager
-def _final_errors() -> Iterator[None]:
-    """Also final here: a bad setting (pattern, retention, step)."""
-    with fatal_errors(ValueError):
-        yield
 
 
 def _rules(pattern: str | None, marker: str | None, grace_s: Any) -> Any:
@@ -89,7 +81,7 @@ class DiscoverCheckpointsOperator(_CheckpointOperator):
         """Discover; logs in-progress and partial ones too."""
         from pipelines.checkpoints import discover, to_promote
 
-        with _final_errors():
+        with fatal_errors():
             rules = _rules(self.pattern, self.marker, self.grace_s)
             tiers = _chain(self.config_path)
             every = discover(tiers[0], rules, self._run_name())
@@ -119,7 +111,7 @@ class PromoteCheckpointOperator(_CheckpointOperator):
         from pipelines.checkpoints import discover, promote_through
 
         run, name = self.checkpoint["run"], self.checkpoint["name"]
-        with _final_errors():
+        with fatal_errors():
             rules = _rules(self.pattern, self.marker, self.grace_s)
             tiers = _chain(self.config_path)
             found = [c for c in discover(tiers[0], rules, run) if c.name == name]
@@ -165,7 +157,7 @@ class RetainCheckpointsOperator(_CheckpointOperator):
         import pipelines.checkpoints as ck
 
         dry = str(self.simulate).lower() == "true"
-        with _final_errors():
+        with fatal_errors():
             rules = _rules(self.pattern, self.marker, self.grace_s)
             tiers = _chain(self.config_path)
             given = dict(self.retention or {})
@@ -208,19 +200,16 @@ class RestoreCheckpointOperator(_CheckpointOperator):
         """Restore; returns where from, where to, and any fallback."""
         from airflow.sdk.exceptions import AirflowFailException
 
-        from pipelines.checkpoints import CheckpointError, restore
+        from pipelines.checkpoints import restore
 
         run = self._run_name()
         if not run:
             raise AirflowFailException("params.run: name the training run to restore")
         step = None if str(self.step).strip().lower() in ("latest", "", "none") else int(self.step)
-        with _final_errors():
+        with fatal_errors():
             rules = _rules(self.pattern, self.marker, self.grace_s)
             *tiers, target = _chain(self.config_path, self.target)
-            try:
-                result = restore(tiers, target, run, step, rules, holder=self.holder)
-            except CheckpointError as exc:
-                raise AirflowFailException(str(exc)) from None
+            result = restore(tiers, target, run, step, rules, holder=self.holder)
         for why in result.fallbacks:
             self.log.warning("fallback: %s", why)
         self.log.info(

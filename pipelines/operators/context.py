@@ -93,23 +93,26 @@ def select_tiers(asked: list[str] | None, config_path: str | None = None) -> lis
 
 @contextlib.contextmanager
 def fatal_errors(*final: type[BaseException]) -> Iterator[None]:
-    """Fail the task for good (``AirflowFailException``, one line) on errors retrying cannot fix.
+    """Turn failures into what Airflow should do with them, by the one classification.
 
-    Always final: a transfer failure classed fatal (checksum, missing source, permission, full disk),
-    a bad manifest or marker, a permission error. ``final`` adds the caller's own (bad input, a
-    failed validation ...). Anything else propagates for Airflow to retry.
+    A failure :func:`pipelines.core.errors.classify` calls fatal (bad input or config, checksum
+    mismatch, missing source, permission, full disk, a transfer with an object failed for good)
+    fails the task for good with one line (``AirflowFailException``); one it calls done skips the
+    task; a transient one propagates for Airflow to retry. ``final`` adds exception types the caller
+    knows to be final in its own context.
     """
-    from airflow.sdk.exceptions import AirflowFailException
+    from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-    from pipelines.core.manifest import ManifestError
-    from pipelines.transfer.engine import TransferError
+    from pipelines.core.errors import Outcome, classify, one_line
 
-    always_final: tuple[type[BaseException], ...] = (ManifestError, PermissionError, *final)
     try:
         yield
-    except TransferError as exc:
-        if exc.fatal:
-            raise AirflowFailException(str(exc)) from None
+    except (AirflowFailException, AirflowSkipException):
         raise
-    except always_final as exc:
-        raise AirflowFailException(str(exc).strip("'\"")) from None
+    except Exception as exc:  # classified once, below
+        outcome = Outcome.FATAL if final and isinstance(exc, final) else classify(exc)
+        if outcome is Outcome.FATAL:
+            raise AirflowFailException(one_line(exc)) from None
+        if outcome is Outcome.DONE:
+            raise AirflowSkipException(one_line(exc)) from None
+        raise

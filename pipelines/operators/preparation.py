@@ -8,8 +8,7 @@ plugin from the dataset's own copy on object storage.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from airflow.sdk import BaseOperator, BaseOperatorLink
@@ -42,17 +41,6 @@ class ValidationDocsLink(BaseOperatorLink):
     def get_link(self, operator: Any, *, ti_key: Any) -> str:
         """The docs URL the task recorded while it ran (empty before)."""
         return str(getattr(operator, "docs_url", "") or "")
-
-
-@contextlib.contextmanager
-def _final_errors() -> Iterator[None]:
-    """Bad input, suites and validation failures fail the task for good (one line, naming the culprit)."""
-    from pipelines.datasets.compression import CorruptFrameError, DecompressionLimitError
-    from pipelines.datasets.preparation import InputError, PublishError
-    from pipelines.datasets.validation import SuiteError
-
-    with fatal_errors(InputError, PublishError, SuiteError, CorruptFrameError, DecompressionLimitError):
-        yield
 
 
 def _plan(context: Any, plan_task_id: str) -> Any:
@@ -120,7 +108,7 @@ class PlanPreparationOperator(BaseOperator):
 
         level = int(self.level) if self.level not in (None, "", "None") else None
         shard = parse_size(str(self.shard_size)) if self.shard_size not in (None, "", "None") else None
-        with _final_errors():
+        with fatal_errors():
             suite = load_suite(self.dataset, self.suites_dir)
             source, target = open_tiers_in_task(self.config_path, self.source, self.target)
             plan = plan_preparation(
@@ -176,7 +164,7 @@ class BuildShardsOperator(BaseOperator):
         from pipelines.datasets.validation import load_suite
 
         plan = _plan(context, self.plan_task_id)
-        with _final_errors():
+        with fatal_errors():
             suite = load_suite(plan.dataset, self.suites_dir)
             source, target = open_tiers_in_task(self.config_path, plan.source, plan.target)
             return build_group(source, target, plan, int(self.group["index"]), suite)
@@ -226,7 +214,7 @@ class ValidateShardOperator(BaseOperator):
         from pipelines.datasets.validation import load_suite
 
         plan = _plan(context, self.plan_task_id)
-        with _final_errors():
+        with fatal_errors():
             suite = load_suite(plan.dataset, self.suites_dir)
             (target,) = open_tiers_in_task(self.config_path, plan.target)
             report, docs = validate_shard(target, plan, self.shard, suite)
@@ -286,7 +274,7 @@ class PublishDatasetOperator(BaseOperator):
             raise AirflowSkipException(f"{plan.dataset}/{plan.version} is already published")
         shards = [s for group in ti.xcom_pull(task_ids=[self.build_task_id]) or [] if group for s in group]
         validated = [v for v in ti.xcom_pull(task_ids=[self.validate_task_id]) or [] if v]
-        with _final_errors():
+        with fatal_errors():
             (target,) = open_tiers_in_task(self.config_path, plan.target)
             _, summary = publish(
                 target,

@@ -11,8 +11,7 @@ raised for Airflow to retry.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from airflow.sdk import Asset, AssetAlias, BaseOperator
@@ -36,15 +35,6 @@ STAGED_ALIAS = AssetAlias(name="tierflow_staged")
 def dataset_asset(dataset: str, tier: str) -> Asset:
     """The asset standing for a dataset on one tier."""
     return Asset(name=f"tierflow/{dataset}@{tier}", uri=f"tierflow://{tier}/datasets/{dataset}")
-
-
-@contextlib.contextmanager
-def _fatal_errors() -> Iterator[None]:
-    """Also final here: a full cache, a missing source, an unknown tier."""
-    from pipelines.datasets.cache import CacheFullError
-
-    with fatal_errors(CacheFullError, FileNotFoundError, KeyError):
-        yield
 
 
 class PlanStagingOperator(BaseOperator):
@@ -92,7 +82,7 @@ class PlanStagingOperator(BaseOperator):
 
         if not self.target:
             raise AirflowSkipException("no target tier for this hop")
-        with _fatal_errors():
+        with fatal_errors():
             source, target = open_tiers_in_task(self.config_path, self.source, self.target)
             plan = plan_stage(source, target, self.dataset, self.version, target_task_s=self.target_task_s)
         summary = plan.summary()
@@ -139,7 +129,7 @@ class StageShardOperator(BaseOperator):
     def execute(self, context: Any) -> dict[str, Any]:
         """Copy the shard; returns the copy summary (small)."""
         from pipelines.datasets.staging import stage_shard
-        from pipelines.transfer.engine import TransferSettings
+        from pipelines.transfer import TransferSettings
 
         s = self.shard
         self.log.info("%s", s["name"])
@@ -147,7 +137,7 @@ class StageShardOperator(BaseOperator):
         settings = TransferSettings(
             concurrency=int(s["concurrency"]), part_size=int(s["part_size"]), verify=verify, fsync=self.fsync
         )
-        with _fatal_errors():
+        with fatal_errors():
             source, target = open_tiers_in_task(self.config_path, s["source"], s["target"])
             report = stage_shard(
                 source,
@@ -224,7 +214,7 @@ class CommitStagingOperator(BaseOperator):
             return summary | {"already_staged": True}
         copied = sum(int(s.get("copied_bytes", 0)) for s in shards if s)
         seconds = max((float(s.get("seconds", 0)) for s in shards if s), default=0.0)
-        with _fatal_errors():
+        with fatal_errors():
             source, target = open_tiers_in_task(self.config_path, plan["source"], plan["target"])
             commit_stage(
                 source,
@@ -284,7 +274,7 @@ class StageDatasetOperator(BaseOperator):
         """Stage and return the summary."""
         from pipelines.datasets.staging import stage_dataset
 
-        with _fatal_errors():
+        with fatal_errors():
             source, target = open_tiers_in_task(self.config_path, self.source, self.target)
             plan, report, _ = stage_dataset(source, target, self.dataset, self.version, verify=self.verify)
             if report is None:
@@ -345,7 +335,7 @@ class EvictCacheOperator(BaseOperator):
         from pipelines.operators.context import load_config_in_task, open_tier_in_task
 
         keep = ast.literal_eval(self.keep) if isinstance(self.keep, str) and self.keep else self.keep
-        with _fatal_errors():
+        with fatal_errors():
             config = load_config_in_task(self.config_path)
             cache = open_tier_in_task(config, self.tier)
             durable = [open_tier_in_task(config, t.name) for t in config.tiers if t.name != self.tier]

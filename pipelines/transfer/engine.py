@@ -27,233 +27,29 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import random
-import shutil
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import Any
 
-from pipelines.core.checksum import Hasher, checksum_file
+from pipelines.core.checksum import checksum_file
 from pipelines.core.manifest import Entry
-from pipelines.core.temporaries import TMP_MARKER, is_stale_temporary
-from pipelines.model.bandwidth import DEFAULT_PART_SIZE, HopPlan
+from pipelines.model.bandwidth import HopPlan
 from pipelines.storage.s3crt import CrtMover, crt_available
 from pipelines.storage.tier import Tier
-
-__all__ = [
-    "ChecksumMismatch",
-    "Failure",
-    "TransferError",
-    "TransferReport",
-    "TransferSettings",
-    "copy_entries",
-    "reap_multipart_uploads",
-    "remove_temporaries",
-]
+from pipelines.transfer.cleanup import join_key, reap_multipart_uploads, remove_temporaries
+from pipelines.transfer.local import LARGE_LOCAL_FILE, copy_hashing, kernel_copy
+from pipelines.transfer.progress import Progress
+from pipelines.transfer.report import ChecksumMismatch, Failure, TransferError, TransferReport, TransferSettings
+from pipelines.transfer.retry import is_fatal, retrying
 
 log = logging.getLogger(__name__)
 
+__all__ = ["copy_entries", "copy_prefix", "source_entries"]
+
+
 #: User metadata key carrying the xxh3-128 checksum on object stores.
 CHECKSUM_METADATA = "xxh3-128"
-#: Read/write block of local copies.
-COPY_BLOCK = 8 * 2**20
-#: Local files above this are copied by the kernel while another thread hashes them.
-LARGE_LOCAL_FILE = 16 * 2**20
-
-
-class ChecksumMismatch(ValueError):
-    """The bytes moved do not match the manifest (or the destination does not match the source)."""
-
-
-@dataclass(frozen=True)
-class TransferSettings:
-    """How a copy runs; normally derived from a :class:`~pipelines.model.bandwidth.HopPlan`."""
-
-    concurrency: int = 8
-    part_size: int = DEFAULT_PART_SIZE
-    verify: bool = False
-    fsync: bool = False
-    retries: int = 4
-    backoff_s: float = 0.5
-    progress_interval_s: float = 5.0
-    use_crt: bool = True
-
-    def __post_init__(self) -> None:
-        if self.concurrency < 1:
-            raise ValueError(f"concurrency must be at least 1 (got {self.concurrency})")
-        if self.part_size < 5 * 2**20:
-            raise ValueError(f"part size must be at least 5 MiB, the S3 minimum (got {self.part_size})")
-
-    @classmethod
-    def from_plan(cls, plan: HopPlan, **overrides: Any) -> TransferSettings:
-        """Settings sized by the planner."""
-        return cls(concurrency=plan.concurrency, part_size=plan.part_size, **overrides)
-
-
-@dataclass(frozen=True)
-class Failure:
-    """One object that could not be copied, and why."""
-
-    key: str
-    error: str
-    fatal: bool
-
-    def __str__(self) -> str:
-        return f"{self.key}: {self.error}"
-
-
-@dataclass
-class TransferReport:
-    """What a copy did. ``checksums`` holds every object's checksum (for manifests and commits)."""
-
-    source: str
-    destination: str
-    objects: int = 0
-    bytes: int = 0
-    copied_objects: int = 0
-    copied_bytes: int = 0
-    skipped_objects: int = 0
-    skipped_bytes: int = 0
-    seconds: float = 0.0
-    concurrency: int = 0
-    part_size: int = 0
-    checksums: dict[str, str] = field(default_factory=dict)
-    failures: list[Failure] = field(default_factory=list)
-
-    @property
-    def throughput_bps(self) -> float:
-        """Bytes actually moved per second."""
-        return self.copied_bytes / self.seconds if self.seconds > 0 else 0.0
-
-    def summary(self) -> dict[str, Any]:
-        """Small JSON-safe summary (no per-object data): for XCom, logs and asset extras."""
-        return {
-            "source": self.source,
-            "destination": self.destination,
-            "objects": self.objects,
-            "bytes": self.bytes,
-            "copied_objects": self.copied_objects,
-            "copied_bytes": self.copied_bytes,
-            "skipped_objects": self.skipped_objects,
-            "skipped_bytes": self.skipped_bytes,
-            "seconds": round(self.seconds, 3),
-            "MBps": round(self.throughput_bps / 1e6, 1),
-            "concurrency": self.concurrency,
-            "part_size": self.part_size,
-            "failures": len(self.failures),
-        }
-
-    def line(self) -> str:
-        """One human line: objects, bytes, seconds, MB/s."""
-        return (
-            f"{self.objects} objects, {self.bytes} bytes ({self.copied_objects} copied, {self.skipped_objects} "
-            f"already there) in {self.seconds:.2f} s, {self.throughput_bps / 1e6:.1f} MB/s"
-        )
-
-
-class TransferError(RuntimeError):
-    """Some objects could not be copied; ``report.failures`` names each one."""
-
-    def __init__(self, report: TransferReport) -> None:
-        self.report = report
-        shown = "; ".join(str(f) for f in report.failures[:10])
-        more = f" (+{len(report.failures) - 10} more)" if len(report.failures) > 10 else ""
-        super().__init__(
-            f"{len(report.failures)} of {report.objects} objects failed copying {report.source} -> "
-            f"{report.destination}: {shown}{more}; {report.copied_objects} objects / {report.copied_bytes} bytes were "
-            "copied and verified"
-        )
-
-    @property
-    def fatal(self) -> bool:
-        """Whether retrying cannot help (checksum mismatch, permission, missing source, disk full)."""
-        return any(f.fatal for f in self.report.failures)
-
-
-def _is_fatal(exc: BaseException) -> bool:
-    if isinstance(exc, ChecksumMismatch | PermissionError | FileNotFoundError | IsADirectoryError | ValueError):
-        return True
-    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
-
-
-class _Progress:
-    """Thread-safe byte counter that logs at most every ``interval`` seconds."""
-
-    def __init__(self, total: int, label: str, interval: float) -> None:
-        self.total = total
-        self.label = label
-        self.interval = interval
-        self.done = 0
-        self.start = time.monotonic()
-        self.last = self.start
-        self.lock = threading.Lock()
-
-    def add(self, n: int) -> None:
-        with self.lock:
-            self.done += n
-            now = time.monotonic()
-            if now - self.last < self.interval:
-                return
-            self.last = now
-            elapsed = now - self.start
-            rate = self.done / elapsed if elapsed > 0 else 0.0
-            eta = (self.total - self.done) / rate if rate > 0 else float("inf")
-            log.info(
-                "%s: %.1f / %.1f MB (%.0f%%), %.1f MB/s, ETA %.0f s",
-                self.label,
-                self.done / 1e6,
-                self.total / 1e6,
-                100 * self.done / self.total if self.total else 100,
-                rate / 1e6,
-                eta,
-            )
-
-
-def _join(prefix: str, key: str) -> str:
-    return f"{prefix.strip('/')}/{key}" if prefix.strip("/") else key
-
-
-def remove_temporaries(tier: Tier, prefix: str) -> int:
-    """Delete Tierflow temporaries left under ``prefix`` on a file tier by an interrupted copy.
-
-    Only stale ones (:func:`pipelines.storage.tier.is_stale_temporary`): a concurrent copy's live
-    temporaries are left alone.
-    """
-    if tier.config.is_object:
-        return 0
-    root = tier.path(prefix) if prefix else tier.root
-    removed = 0
-    for dirpath, _dirs, files in os.walk(root):
-        for name in files:
-            if TMP_MARKER in name and is_stale_temporary(os.path.join(dirpath, name)):
-                try:
-                    os.unlink(os.path.join(dirpath, name))
-                    removed += 1
-                except FileNotFoundError:
-                    pass
-    return removed
-
-
-def reap_multipart_uploads(tier: Tier, prefix: str) -> int:
-    """Abort unfinished multipart uploads under ``prefix`` on an object tier; returns how many."""
-    if not tier.config.is_object:
-        return 0
-    bucket, _, root = tier.root.partition("/")
-    full = _join(root, prefix) if prefix else root
-    reaped = 0
-    kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": full}
-    while True:
-        page = tier.fs.call_s3("list_multipart_uploads", **kwargs)
-        for upload in page.get("Uploads", []):
-            tier.fs.call_s3("abort_multipart_upload", Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
-            reaped += 1
-        if not page.get("IsTruncated"):
-            return reaped
-        kwargs["KeyMarker"] = page.get("NextKeyMarker")
-        kwargs["UploadIdMarker"] = page.get("NextUploadIdMarker")
 
 
 def _same_store(a: Tier, b: Tier) -> bool:
@@ -281,7 +77,7 @@ class _Copier:
 
     def already_there(self, entry: Entry, existing: dict[str, int]) -> bool:
         """Whether the destination holds this object with the manifest's size and checksum."""
-        key = _join(self.dst_prefix, entry.key)
+        key = join_key(self.dst_prefix, entry.key)
         if entry.checksum is None or existing.get(key) != entry.size:
             return False
         if self.dst.config.is_object:
@@ -291,10 +87,10 @@ class _Copier:
 
     # -- one object ---------------------------------------------------------------------------
 
-    def copy(self, entry: Entry, progress: _Progress, inner_concurrency: int) -> str:
+    def copy(self, entry: Entry, progress: Progress, inner_concurrency: int) -> str:
         """Copy one object; returns its checksum. Raises on failure (nothing left under the final name)."""
-        src_key = _join(self.src_prefix, entry.key)
-        dst_key = _join(self.dst_prefix, entry.key)
+        src_key = join_key(self.src_prefix, entry.key)
+        dst_key = join_key(self.dst_prefix, entry.key)
         s, d = self.src.config.is_object, self.dst.config.is_object
         if not s and not d:
             digest = self._local_to_local(src_key, dst_key, entry, progress)
@@ -329,22 +125,22 @@ class _Copier:
             raise PermissionError(f"{path} resolves outside the source tier ({real})")
         return path
 
-    def _local_to_local(self, src_key: str, dst_key: str, entry: Entry, progress: _Progress) -> str:
+    def _local_to_local(self, src_key: str, dst_key: str, entry: Entry, progress: Progress) -> str:
         src_path = self._source_path(src_key)
         with self.dst.staged_path(dst_key, fsync=self.settings.fsync) as tmp:
             if entry.size > LARGE_LOCAL_FILE:
                 # The kernel copies (copy_file_range, as cp does) while a thread hashes the source.
                 with ThreadPoolExecutor(max_workers=1) as hashing:
                     pending = hashing.submit(checksum_file, src_path)
-                    _kernel_copy(src_path, tmp)
+                    kernel_copy(src_path, tmp)
                     digest, size = pending.result()
             else:
-                digest, size = _copy_hashing(src_path, tmp)
+                digest, size = copy_hashing(src_path, tmp)
             self._check(self.src.url(src_key), entry, digest, size)
         progress.add(entry.size)
         return digest
 
-    def _object_to_local(self, src_key: str, dst_key: str, entry: Entry, progress: _Progress, inner: int) -> str:
+    def _object_to_local(self, src_key: str, dst_key: str, entry: Entry, progress: Progress, inner: int) -> str:
         with self.dst.staged_path(dst_key, fsync=self.settings.fsync) as tmp:
             streamed = None
             if "src" in self.crt and entry.size > 0:  # CRT asks for a byte range, which an empty object refuses
@@ -361,7 +157,7 @@ class _Copier:
         progress.add(entry.size)
         return digest
 
-    def _local_to_object(self, src_key: str, dst_key: str, entry: Entry, progress: _Progress, inner: int) -> str:
+    def _local_to_object(self, src_key: str, dst_key: str, entry: Entry, progress: Progress, inner: int) -> str:
         path = self._source_path(src_key)
         digest, size = checksum_file(path)
         self._check(self.src.url(src_key), entry, digest, size)
@@ -378,7 +174,7 @@ class _Copier:
         progress.add(entry.size)
         return digest
 
-    def _server_side(self, src_key: str, dst_key: str, entry: Entry, progress: _Progress) -> str:
+    def _server_side(self, src_key: str, dst_key: str, entry: Entry, progress: Progress) -> str:
         src_path = self.src.path(src_key)
         meta = self.src.fs.metadata(src_path)
         digest = entry.checksum or meta.get(CHECKSUM_METADATA)
@@ -401,7 +197,7 @@ class _Copier:
         progress.add(entry.size)
         return str(digest)
 
-    def _object_to_object(self, src_key: str, dst_key: str, entry: Entry, progress: _Progress) -> str:
+    def _object_to_object(self, src_key: str, dst_key: str, entry: Entry, progress: Progress) -> str:
         import tempfile
 
         with tempfile.TemporaryDirectory(prefix="tierflow-relay-") as tmpdir:
@@ -414,48 +210,6 @@ class _Copier:
             )
         progress.add(entry.size)
         return digest
-
-
-def _copy_hashing(src: str, dst: str) -> tuple[str, int]:
-    """Copy a local file through one buffer, hashing what passes; returns checksum and size."""
-    hasher = Hasher()
-    buf = bytearray(COPY_BLOCK)
-    view = memoryview(buf)
-    with open(src, "rb", buffering=0) as fin, open(dst, "wb", buffering=0) as fout:
-        while n := fin.readinto(buf):
-            hasher.update(view[:n])
-            fout.write(view[:n])
-    return hasher.hexdigest(), hasher.size
-
-
-def _kernel_copy(src: str, dst: str) -> None:
-    """Copy a local file inside the kernel (copy_file_range), falling back to a buffered copy."""
-    with open(src, "rb") as fin, open(dst, "wb") as fout:
-        left = os.fstat(fin.fileno()).st_size
-        try:
-            while left > 0:
-                done = os.copy_file_range(fin.fileno(), fout.fileno(), min(left, 2**30))
-                if done == 0:
-                    break
-                left -= done
-        except OSError as exc:
-            if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
-                raise
-            shutil.copyfileobj(fin, fout, COPY_BLOCK)
-
-
-def _retrying(fn: Callable[[], str], settings: TransferSettings, what: str) -> str:
-    attempt = 0
-    while True:
-        try:
-            return fn()
-        except Exception as exc:  # classified below: fatal errors are not retried
-            attempt += 1
-            if _is_fatal(exc) or attempt > settings.retries:
-                raise
-            delay = settings.backoff_s * 2 ** (attempt - 1) * random.uniform(0.5, 1.5)
-            log.warning("%s: %s (attempt %d of %d), retrying in %.1f s", what, exc, attempt, settings.retries, delay)
-            time.sleep(delay)
 
 
 def copy_entries(
@@ -493,7 +247,7 @@ def copy_entries(
     existing = {o.key: o.size for o in dst.list(dst_prefix)} if entries else {}
     copier = _Copier(src, src_prefix, dst, dst_prefix, settings)
     # Only objects of the right size can already be there; their checksums are checked in parallel.
-    candidates = [e for e in entries if e.checksum is not None and existing.get(_join(dst_prefix, e.key)) == e.size]
+    candidates = [e for e in entries if e.checksum is not None and existing.get(join_key(dst_prefix, e.key)) == e.size]
 
     def there(entry: Entry) -> bool:
         try:
@@ -518,17 +272,17 @@ def copy_entries(
             report.skipped_objects,
             report.skipped_bytes,
         )
-    progress = _Progress(
+    progress = Progress(
         sum(e.size for e in todo), f"{report.source} -> {report.destination}", settings.progress_interval_s
     )
     lock = threading.Lock()
 
     def run(entry: Entry, inner: int) -> None:
         try:
-            digest = _retrying(lambda: copier.copy(entry, progress, inner), settings, entry.key)
+            digest = retrying(lambda: copier.copy(entry, progress, inner), settings, entry.key)
         except Exception as exc:  # collected: every object is tried before the copy fails
             with lock:
-                report.failures.append(Failure(entry.key, f"{type(exc).__name__}: {exc}", _is_fatal(exc)))
+                report.failures.append(Failure(entry.key, f"{type(exc).__name__}: {exc}", is_fatal(exc)))
             return
         with lock:
             report.checksums[entry.key] = digest

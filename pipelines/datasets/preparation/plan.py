@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from pipelines.core import errors
 from pipelines.core.checksum import checksum_bytes
 from pipelines.core.manifest import dataset_prefix, validate_name
 from pipelines.datasets.compression import iter_decompressed, measure_levels, train_dictionary
@@ -79,7 +80,7 @@ DOCS_DIR = "validation/docs"
 DICTIONARY_KEY = "dictionary.zdict"
 
 
-class InputError(ValueError):
+class InputError(errors.InputError):
     """Raw input that cannot be prepared; the message names the object (and line) at fault."""
 
 

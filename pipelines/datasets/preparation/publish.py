@@ -11,6 +11,7 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pipelines.core.checksum import checksum_bytes, checksum_file
+from pipelines.core.errors import TierflowError
 from pipelines.core.manifest import Entry, Manifest, dataset_prefix
 from pipelines.datasets.validation import ShardReport, Suite, validate_local_shard
 from pipelines.storage.commit import commit, read_commit
@@ -36,7 +37,7 @@ log = logging.getLogger(__name__)
 __all__ = ["PublishError", "prepare", "publish", "read_records", "shard_stem", "validate_shard"]
 
 
-class PublishError(RuntimeError):
+class PublishError(TierflowError):
     """Validation failed under the policy: nothing was published. The message names every failing shard."""
 
 

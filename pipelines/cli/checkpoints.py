@@ -1,0 +1,109 @@
+"""``tierflow checkpoints ls|promote|prune|restore``: the checkpoint lifecycle outside Airflow."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from pipelines.cli.common import UsageError, config_from_args, open_named
+from pipelines.core.units import format_bytes
+
+__all__ = ["register"]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add this module's commands to the ``tierflow`` parser."""
+    ckp = sub.add_parser("checkpoints", help="checkpoint lifecycle: ls, promote, prune, restore")
+    ckp_sub = ckp.add_subparsers(dest="action", required=True)
+    ck_common = argparse.ArgumentParser(add_help=False)
+    ck_common.add_argument("--run", help="only this training run")
+    ck_common.add_argument("--pattern", help="an extra checkpoint name pattern with one group for the step")
+    ck_common.add_argument("--marker", help="an extra completion marker file")
+    ck_common.add_argument("--grace", type=float, help="seconds before an unmarked checkpoint counts as partial")
+    ck_common.add_argument("-v", "--verbose", action="store_true")
+    ck_ls = ckp_sub.add_parser("ls", parents=[ck_common], help="checkpoints on every tier")
+    ck_ls.add_argument("--tier")
+    ck_promote = ckp_sub.add_parser(
+        "promote", parents=[ck_common], help="promote complete checkpoints NVMe -> PFS -> object"
+    )
+    ck_promote.add_argument("--dry-run", action="store_true")
+    ck_prune = ckp_sub.add_parser("prune", parents=[ck_common], help="apply retention on every tier")
+    ck_prune.add_argument("--dry-run", action="store_true")
+    for kind, default in (("nvme", "latest=2"), ("pfs", "latest=4"), ("object", "latest=8,every=10000")):
+        ck_prune.add_argument(
+            f"--keep-{kind}", help=f"e.g. latest=2,every=1000,best=eval_loss:3:min (default {default})"
+        )
+    ck_prune.add_argument(
+        "--partial", action="store_true", help="also remove partial checkpoints past the grace period"
+    )
+    ck_restore = ckp_sub.add_parser("restore", parents=[ck_common], help="restore a step (or the latest) onto NVMe")
+    ck_restore.add_argument("run")
+    ck_restore.add_argument("--step", type=int, help="default: the latest committed step")
+    ck_restore.add_argument("--to", dest="target", default="nvme")
+    ck_restore.add_argument("--holder", default="restore", help="pin holder name")
+    ckp.set_defaults(func=cmd_checkpoints)
+
+
+def cmd_checkpoints(args: argparse.Namespace) -> int:
+    """List, promote, prune and restore checkpoints outside Airflow."""
+    import logging
+
+    import pipelines.checkpoints as ck
+
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    if getattr(args, "verbose", False) or getattr(args, "dry_run", False):
+        logging.getLogger("pipelines").setLevel(logging.INFO)
+    cfg = config_from_args(args)
+    try:
+        rules = ck.Rules.with_extras(args.pattern, args.marker, args.grace)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    tiers = [open_named(cfg, name) for name in ck.chain(cfg)]
+    try:
+        if args.action == "ls":
+            if args.tier:
+                cfg.tier(args.tier)  # an unknown name is refused, naming the tiers there are
+            for tier in tiers:
+                if args.tier and tier.name != args.tier:
+                    continue
+                for c in ck.discover(tier, rules, args.run):
+                    state = c.status
+                    pins = f" pinned by {', '.join(c.pinned_by)}" if c.pinned_by else ""
+                    metrics = " ".join(f"{k}={v:g}" for k, v in sorted(c.metrics.items())[:3])
+                    print(
+                        f"{tier.name:<8} {c.run}/{c.name:<20} step {c.step:<8} {state:<11} "
+                        f"{format_bytes(c.bytes):>10} {metrics}{pins}"
+                    )
+        elif args.action == "promote":
+            for c in ck.to_promote(tiers, rules, args.run):
+                if args.dry_run:
+                    print(f"would promote {c.run}/{c.name} (step {c.step}, {format_bytes(c.bytes)})")
+                    continue
+                for r in ck.promote_through(tiers, c, rules):
+                    what = "already committed" if r.already else f"{format_bytes(r.copied_bytes)} in {r.seconds:.1f} s"
+                    print(f"promoted {r.run}/{r.name} (step {r.step}) {r.source} -> {r.target}: {what}")
+        elif args.action == "prune":
+            policies = {}
+            for tier in tiers:
+                text = getattr(args, f"keep_{tier.config.kind}")
+                spec = ck.parse_retention(text) if text else ck.DEFAULT_RETENTION[tier.config.kind]
+                policies[tier.name] = ck.policy_from_spec(spec)
+            summary = ck.retain(tiers, policies, rules, args.run, args.dry_run)
+            verb = "would delete" if args.dry_run else "deleted"
+            for name, entry in summary.items():
+                print(
+                    f"{name}: {verb} {len(entry['deleted'])} checkpoint(s) ({entry['objects']} objects) "
+                    f"{entry['deleted']}"
+                )
+            if args.partial:
+                gone = ck.cleanup_partial(tiers[0], ck.discover(tiers[0], rules, args.run), args.dry_run)
+                print(f"{tiers[0].name}: {'would remove' if args.dry_run else 'removed'} partial {gone}")
+        elif args.action == "restore":
+            target = open_named(cfg, args.target)
+            result = ck.restore(tiers, target, args.run, args.step, rules, holder=args.holder)
+            for why in result.fallbacks:
+                print(f"fallback: {why}", file=sys.stderr)
+            print(f"restored {result.run}/{result.name} (step {result.step}) from {result.source} to {result.path}")
+    except PermissionError as exc:  # credentials the user gave; the rest goes to main's map
+        raise UsageError(str(exc)) from None
+    return 0

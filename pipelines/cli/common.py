@@ -1,0 +1,59 @@
+"""What every command shares: the config from the arguments, opening tiers by name, tables and logging."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from pipelines.core.config import TierflowConfig, load_config
+from pipelines.core.errors import InputError
+
+if TYPE_CHECKING:
+    from pipelines.devtools.s3server import EmbeddedS3
+    from pipelines.storage.tier import Tier
+
+__all__ = ["UsageError", "config_from_args", "embedded_server", "open_named", "print_table", "quiet_logging"]
+
+
+class UsageError(InputError):
+    """A problem the user can fix; reported in one line, exit status 2."""
+
+
+def config_from_args(args: argparse.Namespace) -> TierflowConfig:
+    """The tier config with calibrated profiles laid over it (``tierflow calibrate`` stores them)."""
+    from pipelines.model.calibration import calibrated
+
+    return calibrated(load_config(getattr(args, "config", None)))
+
+
+def embedded_server(cfg: TierflowConfig) -> EmbeddedS3:
+    """The embedded S3 server the config declares; a config without one is a usage error."""
+    from pipelines.devtools.s3server import EmbeddedS3, S3ServerError
+
+    try:
+        return EmbeddedS3.from_config(cfg)
+    except S3ServerError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def open_named(cfg: TierflowConfig, name: str) -> Tier:
+    """Open a configured tier by name (an unknown name is a usage error naming the tiers there are)."""
+    from pipelines.storage.tier import open_tier
+
+    return open_tier(cfg, name)
+
+
+def print_table(rows: Sequence[Sequence[str]]) -> None:
+    """Print rows as left-aligned columns, the first row being the header."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+def quiet_logging(verbose: bool = False) -> None:
+    """Warnings only, as plain lines; Tierflow's own progress and plans too when ``verbose``."""
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    if verbose:
+        logging.getLogger("pipelines").setLevel(logging.INFO)

@@ -1,0 +1,47 @@
+"""``tierflow config check``: validate a tier config and print its tiers."""
+
+from __future__ import annotations
+
+import argparse
+
+from pipelines.cli.common import print_table
+from pipelines.core.config import load_config
+from pipelines.core.units import format_bandwidth, format_bytes
+
+__all__ = ["register"]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add this module's commands to the ``tierflow`` parser."""
+    config = sub.add_parser("config", help="tier configuration").add_subparsers(dest="action", required=True)
+    check = config.add_parser("check", help="validate a tier config and print its tiers")
+    check.add_argument("file", nargs="?", help="config file (default: $TIERFLOW_CONFIG, else the packaged default)")
+    check.set_defaults(func=cmd_config_check)
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    """Validate a tier config and print the tiers it declares."""
+    cfg = load_config(args.file)
+    print(f"{cfg.source}: OK, {len(cfg.tiers)} tiers (state directory {cfg.state_dir})")
+    header = ("tier", "kind", "url", "connection", "capacity", "read", "write", "latency", "metadata", "streams")
+    rows = [header]
+    for t in cfg.tiers:
+        bw = t.bandwidth
+        rows.append(
+            (
+                t.name,
+                t.kind,
+                t.url,
+                t.conn_id or "-",
+                format_bytes(t.capacity_bytes),
+                format_bandwidth(bw.read_bps),
+                format_bandwidth(bw.write_bps),
+                f"{bw.latency_s * 1000:g} ms",
+                f"{bw.metadata_ops:g}/s",
+                str(bw.max_streams),
+            )
+        )
+    print_table(rows)
+    if cfg.s3_server:
+        print(f"embedded S3 server: {cfg.s3_server.endpoint_url} (connection {cfg.s3_server.conn_id})")
+    return 0

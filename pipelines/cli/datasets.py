@@ -1,0 +1,131 @@
+"""``tierflow datasets publish|stage|prepare|ls``: dataset versions on the tiers."""
+
+from __future__ import annotations
+
+import argparse
+
+from pipelines.cli.common import UsageError, config_from_args, open_named
+from pipelines.core.units import format_bytes
+
+__all__ = ["register"]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add this module's commands to the ``tierflow`` parser."""
+    ds = sub.add_parser("datasets", help="publish, stage and list dataset versions").add_subparsers(
+        dest="action", required=True
+    )
+    publish = ds.add_parser("publish", help="publish a local directory as a committed dataset version")
+    publish.add_argument("dir")
+    publish.add_argument("--name", required=True)
+    publish.add_argument("--version", required=True)
+    publish.add_argument("--tier", default="object", help="tier to publish on (default: object)")
+    publish.add_argument("-v", "--verbose", action="store_true")
+    publish.set_defaults(func=cmd_datasets)
+    stage = ds.add_parser("stage", help="stage a committed dataset version to another tier (plan, copy, commit)")
+    stage.add_argument("name")
+    stage.add_argument("version")
+    stage.add_argument("--from", dest="source", default="object")
+    stage.add_argument("--to", dest="target", required=True)
+    stage.add_argument("--verify", action="store_true", help="read every copied object back")
+    stage.add_argument("-v", "--verbose", action="store_true")
+    stage.set_defaults(func=cmd_datasets)
+    prep = ds.add_parser(
+        "prepare", help="shard, zstd-compress and validate raw JSONL/Parquet, then publish the version"
+    )
+    prep.add_argument("name")
+    prep.add_argument("version")
+    prep.add_argument("--from", dest="source_prefix", required=True, help="raw input prefix on the source tier")
+    prep.add_argument("--source", default="object")
+    prep.add_argument("--target", default="object")
+    prep.add_argument("--format", choices=("parquet", "jsonl"), default="parquet")
+    prep.add_argument("--level", type=int, help="zstd level 1-19 (default: the planner's choice)")
+    prep.add_argument("--shard-size", help='e.g. "128 MiB" (default: the planner\'s)')
+    prep.add_argument("--threads", type=int, default=0, help="zstd threads (0 = one per CPU)")
+    prep.add_argument("--dictionary", action="store_true", help="train a zstd dictionary (JSONL)")
+    prep.add_argument("--policy", choices=("fail", "quarantine"), default="fail")
+    prep.add_argument("--max-failed-fraction", type=float, default=0.1)
+    prep.add_argument("--suites", help="suites directory (default: $TIERFLOW_SUITES, else the packaged suites)")
+    prep.add_argument("-v", "--verbose", action="store_true")
+    prep.set_defaults(func=cmd_datasets)
+    ls = ds.add_parser("ls", help="dataset versions on each tier")
+    ls.add_argument("--tier")
+    ls.set_defaults(func=cmd_datasets)
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    """Publish, stage and list dataset versions."""
+    import logging
+
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    if getattr(args, "verbose", False):
+        logging.getLogger("pipelines").setLevel(logging.INFO)
+    cfg = config_from_args(args)
+    try:
+        if args.action == "publish":
+            from pipelines.datasets.staging import publish_directory
+
+            report, record = publish_directory(args.dir, open_named(cfg, args.tier), args.name, args.version)
+            print(
+                f"published {args.name}/{args.version} on {args.tier}: {report.line()}; "
+                f"manifest {record.manifest.checksum()}"
+            )
+        elif args.action == "stage":
+            from pipelines.datasets.staging import stage_dataset
+
+            plan, staged, _ = stage_dataset(
+                open_named(cfg, args.source), open_named(cfg, args.target), args.name, args.version, verify=args.verify
+            )
+            if staged is None:
+                print(f"{args.name}/{args.version} already committed on {args.target}")
+            else:
+                print(
+                    f"staged {args.name}/{args.version} {args.source} -> {args.target}: {staged.line()}; "
+                    f"predicted {plan.hop.predicted_s:.2f} s ({plan.hop.predicted.bottleneck})"
+                )
+        elif args.action == "ls":
+            from pipelines.datasets.cache import cache_entries
+
+            if args.tier:
+                cfg.tier(args.tier)  # an unknown name is refused, naming the tiers there are
+            for tier_cfg in cfg.tiers:
+                if args.tier and tier_cfg.name != args.tier:
+                    continue
+                for e in cache_entries(open_named(cfg, tier_cfg.name)):
+                    state = "committed" if e.committed else "uncommitted"
+                    pins = f" pinned by {', '.join(e.pinned_by)}" if e.pinned_by else ""
+                    print(
+                        f"{tier_cfg.name:<8} {e.dataset}/{e.version:<12} {state:<11} {format_bytes(e.bytes):>10}{pins}"
+                    )
+        elif args.action == "prepare":
+            from pipelines.core.units import parse_size
+            from pipelines.datasets.preparation import prepare
+            from pipelines.datasets.validation import load_suite
+
+            prepared, published, summary = prepare(
+                open_named(cfg, args.source),
+                open_named(cfg, args.target),
+                args.source_prefix,
+                args.name,
+                args.version,
+                load_suite(args.name, args.suites),
+                fmt=args.format,
+                level=args.level,
+                shard_bytes=parse_size(args.shard_size) if args.shard_size else None,
+                threads=args.threads,
+                dictionary=args.dictionary,
+                policy=args.policy,
+                max_failed_fraction=args.max_failed_fraction,
+            )
+            if published is None:
+                print(f"{args.name}/{args.version} is already published on {args.target}")
+            else:
+                quarantined = f"; quarantined {summary['quarantined']}" if summary["quarantined"] else ""
+                print(
+                    f"published {args.name}/{args.version} on {args.target}: {summary['shards']} shards, "
+                    f"{summary['rows']} rows, {format_bytes(summary['bytes'])} (ratio {summary['ratio']:.2f}, "
+                    f"zstd level {prepared.level}){quarantined}"
+                )
+    except (FileNotFoundError, PermissionError) as exc:  # a source or tier the user named; the rest: main's map
+        raise UsageError(str(exc)) from None
+    return 0

@@ -1,0 +1,169 @@
+"""``tierflow plan``, ``calibrate`` and ``pools``: the bandwidth model from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from pipelines.cli.common import UsageError, config_from_args, open_named, print_table
+from pipelines.core.units import format_bandwidth, format_bytes
+
+__all__ = ["register"]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add this module's commands to the ``tierflow`` parser."""
+    plan = sub.add_parser("plan", help="offline what-if: stage a dataset through a cluster of these tiers")
+    plan.add_argument("--dataset-size", required=True, help="e.g. '200 TB'")
+    plan.add_argument("--objects", type=int, help="object count (default: size / --object-size)")
+    plan.add_argument("--object-size", default="256 MiB", help="mean object size if --objects is not given")
+    plan.add_argument("--nodes", type=int, default=1, help="compute nodes, each with its own NVMe")
+    plan.add_argument("--object-bw", help="object store aggregate bandwidth, e.g. '100 GB/s'")
+    plan.add_argument("--pfs-bw", help="PFS aggregate bandwidth, e.g. '1 TB/s'")
+    plan.add_argument("--nvme-bw", help="NVMe write bandwidth per node, e.g. '7 GB/s'")
+    plan.add_argument("--replicate", action="store_true", help="every node gets the whole dataset (default: shards)")
+    plan.add_argument("--price-per-gb", type=float, default=0.0, help="price per GB read from object storage")
+    plan.add_argument("--price-per-1000-requests", type=float, default=0.0004, help="price per 1,000 requests")
+    plan.add_argument("--joules-per-gb", default="object=10,pfs=4,nvme=1", help="energy per GB per tier")
+    plan.add_argument("--sample", help="a local file of the data: zstd levels are measured on it to decide compression")
+    plan.add_argument("--json", action="store_true", help="JSON for machines")
+    plan.set_defaults(func=cmd_plan)
+
+    cal = sub.add_parser("calibrate", help="measure each tier and store its fitted bandwidth profile")
+    cal.add_argument("--tier", action="append", help="tier to calibrate (repeatable; default: all)")
+    cal.add_argument("--budget", default="256 MiB", help="bytes to move per tier (default '256 MiB')")
+    cal.add_argument("--seconds", type=float, default=60.0, help="time budget per tier (default 60)")
+    cal.set_defaults(func=cmd_calibrate)
+
+    pools = sub.add_parser("pools", help="Airflow pools per tier")
+    pools.add_argument("action", choices=["sync"])
+    pools.set_defaults(func=cmd_pools)
+
+
+def duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    """Offline what-if: plan staging a dataset through a cluster of the configured tiers."""
+    from pipelines.core.units import UnitError, parse_bandwidth, parse_size
+    from pipelines.model.whatif import Cluster, Costs, plan_cluster
+
+    cfg = config_from_args(args)
+    try:
+        size = parse_size(args.dataset_size)
+        objects = args.objects or max(1, round(size / parse_size(args.object_size)))
+        cluster = Cluster(
+            nodes=args.nodes,
+            object_bps=parse_bandwidth(args.object_bw) if args.object_bw else None,
+            pfs_bps=parse_bandwidth(args.pfs_bw) if args.pfs_bw else None,
+            nvme_bps_per_node=parse_bandwidth(args.nvme_bw) if args.nvme_bw else None,
+            replicate=args.replicate,
+        )
+        energy = tuple((k, float(v)) for k, v in (item.split("=", 1) for item in args.joules_per_gb.split(",")))
+        codecs = []
+        if args.sample:
+            from pipelines.datasets.compression import measure_levels, read_sample
+
+            codecs = measure_levels(read_sample(args.sample))
+        costs = Costs(args.price_per_gb, args.price_per_1000_requests, energy)
+        result = plan_cluster(cfg, size, objects, cluster, costs, codecs=codecs)
+    except (UnitError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+    except OSError as exc:
+        raise UsageError(f"--sample: {exc}") from None
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(
+        f"{format_bytes(size)} in {objects} objects to {args.nodes} node(s)"
+        f"{' (a full copy on every node)' if args.replicate else ''}"
+    )
+    header = (
+        "hop",
+        "bytes",
+        "requests",
+        "streams",
+        "part",
+        "shards",
+        "time",
+        "throughput",
+        "bottleneck",
+        "cost",
+        "energy",
+    )
+    rows = [header]
+    for h in result["hops"]:
+        rows.append(
+            (
+                h["hop"],
+                format_bytes(h["bytes"]),
+                f"{h['requests']:,}",
+                str(h["concurrency"]),
+                f"{h['part_size'] >> 20} MiB",
+                str(h["shards"]),
+                duration(h["predicted_s"]),
+                format_bandwidth(h["throughput_Bps"]),
+                h["bottleneck"],
+                f"${h['cost']:,.2f}",
+                f"{h['energy_kJ'] / 3600:,.1f} kWh",
+            )
+        )
+    print_table(rows)
+    if "compression" in result["hops"][0]:
+        print(f"compression before {result['hops'][0]['hop']}: {result['hops'][0]['compression']['reason']}")
+    print(
+        f"total: {duration(result['sequential_s'])} sequential, {duration(result['pipelined_s'])} pipelined; "
+        f"bottleneck {result['bottleneck']}; ${result['cost']:,.2f}; {result['energy_kJ'] / 3600:,.1f} kWh"
+    )
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    """Measure tiers, fit and store their profiles; a tier that fails keeps its old profile."""
+    from pipelines.core.units import UnitError, parse_size
+    from pipelines.model.calibration import calibrate_tier, save_profile
+
+    cfg = config_from_args(args)
+    try:
+        budget = parse_size(args.budget)
+    except UnitError as exc:
+        raise UsageError(f"--budget: {exc}") from None
+    failed = 0
+    for tier_cfg in cfg.tiers:
+        if args.tier and tier_cfg.name not in args.tier:
+            continue
+        tier = open_named(cfg, tier_cfg.name)
+        try:
+            profile, samples = calibrate_tier(tier, budget_bytes=budget, budget_s=args.seconds)
+        except Exception as exc:  # reported per tier; the stored profile is kept
+            print(
+                f"{tier_cfg.name}: calibration failed, old profile kept: {type(exc).__name__}: {exc}", file=sys.stderr
+            )
+            failed += 1
+            continue
+        path = save_profile(cfg, tier_cfg.name, profile, samples)
+        read = f"read {format_bandwidth(profile.read_bps)} (stream {format_bandwidth(profile.stream_read_bps)})"
+        write = f"write {format_bandwidth(profile.write_bps)} (stream {format_bandwidth(profile.stream_write_bps)})"
+        rest = f"latency {profile.latency_s * 1000:.2f} ms, metadata {profile.metadata_ops:.0f}/s"
+        print(f"{tier_cfg.name}: {read}, {write}, {rest} -> {path}")
+    return 1 if failed else 0
+
+
+def cmd_pools(args: argparse.Namespace) -> int:
+    """Create or update one Airflow pool per tier, sized from the (calibrated) profiles."""
+    import os
+    import subprocess
+
+    from pipelines.devtools.airflow_env import airflow_env
+
+    cfg = config_from_args(args)
+    # Inside an Airflow deployment AIRFLOW_HOME says where; otherwise the local stack's.
+    env = dict(os.environ) if os.environ.get("AIRFLOW_HOME") else airflow_env(cfg, None)
+    result = subprocess.run([sys.executable, "-m", "pipelines.operators.pools", "sync"], env=env, check=False)
+    return result.returncode

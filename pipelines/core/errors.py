@@ -1,0 +1,149 @@
+"""One classification of failures, read by the engine, the operators and the command line.
+
+Backends translate their own errors once, into builtins (``FileNotFoundError``,
+``PermissionError``, ``OSError`` with an errno) or into the classes below; everything above them
+asks :func:`classify` what a failure means:
+
+* :attr:`Outcome.TRANSIENT`: retrying may help (a dropped connection, a busy or restarting server,
+  a throttled request). The engine retries with backoff; an operator lets Airflow retry.
+* :attr:`Outcome.FATAL`: retrying cannot help (bad input or config, a checksum mismatch, missing
+  source, no permission, a full or read-only disk). The engine stops retrying that object; an
+  operator fails the task for good (``AirflowFailException``); the CLI exits non-zero with one line.
+* :attr:`Outcome.DONE`: there is nothing to do (already committed). An operator skips.
+
+The command line maps the same classes to exit codes (:func:`exit_code`): 2 for a usage or input
+error the user can fix, 1 for a job that failed. Standard library only: the CLI imports it first.
+"""
+
+from __future__ import annotations
+
+import enum
+import errno
+from typing import Any
+
+__all__ = [
+    "AlreadyDone",
+    "InputError",
+    "IntegrityError",
+    "Outcome",
+    "TierflowError",
+    "classify",
+    "exit_code",
+    "one_line",
+]
+
+
+class Outcome(enum.Enum):
+    """What a failure means for whoever runs the operation."""
+
+    TRANSIENT = "transient"
+    FATAL = "fatal"
+    DONE = "done"
+
+
+class TierflowError(Exception):
+    """A failure with its context: the operation, source and destination, and what was already moved.
+
+    Args:
+        message: One line naming the object, field or endpoint at fault.
+        operation: What was being done (``copy``, ``commit``, ``prune``, ...).
+        source: Where from (URL or tier name), when it applies.
+        destination: Where to, when it applies.
+        moved_bytes: Bytes already moved and verified before the failure.
+        outcome: What it means for this one failure, when not the class's (a checkpoint rewritten during
+            its copy is transient, one committed with other content is fatal).
+    """
+
+    outcome: Outcome = Outcome.FATAL
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        operation: str | None = None,
+        source: str | None = None,
+        destination: str | None = None,
+        moved_bytes: int = 0,
+        outcome: Outcome | None = None,
+    ) -> None:
+        super().__init__(message)
+        if outcome is not None:
+            self.outcome = outcome
+        self.operation = operation
+        self.source = source
+        self.destination = destination
+        self.moved_bytes = moved_bytes
+
+    def context(self) -> dict[str, Any]:
+        """The failure as plain data (for logs and summaries)."""
+        return {
+            "error": str(self),
+            "kind": type(self).__name__,
+            "outcome": self.outcome.value,
+            "operation": self.operation,
+            "source": self.source,
+            "destination": self.destination,
+            "moved_bytes": self.moved_bytes,
+        }
+
+
+class InputError(TierflowError, ValueError):
+    """Input the user can fix: a bad argument, setting, name or file (exit status 2)."""
+
+
+class IntegrityError(TierflowError):
+    """Bytes or a manifest that do not match what they must (never retried)."""
+
+
+class AlreadyDone(TierflowError):
+    """Nothing to do: the result is already there (operators skip)."""
+
+    outcome = Outcome.DONE
+
+
+#: errno values that no retry can mend.
+_FATAL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOENT})
+#: Builtin exceptions that no retry can mend.
+_FATAL_TYPES: tuple[type[BaseException], ...] = (
+    PermissionError,
+    FileNotFoundError,
+    IsADirectoryError,
+    NotADirectoryError,
+    FileExistsError,
+    ValueError,  # bad input, config, manifests and checksum mismatches derive from it
+)
+#: S3 error codes (botocore ``ClientError``) that no retry can mend.
+_FATAL_S3_CODES = frozenset(
+    {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "NoSuchBucket", "NoSuchKey", "InvalidBucketName"}
+)
+
+
+def classify(exc: BaseException) -> Outcome:
+    """Whether ``exc`` is worth retrying, final, or means the work is already done."""
+    if isinstance(exc, TierflowError):
+        return exc.outcome
+    if isinstance(exc, _FATAL_TYPES):
+        return Outcome.FATAL
+    if isinstance(exc, OSError) and exc.errno in _FATAL_ERRNOS:
+        return Outcome.FATAL
+    response = getattr(exc, "response", None)  # botocore ClientError, without importing botocore
+    if isinstance(response, dict):
+        code = str(response.get("Error", {}).get("Code", ""))
+        return Outcome.FATAL if code in _FATAL_S3_CODES else Outcome.TRANSIENT
+    return Outcome.TRANSIENT
+
+
+def exit_code(exc: BaseException) -> int:
+    """The command line's exit status for a failure: 2 for input the user can fix, 1 for a failed job."""
+    if isinstance(exc, IntegrityError):
+        return 1
+    return 2 if isinstance(exc, ValueError) else 1
+
+
+def one_line(exc: BaseException) -> str:
+    """The failure as one line: its message without quotes or a traceback, else its type."""
+    text = str(exc).strip().strip("'\"")
+    first = text.splitlines()[0] if text else type(exc).__name__
+    if isinstance(exc, OSError) and exc.strerror and exc.filename and str(exc.filename) not in first:
+        return f"{exc.strerror}: {exc.filename}"
+    return first
