@@ -14,7 +14,6 @@ because text compresses ~3x while already-compressed Parquet gains ~1.2x.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 from collections.abc import Iterator, Sequence
@@ -22,7 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO
 
 from pipelines.core.errors import IntegrityError
-from pipelines.core.temporaries import temporary_name
+from pipelines.core.state import written_whole
 from pipelines.model.bandwidth import CodecSample
 
 if TYPE_CHECKING:
@@ -113,22 +112,9 @@ def compress_file(src: str, dst: str, level: int = 3, threads: int = 0, dictiona
     size = os.path.getsize(src)
     cctx = compressor(level, threads, dictionary)
     start = time.perf_counter()
-    with open(src, "rb") as fin, _written_whole(dst) as fout:
+    with open(src, "rb") as fin, written_whole(dst) as fout:
         _, written = cctx.copy_stream(fin, fout, size=size, read_size=IO_CHUNK, write_size=IO_CHUNK)
     return CodecStats(size, written, time.perf_counter() - start)
-
-
-@contextlib.contextmanager
-def _written_whole(dst: str) -> Iterator[BinaryIO]:
-    """A file at a temporary name beside ``dst``, renamed to ``dst`` only if the block finishes."""
-    tmp = temporary_name(dst)
-    try:
-        with open(tmp, "wb") as fout:
-            yield fout
-        os.replace(tmp, dst)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def iter_decompressed(
@@ -208,7 +194,7 @@ def decompress_file(src: str, dst: str, dictionary: bytes | None = None, limit: 
     size = os.path.getsize(src)
     start = time.perf_counter()
     written = 0
-    with open(src, "rb") as fin, _written_whole(dst) as fout:
+    with open(src, "rb") as fin, written_whole(dst) as fout:
         for chunk in iter_decompressed(fin, src, dictionary, limit, compressed_size=size):
             fout.write(chunk)
             written += len(chunk)

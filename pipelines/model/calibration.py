@@ -24,12 +24,14 @@ import os
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from pipelines.core.config import BandwidthProfile, TierflowConfig
 from pipelines.core.manifest import Entry
+from pipelines.core.state import locked, write_atomically
 from pipelines.model.bandwidth import META_OPS_PER_OBJECT
 from pipelines.storage.tier import Tier
 from pipelines.transfer import TransferSettings, copy_entries
@@ -191,18 +193,38 @@ def _profile_path(config: TierflowConfig, tier: str) -> Path:
 
 
 def save_profile(config: TierflowConfig, tier: str, profile: BandwidthProfile, samples: list[Sample]) -> Path:
-    """Store a fitted profile with its samples and a timestamp (atomically)."""
+    """Store a fitted profile with its samples and a timestamp (whole, under the profile's lock)."""
+    with locked(_profile_path(config, tier)):
+        return _write_profile(config, tier, profile, samples)
+
+
+def update_profile(
+    config: TierflowConfig, tier: str, change: Callable[[BandwidthProfile], BandwidthProfile | None]
+) -> BandwidthProfile | None:
+    """Read, change and store a tier's profile as one step under its lock (so concurrent updates all count).
+
+    ``change`` receives the stored profile (the configured one when none is stored) and returns the
+    new one, or None to leave it as it is. Returns what was stored, or None.
+    """
     path = _profile_path(config, tier)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    with locked(path):
+        found = load_profile(config, tier)
+        current = found[0] if found else config.tier(tier).bandwidth
+        new = change(current)
+        if new is not None:
+            _write_profile(config, tier, new, [])
+        return new
+
+
+def _write_profile(config: TierflowConfig, tier: str, profile: BandwidthProfile, samples: list[Sample]) -> Path:
+    path = _profile_path(config, tier)
     data: dict[str, Any] = {
         "tier": tier,
         "calibrated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "profile": asdict(profile),
         "samples": [asdict(s) | {"MBps": round(s.throughput_bps / 1e6, 1)} for s in samples],
     }
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
+    write_atomically(path, json.dumps(data, indent=2).encode())
     return path
 
 

@@ -14,8 +14,8 @@ import time
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from pipelines.core.config import TierflowConfig
-from pipelines.model.calibration import load_profile, save_profile
+from pipelines.core.config import BandwidthProfile, TierflowConfig
+from pipelines.model.calibration import update_profile
 
 __all__ = ["ALPHA", "Observation", "fold", "recent", "record"]
 
@@ -90,21 +90,17 @@ def fold(config: TierflowConfig, observation: Observation, alpha: float = ALPHA)
     if observation.bytes < MIN_BYTES or observation.achieved_s <= 0 or len(words) != 4:
         return False
     tier_name, direction = words[2], words[3]
-    try:
-        configured = config.tier(tier_name)
-    except KeyError:
+    if tier_name not in {t.name for t in config.tiers}:
         return False
-    stored = load_profile(config, tier_name)
-    profile = stored[0] if stored else configured.bandwidth
     ratio = min(MAX_STEP, max(1 / MAX_STEP, observation.predicted_s / observation.achieved_s))
     scale = 1 - alpha + alpha * ratio
-    if direction == "read":
-        profile = replace(profile, read_bps=profile.read_bps * scale, stream_read_bps=profile.stream_read_bps * scale)
-    else:
-        profile = replace(
-            profile, write_bps=profile.write_bps * scale, stream_write_bps=profile.stream_write_bps * scale
-        )
-    save_profile(config, tier_name, profile, [])
+
+    def scaled(profile: BandwidthProfile) -> BandwidthProfile:
+        if direction == "read":
+            return replace(profile, read_bps=profile.read_bps * scale, stream_read_bps=profile.stream_read_bps * scale)
+        return replace(profile, write_bps=profile.write_bps * scale, stream_write_bps=profile.stream_write_bps * scale)
+
+    update_profile(config, tier_name, scaled)  # read, scale and store under the profile's lock
     return True
 
 

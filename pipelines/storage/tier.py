@@ -32,6 +32,7 @@ from fsspec.spec import AbstractFileSystem
 from pipelines.core.checksum import checksum_stream
 from pipelines.core.config import TierConfig, TierflowConfig
 from pipelines.core.keys import safe_key
+from pipelines.core.state import fsync_dir
 from pipelines.core.temporaries import TMP_MARKER, temporary_name
 from pipelines.storage.credentials import storage_options_for
 
@@ -248,7 +249,7 @@ class Tier:
                     os.close(fd)
             os.replace(tmp, path)
             if fsync:
-                _fsync_dir(parent)
+                fsync_dir(parent)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
@@ -317,11 +318,3 @@ def _mtime(info: dict[str, Any]) -> float | None:
     if hasattr(value, "timestamp"):
         return float(value.timestamp())
     return float(value)
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
