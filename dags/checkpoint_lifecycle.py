@@ -24,6 +24,7 @@ from pipelines.operators.checkpoints import (
     PromoteCheckpointOperator,
     RetainCheckpointsOperator,
 )
+from pipelines.operators.roles import default_retention
 
 COMMON = {
     "run": "{{ params.run }}",
@@ -45,7 +46,7 @@ with DAG(
     params={
         "run": Param("", type="string", title="Training run", description="Empty: every run."),
         "retention": Param(
-            {"nvme": {"latest": 2}, "pfs": {"latest": 4}, "object": {"latest": 8, "every": 10000}},
+            default_retention(),  # keyed by this config's tier names: {"<nvme>": {"latest": 2}, ...}
             type="object",
             title="Retention per tier",
             description='Per tier: latest N, every N steps, best {"metric", "n", "mode"}; kept = any of them.',

@@ -14,6 +14,7 @@ import pendulum
 from airflow.sdk import DAG, Param
 
 from pipelines.operators.checkpoints import RestoreCheckpointOperator
+from pipelines.operators.roles import role_name
 
 with DAG(
     dag_id="checkpoint_restore",
@@ -26,7 +27,7 @@ with DAG(
     params={
         "run": Param("demo-run", type="string", title="Training run"),
         "step": Param("latest", type=["string", "integer"], title="Step", description='A step number or "latest".'),
-        "target": Param("nvme", type="string", title="Target tier"),
+        "target": Param(role_name("nvme"), type="string", title="Target tier"),
         "holder": Param("restore", type="string", title="Pin holder", description="e.g. the resuming job's id."),
     },
     render_template_as_native_obj=True,

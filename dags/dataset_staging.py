@@ -23,10 +23,14 @@ from airflow.sdk import DAG, Param, task
 from pipelines.core.config import load_config
 from pipelines.operators import CommitStagingOperator, EvictCacheOperator, PlanStagingOperator, StageShardOperator
 from pipelines.operators.assets import PUBLISHED
+from pipelines.operators.roles import by_role
 
-#: Compute nodes with their own NVMe cache and Celery queue (``[[node]]`` in the tier config; read
-#: when the DAG is parsed: a small TOML file, no network).
-NODES = load_config().nodes
+#: The tier config, read when the DAG is parsed (a small TOML file, no network): the compute nodes
+#: with their own NVMe cache and Celery queue (``[[node]]``), and which tier plays which role.
+CONFIG = load_config()
+NODES = CONFIG.nodes
+ROLES = by_role(CONFIG)
+OBJECT, PFS, NVME = (ROLES[k].name if k in ROLES else "" for k in ("object", "pfs", "nvme"))
 
 with DAG(
     dag_id="dataset_staging",
@@ -40,11 +44,9 @@ with DAG(
     params={
         "dataset": Param("synthetic", type="string", title="Dataset", description="Dataset name."),
         "version": Param("v1", type="string", title="Version", description="Dataset version."),
-        "source": Param(
-            "object", type="string", title="Source tier", description="Tier holding the committed version."
-        ),
+        "source": Param(OBJECT, type="string", title="Source tier", description="Tier holding the committed version."),
         "targets": Param(
-            ["pfs", "nvme"],
+            [t for t in (PFS, NVME) if t],
             type="array",
             items={"type": "string"},
             minItems=1,
@@ -116,13 +118,15 @@ with DAG(
         return commit
 
     # Pools bound the concurrent copy tasks per target tier. Airflow cannot size pool_slots at run
-    # time (apache/airflow#35803), so each shard task takes one slot of its hop's default target.
-    hop1 = hop("hop1", "source", "tierflow_pfs", None, what)
+    # time (apache/airflow#35803), so each shard task takes one slot of its hop's default target's
+    # pool (``tierflow_<tier name>``, as ``tierflow pools sync`` creates them).
+    hop1 = hop("hop1", "source", ROLES["pfs"].pool if "pfs" in ROLES else "default_pool", None, what)
+    nvme_pool = ROLES["nvme"].pool if "nvme" in ROLES else "default_pool"
     # NVMe caches are per node: with [[node]] tables in the tier config, the PFS → NVMe hop runs
     # once per node, on that node's Celery queue (a queue cannot be mapped at run time, so the
     # fan-out is per node at parse time; the shards within a node are mapped as usual).
     if NODES:
         for node in NODES:
-            hop(f"hop2_{node.name}", "hop1", "tierflow_nvme", node.queue, hop1)
+            hop(f"hop2_{node.name}", "hop1", nvme_pool, node.queue, hop1)
     else:
-        hop("hop2", "hop1", "tierflow_nvme", None, hop1)
+        hop("hop2", "hop1", nvme_pool, None, hop1)

@@ -266,3 +266,43 @@ def test_checkpoint_lifecycle_and_restore_run_green(dagbag, test_config, s3_cred
     assert back.committed and back.pinned_by == ("resume-1",)
     missing = dagbag.get_dag("checkpoint_restore").test(run_conf={"run": "no-such-run"})
     assert missing.state == "failed"
+
+
+def test_dags_find_tiers_by_role_under_any_names(tmp_path) -> None:
+    """Renamed tiers (object→s3main, pfs→lustre, nvme→localssd): param defaults, pools and retention follow."""
+    import json
+    import subprocess
+    import sys
+
+    from pipelines.core.config import DEFAULT_CONFIG
+
+    text = DEFAULT_CONFIG.read_text()
+    for old, new in {"object": "s3main", "pfs": "lustre", "nvme": "localssd"}.items():
+        text = text.replace(f'name = "{old}"', f'name = "{new}"')
+    (tmp_path / "tiers.toml").write_text(text)
+    script = f"""
+import json
+from airflow.dag_processing.dagbag import DagBag
+bag = DagBag(dag_folder={str(REPO / "dags")!r}, safe_mode=False)
+assert not bag.import_errors, bag.import_errors
+ids = ("dataset_staging", "checkpoint_lifecycle", "checkpoint_restore")
+staging, lifecycle, restore = (bag.dags[d] for d in ids)
+print(json.dumps({{
+    "source": staging.params["source"], "targets": staging.params["targets"],
+    "pools": {{t.task_id: t.pool for t in staging.tasks if t.task_id.startswith("stage_")}},
+    "retention": sorted(lifecycle.params["retention"]), "restore_target": restore.params["target"],
+}}))
+"""
+    env = {k: v for k, v in os.environ.items() if k != "TIERFLOW_CONFIG"} | {
+        "TIERFLOW_CONFIG": str(tmp_path / "tiers.toml")
+    }
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    found = json.loads(result.stdout.strip().splitlines()[-1])
+    assert found == {
+        "source": "s3main",
+        "targets": ["lustre", "localssd"],
+        "pools": {"stage_hop1": "tierflow_lustre", "stage_hop2": "tierflow_localssd"},
+        "retention": ["localssd", "lustre", "s3main"],
+        "restore_target": "localssd",
+    }

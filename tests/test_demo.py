@@ -18,10 +18,21 @@ REPO = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.integration
 
+#: The same tiers under other names: DAGs, pools, retention and the planner find tiers by role.
+RENAMED = {"object": "s3main", "pfs": "lustre", "nvme": "localssd"}
 
-def test_demo_runs_every_dag_green(tmp_path: Path) -> None:
+
+def renamed(text: str, names: dict[str, str]) -> str:
+    for old, new in names.items():
+        text = text.replace(f'name = "{old}"', f'name = "{new}"')
+    return text
+
+
+@pytest.mark.parametrize("names", [pytest.param({}, id="default-names"), pytest.param(RENAMED, id="renamed-tiers")])
+def test_demo_runs_every_dag_green(tmp_path: Path, names: dict[str, str]) -> None:
+    name = {kind: names.get(kind, kind) for kind in ("object", "pfs", "nvme")}
     config = tmp_path / "tiers.toml"
-    config.write_text(DEFAULT_CONFIG.read_text().replace("port = 8533", f"port = {free_port()}"))
+    config.write_text(renamed(DEFAULT_CONFIG.read_text(), names).replace("port = 8533", f"port = {free_port()}"))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "AWS_"))}
     env |= {"TIERFLOW_CONFIG": str(config), "TIERFLOW_HOME": str(tmp_path / "state")}
     tierflow = [sys.executable, "-m", "pipelines.cli"]
@@ -39,13 +50,13 @@ def test_demo_runs_every_dag_green(tmp_path: Path) -> None:
         # promoted everywhere and pruned on NVMe to the default two latest.
         assert re.search(r"prepared: synthetic/v2 prepared from raw/synthetic/: \d+ shards?, 18600 rows", result.stdout)
         assert "quarantined 0" in result.stdout
-        assert re.search(r"on object: steps \[100, 200, 300\]", result.stdout), result.stdout
-        assert re.search(r"on nvme\s*: steps \[200, 300\]", result.stdout), result.stdout
+        assert re.search(rf"on {name['object']}\s*: steps \[100, 200, 300\]", result.stdout), result.stdout
+        assert re.search(rf"on {name['nvme']}\s*: steps \[200, 300\]", result.stdout), result.stdout
         # The corpus is on the object tier, as the summary says.
         os.environ["TIERFLOW_HOME"], saved = str(tmp_path / "state"), os.environ["TIERFLOW_HOME"]
         try:
             cfg = load_config(config)
-            listed = open_tier(cfg, "object").list("raw/synthetic")
+            listed = open_tier(cfg, name["object"]).list("raw/synthetic")
         finally:
             os.environ["TIERFLOW_HOME"] = saved
         assert len(listed) == 208 and {o.key.split("/")[2] for o in listed} == {"jsonl", "parquet"}

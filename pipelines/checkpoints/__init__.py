@@ -24,36 +24,81 @@ a composition of small policies (:class:`LatestN`, :class:`EveryNSteps`, :class:
 policy says.
 """
 
-from pipelines.checkpoints.discovery import (
-    FRAMEWORK_MARKERS,
-    ROOT,
-    Checkpoint,
-    CheckpointError,
-    Rules,
-    chain,
-    discover,
-    parse_step,
-    pin,
-    read_metrics,
-    unpin,
-    verify_local,
-)
-from pipelines.checkpoints.promotion import PromoteResult, promote, promote_through, to_promote
-from pipelines.checkpoints.pruning import candidates, cleanup_partial, durable_copies, prune, retain
-from pipelines.checkpoints.restore import RestoreResult, restore
-from pipelines.checkpoints.retention import (
-    DEFAULT_RETENTION,
-    AnyOf,
-    BestN,
-    Candidate,
-    EveryNSteps,
-    LatestN,
-    PruneDecision,
-    RetentionPolicy,
-    parse_retention,
-    plan_prune,
-    policy_from_spec,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pipelines.checkpoints.discovery import (
+        FRAMEWORK_MARKERS,
+        ROOT,
+        Checkpoint,
+        CheckpointError,
+        Rules,
+        chain,
+        discover,
+        parse_step,
+        pin,
+        read_metrics,
+        unpin,
+        verify_local,
+    )
+    from pipelines.checkpoints.promotion import PromoteResult, promote, promote_through, to_promote
+    from pipelines.checkpoints.pruning import candidates, cleanup_partial, durable_copies, prune, retain
+    from pipelines.checkpoints.restoration import RestoreResult, restore
+    from pipelines.checkpoints.retention import (
+        DEFAULT_RETENTION,
+        AnyOf,
+        BestN,
+        Candidate,
+        EveryNSteps,
+        LatestN,
+        PruneDecision,
+        RetentionPolicy,
+        parse_retention,
+        plan_prune,
+        policy_from_spec,
+    )
+
+#: Public name → the submodule defining it; imported on first use, so importing one submodule (or
+#: this package, at DAG parse time) does not import the others.
+_EXPORTS = {
+    "AnyOf": "retention",
+    "BestN": "retention",
+    "Candidate": "retention",
+    "Checkpoint": "discovery",
+    "CheckpointError": "discovery",
+    "DEFAULT_RETENTION": "retention",
+    "EveryNSteps": "retention",
+    "FRAMEWORK_MARKERS": "discovery",
+    "LatestN": "retention",
+    "PromoteResult": "promotion",
+    "PruneDecision": "retention",
+    "ROOT": "discovery",
+    "RestoreResult": "restoration",
+    "RetentionPolicy": "retention",
+    "Rules": "discovery",
+    "candidates": "pruning",
+    "chain": "discovery",
+    "cleanup_partial": "pruning",
+    "discover": "discovery",
+    "durable_copies": "pruning",
+    "parse_retention": "retention",
+    "parse_step": "discovery",
+    "pin": "discovery",
+    "plan_prune": "retention",
+    "policy_from_spec": "retention",
+    "promote": "promotion",
+    "promote_through": "promotion",
+    "prune": "pruning",
+    "read_metrics": "discovery",
+    "restore": "restoration",
+    "retain": "pruning",
+    "to_promote": "promotion",
+    "unpin": "discovery",
+    "verify_local": "discovery",
+}
 
 __all__ = [
     "DEFAULT_RETENTION",
@@ -91,3 +136,13 @@ __all__ = [
     "unpin",
     "verify_local",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name's submodule on first use."""
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value

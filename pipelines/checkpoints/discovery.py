@@ -17,6 +17,7 @@ import logging
 import math
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -175,12 +176,22 @@ class Checkpoint:
         }
 
 
-def chain(config: TierflowConfig) -> list[str]:
-    """Tier names from the least durable (NVMe) to the most durable (object storage), one per kind."""
-    seen: dict[str, str] = {}
-    for tier in config.tiers:
-        seen.setdefault(tier.kind, tier.name)
-    return [seen[k] for k in sorted(seen, key=lambda k: -DURABILITY[k])]
+def chain(config: TierflowConfig, names: Sequence[str] | None = None) -> list[str]:
+    """Tier names from the least durable (NVMe) to the most durable (object storage).
+
+    ``names`` picks the tiers (ordered here by durability); by default, the one tier of each kind
+    the config has (:meth:`~pipelines.core.config.TierflowConfig.primary`: several of one kind must
+    be named).
+
+    Raises:
+        ConfigError: Several tiers of one kind and none named, or a named tier that does not exist.
+    """
+    if names:
+        picked = [config.tier(n) for n in names]
+    else:
+        kinds = sorted({t.kind for t in config.tiers}, key=lambda k: -DURABILITY[k])
+        picked = [config.primary(k) for k in kinds]
+    return [t.name for t in sorted(picked, key=lambda t: -DURABILITY[t.kind])]
 
 
 def _number(value: Any) -> float | None:

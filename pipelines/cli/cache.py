@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from pipelines.cli.common import UsageError, config_from_args, open_named
+from pipelines.cli.common import UsageError, config_from_args, open_named, role
 from pipelines.core.units import format_bytes
 
 __all__ = ["register"]
@@ -16,7 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         dest="action", required=True
     )
     evict = cache.add_parser("evict", help="make room: evict LRU versions committed on a more durable tier")
-    evict.add_argument("--tier", default="nvme")
+    evict.add_argument("--tier", help="cache tier (default: the NVMe tier)")
     evict.add_argument("--need", default="0", help="bytes that must be free, with unit (e.g. '5 GB')")
     evict.add_argument("--dry-run", action="store_true")
     evict.set_defaults(func=cmd_cache)
@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         p.add_argument("name")
         p.add_argument("version")
         p.add_argument("--holder", required=True, help="who holds the pin (e.g. a job id)")
-        p.add_argument("--tier", default="nvme")
+        p.add_argument("--tier", help="cache tier (default: the NVMe tier)")
         if action == "pin":
             p.add_argument("--ttl", default="1 h", help="pin lifetime with unit (default '1 h')")
         p.set_defaults(func=cmd_cache)
@@ -37,6 +37,7 @@ def cmd_cache(args: argparse.Namespace) -> int:
     from pipelines.datasets.cache import ensure_space, pin, unpin
 
     cfg = config_from_args(args)
+    args.tier = role(cfg, args.tier, "nvme")
     tier = open_named(cfg, args.tier)
     try:
         if args.action == "evict":

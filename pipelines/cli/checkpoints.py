@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pipelines.cli.common import UsageError, config_from_args, open_named
+from pipelines.cli.common import UsageError, config_from_args, open_named, role
 from pipelines.core.units import format_bytes
 
 __all__ = ["register"]
@@ -39,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     ck_restore = ckp_sub.add_parser("restore", parents=[ck_common], help="restore a step (or the latest) onto NVMe")
     ck_restore.add_argument("run")
     ck_restore.add_argument("--step", type=int, help="default: the latest committed step")
-    ck_restore.add_argument("--to", dest="target", default="nvme")
+    ck_restore.add_argument("--to", dest="target", help="tier to restore onto (default: the NVMe tier)")
     ck_restore.add_argument("--holder", default="restore", help="pin holder name")
     ckp.set_defaults(func=cmd_checkpoints)
 
@@ -86,7 +86,8 @@ def cmd_checkpoints(args: argparse.Namespace) -> int:
             policies = {}
             for tier in tiers:
                 text = getattr(args, f"keep_{tier.config.kind}")
-                spec = ck.parse_retention(text) if text else ck.DEFAULT_RETENTION[tier.config.kind]
+                # An explicit empty policy ('') is refused by parse_retention, never read as the default.
+                spec = ck.parse_retention(text) if text is not None else ck.DEFAULT_RETENTION[tier.config.kind]
                 policies[tier.name] = ck.policy_from_spec(spec)
             summary = ck.retain(tiers, policies, rules, args.run, args.dry_run)
             verb = "would delete" if args.dry_run else "deleted"
@@ -99,7 +100,7 @@ def cmd_checkpoints(args: argparse.Namespace) -> int:
                 gone = ck.cleanup_partial(tiers[0], ck.discover(tiers[0], rules, args.run), args.dry_run)
                 print(f"{tiers[0].name}: {'would remove' if args.dry_run else 'removed'} partial {gone}")
         elif args.action == "restore":
-            target = open_named(cfg, args.target)
+            target = open_named(cfg, role(cfg, args.target, "nvme"))
             result = ck.restore(tiers, target, args.run, args.step, rules, holder=args.holder)
             for why in result.fallbacks:
                 print(f"fallback: {why}", file=sys.stderr)

@@ -7,14 +7,14 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from pipelines.core.config import TierflowConfig, load_config
+from pipelines.core.config import TierflowConfig, TierKind, load_config
 from pipelines.core.errors import InputError
 
 if TYPE_CHECKING:
     from pipelines.devtools.s3server import EmbeddedS3
     from pipelines.storage.tier import Tier
 
-__all__ = ["UsageError", "config_from_args", "embedded_server", "open_named", "print_table", "quiet_logging"]
+__all__ = ["UsageError", "config_from_args", "embedded_server", "open_named", "print_table", "quiet_logging", "role"]
 
 
 class UsageError(InputError):
@@ -43,6 +43,11 @@ def open_named(cfg: TierflowConfig, name: str) -> Tier:
     from pipelines.storage.tier import open_tier
 
     return open_tier(cfg, name)
+
+
+def role(cfg: TierflowConfig, name: str | None, kind: TierKind) -> str:
+    """``name`` when the user gave one, else the config's tier of ``kind`` (several of one kind must be named)."""
+    return name or cfg.primary(kind).name
 
 
 def print_table(rows: Sequence[Sequence[str]]) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from pipelines.cli.common import UsageError, config_from_args, open_named
+from pipelines.cli.common import UsageError, config_from_args, open_named, role
 from pipelines.core.units import format_bytes
 
 __all__ = ["register"]
@@ -19,13 +19,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     publish.add_argument("dir")
     publish.add_argument("--name", required=True)
     publish.add_argument("--version", required=True)
-    publish.add_argument("--tier", default="object", help="tier to publish on (default: object)")
+    publish.add_argument("--tier", help="tier to publish on (default: the object tier)")
     publish.add_argument("-v", "--verbose", action="store_true")
     publish.set_defaults(func=cmd_datasets)
     stage = ds.add_parser("stage", help="stage a committed dataset version to another tier (plan, copy, commit)")
     stage.add_argument("name")
     stage.add_argument("version")
-    stage.add_argument("--from", dest="source", default="object")
+    stage.add_argument("--from", dest="source", help="source tier (default: the object tier)")
     stage.add_argument("--to", dest="target", required=True)
     stage.add_argument("--verify", action="store_true", help="read every copied object back")
     stage.add_argument("-v", "--verbose", action="store_true")
@@ -36,8 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     prep.add_argument("name")
     prep.add_argument("version")
     prep.add_argument("--from", dest="source_prefix", required=True, help="raw input prefix on the source tier")
-    prep.add_argument("--source", default="object")
-    prep.add_argument("--target", default="object")
+    prep.add_argument("--source", help="tier holding the raw input (default: the object tier)")
+    prep.add_argument("--target", help="tier to publish on (default: the object tier)")
     prep.add_argument("--format", choices=("parquet", "jsonl"), default="parquet")
     prep.add_argument("--level", type=int, help="zstd level 1-19 (default: the planner's choice)")
     prep.add_argument("--shard-size", help='e.g. "128 MiB" (default: the planner\'s)')
@@ -65,6 +65,7 @@ def cmd_datasets(args: argparse.Namespace) -> int:
         if args.action == "publish":
             from pipelines.datasets.staging import publish_directory
 
+            args.tier = role(cfg, args.tier, "object")
             report, record = publish_directory(args.dir, open_named(cfg, args.tier), args.name, args.version)
             print(
                 f"published {args.name}/{args.version} on {args.tier}: {report.line()}; "
@@ -73,8 +74,13 @@ def cmd_datasets(args: argparse.Namespace) -> int:
         elif args.action == "stage":
             from pipelines.datasets.staging import stage_dataset
 
+            args.source = role(cfg, args.source, "object")
             plan, staged, _ = stage_dataset(
-                open_named(cfg, args.source), open_named(cfg, args.target), args.name, args.version, verify=args.verify
+                open_named(cfg, args.source),
+                open_named(cfg, args.target),
+                args.name,
+                args.version,
+                verify=args.verify,
             )
             if staged is None:
                 print(f"{args.name}/{args.version} already committed on {args.target}")
@@ -102,8 +108,9 @@ def cmd_datasets(args: argparse.Namespace) -> int:
             from pipelines.datasets.preparation import prepare
             from pipelines.datasets.validation import load_suite
 
+            args.target = role(cfg, args.target, "object")
             prepared, published, summary = prepare(
-                open_named(cfg, args.source),
+                open_named(cfg, role(cfg, args.source, "object")),
                 open_named(cfg, args.target),
                 args.source_prefix,
                 args.name,

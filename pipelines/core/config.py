@@ -191,6 +191,28 @@ class TierflowConfig:
         """Return the tiers of one kind, in file order."""
         return tuple(t for t in self.tiers if t.kind == kind)
 
+    def primary(self, kind: TierKind) -> TierConfig:
+        """The one tier playing the role ``kind`` (object, pfs or nvme), whatever it is called.
+
+        DAG defaults, pools, retention and the checkpoint chain find their tiers this way, so a
+        config may name its tiers as it likes. With several tiers of one kind, which one is meant
+        is not guessed: name it (a DAG param, an operator argument, ``--tier``).
+
+        Raises:
+            ConfigError: No tier, or more than one, of that kind (named).
+        """
+        found = self.of_kind(kind)
+        if len(found) == 1:
+            return found[0]
+        if not found:
+            raise ConfigError(f"{self.source}: no tier of kind {kind!r} (tiers: {', '.join(self.names())})")
+        names = ", ".join(repr(t.name) for t in found)
+        raise ConfigError(f"{self.source}: tiers {names} are all of kind {kind!r}: name the one to use")
+
+    def names(self) -> tuple[str, ...]:
+        """Every tier's name, in file order."""
+        return tuple(t.name for t in self.tiers)
+
     def buckets_for(self, conn_id: str) -> tuple[str, ...]:
         """Return the buckets of the object tiers reached through ``conn_id``."""
         return tuple(sorted({cast(str, t.bucket) for t in self.tiers if t.is_object and t.conn_id == conn_id}))

@@ -90,7 +90,7 @@ def run_demo(config: TierflowConfig, keep_server: bool = False) -> int:
         files = generate_corpus(corpus_dir)
         total = sum(f.size for f in files)
         _say(f"corpus: {len(files)} files, {sum(f.records for f in files)} records, {format_bytes(total)}")
-        obj = open_tier(config, config.of_kind("object")[0].name, creds.storage_options())
+        obj = open_tier(config, config.primary("object").name, creds.storage_options())
         raw, _ = copy_prefix(
             Tier(replace(obj.config, name="corpus", kind="pfs", url=f"file://{corpus_dir}", conn_id=None)),
             "",
@@ -100,7 +100,7 @@ def run_demo(config: TierflowConfig, keep_server: bool = False) -> int:
         _say(f"raw corpus uploaded to {obj.url(RAW_PREFIX)}: {raw.line()}")
         published, record = publish_directory(str(corpus_dir), obj, DEMO_DATASET, DEMO_VERSION)
         _say(f"published dataset {DEMO_DATASET}/{DEMO_VERSION} on {obj.name}: {published.line()}")
-        nvme_root = config.of_kind("nvme")[0].root
+        nvme_root = config.primary("nvme").root
         for i, step in enumerate((100, 200, 300)):
             write_checkpoint(
                 Path(nvme_root), DEMO_RUN, step, metrics={"loss": 2.0 - i * 0.4, "eval_score": 0.6 + i * 0.1}

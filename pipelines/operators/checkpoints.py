@@ -39,12 +39,16 @@ def _rules(pattern: str | None, marker: str | None, grace_s: Any) -> Any:
     return Rules.with_extras(pattern or None, marker or None, grace)
 
 
-def _chain(config_path: str | None, *extra: str) -> list[Any]:
-    """The tiers from NVMe to object storage, then any ``extra`` tiers, from one load of the config."""
+def _chain(config_path: str | None, target: str | None = None) -> list[Any]:
+    """The tiers from NVMe to object storage (one of each kind), then ``target`` if asked, from one config load.
+
+    ``target=""`` means the config's NVMe tier, whatever its name.
+    """
     from pipelines.checkpoints import chain
     from pipelines.operators.context import load_config_in_task, open_tier_in_task
 
     config = load_config_in_task(config_path)
+    extra = [] if target is None else [target or config.primary("nvme").name]
     return [open_tier_in_task(config, name) for name in [*chain(config), *extra]]
 
 
@@ -165,7 +169,9 @@ class RetainCheckpointsOperator(_CheckpointOperator):
             if unknown:
                 raise ValueError(f"params.retention names unknown tiers {sorted(unknown)}")
             policies = {
-                t.name: ck.policy_from_spec(given.get(t.name) or ck.DEFAULT_RETENTION[t.config.kind]) for t in tiers
+                # An explicit {} is refused by policy_from_spec (one line), never read as the default.
+                t.name: ck.policy_from_spec(given[t.name] if t.name in given else ck.DEFAULT_RETENTION[t.config.kind])
+                for t in tiers
             }
             summary = ck.retain(tiers, policies, rules, self._run_name(), dry)
             if str(self.remove_partial).lower() == "true":
@@ -182,15 +188,13 @@ class RestoreCheckpointOperator(_CheckpointOperator):
 
     Args:
         step: A step number, or ``latest`` (templated).
-        target: Tier to restore onto (templated).
+        target: Tier to restore onto (templated; default ``""``: the config's NVMe tier, whatever its name).
         holder: Pin holder name, e.g. the job that resumes from it (templated).
     """
 
     template_fields: Sequence[str] = (*_CheckpointOperator.template_fields, "step", "target", "holder")
 
-    def __init__(
-        self, *, step: int | str = "latest", target: str = "nvme", holder: str = "restore", **kwargs: Any
-    ) -> None:
+    def __init__(self, *, step: int | str = "latest", target: str = "", holder: str = "restore", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.step = step
         self.target = target
@@ -208,7 +212,7 @@ class RestoreCheckpointOperator(_CheckpointOperator):
         step = None if str(self.step).strip().lower() in ("latest", "", "none") else int(self.step)
         with fatal_errors():
             rules = _rules(self.pattern, self.marker, self.grace_s)
-            *tiers, target = _chain(self.config_path, self.target)
+            *tiers, target = _chain(self.config_path, self.target or "")
             result = restore(tiers, target, run, step, rules, holder=self.holder)
         for why in result.fallbacks:
             self.log.warning("fallback: %s", why)

@@ -73,10 +73,16 @@ def open_tier_in_task(config: TierflowConfig, name: str) -> Tier:
     return open_tier(config, name, options)
 
 
-def open_tiers_in_task(config_path: str | None, *names: str) -> list[Tier]:
-    """Load the config once and open the named tiers (credentials from their Airflow connections)."""
+def open_tiers_in_task(config_path: str | None, *names: str | tuple[str | None, str]) -> list[Tier]:
+    """Load the config once and open the tiers (credentials from their Airflow connections).
+
+    Each of ``names`` is a tier name, or ``(name, kind)``: the name when given, else the config's
+    tier of that kind (:meth:`~pipelines.core.config.TierflowConfig.primary`), so operators never
+    spell a tier name.
+    """
     config = load_config_in_task(config_path)
-    return [open_tier_in_task(config, name) for name in names]
+    resolved = [n if isinstance(n, str) else (n[0] or config.primary(n[1]).name) for n in names]  # type: ignore[arg-type]
+    return [open_tier_in_task(config, name) for name in resolved]
 
 
 def select_tiers(asked: list[str] | None, config_path: str | None = None) -> list[str]:

@@ -63,8 +63,8 @@ class PlanPreparationOperator(BaseOperator):
         level: zstd level 1-19, or None for the planner's choice (templated).
         shard_size: Shard size (``"128 MiB"``), or None for the planner's (templated).
         dictionary: Train a zstd dictionary (JSONL only).
-        source: Tier holding the raw input.
-        target: Tier the version is published on.
+        source: Tier holding the raw input (default: the config's object tier, whatever its name).
+        target: Tier the version is published on (default: the config's object tier).
         suites_dir: Where suites are read; default ``$TIERFLOW_SUITES``, else the packaged ones.
         config_path: Tier config file.
     """
@@ -81,8 +81,8 @@ class PlanPreparationOperator(BaseOperator):
         level: int | str | None = None,
         shard_size: str | None = None,
         dictionary: bool | str = False,
-        source: str = "object",
-        target: str = "object",
+        source: str | None = None,
+        target: str | None = None,
         suites_dir: str | None = None,
         config_path: str | None = None,
         **kwargs: Any,
@@ -110,7 +110,7 @@ class PlanPreparationOperator(BaseOperator):
         shard = parse_size(str(self.shard_size)) if self.shard_size not in (None, "", "None") else None
         with fatal_errors():
             suite = load_suite(self.dataset, self.suites_dir)
-            source, target = open_tiers_in_task(self.config_path, self.source, self.target)
+            source, target = open_tiers_in_task(self.config_path, (self.source, "object"), (self.target, "object"))
             plan = plan_preparation(
                 source,
                 target,
@@ -127,7 +127,7 @@ class PlanPreparationOperator(BaseOperator):
             self.log.info("plan %s: %s", choice, reason)
         context["ti"].xcom_push(key="plan", value=plan.to_json())
         if plan.already_published:
-            self.log.info("%s/%s is already published on %s: nothing to do", self.dataset, self.version, self.target)
+            self.log.info("%s/%s is already published on %s: nothing to do", self.dataset, self.version, target.name)
         return plan.tasks()
 
 

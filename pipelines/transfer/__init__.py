@@ -6,9 +6,31 @@ settings, report and errors; :mod:`~pipelines.transfer.retry` is its one retry l
 interrupted copies left; :mod:`~pipelines.transfer.local` copies local files.
 """
 
-from pipelines.transfer.cleanup import reap_multipart_uploads, remove_temporaries
-from pipelines.transfer.engine import CHECKSUM_METADATA, copy_entries, copy_prefix, source_entries
-from pipelines.transfer.report import ChecksumMismatch, Failure, TransferError, TransferReport, TransferSettings
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pipelines.transfer.cleanup import reap_multipart_uploads, remove_temporaries
+    from pipelines.transfer.engine import CHECKSUM_METADATA, copy_entries, copy_prefix, source_entries
+    from pipelines.transfer.report import ChecksumMismatch, Failure, TransferError, TransferReport, TransferSettings
+
+#: Public name → the submodule defining it; imported on first use, so importing one submodule (or
+#: this package, at DAG parse time) does not import the others.
+_EXPORTS = {
+    "CHECKSUM_METADATA": "engine",
+    "ChecksumMismatch": "report",
+    "Failure": "report",
+    "TransferError": "report",
+    "TransferReport": "report",
+    "TransferSettings": "report",
+    "copy_entries": "engine",
+    "copy_prefix": "engine",
+    "reap_multipart_uploads": "cleanup",
+    "remove_temporaries": "cleanup",
+    "source_entries": "engine",
+}
 
 __all__ = [
     "CHECKSUM_METADATA",
@@ -23,3 +45,13 @@ __all__ = [
     "remove_temporaries",
     "source_entries",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name's submodule on first use."""
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value

@@ -17,25 +17,51 @@ The steps, each a function a task (or the CLI) calls:
 Bad input stops the build with one line naming the object and, for JSON, the line number.
 """
 
-from pipelines.datasets.preparation.plan import (
-    DOCS_DIR,
-    FORMATS,
-    POLICIES,
-    QUARANTINE_DIR,
-    SHARDS_DIR,
-    InputError,
-    PreparePlan,
-    plan_preparation,
-)
-from pipelines.datasets.preparation.publish import (
-    PublishError,
-    prepare,
-    publish,
-    read_records,
-    shard_stem,
-    validate_shard,
-)
-from pipelines.datasets.preparation.shards import build_group
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pipelines.datasets.preparation.plan import (
+        DOCS_DIR,
+        FORMATS,
+        POLICIES,
+        QUARANTINE_DIR,
+        SHARDS_DIR,
+        InputError,
+        PreparePlan,
+        plan_preparation,
+    )
+    from pipelines.datasets.preparation.publishing import (
+        PublishError,
+        prepare,
+        publish,
+        read_records,
+        shard_stem,
+        validate_shard,
+    )
+    from pipelines.datasets.preparation.shards import build_group
+
+#: Public name → the submodule defining it; imported on first use, so importing one submodule (or
+#: this package, at DAG parse time) does not import the others.
+_EXPORTS = {
+    "DOCS_DIR": "plan",
+    "FORMATS": "plan",
+    "InputError": "plan",
+    "POLICIES": "plan",
+    "PreparePlan": "plan",
+    "PublishError": "publishing",
+    "QUARANTINE_DIR": "plan",
+    "SHARDS_DIR": "plan",
+    "build_group": "shards",
+    "plan_preparation": "plan",
+    "prepare": "publishing",
+    "publish": "publishing",
+    "read_records": "publishing",
+    "shard_stem": "publishing",
+    "validate_shard": "publishing",
+}
 
 __all__ = [
     "DOCS_DIR",
@@ -54,3 +80,13 @@ __all__ = [
     "shard_stem",
     "validate_shard",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name's submodule on first use."""
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
