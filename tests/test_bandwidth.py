@@ -190,7 +190,14 @@ def test_every_choice_has_a_one_line_reason() -> None:
 def test_a_tier_at_capacity_still_plans_but_the_planner_does_not_hide_it() -> None:
     """Capacity is the cache's business (eviction), not the planner's: a full tier plans like any other."""
     full = replace(NVME, capacity_bytes=1)
-    assert plan_hop(PFS, full, Workload.uniform(10, MiB)).concurrency >= 1
+    work = Workload.uniform(10, MiB)
+    planned, normal = plan_hop(PFS, full, work), plan_hop(PFS, NVME, work)
+    assert (planned.concurrency, planned.part_size, planned.shards, planned.predicted_s) == (
+        normal.concurrency,
+        normal.part_size,
+        normal.shards,
+        normal.predicted_s,
+    )
 
 
 def test_staging_sequential_and_pipelined() -> None:

@@ -24,7 +24,7 @@ ALLOWED = {
     "checkpoints": {"core", "storage", "transfer", "model"},
     "operators": {"core", "storage", "transfer", "model", "datasets", "checkpoints"},
     "cli": {"core", "storage", "transfer", "model", "datasets", "checkpoints", "devtools", "operators"},
-    "devtools": {"core", "storage", "transfer", "model", "datasets", "checkpoints"},
+    "devtools": {"core", "storage", "transfer", "model", "datasets", "checkpoints", "operators"},
 }
 
 

@@ -19,6 +19,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 pytestmark = pytest.mark.e2e
@@ -101,11 +102,14 @@ def test_wheel_installs_with_pip_beside_airflow_and_runs_a_users_dag(
         pip += ["-c", str(tmp_path / "lowest.txt")]
     run(pip, env, tmp_path, timeout=PIP_TIMEOUT_S)
     versions = run([str(venv / "bin" / "pip"), "list", "--format=freeze"], env, tmp_path).stdout
-    installed = dict(line.split("==", 1) for line in versions.splitlines() if "==" in line)
+    installed = {
+        canonicalize_name(n): v for n, v in (line.split("==", 1) for line in versions.splitlines() if "==" in line)
+    }
     if lowest:
         for pin in lower_bounds():
             name, low = pin.split("==")
-            assert Version(installed[name]) == Version(low), f"{name}: {installed[name]} installed, {low} asked"
+            got = installed[canonicalize_name(name)]
+            assert Version(got) == Version(low), f"{name}: {got} installed, {low} asked"
     else:
         assert installed["apache-airflow"].startswith("3.")
     where = run([str(venv / "bin" / "python"), "-c", "import pipelines; print(pipelines.__file__)"], env, tmp_path)

@@ -53,7 +53,16 @@ def _chain(config_path: str | None, target: str | None = None) -> list[Any]:
 
 
 class _CheckpointOperator(BaseOperator):
-    """Shared arguments: which run, how checkpoints are recognised, which config."""
+    """Shared arguments of the checkpoint operators: which run, how checkpoints are recognised, which config.
+
+    Args:
+        run: Only this training run (templated); None or empty: every run.
+        pattern: An extra checkpoint name pattern with one group, the step (templated).
+        marker: An extra completion marker file name (templated).
+        grace_s: Seconds before a checkpoint without a marker counts as partial (templated).
+        config_path: Tier config file; default ``$TIERFLOW_CONFIG``, else the packaged default.
+        **kwargs: Passed to ``BaseOperator`` (task_id, retries, pool, ...).
+    """
 
     template_fields: Sequence[str] = ("run", "pattern", "marker", "grace_s")
 
@@ -79,7 +88,12 @@ class _CheckpointOperator(BaseOperator):
 
 
 class DiscoverCheckpointsOperator(_CheckpointOperator):
-    """List checkpoints on NVMe; return the complete ones not yet committed on object storage (one per mapped task)."""
+    """List checkpoints on NVMe; return the complete ones not yet committed on object storage (one per mapped task).
+
+    Takes the shared arguments of the checkpoint operators (``run``, ``pattern``, ``marker``,
+    ``grace_s``, ``config_path``). Returns (XCom) one ``{"run", "name", "step", "bytes"}`` per
+    checkpoint to promote: map :class:`PromoteCheckpointOperator` over it.
+    """
 
     def execute(self, context: Any) -> list[dict[str, Any]]:
         """Discover; logs in-progress and partial ones too."""
@@ -99,13 +113,29 @@ class DiscoverCheckpointsOperator(_CheckpointOperator):
 
 
 class PromoteCheckpointOperator(_CheckpointOperator):
-    """Promote one checkpoint NVMe → PFS → object storage; map it over the discovery (``checkpoint=``)."""
+    """Promote one checkpoint NVMe → PFS → object storage; map it over the discovery (``checkpoint=``).
+
+    Args:
+        checkpoint: ``{"run", "name"}`` of the checkpoint (templated; one item of the discovery's XCom).
+        outlets: Declared by default as the alias ``tierflow_checkpoints`` (also for ``.partial()``):
+            each committed copy is an event of ``tierflow/checkpoints/<run>@<tier>`` through it, with
+            step, metrics, tier, bytes, checkpoint and seconds as extras.
+        **kwargs: The shared checkpoint arguments and ``BaseOperator``'s.
+
+    Returns (XCom) one summary per hop (run, checkpoint, step, source, tier, copied_bytes, objects,
+    bytes, seconds, already, metrics). Skips when the checkpoint is no longer complete on NVMe.
+    """
 
     template_fields: Sequence[str] = (*_CheckpointOperator.template_fields, "checkpoint")
 
-    def __init__(self, *, checkpoint: dict[str, Any], **kwargs: Any) -> None:
-        kwargs.setdefault("outlets", [CHECKPOINT_ALIAS])
-        super().__init__(**kwargs)
+    def __init__(
+        self,
+        *,
+        checkpoint: dict[str, Any],
+        outlets: Sequence[Any] = (CHECKPOINT_ALIAS,),  # in the signature, so .partial() (a mapped task) declares it too
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(outlets=list(outlets), **kwargs)
         self.checkpoint = checkpoint
 
     def execute(self, context: Any) -> list[dict[str, Any]]:

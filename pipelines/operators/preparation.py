@@ -238,6 +238,8 @@ class PublishDatasetOperator(BaseOperator):
         build_task_id: The mapped build task.
         validate_task_id: The mapped validation task.
         config_path: Tier config file.
+        outlets: Declared by default as the asset ``tierflow_dataset_published`` (also for
+            ``.partial()``), with the dataset and version as extras.
     """
 
     template_fields: Sequence[str] = ("policy", "max_failed_fraction")
@@ -251,10 +253,10 @@ class PublishDatasetOperator(BaseOperator):
         build_task_id: str = "build",
         validate_task_id: str = "validate",
         config_path: str | None = None,
+        outlets: Sequence[Any] = (PUBLISHED,),  # in the signature, so .partial() (a mapped task) declares it too
         **kwargs: Any,
     ) -> None:
-        kwargs.setdefault("outlets", [PUBLISHED])
-        super().__init__(**kwargs)
+        super().__init__(outlets=list(outlets), **kwargs)
         self.policy = policy
         self.max_failed_fraction = max_failed_fraction
         self.plan_task_id = plan_task_id

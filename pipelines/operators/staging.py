@@ -172,12 +172,21 @@ class CommitStagingOperator(BaseOperator):
         plan_task_id: Task id of the hop's :class:`PlanStagingOperator`.
         stage_task_id: Task id of the hop's mapped :class:`StageShardOperator`.
         config_path: Tier config file.
+        outlets: Declared by default as the alias ``tierflow_staged`` (also for ``.partial()``): the
+            committed copy is an event of the (dataset, tier) asset through it.
     """
 
-    def __init__(self, *, plan_task_id: str, stage_task_id: str, config_path: str | None = None, **kwargs: Any) -> None:
-        kwargs.setdefault("outlets", [STAGED_ALIAS])
+    def __init__(
+        self,
+        *,
+        plan_task_id: str,
+        stage_task_id: str,
+        config_path: str | None = None,
+        outlets: Sequence[Any] = (STAGED_ALIAS,),  # in the signature, so .partial() (a mapped task) declares it too
+        **kwargs: Any,
+    ) -> None:
         kwargs.setdefault("trigger_rule", "none_failed")
-        super().__init__(**kwargs)
+        super().__init__(outlets=list(outlets), **kwargs)
         self.plan_task_id = plan_task_id
         self.stage_task_id = stage_task_id
         self.config_path = config_path
@@ -246,6 +255,7 @@ class StageDatasetOperator(BaseOperator):
         target: Target tier name (templated).
         verify: Read every copied object back at the target.
         config_path: Tier config file.
+        outlets: Declared by default as the alias ``tierflow_staged`` (also for ``.partial()``).
     """
 
     template_fields: Sequence[str] = ("dataset", "version", "source", "target")
@@ -259,10 +269,10 @@ class StageDatasetOperator(BaseOperator):
         target: str,
         verify: bool = False,
         config_path: str | None = None,
+        outlets: Sequence[Any] = (STAGED_ALIAS,),  # in the signature, so .partial() (a mapped task) declares it too
         **kwargs: Any,
     ) -> None:
-        kwargs.setdefault("outlets", [STAGED_ALIAS])
-        super().__init__(**kwargs)
+        super().__init__(outlets=list(outlets), **kwargs)
         self.dataset = dataset
         self.version = version
         self.source = source

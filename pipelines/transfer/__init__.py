@@ -8,8 +8,9 @@ interrupted copies left; :mod:`~pipelines.transfer.local` copies local files.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from pipelines.core.lazy import lazy_getattr
 
 if TYPE_CHECKING:
     from pipelines.transfer.cleanup import reap_multipart_uploads, remove_temporaries
@@ -47,11 +48,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    """Import a public name's submodule on first use."""
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _EXPORTS)
