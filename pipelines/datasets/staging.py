@@ -225,17 +225,26 @@ def publish_directory(
 
     The files are listed once (symlinks are not followed out of the directory) and hashed, then
     copied (each verified against its checksum as it is sent) and committed with that manifest.
+
+    Raises:
+        FileNotFoundError: ``local_dir`` does not exist, or is not a directory (named).
+        InputError: It holds no file: an empty version is never committed.
     """
     from dataclasses import replace
 
+    from pipelines.core.errors import InputError
     from pipelines.core.manifest import Entry, dataset_prefix, list_local_source
 
     local_dir = os.path.abspath(local_dir)
+    if not os.path.isdir(local_dir):
+        raise FileNotFoundError(f"{local_dir}: no such directory to publish")
     # Checksums first (local reads are cheap): the manifest is complete before anything moves,
     # so an interrupted publish resumes by skipping what is already there and verified.
     entries = [
         Entry(e.key, e.size, checksum_file(os.path.join(local_dir, e.key))[0]) for e in list_local_source(local_dir)
     ]
+    if not entries:
+        raise InputError(f"{local_dir}: no files to publish as {dataset}/{version}")
     prefix = dataset_prefix(dataset, version)
     source = Tier(replace(target.config, name="local", kind="pfs", url=f"file://{local_dir}", conn_id=None))
     if settings is None:

@@ -1,0 +1,211 @@
+"""Every ``tierflow`` command group as a user runs it: real files, tiers named by the user, good and bad input.
+
+The tier config here has a PFS (``lustre``) and an NVMe cache (``localssd``) and no object store,
+so every command runs on real directories. Each bad input must end in one line naming what is
+wrong and the exit status of the one error map: 2 for input the user can fix, 1 for a failed job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+from pipelines.cli.main import main
+
+pytestmark = pytest.mark.unit
+
+CONFIG = """
+[tierflow]
+state_dir = "{state}"
+
+[[tier]]
+name = "lustre"
+kind = "pfs"
+url = "file://{root}/lustre"
+capacity = "1 GB"
+[tier.bandwidth]
+read = "500 MB/s"
+write = "400 MB/s"
+latency = "1 ms"
+metadata_ops = "2000/s"
+max_streams = 8
+
+[[tier]]
+name = "localssd"
+kind = "nvme"
+url = "file://{root}/localssd"
+capacity = "1 GB"
+[tier.bandwidth]
+read = "1 GB/s"
+write = "800 MB/s"
+latency = "0.1 ms"
+metadata_ops = "10000/s"
+max_streams = 8
+"""
+
+
+@pytest.fixture
+def tierflow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
+    """Run ``tierflow ARGS`` in process on this test's config; returns (exit status, stdout, stderr)."""
+    for d in ("lustre", "localssd"):
+        (tmp_path / d).mkdir()
+    (tmp_path / "tiers.toml").write_text(CONFIG.format(state=tmp_path / "state", root=tmp_path))
+    monkeypatch.setenv("TIERFLOW_CONFIG", str(tmp_path / "tiers.toml"))
+    monkeypatch.setenv("TIERFLOW_HOME", str(tmp_path / "state"))
+
+    def run(*args: str) -> tuple[int, str, str]:
+        code = main(list(args))
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
+def corpus(root: Path, files: int = 9) -> Path:
+    for i in range(files):
+        (root / f"part-{i % 3}").mkdir(parents=True, exist_ok=True)
+        (root / f"part-{i % 3}" / f"{i:02d}.bin").write_bytes(os.urandom(500 + 101 * i))
+    return root
+
+
+def digests(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and not p.name.startswith("_tierflow")
+    }
+
+
+def one_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def test_config_check(tierflow, tmp_path: Path) -> None:
+    code, out, _ = tierflow("config", "check")
+    assert code == 0 and "lustre" in out and "localssd" in out
+    bad = tmp_path / "bad.toml"
+    bad.write_text(CONFIG.format(state=tmp_path, root=tmp_path).replace('write = "400 MB/s"', 'write = "0 MB/s"'))
+    code, _, err = tierflow("config", "check", str(bad))
+    assert code == 2 and "tier 'lustre'.bandwidth.write" in one_line(err)
+
+
+def test_datasets_publish_stage_ls_with_role_defaults_and_bad_input(tierflow, tmp_path: Path) -> None:
+    src = corpus(tmp_path / "corpus")
+    code, out, err = tierflow("datasets", "publish", str(src), "--name", "c", "--version", "v1", "--tier", "lustre")
+    assert code == 0, err
+    assert "published c/v1 on lustre" in out
+    code, out, err = tierflow("datasets", "stage", "c", "v1", "--from", "lustre", "--to", "localssd")
+    assert code == 0, err
+    assert digests(tmp_path / "localssd" / "datasets" / "c" / "v1") == digests(src)
+    code, out, _ = tierflow("datasets", "ls")
+    assert code == 0 and "lustre" in out and "localssd" in out and out.count("committed") >= 2
+    code, _, err = tierflow("datasets", "ls", "--tier", "tape")
+    assert code == 2 and "no tier named 'tape'" in one_line(err)
+    code, _, err = tierflow("datasets", "stage", "c", "v9", "--from", "lustre", "--to", "localssd")
+    assert code == 2 and "dataset c/v9 is not committed on tier lustre" in one_line(err)
+    missing = tmp_path / "missing"
+    code, _, err = tierflow("datasets", "publish", str(missing), "--name", "c", "--version", "v2", "--tier", "lustre")
+    assert code == 2 and f"{missing}: no such directory to publish" in one_line(err)
+    (tmp_path / "empty").mkdir()
+    code, _, err = tierflow(
+        "datasets", "publish", str(tmp_path / "empty"), "--name", "c", "--version", "v2", "--tier", "lustre"
+    )
+    assert code == 2 and "no files to publish" in one_line(err)
+    assert not (tmp_path / "lustre" / "datasets" / "c" / "v2").exists()  # nothing committed, nothing left
+    code, _, err = tierflow("datasets", "publish", str(src), "--name", "c", "--version", "v2")
+    assert code == 2 and "no tier of kind 'object'" in one_line(err)  # the default is the object role
+
+
+def test_cache_evict_pin_unpin(tierflow, tmp_path: Path) -> None:
+    src = corpus(tmp_path / "corpus")
+    assert tierflow("datasets", "publish", str(src), "--name", "c", "--version", "v1", "--tier", "lustre")[0] == 0
+    assert tierflow("datasets", "stage", "c", "v1", "--from", "lustre", "--to", "localssd")[0] == 0
+    code, out, err = tierflow("cache", "pin", "c", "v1", "--holder", "job-1", "--ttl", "1 h")
+    assert code == 0 and "pinned c/v1 on localssd for job-1" in out, err  # the NVMe role's tier by default
+    code, _, err = tierflow("cache", "evict", "--need", "1 GB", "--dry-run")  # room only if c/v1 went
+    assert code == 1 and "job-1" in one_line(err)  # the pin blocks it: a failed job, saying why
+    assert tierflow("cache", "unpin", "c", "v1", "--holder", "job-1")[0] == 0
+    code, out, _ = tierflow("cache", "evict", "--need", "1 GB", "--dry-run")
+    assert code == 0 and "would evict c/v1" in out
+    assert (tmp_path / "localssd" / "datasets" / "c" / "v1").is_dir()  # a dry run deletes nothing
+    code, _, err = tierflow("cache", "evict", "--need", "5 GBs")
+    assert code == 2 and one_line(err).startswith("tierflow cache evict: --need: unknown size unit 'GBs'")
+    code, _, err = tierflow("cache", "pin", "c", "v1", "--holder", "job-1", "--ttl", "soon")
+    assert code == 2 and "--ttl" in one_line(err)
+
+
+def test_checkpoints_ls_promote_prune_restore(tierflow, tmp_path: Path) -> None:
+    from pipelines.devtools.corpus import write_checkpoint
+
+    for step in (100, 200, 300):
+        write_checkpoint(tmp_path / "localssd", "run1", step, shards=2, metrics={"loss": 1.0 / step})
+    code, out, err = tierflow("checkpoints", "promote")
+    assert code == 0 and out.count("-> lustre") == 3, err
+    code, out, _ = tierflow("checkpoints", "ls")
+    assert code == 0 and out.count("committed") == 6
+    code, out, err = tierflow("checkpoints", "prune", "--keep-nvme", "latest=1", "--keep-pfs", "latest=5")
+    assert code == 0 and "localssd: deleted 2 checkpoint(s)" in out, err
+    assert sorted(p.name for p in (tmp_path / "localssd" / "checkpoints" / "run1").iterdir()) == ["step_000300"]
+    code, out, err = tierflow("checkpoints", "restore", "run1", "--step", "100")
+    assert code == 0 and "restored run1/step_000100 (step 100) from lustre" in out, err
+    code, _, err = tierflow("checkpoints", "prune", "--keep-nvme", "")
+    assert code == 2 and "at least one of latest, every, best" in one_line(err)  # empty is refused, not the default
+    code, _, err = tierflow("checkpoints", "restore", "nobody")
+    assert code == 1 and "run 'nobody'" in one_line(err)
+    code, _, err = tierflow("checkpoints", "ls", "--tier", "tape")
+    assert code == 2 and "no tier named 'tape'" in one_line(err)
+
+
+def test_plan_calibrate_and_codec_refuse_bad_input_in_one_line(tierflow, tmp_path: Path) -> None:
+    code, _, err = tierflow("plan", "--dataset-size", "2 TBs")
+    assert code == 2 and "unknown size unit 'TBs'" in one_line(err)
+    code, _, err = tierflow("calibrate", "--budget", "lots")
+    assert code == 2 and one_line(err).startswith("tierflow calibrate: --budget:")
+    code, _, err = tierflow("compress", str(tmp_path / "nope"), str(tmp_path / "x.zst"))
+    assert code == 2 and "no such file" in one_line(err)
+    raw = tmp_path / "a.txt"
+    raw.write_bytes(b"tierflow " * 1000)
+    code, _, err = tierflow("compress", str(raw), str(tmp_path / "a.zst"), "--level", "99")
+    assert code == 2 and "level" in one_line(err)
+
+
+@pytest.mark.integration
+def test_an_unreachable_object_store_during_prune_ends_in_one_line_and_deletes_nothing(
+    tierflow, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing listens on the endpoint (as when the S3 server is stopped): one line, exit 1, NVMe untouched."""
+    from pipelines.devtools.corpus import write_checkpoint
+    from pipelines.devtools.s3server import free_port
+
+    text = (tmp_path / "tiers.toml").read_text()
+    (tmp_path / "tiers.toml").write_text(
+        text
+        + """
+[[tier]]
+name = "s3main"
+kind = "object"
+url = "s3://gone-bucket/x/"
+conn_id = "unused"
+capacity = "1 GB"
+[tier.bandwidth]
+read = "100 MB/s"
+write = "100 MB/s"
+latency = "1 ms"
+metadata_ops = "1000/s"
+max_streams = 4
+"""
+    )
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "key")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
+    for step in (1, 2, 3):
+        write_checkpoint(tmp_path / "localssd", "r", step, shards=1)
+    before = sorted(p.name for p in (tmp_path / "localssd" / "checkpoints" / "r").iterdir())
+    code, _, err = tierflow("checkpoints", "prune", "--keep-nvme", "latest=0")
+    assert code == 1 and "Could not connect to the endpoint URL" in one_line(err)
+    assert sorted(p.name for p in (tmp_path / "localssd" / "checkpoints" / "r").iterdir()) == before
