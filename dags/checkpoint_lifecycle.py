@@ -44,7 +44,8 @@ with DAG(
     tags=["tierflow", "checkpoints"],
     default_args={"retries": 3, "retry_delay": timedelta(seconds=30), "retry_exponential_backoff": True},
     params={
-        "run": Param("", type="string", title="Training run", description="Empty: every run."),
+        # Optional strings are null by default: the trigger form refuses an empty required string.
+        "run": Param(None, type=["null", "string"], title="Training run", description="Empty: every run."),
         "retention": Param(
             default_retention(),  # keyed by this config's tier names: {"<nvme>": {"latest": 2}, ...}
             type="object",
@@ -53,8 +54,10 @@ with DAG(
         ),
         "dry_run": Param(False, type="boolean", title="Dry run", description="Log what would be deleted."),
         "grace_s": Param(3600, type="number", minimum=0, title="Grace (s)", description="Unmarked → partial after."),
-        "pattern": Param("", type="string", title="Extra name pattern", description="Regex, one group: the step."),
-        "marker": Param("", type="string", title="Extra completion marker", description="A file name."),
+        "pattern": Param(
+            None, type=["null", "string"], title="Extra name pattern", description="Regex, one group: the step."
+        ),
+        "marker": Param(None, type=["null", "string"], title="Extra completion marker", description="A file name."),
     },
     render_template_as_native_obj=True,
     doc_md=__doc__,

@@ -209,3 +209,15 @@ max_streams = 4
     code, _, err = tierflow("checkpoints", "prune", "--keep-nvme", "latest=0")
     assert code == 1 and "Could not connect to the endpoint URL" in one_line(err)
     assert sorted(p.name for p in (tmp_path / "localssd" / "checkpoints" / "r").iterdir()) == before
+
+
+def test_copy_and_calibrate_refuse_what_would_do_nothing(tierflow, tmp_path: Path) -> None:
+    missing, dest = tmp_path / "missing", tmp_path / "out"
+    code, _, err = tierflow("copy", str(missing), str(dest))
+    assert code == 2 and f"{missing}: no such directory to copy from" in one_line(err)
+    assert not missing.exists() and not dest.exists()  # neither end was created
+    (tmp_path / "empty").mkdir()
+    code, _, err = tierflow("copy", str(tmp_path / "empty"), str(dest))
+    assert code == 2 and "nothing to copy" in one_line(err)
+    code, _, err = tierflow("calibrate", "--tier", "tape")
+    assert code == 2 and "no tier named 'tape'" in one_line(err)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from pipelines.cli.common import UsageError, config_from_args
 
@@ -41,6 +42,8 @@ def cmd_copy(args: argparse.Namespace) -> int:
         part_size = parse_size(args.part_size) if args.part_size else None
     except UnitError as exc:
         raise UsageError(f"--part-size: {exc} (got {args.part_size!r})") from None
+    if "://" not in args.src.removeprefix("file://") and not Path(args.src.removeprefix("file://")).is_dir():
+        raise UsageError(f"{args.src}: no such directory to copy from")  # checked before any tier creates it
     tiers = []
     for url in (args.src, args.dst):
         try:
@@ -72,6 +75,8 @@ def cmd_copy(args: argparse.Namespace) -> int:
         return 1
     except (FileNotFoundError, PermissionError, ValueError) as exc:
         raise UsageError(f"copy {args.src} -> {args.dst}: {exc}") from None
+    if report.objects == 0:
+        raise UsageError(f"{args.src}: nothing to copy (no objects there)")
     print(
         f"copied {report.line()}; predicted {plan.predicted_s:.2f} s ({plan.predicted.bottleneck}), "
         f"concurrency {report.concurrency}, part size {report.part_size >> 20} MiB"

@@ -134,6 +134,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         budget = parse_size(args.budget)
     except UnitError as exc:
         raise UsageError(f"--budget: {exc}") from None
+    for name in args.tier or []:
+        cfg.tier(name)  # an unknown name is refused, naming the tiers there are
     failed = 0
     for tier_cfg in cfg.tiers:
         if args.tier and tier_cfg.name not in args.tier:
