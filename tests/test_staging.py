@@ -261,8 +261,82 @@ def test_killed_upload_leaves_no_orphaned_multipart_upload_after_rerun(
     local = Tier(replace(tiers["pfs"].config, url=f"file://{src}"))
     report = copy_entries(local, "", tiers["object"], "upload", entries, TransferSettings(concurrency=2))
     assert report.copied_objects + report.skipped_objects == 4
-    assert not uploading() and reap_multipart_uploads(tiers["object"], "upload") == 0
+    reaped = reap_multipart_uploads(tiers["object"], "upload")
+    assert not uploading() and reaped.aborted == 0 and reaped.left == 0
     assert {o.key: o.size for o in tiers["object"].list("upload")} == {f"upload/f{i}.bin": 48 * MiB for i in range(4)}
+
+
+def test_a_second_copy_never_aborts_a_live_upload(
+    tiers: dict[str, Tier], tmp_path: Path, test_config_path: Path, s3_credentials
+) -> None:
+    """Two copies into one prefix: the second's start-up cleanup leaves the first's multipart upload alone."""
+    first = tmp_path / "first"
+    write_files(first, {f"f{i}.bin": 48 * MiB for i in range(3)})
+    target = tiers["object"].url("shared")
+    cmd = [sys.executable, "-m", "pipelines.cli", "copy", str(first), target, "--concurrency", "2"]
+    cmd += ["--part-size", "5 MiB"]
+    proc = subprocess.Popen(
+        cmd,
+        env=_cli_env(test_config_path, s3_credentials),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    bucket, _, root = tiers["object"].root.partition("/")
+
+    def uploads() -> list[dict]:
+        return (
+            tiers["object"]
+            .fs.call_s3("list_multipart_uploads", Bucket=bucket, Prefix=f"{root}/shared")
+            .get("Uploads", [])
+        )
+
+    deadline = time.monotonic() + 60
+    while not uploads() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert uploads(), "the first copy finished before a second one could start beside it"
+    second = tmp_path / "second"
+    write_files(second, {"other.bin": 1 * MiB})
+    entries = list_local_source(str(second))
+    local = Tier(replace(tiers["pfs"].config, url=f"file://{second}"))
+    copy_entries(local, "", tiers["object"], "shared", entries, TransferSettings(concurrency=2))
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out.decode()
+    listed = {o.key: o.size for o in tiers["object"].list("shared")}
+    assert listed == {"shared/other.bin": MiB} | {f"shared/f{i}.bin": 48 * MiB for i in range(3)}
+    for i in range(3):
+        assert tiers["object"].checksum(f"shared/f{i}.bin") == checksum_file(str(first / f"f{i}.bin"))
+    assert not uploads()
+
+
+def test_an_upload_aborted_under_its_writer_is_started_again(tiers: dict[str, Tier], tmp_path: Path) -> None:
+    """Another tool's cleanup aborting a live multipart upload costs a retry, not the copy."""
+    src = tmp_path / "src"
+    write_files(src, {"big.bin": 40 * MiB})
+    bucket, _, root = tiers["object"].root.partition("/")
+    aborted: list[str] = []
+
+    def abort_when_seen() -> None:  # an aggressive lifecycle tool, for real, against the live upload
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not aborted:
+            page = tiers["object"].fs.call_s3("list_multipart_uploads", Bucket=bucket, Prefix=f"{root}/vanish")
+            for upload in page.get("Uploads", []):
+                tiers["object"].fs.call_s3(
+                    "abort_multipart_upload", Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+                )
+                aborted.append(upload["UploadId"])
+            time.sleep(0.01)
+
+    watcher = threading.Thread(target=abort_when_seen)
+    watcher.start()
+    local = Tier(replace(tiers["pfs"].config, url=f"file://{src}"))
+    try:
+        entries = list_local_source(str(src))
+        report = copy_entries(local, "", tiers["object"], "vanish", entries, TransferSettings(part_size=PART))
+    finally:
+        watcher.join()
+    assert aborted, "the watcher never saw the upload in flight"
+    assert report.copied_objects == 1
+    assert tiers["object"].checksum("vanish/big.bin") == checksum_file(str(src / "big.bin"))
 
 
 def test_disk_full_fails_clearly_and_leaves_nothing_partial(tiers: dict[str, Tier], tmp_path: Path) -> None:

@@ -118,17 +118,28 @@ _FATAL_S3_CODES = frozenset(
 )
 
 
+def _s3_code(exc: BaseException | None) -> str | None:
+    response = getattr(exc, "response", None)  # botocore ClientError, without importing botocore
+    return str(response.get("Error", {}).get("Code", "")) if isinstance(response, dict) else None
+
+
+#: S3 error codes that read as "not found" but mean a retry will succeed: a multipart upload
+#: aborted under a writer (by another client's cleanup) is started again from its first part.
+_TRANSIENT_S3_CODES = frozenset({"NoSuchUpload"})
+
+
 def classify(exc: BaseException) -> Outcome:
     """Whether ``exc`` is worth retrying, final, or means the work is already done."""
     if isinstance(exc, TierflowError):
         return exc.outcome
+    if _s3_code(exc) in _TRANSIENT_S3_CODES or _s3_code(exc.__cause__) in _TRANSIENT_S3_CODES:
+        return Outcome.TRANSIENT  # s3fs raises these as FileNotFoundError
     if isinstance(exc, _FATAL_TYPES):
         return Outcome.FATAL
     if isinstance(exc, OSError) and exc.errno in _FATAL_ERRNOS:
         return Outcome.FATAL
-    response = getattr(exc, "response", None)  # botocore ClientError, without importing botocore
-    if isinstance(response, dict):
-        code = str(response.get("Error", {}).get("Code", ""))
+    code = _s3_code(exc)
+    if code is not None:
         return Outcome.FATAL if code in _FATAL_S3_CODES else Outcome.TRANSIENT
     return Outcome.TRANSIENT
 

@@ -14,12 +14,37 @@ import socket
 import time
 import uuid
 
-__all__ = ["STALE_TEMPORARY_S", "TMP_MARKER", "is_stale_temporary", "temporary_name"]
+__all__ = [
+    "STALE_TEMPORARY_S",
+    "TMP_MARKER",
+    "host_tag",
+    "is_stale_temporary",
+    "process_started",
+    "temporary_name",
+]
 
 TMP_MARKER = ".tierflow-tmp-"
 #: A temporary that no live writer can be shown to own is removed once it is this old.
 STALE_TEMPORARY_S = 3600.0
 _HOST_TAG = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def host_tag() -> str:
+    """A short, stable tag for this host (a hash of its name) that writers put in what they leave."""
+    return _HOST_TAG
+
+
+def process_started(pid: int) -> int | None:
+    """When process ``pid`` started (clock ticks since boot, from ``/proc``), or None where unknown.
+
+    With the pid it names one process for good: a later process that reuses the pid starts later.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            fields = fh.read().rsplit(b")", 1)[1].split()
+        return int(fields[19])  # field 22 of stat(5), counted after the command name
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def temporary_name(path: str) -> str:

@@ -19,6 +19,8 @@ import os
 from typing import Any
 from urllib.parse import quote, urlparse
 
+from pipelines.core.errors import Outcome, TierflowError
+
 __all__ = ["CrtMover", "crt_available"]
 
 
@@ -40,6 +42,10 @@ def _translate(exc: BaseException, what: str) -> BaseException:
         status = exc.status_code
         if status in (401, 403):
             return PermissionError(f"{what}: access denied ({status})")
+        if status == 404 and (b"NoSuchUpload" in (exc.body or b"") or exc.operation_name in _UPLOAD_STEPS):
+            # Another client aborted this multipart upload under us: starting it again will do.
+            message = f"{what}: the multipart upload was aborted by another client"
+            return TierflowError(message, outcome=Outcome.TRANSIENT)
         if status == 404:
             return FileNotFoundError(f"{what}: not found")
         return OSError(f"{what}: S3 error {status} in {exc.operation_name}: {exc.name}")
@@ -49,6 +55,9 @@ def _translate(exc: BaseException, what: str) -> BaseException:
         return OSError(code, f"{what}: {os.strerror(code)} ({name})")
     return OSError(f"{what}: {type(exc).__name__}: {exc}")
 
+
+#: Steps of a multipart upload that answer 404 only when the upload itself is gone.
+_UPLOAD_STEPS = frozenset({"UploadPart", "CompleteMultipartUpload", "AbortMultipartUpload"})
 
 #: CRT errors about the local file, as the errno the rest of Tierflow classifies.
 _LOCAL_ERRORS = {

@@ -1,14 +1,47 @@
-"""What an interrupted copy leaves: stale temporaries on file tiers, unfinished multipart uploads on object tiers."""
+"""What an interrupted copy leaves: stale temporaries on file tiers, unfinished multipart uploads on object tiers.
+
+Both are removed only when provably abandoned, never when another copy may still be writing them.
+A file temporary names its writer (host, process); a multipart upload cannot carry a name, so every
+upload in flight holds a *lease*: a small file in this host's lease directory naming the object and
+the writing process (and its start time, so a reused process id is not mistaken for the writer).
+An unfinished upload is aborted when its lease's writer is dead, or, with no live lease on this
+host (another node's, or another tool's), once it is older than :data:`ABANDONED_UPLOAD_S`.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import logging
 import os
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from pipelines.core.temporaries import TMP_MARKER, is_stale_temporary
+from pipelines.core.temporaries import TMP_MARKER, host_tag, is_stale_temporary, process_started
 from pipelines.storage.tier import Tier
 
-__all__ = ["reap_multipart_uploads", "remove_temporaries"]
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "ABANDONED_UPLOAD_S",
+    "Reaped",
+    "lease_directory",
+    "reap_multipart_uploads",
+    "remove_temporaries",
+    "upload_lease",
+]
+
+#: An unfinished multipart upload that no live writer on this host owns is aborted once this old.
+#: Long enough for any single object to finish uploading from another node; until then an orphan
+#: only costs its parts' storage.
+ABANDONED_UPLOAD_S = 24 * 3600.0
 
 
 def join_key(prefix: str, key: str) -> str:
@@ -18,8 +51,8 @@ def join_key(prefix: str, key: str) -> str:
 def remove_temporaries(tier: Tier, prefix: str) -> int:
     """Delete Tierflow temporaries left under ``prefix`` on a file tier by an interrupted copy.
 
-    Only stale ones (:func:`pipelines.storage.tier.is_stale_temporary`): a concurrent copy's live
-    temporaries are left alone.
+    Only stale ones (:func:`pipelines.core.temporaries.is_stale_temporary`): a concurrent copy's
+    live temporaries are left alone.
     """
     if tier.config.is_object:
         return 0
@@ -36,20 +69,121 @@ def remove_temporaries(tier: Tier, prefix: str) -> int:
     return removed
 
 
-def reap_multipart_uploads(tier: Tier, prefix: str) -> int:
-    """Abort unfinished multipart uploads under ``prefix`` on an object tier; returns how many."""
+# -- leases on uploads in flight ------------------------------------------------------------------
+
+
+def lease_directory() -> Path:
+    """This host's directory of upload leases (``$TIERFLOW_LEASE_DIR``, else one per user in the temp dir)."""
+    env = os.environ.get("TIERFLOW_LEASE_DIR")
+    return Path(env) if env else Path(tempfile.gettempdir()) / f"tierflow-uploads-{os.getuid()}"
+
+
+@contextlib.contextmanager
+def upload_lease(tier: Tier, key: str) -> Iterator[None]:
+    """Hold a lease on the upload of ``key`` to an object tier for the block (nothing for file tiers)."""
     if not tier.config.is_object:
-        return 0
+        yield
+        return
+    directory = lease_directory()
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    obj = tier.path(key)  # bucket/key: the endpoint is spelled differently by the config and the environment
+    digest = hashlib.sha1(obj.encode()).hexdigest()[:16]
+    lease = directory / f"{host_tag()}.{os.getpid()}.{digest}.{uuid.uuid4().hex[:8]}.json"
+    record = {"object": obj, "host": host_tag(), "pid": os.getpid(), "started": process_started(os.getpid())}
+    lease.write_text(json.dumps(record))
+    try:
+        yield
+    finally:
+        lease.unlink(missing_ok=True)
+
+
+def _writer_alive(record: dict[str, Any]) -> bool:
+    """Whether the process that wrote a lease on this host is still that process."""
+    pid = record.get("pid")
+    if not isinstance(pid, int):
+        return False
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, another user's
+    started = record.get("started")
+    return started is None or process_started(pid) == started
+
+
+def _leases(directory: Path) -> tuple[set[str], set[str]]:
+    """Objects with a live lease, and objects whose only leases are a dead writer's (removing those leases)."""
+    live: set[str] = set()
+    dead: set[str] = set()
+    if not directory.is_dir():
+        return live, dead
+    for path in directory.glob(f"{host_tag()}.*.json"):
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue  # being written, or already gone
+        obj = str(record.get("object", ""))
+        if _writer_alive(record):
+            live.add(obj)
+        else:
+            dead.add(obj)
+            path.unlink(missing_ok=True)
+    return live, dead - live
+
+
+@dataclass
+class Reaped:
+    """What the start-up cleanup of an object prefix did."""
+
+    writer_gone: int = 0
+    expired: int = 0
+    left: int = 0
+
+    @property
+    def aborted(self) -> int:
+        """Uploads aborted, for either reason."""
+        return self.writer_gone + self.expired
+
+
+def reap_multipart_uploads(
+    tier: Tier, prefix: str, *, abandoned_after_s: float = ABANDONED_UPLOAD_S, now: float | None = None
+) -> Reaped:
+    """Abort the unfinished multipart uploads under ``prefix`` that are provably abandoned.
+
+    Aborted: uploads whose lease on this host belongs to a dead process, and uploads older than
+    ``abandoned_after_s`` that no live writer on this host holds. Left (and counted): the others,
+    which a concurrent copy on this or another node may still be writing.
+    """
+    result = Reaped()
+    if not tier.config.is_object:
+        return result
     bucket, _, root = tier.root.partition("/")
     full = join_key(root, prefix) if prefix else root
-    reaped = 0
+    live, dead = _leases(lease_directory())
+    now = time.time() if now is None else now
     kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": full}
     while True:
         page = tier.fs.call_s3("list_multipart_uploads", **kwargs)
         for upload in page.get("Uploads", []):
-            tier.fs.call_s3("abort_multipart_upload", Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
-            reaped += 1
+            obj = f"{bucket}/{upload['Key']}"
+            initiated = upload.get("Initiated")
+            age = now - initiated.timestamp() if isinstance(initiated, dt.datetime) else abandoned_after_s + 1
+            if obj in live:
+                result.left += 1
+                continue
+            if obj in dead:
+                result.writer_gone += 1
+            elif age > abandoned_after_s:
+                result.expired += 1
+            else:
+                result.left += 1
+                continue
+            with contextlib.suppress(FileNotFoundError):  # finished or aborted meanwhile
+                tier.fs.call_s3("abort_multipart_upload", Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
         if not page.get("IsTruncated"):
-            return reaped
+            return result
         kwargs["KeyMarker"] = page.get("NextKeyMarker")
         kwargs["UploadIdMarker"] = page.get("NextUploadIdMarker")

@@ -11,7 +11,8 @@ Guarantees, whatever the pair of tiers:
   the checksum in their metadata (``x-amz-meta-xxh3-128``), so a resume can check them by HEAD.
 * **Resume.** Objects already at the destination with the manifest's size and checksum are
   skipped; Tierflow temporaries and unfinished multipart uploads under the destination prefix are
-  removed first.
+  removed first when provably abandoned (:mod:`pipelines.transfer.cleanup`), never a concurrent
+  copy's live work.
 * **Bounded concurrency and memory.** Small objects run ``concurrency`` at a time; large ones
   (over two parts) one at a time with ``concurrency`` ranged parts in flight, so memory stays near
   ``concurrency × part_size``.
@@ -24,6 +25,7 @@ Progress (bytes, MB/s, ETA) is logged at most every ``progress_interval_s`` seco
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -37,7 +39,13 @@ from pipelines.core.manifest import Entry
 from pipelines.model.bandwidth import HopPlan
 from pipelines.storage.s3crt import CrtMover, crt_available
 from pipelines.storage.tier import Tier
-from pipelines.transfer.cleanup import join_key, reap_multipart_uploads, remove_temporaries
+from pipelines.transfer.cleanup import (
+    ABANDONED_UPLOAD_S,
+    join_key,
+    reap_multipart_uploads,
+    remove_temporaries,
+    upload_lease,
+)
 from pipelines.transfer.local import LARGE_LOCAL_FILE, copy_hashing, kernel_copy
 from pipelines.transfer.progress import Progress
 from pipelines.transfer.report import ChecksumMismatch, Failure, TransferError, TransferReport, TransferSettings
@@ -92,16 +100,9 @@ class _Copier:
         src_key = join_key(self.src_prefix, entry.key)
         dst_key = join_key(self.dst_prefix, entry.key)
         s, d = self.src.config.is_object, self.dst.config.is_object
-        if not s and not d:
-            digest = self._local_to_local(src_key, dst_key, entry, progress)
-        elif s and not d:
-            digest = self._object_to_local(src_key, dst_key, entry, progress, inner_concurrency)
-        elif not s and d:
-            digest = self._local_to_object(src_key, dst_key, entry, progress, inner_concurrency)
-        elif self.server_side:
-            digest = self._server_side(src_key, dst_key, entry, progress)
-        else:
-            digest = self._object_to_object(src_key, dst_key, entry, progress)
+        multipart = d and entry.size > 2 * self.settings.part_size
+        with upload_lease(self.dst, dst_key) if multipart else contextlib.nullcontext():  # see transfer.cleanup
+            digest = self._copy_one(s, d, src_key, dst_key, entry, progress, inner_concurrency)
         if self.settings.verify:
             back, size = self.dst.checksum(dst_key)
             if (back, size) != (digest, entry.size):
@@ -111,6 +112,19 @@ class _Copier:
                     f"read-back of {self.dst.url(dst_key)} gave {size} B / {back}, expected {entry.size} B / {digest}"
                 )
         return digest
+
+    def _copy_one(
+        self, s: bool, d: bool, src_key: str, dst_key: str, entry: Entry, progress: Progress, inner: int
+    ) -> str:
+        if not s and not d:
+            return self._local_to_local(src_key, dst_key, entry, progress)
+        if s and not d:
+            return self._object_to_local(src_key, dst_key, entry, progress, inner)
+        if not s and d:
+            return self._local_to_object(src_key, dst_key, entry, progress, inner)
+        if self.server_side:
+            return self._server_side(src_key, dst_key, entry, progress)
+        return self._object_to_object(src_key, dst_key, entry, progress)
 
     def _check(self, where: str, entry: Entry, digest: str, size: int) -> None:
         if size != entry.size:
@@ -239,10 +253,26 @@ def copy_entries(
         part_size=settings.part_size,
     )
     started = time.monotonic()
-    stale = remove_temporaries(dst, dst_prefix) + reap_multipart_uploads(dst, dst_prefix)
+    stale = remove_temporaries(dst, dst_prefix)
     if stale:
+        log.info("removed %d temporaries left under %s by a copy that is gone", stale, report.destination)
+    reaped = reap_multipart_uploads(dst, dst_prefix)
+    if reaped.aborted:
         log.info(
-            "removed %d temporaries / unfinished uploads left under %s by an earlier run", stale, report.destination
+            "aborted %d unfinished multipart uploads under %s: %d of a writer that is gone, %d older than %.0f h",
+            reaped.aborted,
+            report.destination,
+            reaped.writer_gone,
+            reaped.expired,
+            ABANDONED_UPLOAD_S / 3600,
+        )
+    if reaped.left:
+        log.info(
+            "left %d unfinished multipart uploads under %s alone: another copy may be writing them "
+            "(aborted once older than %.0f h)",
+            reaped.left,
+            report.destination,
+            ABANDONED_UPLOAD_S / 3600,
         )
     existing = {o.key: o.size for o in dst.list(dst_prefix)} if entries else {}
     copier = _Copier(src, src_prefix, dst, dst_prefix, settings)
