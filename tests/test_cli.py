@@ -121,6 +121,30 @@ def test_datasets_publish_stage_ls_with_role_defaults_and_bad_input(tierflow, tm
     assert code == 2 and "no tier of kind 'object'" in one_line(err)  # the default is the object role
 
 
+def test_a_committed_version_is_immutable_unless_replaced(tierflow, tmp_path: Path) -> None:
+    """Other content under a published name is refused; --replace leaves exactly the new files (#17 item 9)."""
+    old = corpus(tmp_path / "old", files=12)
+    new = tmp_path / "new"
+    (new / "data").mkdir(parents=True)
+    for i in range(4):
+        (new / "data" / f"{i}.bin").write_bytes(os.urandom(700 + i))
+    publish = ("datasets", "publish", "--name", "big", "--version", "v1", "--tier", "lustre")
+    assert tierflow(*publish[:2], str(old), *publish[2:])[0] == 0
+    assert tierflow("datasets", "stage", "big", "v1", "--from", "lustre", "--to", "localssd")[0] == 0
+    version = tmp_path / "lustre" / "datasets" / "big" / "v1"
+    marker = (version / "_tierflow_commit.json").read_bytes()
+    code, _, err = tierflow(*publish[:2], str(new), *publish[2:])
+    assert code == 2 and "is already committed with other content" in one_line(err) and "--replace" in err
+    assert (version / "_tierflow_commit.json").read_bytes() == marker and digests(version) == digests(old)
+    code, out, err = tierflow(*publish[:2], str(old), *publish[2:])  # the same content again: a no-op rerun
+    assert code == 0 and "0 copied" in out, (out, err)
+    code, out, err = tierflow(*publish[:2], str(new), *publish[2:], "--replace")
+    assert code == 0, err
+    assert digests(version) == digests(new)  # none of the 12 earlier files is left under the version
+    assert tierflow("datasets", "stage", "big", "v1", "--from", "lustre", "--to", "localssd")[0] == 0
+    assert digests(tmp_path / "localssd" / "datasets" / "big" / "v1") == digests(new)
+
+
 def test_cache_evict_pin_unpin(tierflow, tmp_path: Path) -> None:
     src = corpus(tmp_path / "corpus")
     assert tierflow("datasets", "publish", str(src), "--name", "c", "--version", "v1", "--tier", "lustre")[0] == 0

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from pipelines.core.checksum import checksum_file
+from pipelines.core.errors import InputError
 from pipelines.core.manifest import COMMIT_MARKER, Entry, Manifest, ManifestError, list_local_source
 from pipelines.datasets.cache import CacheFullError, cache_entries, ensure_space, pin, touch
 from pipelines.datasets.staging import NotCommittedError, publish_directory, stage_dataset
@@ -337,6 +338,25 @@ def test_an_upload_aborted_under_its_writer_is_started_again(tiers: dict[str, Ti
     assert aborted, "the watcher never saw the upload in flight"
     assert report.copied_objects == 1
     assert tiers["object"].checksum("vanish/big.bin") == checksum_file(str(src / "big.bin"))
+
+
+def test_a_replaced_version_leaves_only_its_own_objects_on_every_tier(tiers: dict[str, Tier], tmp_path: Path) -> None:
+    """Publishing other content under a committed name: refused; replaced, nothing of the old stays (#17 item 9)."""
+    old, new = tmp_path / "old", tmp_path / "new"
+    write_files(old, {f"old/{i:02d}.bin": 1000 + i for i in range(12)} | {"shared.bin": 10})
+    write_files(new, {f"new/{i:02d}.bin": 2000 + i for i in range(5)} | {"shared.bin": 20})
+    publish_directory(str(old), tiers["object"], "big", "v1")
+    stage_dataset(tiers["object"], tiers["pfs"], "big", "v1")
+    with pytest.raises(InputError, match="already committed with other content"):
+        publish_directory(str(new), tiers["object"], "big", "v1")
+    assert len(read_commit(tiers["object"], "big", "v1").manifest.entries) == 13
+    _, record = publish_directory(str(new), tiers["object"], "big", "v1", replace=True)
+    expected = {f"datasets/big/v1/{e.key}": e.size for e in record.manifest.entries}
+    listed = {o.key: o.size for o in tiers["object"].list("datasets/big/v1") if COMMIT_MARKER not in o.key}
+    assert listed == expected
+    stage_dataset(tiers["object"], tiers["pfs"], "big", "v1")  # the PFS copy of the old content is replaced too
+    same_tree(new, tmp_path / "pfs" / "datasets" / "big" / "v1")
+    assert read_commit(tiers["pfs"], "big", "v1").manifest.checksum() == record.manifest.checksum()
 
 
 def test_disk_full_fails_clearly_and_leaves_nothing_partial(tiers: dict[str, Tier], tmp_path: Path) -> None:

@@ -126,7 +126,7 @@ def promote(
         _unchanged(src, prefix, before)
         entries = [Entry(e.key, e.size, report.checksums[e.key]) for e in entries]
     manifest = Manifest(ckpt.run, ckpt.name, tuple(entries), namespace=ROOT)
-    commit(dst, manifest, source=src.url(prefix), extra=extra)
+    commit(dst, manifest, source=src.url(prefix), extra=extra, exclusive=True)  # an older half copy's strays go
     if source_commit is None:
         commit(src, manifest, source=None, extra=extra)
     result = PromoteResult(

@@ -20,6 +20,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     publish.add_argument("--name", required=True)
     publish.add_argument("--version", required=True)
     publish.add_argument("--tier", help="tier to publish on (default: the object tier)")
+    publish.add_argument(
+        "--replace",
+        action="store_true",
+        help="replace a version already committed with other content (its objects the new one lacks are removed)",
+    )
     publish.add_argument("-v", "--verbose", action="store_true")
     publish.set_defaults(func=cmd_datasets)
     stage = ds.add_parser("stage", help="stage a committed dataset version to another tier (plan, copy, commit)")
@@ -66,7 +71,9 @@ def cmd_datasets(args: argparse.Namespace) -> int:
             from pipelines.datasets.staging import publish_directory
 
             args.tier = role(cfg, args.tier, "object")
-            report, record = publish_directory(args.dir, open_named(cfg, args.tier), args.name, args.version)
+            report, record = publish_directory(
+                args.dir, open_named(cfg, args.tier), args.name, args.version, replace=args.replace
+            )
             print(
                 f"published {args.name}/{args.version} on {args.tier}: {report.line()}; "
                 f"manifest {record.manifest.checksum()}"

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipelines.core.checksum import checksum_file
-from pipelines.core.manifest import Manifest, ManifestError
+from pipelines.core.manifest import COMMIT_MARKER, Manifest, ManifestError
 from pipelines.model.bandwidth import HopPlan, Workload, plan_hop
 from pipelines.storage.commit import Commit, commit, read_commit
 from pipelines.storage.tier import Tier
@@ -108,6 +108,10 @@ class StagePlan:
 def plan_stage(source: Tier, target: Tier, dataset: str, version: str, **planner: Any) -> StagePlan:
     """Plan copying a committed dataset version from ``source`` to ``target``.
 
+    When ``target`` holds the version committed with other content (it was replaced upstream), its
+    old marker is removed here, before any shard copies: readers see no version rather than a
+    marker over mixed content, and the new commit removes the objects the new manifest lacks.
+
     Raises:
         NotCommittedError: The version is not committed on ``source``.
     """
@@ -115,6 +119,16 @@ def plan_stage(source: Tier, target: Tier, dataset: str, version: str, **planner
     manifest = found.manifest
     existing = read_commit(target, dataset, version)
     already = existing is not None and existing.manifest.checksum() == manifest.checksum()
+    if existing is not None and not already:
+        log.info(
+            "%s/%s on %s was committed with other content (manifest %s): its marker is removed before staging %s",
+            dataset,
+            version,
+            target.name,
+            existing.manifest.checksum(),
+            manifest.checksum(),
+        )
+        target.delete([f"{manifest.prefix}/{COMMIT_MARKER}"])
     hop = plan_hop(source.config, target.config, Workload.from_sizes(e.size for e in manifest.entries), **planner)
     plan = StagePlan(
         dataset=dataset,
@@ -181,7 +195,7 @@ def _commit_and_touch(target: Tier, manifest: Manifest, source_url: str, extra: 
     """Commit; on the NVMe cache also record the use, so eviction sees the version as fresh."""
     from pipelines.datasets.cache import touch
 
-    record = commit(target, manifest, source=source_url, extra=extra)
+    record = commit(target, manifest, source=source_url, extra=extra, exclusive=True)
     if target.config.kind == "nvme":
         touch(target, manifest.dataset, manifest.version)
     return record
@@ -219,18 +233,29 @@ def stage_dataset(
 
 
 def publish_directory(
-    local_dir: str, target: Tier, dataset: str, version: str, settings: TransferSettings | None = None
+    local_dir: str,
+    target: Tier,
+    dataset: str,
+    version: str,
+    settings: TransferSettings | None = None,
+    *,
+    replace: bool = False,
 ) -> tuple[TransferReport, Commit]:
     """Publish the files under a local directory as a committed dataset version on ``target``.
 
     The files are listed once (symlinks are not followed out of the directory) and hashed, then
     copied (each verified against its checksum as it is sent) and committed with that manifest.
+    A committed version is immutable: publishing the same content again resumes and commits the
+    same manifest; other content under its name is refused unless ``replace`` is given. A
+    replacement first removes the old marker (readers see no version rather than a marker over
+    mixed content), then copies, and its commit removes every object the new manifest does not list.
 
     Raises:
         FileNotFoundError: ``local_dir`` does not exist, or is not a directory (named).
-        InputError: It holds no file: an empty version is never committed.
+        InputError: It holds no file (an empty version is never committed), or the version is
+            already committed with other content and ``replace`` is not given.
     """
-    from dataclasses import replace
+    from dataclasses import replace as dc_replace
 
     from pipelines.core.errors import InputError
     from pipelines.core.manifest import Entry, dataset_prefix, list_local_source
@@ -246,10 +271,23 @@ def publish_directory(
     if not entries:
         raise InputError(f"{local_dir}: no files to publish as {dataset}/{version}")
     prefix = dataset_prefix(dataset, version)
-    source = Tier(replace(target.config, name="local", kind="pfs", url=f"file://{local_dir}", conn_id=None))
+    manifest = Manifest(dataset, version, tuple(entries))
+    existing = read_commit(target, dataset, version)
+    if existing is not None and existing.manifest.checksum() != manifest.checksum():
+        if not replace:
+            raise InputError(
+                f"{target.url(prefix)} is already committed with other content ({len(existing.manifest.entries)} "
+                f"objects, {existing.manifest.total_bytes} B; this directory has {len(entries)} objects, "
+                f"{manifest.total_bytes} B): publish it under a new version, or replace it (--replace)",
+                operation="publish",
+                source=local_dir,
+                destination=target.url(prefix),
+            )
+        log.info("replacing %s/%s on %s: its old commit marker is removed first", dataset, version, target.name)
+        target.delete([f"{prefix}/{COMMIT_MARKER}"])
+    source = Tier(dc_replace(target.config, name="local", kind="pfs", url=f"file://{local_dir}", conn_id=None))
     if settings is None:
         hop = plan_hop(source.config, target.config, Workload.from_sizes(e.size for e in entries))
         settings = TransferSettings.from_plan(hop)
     report = copy_entries(source, "", target, prefix, entries, settings)
-    manifest = Manifest(dataset, version, tuple(entries))
-    return report, commit(target, manifest, source=f"file://{local_dir}", extra={"published": True})
+    return report, commit(target, manifest, source=f"file://{local_dir}", extra={"published": True}, exclusive=True)

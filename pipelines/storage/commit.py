@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from pipelines.core.manifest import COMMIT_MARKER, RESERVED_PREFIX, Entry, Manifest, ManifestError, dataset_prefix
 from pipelines.storage.tier import Tier
+
+log = logging.getLogger(__name__)
 
 __all__ = ["Commit", "build_manifest", "commit", "read_commit", "read_marker"]
 
@@ -56,10 +60,22 @@ class Commit:
         }
 
 
-def commit(tier: Tier, manifest: Manifest, source: str | None = None, extra: dict[str, Any] | None = None) -> Commit:
+def commit(
+    tier: Tier,
+    manifest: Manifest,
+    source: str | None = None,
+    extra: dict[str, Any] | None = None,
+    *,
+    exclusive: bool = False,
+    keep: Sequence[str] = (),
+) -> Commit:
     """Write the commit marker for ``manifest`` on ``tier`` — last, after its objects are verified.
 
-    Checks, with one listing, that every object is there with its manifest size.
+    Checks, with one listing, that every object is there with its manifest size. With
+    ``exclusive`` the prefix is the manifest's alone: objects under it that the manifest does not
+    list (left by other content once written there) are deleted before the marker, so no reader
+    of the prefix finds a file the version does not contain. Tierflow's own keys, live
+    temporaries and the top-level directories named in ``keep`` stay.
 
     Raises:
         ManifestError: An entry has no checksum, or an object is missing or has the wrong size.
@@ -74,6 +90,18 @@ def commit(tier: Tier, manifest: Manifest, source: str | None = None, extra: dic
             raise ManifestError(
                 f"{tier.url(manifest.prefix + '/' + entry.key)}: expected {entry.size} B before commit, found {got}"
             )
+    if exclusive:
+        listed = {f"{manifest.prefix}/{e.key}" for e in manifest.entries}
+        strays = sorted(k for k in present if k not in listed and not _kept(k[len(manifest.prefix) + 1 :], keep))
+        if strays:
+            log.info(
+                "removing %d objects under %s that %s/%s does not list (left by other content)",
+                len(strays),
+                tier.url(manifest.prefix),
+                manifest.dataset,
+                manifest.version,
+            )
+            tier.delete(strays)
     record = Commit(
         manifest=manifest,
         committed_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -83,6 +111,11 @@ def commit(tier: Tier, manifest: Manifest, source: str | None = None, extra: dic
     )
     tier.write_bytes(f"{manifest.prefix}/{COMMIT_MARKER}", json.dumps(record.to_json()).encode(), fsync=True)
     return record
+
+
+def _kept(rel: str, keep: Sequence[str]) -> bool:
+    top = rel.split("/", 1)[0]
+    return top.startswith(RESERVED_PREFIX) or top in keep
 
 
 def read_commit(tier: Tier, dataset: str, version: str) -> Commit | None:

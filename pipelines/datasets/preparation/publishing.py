@@ -152,7 +152,14 @@ def publish(
         size = target.stat(f"{prefix}/{DICTIONARY_KEY}").size
         entries.append(Entry(DICTIONARY_KEY, size, plan.dictionary_checksum))
     manifest = Manifest(plan.dataset, plan.version, tuple(entries))
-    record = commit(target, manifest, source=f"{plan.source}:{plan.source_prefix}", extra={"preparation": summary})
+    record = commit(
+        target,
+        manifest,
+        source=f"{plan.source}:{plan.source_prefix}",
+        extra={"preparation": summary},
+        exclusive=True,
+        keep=(QUARANTINE_DIR,),
+    )
     log.info(
         "published %s/%s on %s: %d shards, %d rows, %.1f MB (ratio %.2f)%s",
         plan.dataset,
