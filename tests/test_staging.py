@@ -155,6 +155,55 @@ def test_hostile_keys_and_symlinks(tiers: dict[str, Tier], tmp_path: Path) -> No
     assert tiers["object"].list("datasets/links") == []
 
 
+@pytest.mark.parametrize("use_crt", [True, False], ids=["crt", "s3fs"])
+def test_a_symlink_swapped_in_after_the_check_is_never_sent(
+    tiers: dict[str, Tier], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, use_crt: bool
+) -> None:
+    """The file checked and hashed is the file sent, even if its name is swapped for a symlink (#17 item 6).
+
+    The swap happens for real (a rename over the name), but at the one moment that makes the race
+    certain: right after the engine hashed the file. That moment is reached by wrapping the
+    engine's hash function; without the wrapper the race would pass or fail by chance.
+    """
+    import pipelines.transfer.engine as engine
+
+    src = tmp_path / "src"
+    write_files(src, {"data.bin": 4096, "big.bin": 12 * MiB})
+    original = {name: (src / name).read_bytes() for name in ("data.bin", "big.bin")}
+    secrets = {}
+    for name, data in original.items():
+        secret = tmp_path / f"secret-{name}"
+        secret.write_bytes(b"S" * len(data))  # same size: only the content could tell
+        secrets[name] = secret
+    entries = list_local_source(str(src))
+    real_checksum = engine.checksum_file
+
+    def hash_then_swap(path: str, *args, **kwargs):
+        result = real_checksum(path, *args, **kwargs)
+        for name, secret in secrets.items():
+            link = src / f".swap-{name}"
+            if not link.exists() and (src / name).exists() and not (src / name).is_symlink():
+                link.symlink_to(secret)
+                os.replace(link, src / name)  # the name now points outside the source
+        return result
+
+    monkeypatch.setattr(engine, "checksum_file", hash_then_swap)
+    local = Tier(replace(tiers["pfs"].config, url=f"file://{src}"))
+    settings = TransferSettings(concurrency=1, part_size=PART, use_crt=use_crt)
+    destination = "object"
+    try:
+        copy_entries(local, "", tiers[destination], "swapped", entries, settings)
+        refused = False
+    except TransferError:
+        refused = True  # refusing is as good as sending the checked file; sending the secret is not
+    assert all((src / name).is_symlink() for name in original), "the swap never happened"
+    for name, data in original.items():
+        key = f"swapped/{name}"
+        assert refused or tiers[destination].exists(key)
+        if tiers[destination].exists(key):
+            assert tiers[destination].read_bytes(key) == data, f"{name}: the swapped-in file was sent"
+
+
 def test_two_concurrent_stagings_give_one_uncorrupted_result(tiers: dict[str, Tier], tmp_path: Path) -> None:
     src = tmp_path / "src"
     write_files(src, {f"f{i:03d}.bin": 50_000 + i for i in range(150)} | {"big.bin": 24 * MiB})

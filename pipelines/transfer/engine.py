@@ -31,7 +31,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from pipelines.core.checksum import checksum_file
@@ -132,16 +132,35 @@ class _Copier:
         if entry.checksum is not None and digest != entry.checksum:
             raise ChecksumMismatch(f"{where}: checksum {digest} does not match the manifest's {entry.checksum}")
 
-    def _source_path(self, src_key: str) -> str:
+    @contextlib.contextmanager
+    def _opened_source(self, src_key: str) -> Iterator[str]:
+        """Open a local source once and yield a path to *that* open file, checked to lie inside the source tier.
+
+        The check is made on the file descriptor (``/proc/self/fd/N`` names the inode opened), and
+        every later read — the hash, the kernel copy, the CRT upload — goes through that path, so
+        a symlink swapped in after the check is never what is sent. Where ``/proc`` is missing the
+        path is used and the inode is compared again once the block ends.
+        """
         path = self.src.path(src_key)
-        real, root = os.path.realpath(path), os.path.realpath(self.src.root)
-        if os.path.commonpath([real, root]) != root:
-            raise PermissionError(f"{path} resolves outside the source tier ({real})")
-        return path
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            by_fd = f"/proc/self/fd/{fd}"
+            has_proc = os.path.exists(by_fd)
+            real = os.readlink(by_fd) if has_proc else os.path.realpath(path)
+            root = os.path.realpath(self.src.root)
+            if os.path.commonpath([real, root]) != root:
+                raise PermissionError(f"{path} resolves outside the source tier ({real})")
+            opened = os.fstat(fd)
+            yield by_fd if has_proc else path
+            if not has_proc:
+                now = os.stat(path)
+                if (now.st_dev, now.st_ino) != (opened.st_dev, opened.st_ino):
+                    raise PermissionError(f"{path} was replaced while it was being copied")
+        finally:
+            os.close(fd)
 
     def _local_to_local(self, src_key: str, dst_key: str, entry: Entry, progress: Progress) -> str:
-        src_path = self._source_path(src_key)
-        with self.dst.staged_path(dst_key, fsync=self.settings.fsync) as tmp:
+        with self._opened_source(src_key) as src_path, self.dst.staged_path(dst_key, fsync=self.settings.fsync) as tmp:
             if entry.size > LARGE_LOCAL_FILE:
                 # The kernel copies (copy_file_range, as cp does) while a thread hashes the source.
                 with ThreadPoolExecutor(max_workers=1) as hashing:
@@ -172,19 +191,19 @@ class _Copier:
         return digest
 
     def _local_to_object(self, src_key: str, dst_key: str, entry: Entry, progress: Progress, inner: int) -> str:
-        path = self._source_path(src_key)
-        digest, size = checksum_file(path)
-        self._check(self.src.url(src_key), entry, digest, size)
-        if "dst" in self.crt:
-            self.crt["dst"].upload(path, self.dst.path(dst_key), {CHECKSUM_METADATA: digest})
-        else:
-            self.dst.fs.put_file(
-                path,
-                self.dst.path(dst_key),
-                chunksize=self.settings.part_size,
-                max_concurrency=inner,
-                Metadata={CHECKSUM_METADATA: digest},
-            )
+        with self._opened_source(src_key) as path:
+            digest, size = checksum_file(path)
+            self._check(self.src.url(src_key), entry, digest, size)
+            if "dst" in self.crt:
+                self.crt["dst"].upload(path, self.dst.path(dst_key), {CHECKSUM_METADATA: digest})
+            else:
+                self.dst.fs.put_file(
+                    path,
+                    self.dst.path(dst_key),
+                    chunksize=self.settings.part_size,
+                    max_concurrency=inner,
+                    Metadata={CHECKSUM_METADATA: digest},
+                )
         progress.add(entry.size)
         return digest
 
