@@ -150,6 +150,7 @@ max_streams = 32
 name = "pfs"
 kind = "pfs"
 url = "file://{root}/pfs"
+create = true
 capacity = "5 GB"
 [tier.bandwidth]
 read = "850 MB/s"
@@ -161,6 +162,7 @@ metadata_ops = "20000/s"
 name = "nvme"
 kind = "nvme"
 url = "file://{root}/nvme"
+create = true
 capacity = "1 GB"
 [tier.bandwidth]
 read = "850 MB/s"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -183,6 +184,24 @@ def test_checkpoints_ls_promote_prune_restore(tierflow, tmp_path: Path) -> None:
     assert code == 1 and "run 'nobody'" in one_line(err)
     code, _, err = tierflow("checkpoints", "ls", "--tier", "tape")
     assert code == 2 and "no tier named 'tape'" in one_line(err)
+
+
+def test_a_missing_tier_root_is_an_error_never_recreated(tierflow, tmp_path: Path) -> None:
+    """An NVMe root that is gone (an unmounted file system) is refused, not written into (#17 item 4)."""
+    from pipelines.devtools.corpus import write_checkpoint
+
+    write_checkpoint(tmp_path / "localssd", "run1", 100, shards=1, metrics={"loss": 1.0})
+    assert tierflow("checkpoints", "promote")[0] == 0
+    shutil.rmtree(tmp_path / "localssd")
+    for args in (
+        ("checkpoints", "prune", "--keep-nvme", "latest=1"),
+        ("checkpoints", "restore", "run1"),
+        ("datasets", "ls", "--tier", "localssd"),
+    ):
+        code, _, err = tierflow(*args)
+        assert code == 2, (args, err)
+        assert f"tier 'localssd': its root {tmp_path / 'localssd'} does not exist" in one_line(err), args
+        assert not (tmp_path / "localssd").exists(), f"{args} re-created the missing root"
 
 
 def test_plan_calibrate_and_codec_refuse_bad_input_in_one_line(tierflow, tmp_path: Path) -> None:

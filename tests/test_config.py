@@ -68,6 +68,7 @@ def test_good_config_loads_into_frozen_dataclasses(tmp_path: Path, monkeypatch: 
     pfs = cfg.tier("pfs")
     assert pfs.root == "/mnt/lustre/stage" and pfs.conn_id is None
     assert pfs.bandwidth.max_streams == 64
+    assert not pfs.create  # a missing root is an error unless the config says create = true
     assert cfg.state_dir == tmp_path / "state"
     assert cfg.buckets_for("s3_local") == ("training-data",)
     assert cfg.s3_server is not None and cfg.s3_server.endpoint_url == "http://127.0.0.1:9000"
@@ -86,6 +87,7 @@ def test_default_config_serves_the_embedded_setup(tmp_path: Path, monkeypatch: p
     assert cfg.tier("pfs").root == str(tmp_path / "tiers" / "pfs")
     assert cfg.s3_server is not None
     assert cfg.tier("object").conn_id == cfg.s3_server.conn_id
+    assert cfg.tier("pfs").create and cfg.tier("nvme").create  # directories under the state directory
 
 
 def test_tierflow_config_env_points_elsewhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -155,6 +157,18 @@ def _mutate(old: str, new: str) -> str:
             "s3_server.host",
             "'0.0.0.0'",
             id="server-not-loopback",
+        ),
+        pytest.param(
+            _mutate('url = "file:///mnt/lustre/stage"', 'url = "file:///mnt/lustre/stage"\ncreate = "yes"'),
+            "tier 'pfs'.create",
+            "'yes'",
+            id="create-not-a-boolean",
+        ),
+        pytest.param(
+            _mutate('conn_id = "s3_local"\ncapacity', 'conn_id = "s3_local"\ncreate = true\ncapacity'),
+            "tier 'object'.create",
+            None,
+            id="create-on-an-object-tier",
         ),
         pytest.param(GOOD.replace("[[tier]]", "[[tiers]]"), "tiers", None, id="misspelt-table"),
         pytest.param(_mutate("[tierflow]", "[tierflow"), "not valid TOML", None, id="not-toml"),

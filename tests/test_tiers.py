@@ -151,3 +151,25 @@ def test_only_temporaries_of_gone_writers_are_stale(tmp_path) -> None:
     old = legacy.stat().st_mtime - STALE_TEMPORARY_S - 1
     os.utime(legacy, (old, old))
     assert is_stale_temporary(str(legacy))  # no owner to ask: only age tells
+
+
+def test_a_missing_file_tier_root_is_an_error_unless_the_config_creates_it(test_config, tmp_path: Path) -> None:
+    """A root that is gone (an unmounted file system) is never created and written into (#17 item 4)."""
+    from dataclasses import replace
+
+    from pipelines.core.config import ConfigError
+
+    root = tmp_path / "mnt" / "nvme"
+    strict = replace(test_config.tier("nvme"), url=f"file://{root}", create=False)
+    with pytest.raises(ConfigError, match=rf"its root {root} does not exist"):
+        Tier(strict)
+    assert not root.exists()
+    tier = Tier(replace(strict, create=True))
+    assert root.is_dir()
+    opened = Tier(strict)
+    root.rmdir()  # unmounted while the tier is open
+    with pytest.raises(ConfigError, match="does not exist"):
+        opened.write_bytes("a/b.bin", b"x")
+    assert not root.exists()
+    tier.write_bytes("a/b.bin", b"x")  # a tier that may create its root does so
+    assert (root / "a" / "b.bin").read_bytes() == b"x"

@@ -98,6 +98,9 @@ class TierConfig:
         conn_id: Airflow connection id holding the endpoint and credentials (object tiers only).
         capacity_bytes: Usable capacity in bytes.
         bandwidth: The tier's bandwidth profile.
+        create: Whether a file tier's root may be created when it does not exist. Off by default:
+            a missing root is more often an unmounted file system than a new directory, and
+            writing into the mount point would fill the disk under it.
     """
 
     name: str
@@ -106,6 +109,7 @@ class TierConfig:
     conn_id: str | None
     capacity_bytes: int
     bandwidth: BandwidthProfile
+    create: bool = False
 
     @property
     def is_object(self) -> bool:
@@ -350,11 +354,16 @@ class _Reader:
         )
 
     def tier(self, index: int, raw: object, state: Path) -> TierConfig:
-        allowed = {"name", "kind", "url", "conn_id", "capacity", "bandwidth"}
+        allowed = {"name", "kind", "url", "conn_id", "capacity", "bandwidth", "create"}
         table = self.table(raw, f"tier[{index}]", allowed, set())
         name = self.string(f"tier[{index}].name", table.get("name"), _NAME, "tier name ([a-z][a-z0-9_-]*)")
         field = f"tier '{name}'"
-        self.table(table, field, allowed, allowed - {"conn_id"})
+        self.table(table, field, allowed, allowed - {"conn_id", "create"})
+        create = table.get("create", False)
+        if not isinstance(create, bool):
+            raise self.fail(f"{field}.create", "must be true or false", create)
+        if create and table.get("kind") == "object":
+            raise self.fail(f"{field}.create", "only file tiers have a root directory to create", create)
         kind = table["kind"]
         if kind not in TIER_KINDS:
             raise self.fail(f"{field}.kind", f"must be one of {', '.join(TIER_KINDS)}", kind)
@@ -373,6 +382,7 @@ class _Reader:
             conn_id=conn_id,
             capacity_bytes=self.parse(f"{field}.capacity", table["capacity"], parse_size),
             bandwidth=self.bandwidth(f"{field}.bandwidth", table["bandwidth"]),
+            create=create,
         )
 
     def url(self, field: str, kind: TierKind, value: object, state: Path) -> str:

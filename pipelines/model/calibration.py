@@ -105,8 +105,8 @@ def calibrate_tier(
     prefix = f"{PROBE_PREFIX}/{uuid.uuid4().hex[:8]}"
     per_step = max(MIN_STEP_BYTES, budget_bytes // (len(SIZES) * len(CONCURRENCIES)))
     with tempfile.TemporaryDirectory(prefix="tierflow-calibrate-") as tmp:
-        local = Tier(replace(tier.config, name="local", kind="pfs", url=f"file://{tmp}/src", conn_id=None))
-        sink = Tier(replace(tier.config, name="local", kind="pfs", url=f"file://{tmp}/dst", conn_id=None))
+        local = Tier(replace(tier.config, name="local", kind="pfs", url=f"file://{tmp}/src", conn_id=None, create=True))
+        sink = Tier(replace(tier.config, name="local", kind="pfs", url=f"file://{tmp}/dst", conn_id=None, create=True))
         try:
             for size in SIZES:
                 for c in CONCURRENCIES:

@@ -30,7 +30,7 @@ import fsspec
 from fsspec.spec import AbstractFileSystem
 
 from pipelines.core.checksum import checksum_stream
-from pipelines.core.config import TierConfig, TierflowConfig
+from pipelines.core.config import ConfigError, TierConfig, TierflowConfig
 from pipelines.core.keys import safe_key
 from pipelines.core.state import fsync_dir
 from pipelines.core.temporaries import TMP_MARKER, temporary_name
@@ -88,8 +88,13 @@ def tier_for_url(config: TierflowConfig, url: str) -> tuple[TierConfig, str]:
     if kind == "object":
         adhoc = replace(like, name="adhoc-object", kind="object", url=f"s3://{root}/", conn_id="adhoc")
     else:
-        adhoc = replace(
-            like, name="adhoc-file", kind=like.kind if same_kind else "pfs", url=f"file://{root}", conn_id=None
+        adhoc = replace(  # a copy creates its destination directory, as cp -r does
+            like,
+            name="adhoc-file",
+            kind=like.kind if same_kind else "pfs",
+            url=f"file://{root}",
+            conn_id=None,
+            create=True,
         )
     return adhoc, ""
 
@@ -137,7 +142,31 @@ class Tier:
             self.fs: AbstractFileSystem = fsspec.filesystem("s3", **options)
         else:
             self.fs = fsspec.filesystem("file", auto_mkdir=True)
-            Path(self.root).mkdir(parents=True, exist_ok=True)
+            self.require_root()
+
+    def require_root(self) -> None:
+        """Make sure a file tier's root is there: created if the config allows it, else an error.
+
+        Raises:
+            ConfigError: The root does not exist (an unmounted file system?) and the tier's
+                config does not say ``create = true``; or it is not a directory.
+        """
+        if self.config.is_object or os.path.isdir(self.root):
+            return
+        if os.path.lexists(self.root):
+            raise ConfigError(f"tier '{self.name}': its root {self.root} is not a directory")
+        if not self.config.create:
+            raise ConfigError(
+                f"tier '{self.name}': its root {self.root} does not exist (not mounted?); "
+                "create it, or set create = true for the tier in the config"
+            )
+        Path(self.root).mkdir(parents=True, exist_ok=True)
+
+    def _make_parent(self, parent: str) -> None:
+        """Create a directory under the root, never the root itself (it may have been unmounted since)."""
+        if not os.path.isdir(parent):
+            self.require_root()
+            os.makedirs(parent, exist_ok=True)
 
     def __repr__(self) -> str:
         return f"Tier({self.config.name!r}, {self.config.url!r})"
@@ -216,7 +245,7 @@ class Tier:
     def get_file(self, key: str, local_path: str | os.PathLike[str]) -> None:
         """Download an object to a local path atomically (temporary name, then rename)."""
         dest = Path(local_path)
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.parent.mkdir(parents=True, exist_ok=True)  # any local path, not necessarily in a tier
         tmp = Path(temporary_name(str(dest)))
         try:
             self.fs.get_file(self.path(key), str(tmp))
@@ -237,7 +266,7 @@ class Tier:
             raise TypeError(f"{self}: staged_path is for file tiers; use writer() or put_file()")
         path = self.path(key)
         parent = os.path.dirname(path)
-        os.makedirs(parent, exist_ok=True)
+        self._make_parent(parent)
         tmp = temporary_name(path)
         try:
             yield tmp
