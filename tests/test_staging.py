@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -408,38 +409,98 @@ def test_a_replaced_version_leaves_only_its_own_objects_on_every_tier(tiers: dic
     assert read_commit(tiers["pfs"], "big", "v1").manifest.checksum() == record.manifest.checksum()
 
 
-def test_disk_full_fails_clearly_and_leaves_nothing_partial(tiers: dict[str, Tier], tmp_path: Path) -> None:
-    mount = tmp_path / "small-nvme"
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A real 6 MiB file system (tmpfs) to fill; skipped where mounting needs a root this test lacks."""
+    mount = tmp_path / "small-disk"
     mount.mkdir()
     if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(mount)], capture_output=True).returncode:
-        pytest.skip("cannot mount a tmpfs here (needs root); the capacity-limit test covers the logic")
+        pytest.skip("cannot mount a tmpfs here (needs root); the capacity-budget tests cover the logic")
     try:
-        nvme = Tier(replace(tiers["nvme"].config, url=f"file://{mount}", capacity_bytes=6 * MiB))
-        filler = tmp_path / "filler"
-        write_files(filler, {"old.bin": 3 * MiB})
-        publish_directory(str(filler), tiers["object"], "filler", "v1")
-        stage_dataset(tiers["object"], nvme, "filler", "v1")  # an older version occupies half the cache
-        src = tmp_path / "src"
-        write_files(src, {"a.bin": 1 * MiB, "b.bin": 1 * MiB, "c.bin": 2 * MiB})
-        publish_directory(str(src), tiers["object"], "full", "v1")
-        with pytest.raises(TransferError) as info:
-            stage_dataset(tiers["object"], nvme, "full", "v1")
-        assert info.value.fatal and any("No space left" in f.error for f in info.value.report.failures)
-        assert read_commit(nvme, "full", "v1") is None
-        assert not leftovers(mount)
-        staged = mount / "datasets" / "full" / "v1"
-        for name in ("a.bin", "b.bin", "c.bin"):  # whatever is there under a final name is complete
-            if (staged / name).exists():
-                assert (staged / name).read_bytes() == (src / name).read_bytes()
-        # Evicting the older version (committed on object storage) makes room; the rerun completes.
-        report = ensure_space(nvme, 4 * MiB, [tiers["object"]], keep=[("full", "v1")])
-        assert [e["dataset"] for e in report.evicted] == ["filler"]
-        _, staged_report, committed = stage_dataset(tiers["object"], nvme, "full", "v1")
-        assert committed is not None and staged_report is not None
-        assert staged_report.skipped_objects + staged_report.copied_objects == 3
-        same_tree(src, staged)
+        yield mount
     finally:
         subprocess.run(["umount", str(mount)], check=False)
+
+
+def _on(tier: Tier, mount: Path, kind: str) -> Tier:
+    """``tier`` moved onto the small disk, with a budget far larger than the disk really has."""
+    return Tier(replace(tier.config, kind=kind, url=f"file://{mount}", capacity_bytes=100 * MiB))
+
+
+@pytest.mark.parametrize("kind", ["pfs", "nvme"])
+def test_a_version_whose_marker_would_not_fit_is_refused_before_copying(
+    tiers: dict[str, Tier], tmp_path: Path, small_disk: Path, kind: str
+) -> None:
+    """Data that fits the real free space but leaves no room for its commit marker: refused up front (#17 item 3)."""
+    target = _on(tiers[kind], small_disk, kind)
+    free = shutil.disk_usage(small_disk).free
+    files = (free - 64 * 1024) // 4096  # every block but 64 KiB used by data; the marker needs more
+    src = tmp_path / "src"
+    write_files(src, {f"d/{i:05d}.bin": 4096 for i in range(files)})
+    publish_directory(str(src), tiers["object"], "tight", "v1")
+    with pytest.raises(CacheFullError, match=r"tight/v1 needs \d+ B|need \d+ B"):
+        stage_dataset(tiers["object"], target, "tight", "v1")
+    assert not (small_disk / "datasets").exists() or not any((small_disk / "datasets").rglob("*"))
+
+
+def test_a_full_disk_mid_copy_fails_clearly_and_removes_its_uncommitted_copy(
+    tiers: dict[str, Tier], tmp_path: Path, small_disk: Path
+) -> None:
+    """Another tenant fills the disk while staging copies: one fatal failure, nothing of the version left."""
+    nvme = _on(tiers["nvme"], small_disk, "nvme")
+    src = tmp_path / "src"
+    write_files(src, {f"{i:02d}.bin": 256 * 1024 for i in range(16)})  # 4 MiB
+    publish_directory(str(src), tiers["object"], "full", "v1")
+    staged = small_disk / "datasets" / "full" / "v1"
+    tenant = small_disk / "other-tenant.bin"
+
+    def fill_when_copying() -> None:  # a real neighbour writing until the disk is full
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not (staged.exists() and any(staged.iterdir())):
+            time.sleep(0.001)
+        with open(tenant, "wb") as fh:
+            try:
+                while True:
+                    fh.write(b"\0" * 65536)
+                    fh.flush()
+            except OSError:
+                pass
+
+    filler = threading.Thread(target=fill_when_copying)
+    filler.start()
+    try:
+        with pytest.raises(TransferError) as info:
+            stage_dataset(tiers["object"], nvme, "full", "v1", TransferSettings(concurrency=1, part_size=PART))
+    finally:
+        filler.join()
+    assert info.value.fatal and any("No space left" in f.error for f in info.value.report.failures)
+    assert read_commit(nvme, "full", "v1") is None
+    assert not leftovers(small_disk)
+    assert not staged.exists() or not any(p.is_file() for p in staged.rglob("*"))  # its own copy removed
+    assert tenant.stat().st_size > 0  # the neighbour's file is not Tierflow's to remove
+    tenant.unlink()
+    _, report, committed = stage_dataset(tiers["object"], nvme, "full", "v1")  # room again: the rerun completes
+    assert committed is not None and report is not None and report.copied_objects == 16
+    same_tree(src, staged)
+
+
+def test_a_cache_makes_room_by_evicting_what_is_durable_elsewhere(
+    tiers: dict[str, Tier], tmp_path: Path, small_disk: Path
+) -> None:
+    """The real free space, not only the budget, decides eviction; an older version makes room."""
+    nvme = _on(tiers["nvme"], small_disk, "nvme")
+    filler = tmp_path / "filler"
+    write_files(filler, {"old.bin": 3 * MiB})
+    publish_directory(str(filler), tiers["object"], "filler", "v1")
+    stage_dataset(tiers["object"], nvme, "filler", "v1")  # an older version occupies half the disk
+    src = tmp_path / "src"
+    write_files(src, {"a.bin": 1 * MiB, "b.bin": 1 * MiB, "c.bin": 2 * MiB})
+    publish_directory(str(src), tiers["object"], "new", "v1")
+    _, report, committed = stage_dataset(tiers["object"], nvme, "new", "v1")  # 100 MiB budget, 6 MiB disk
+    assert committed is not None and report is not None
+    assert read_commit(nvme, "filler", "v1") is None
+    assert not [p for p in (small_disk / "datasets" / "filler").rglob("*") if p.is_file()]
+    same_tree(src, small_disk / "datasets" / "new" / "v1")
 
 
 def test_cache_capacity_eviction_and_pins(tiers: dict[str, Tier], tmp_path: Path) -> None:

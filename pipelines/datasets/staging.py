@@ -19,11 +19,14 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from pipelines.core.checksum import checksum_file
+from pipelines.core.errors import Outcome, classify
 from pipelines.core.manifest import COMMIT_MARKER, Manifest, ManifestError
+from pipelines.datasets.cache import ensure_space, live_writer, require_space, space_needed, touch
 from pipelines.model.bandwidth import HopPlan, Workload, plan_hop
 from pipelines.storage.commit import Commit, commit, read_commit
 from pipelines.storage.tier import Tier
@@ -33,6 +36,7 @@ __all__ = [
     "NotCommittedError",
     "StagePlan",
     "commit_stage",
+    "discard_uncommitted",
     "plan_stage",
     "publish_directory",
     "stage_dataset",
@@ -70,6 +74,7 @@ class StagePlan:
     already_staged: bool
     hop: HopPlan
     manifest: Manifest = field(repr=False, compare=False)
+    needed_bytes: int = 0  #: room the copy and its marker take on a file target (blocks, beyond what is there)
 
     def shards(self) -> list[dict[str, Any]]:
         """One small descriptor per mapped task (nothing when already staged)."""
@@ -100,7 +105,7 @@ class StagePlan:
             "objects": self.objects,
             "bytes": self.bytes,
             "already_staged": self.already_staged,
-            "needed_bytes": 0 if self.already_staged else self.bytes,
+            "needed_bytes": 0 if self.already_staged else self.needed_bytes,
             "plan": self.hop.summary(),
         }
 
@@ -130,6 +135,9 @@ def plan_stage(source: Tier, target: Tier, dataset: str, version: str, **planner
         )
         target.delete([f"{manifest.prefix}/{COMMIT_MARKER}"])
     hop = plan_hop(source.config, target.config, Workload.from_sizes(e.size for e in manifest.entries), **planner)
+    needed = 0 if already else space_needed(target, manifest)
+    if target.config.kind != "nvme":  # a cache makes room by eviction (ensure_space), a staging area refuses
+        require_space(target, needed, f"{dataset}/{version}")
     plan = StagePlan(
         dataset=dataset,
         version=version,
@@ -141,6 +149,7 @@ def plan_stage(source: Tier, target: Tier, dataset: str, version: str, **planner
         already_staged=already,
         hop=hop,
         manifest=manifest,
+        needed_bytes=needed,
     )
     log.info(
         "%s/%s %s -> %s: %d objects, %d bytes; %s",
@@ -186,15 +195,22 @@ def stage_shard(
 def commit_stage(
     source: Tier, target: Tier, dataset: str, version: str, manifest_checksum: str, extra: dict[str, Any] | None = None
 ) -> Commit:
-    """Commit a staged version on ``target``: every object there with its size, then the marker, last."""
+    """Commit a staged version on ``target``: every object there with its size, then the marker, last.
+
+    A fatal failure (the marker does not fit, an object is missing) removes the version's
+    uncommitted objects (:func:`discard_uncommitted`) before it propagates.
+    """
     manifest = _manifest_for(source, dataset, version, manifest_checksum)
-    return _commit_and_touch(target, manifest, source.url(manifest.prefix), extra)
+    try:
+        return _commit_and_touch(target, manifest, source.url(manifest.prefix), extra)
+    except Exception as exc:
+        if classify(exc) is Outcome.FATAL:
+            discard_uncommitted(target, manifest)
+        raise
 
 
 def _commit_and_touch(target: Tier, manifest: Manifest, source_url: str, extra: dict[str, Any] | None) -> Commit:
     """Commit; on the NVMe cache also record the use, so eviction sees the version as fresh."""
-    from pipelines.datasets.cache import touch
-
     record = commit(target, manifest, source=source_url, extra=extra, exclusive=True)
     if target.config.kind == "nvme":
         touch(target, manifest.dataset, manifest.version)
@@ -208,12 +224,16 @@ def stage_dataset(
     version: str,
     settings: TransferSettings | None = None,
     verify: bool = False,
+    durable: Sequence[Tier] = (),
     **planner: Any,
 ) -> tuple[StagePlan, TransferReport | None, Commit | None]:
     """Plan, copy and commit in one call (small datasets). Returns the plan, the copy report and the commit.
 
     ``settings`` default to the plan's (with ``verify``). Report and commit are None when the
-    version was already staged.
+    version was already staged. Room is checked before anything moves: an NVMe target makes it
+    by eviction (versions committed on ``source`` or a tier in ``durable`` may go), another file
+    tier refuses in one line. After a fatal failure the version's uncommitted objects are removed
+    from the target (:func:`discard_uncommitted`); a transient one leaves them for the rerun.
     """
     started = time.monotonic()
     plan = plan_stage(source, target, dataset, version, **planner)
@@ -221,15 +241,42 @@ def stage_dataset(
         return plan, None, None
     settings = settings or TransferSettings.from_plan(plan.hop, verify=verify)
     manifest = plan.manifest
-    report = copy_entries(source, manifest.prefix, target, manifest.prefix, manifest.entries, settings)
-    seconds = time.monotonic() - started
-    record = _commit_and_touch(
-        target,
-        manifest,
-        source.url(manifest.prefix),
-        {"seconds": round(seconds, 3), "predicted_s": round(plan.hop.predicted_s, 3)},
-    )
+    if target.config.kind == "nvme":
+        ensure_space(target, plan.needed_bytes, [source, *durable], keep=[(dataset, version)])
+    try:
+        report = copy_entries(source, manifest.prefix, target, manifest.prefix, manifest.entries, settings)
+        seconds = time.monotonic() - started
+        record = _commit_and_touch(
+            target,
+            manifest,
+            source.url(manifest.prefix),
+            {"seconds": round(seconds, 3), "predicted_s": round(plan.hop.predicted_s, 3)},
+        )
+    except Exception as exc:
+        if classify(exc) is Outcome.FATAL:
+            discard_uncommitted(target, manifest)
+        raise
     return plan, report, record
+
+
+def discard_uncommitted(target: Tier, manifest: Manifest) -> int:
+    """After a fatal failure, remove this version's uncommitted objects from a file tier so they do not fill it.
+
+    Nothing is removed when the version is committed there after all (another writer finished it)
+    or while another live writer's temporaries lie under its prefix (it is still copying). Returns
+    the objects removed.
+    """
+    if target.config.is_object or read_commit(target, manifest.dataset, manifest.version) is not None:
+        return 0
+    if live_writer(target, manifest.prefix):
+        log.info("left %s: another copy of it is still being written", target.url(manifest.prefix))
+        return 0
+    listed = {f"{manifest.prefix}/{e.key}" for e in manifest.entries}
+    mine = [o.key for o in target.list(manifest.prefix) if o.key in listed]
+    target.delete(mine)
+    if mine:
+        log.info("removed the %d uncommitted objects of %s after the failure", len(mine), target.url(manifest.prefix))
+    return len(mine)
 
 
 def publish_directory(
