@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -209,15 +210,21 @@ def test_prune_keeps_what_is_not_safe_elsewhere_and_batches_object_deletes(tiers
     assert [c.step for c in discover(obj, run="big")] == [20]
 
 
-def test_empty_or_failed_listing_deletes_nothing(tiers, tmp_path: Path) -> None:
+def test_empty_or_failed_listing_deletes_nothing(tiers, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     nvme = tmp_path / "nvme"
     for step in (1, 2):
         write_checkpoint(nvme, "r", step, shards=1)
     for c in to_promote(chain(tiers)):
         promote_through(chain(tiers), c)
     broken = Tier(tiers["object"].config, {**tiers["object"].storage_options, "secret": "wrong"})
-    summary = retain(
-        [tiers["nvme"], tiers["pfs"], broken], {"nvme": LatestN(0), "pfs": LatestN(0), "object": LatestN(0)}
+    with caplog.at_level(logging.ERROR, logger="pipelines.checkpoints.pruning"):
+        summary = retain(
+            [tiers["nvme"], tiers["pfs"], broken], {"nvme": LatestN(0), "pfs": LatestN(0), "object": LatestN(0)}
+        )
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("listing object failed:")]
+    assert said[-1] == (  # what will and will not be pruned, and why (#17 item 5)
+        "listing object failed: nothing is deleted on object (its checkpoints are unknown) nor on pfs "
+        "(its copies cannot be checked against object); nvme pruned as usual, each against the tier after it"
     )
     assert summary["object"]["note"] == "listing failed"
     assert summary["pfs"]["deleted"] == [] and "listing of object failed" in summary["pfs"]["note"]

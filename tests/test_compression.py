@@ -55,6 +55,29 @@ def test_concatenated_frames_are_all_decoded() -> None:
     assert decode(joined) == a + b
 
 
+def skippable(payload: bytes, nibble: int = 0) -> bytes:
+    """A skippable frame (RFC 8878 3.1.2): magic 0x184D2A5?, 4-byte little-endian length, user data."""
+    return (0x184D2A50 | nibble).to_bytes(4, "little") + len(payload).to_bytes(4, "little") + payload
+
+
+def test_skippable_frames_are_skipped_as_zstd_does(tmp_path: Path) -> None:
+    """Valid skippable frames anywhere in the stream decode to nothing, as with `zstd -d` (#17 item 10)."""
+    import shutil
+    import subprocess
+
+    a, b = text(300, 1), text(400, 2)
+    stream = (
+        skippable(b"meta") + compressor(3, 1).compress(a) + skippable(b"", 0xF) + skippable(bytes(3 * 2**20), 7)
+    ) + compressor(3, 1).compress(b)
+    assert decode(stream) == a + b
+    assert decode(skippable(b"only user data")) == b""
+    if shutil.which("zstd"):  # the reference decoder agrees, where it is installed
+        (tmp_path / "s.zst").write_bytes(stream)
+        assert subprocess.run(["zstd", "-dc", str(tmp_path / "s.zst")], capture_output=True, check=True).stdout == a + b
+    with pytest.raises(CorruptFrameError, match="skippable frame 2 is truncated"):
+        decode(compressor(3, 1).compress(a) + skippable(b"payload")[:-2])
+
+
 def test_every_single_bit_flip_is_detected_or_harmless() -> None:
     data = text(2000)
     frame = compressor(3, 1).compress(data)

@@ -86,6 +86,22 @@ def cleanup_partial(tier: Tier, checkpoints: Sequence[Checkpoint], dry_run: bool
     return gone
 
 
+def _what_a_failed_listing_stops(
+    tiers: Sequence[Tier], failed: int, listings: Mapping[str, list[Checkpoint] | None]
+) -> str:
+    """One line saying which tiers a failed listing keeps from pruning, which it does not, and why."""
+    name = tiers[failed].name
+    held = [name]
+    why = f"nothing is deleted on {name} (its checkpoints are unknown)"
+    if failed > 0:
+        before = tiers[failed - 1].name
+        held.append(before)
+        why += f" nor on {before} (its copies cannot be checked against {name})"
+    others = [t.name for t in tiers if t.name not in held and listings[t.name] is not None]
+    rest = f"; {', '.join(others)} pruned as usual, each against the tier after it" if others else ""
+    return f"listing {name} failed: {why}{rest}"
+
+
 def retain(
     tiers: Sequence[Tier],
     policies: Mapping[str, RetentionPolicy],
@@ -95,16 +111,20 @@ def retain(
 ) -> dict[str, Any]:
     """Apply each tier's retention policy to every run; returns per tier what was deleted and kept, and why.
 
-    Tiers are listed first, all of them. A tier whose listing fails deletes nothing, and neither
-    does the tier below it (its copies cannot be shown to be safe).
+    Tiers are listed first, all of them, least durable first. A tier whose listing fails deletes
+    nothing, and neither does the tier just before it (its copies are checked against that one's);
+    every other tier is pruned as usual, against the tier after it.
     """
     listings: dict[str, list[Checkpoint] | None] = {}
     for tier in tiers:
         try:
             listings[tier.name] = discover(tier, rules, run)
         except (OSError, ManifestError) as exc:
-            log.error("listing %s failed, nothing will be deleted there or below it: %s", tier.url(ROOT), exc)
+            log.error("listing %s failed: %s", tier.url(ROOT), exc)
             listings[tier.name] = None
+    for i, tier in enumerate(tiers):
+        if listings[tier.name] is None:
+            log.error("%s", _what_a_failed_listing_stops(tiers, i, listings))
     newest: dict[str, int] = {}
     for found in listings.values():
         for c in found or []:

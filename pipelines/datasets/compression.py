@@ -52,6 +52,10 @@ UNKNOWN_SIZE_FEED = 4096
 #: Dictionary size used when none is given (zstd's own default, 110 KiB).
 DICTIONARY_BYTES = 112_640
 LEVELS = range(1, 20)
+#: Skippable frames (RFC 8878 §3.1.2): magic 0x184D2A50-0x184D2A5F, then a 4-byte length and user data.
+SKIPPABLE_MAGIC = 0x184D2A50
+SKIPPABLE_MASK = 0xFFFFFFF0
+
 #: Longest zstd frame header (magic 4 + descriptor 1 + window 1 + dictionary id 4 + content size 8).
 FRAME_HEADER_MAX = 18
 
@@ -130,6 +134,8 @@ def iter_decompressed(
     (at least ``LIMIT_FLOOR``). A frame's declared size is checked against the limit before the
     frame is decoded.
 
+    Skippable frames (user data any decoder passes over, as ``zstd -d`` does) are skipped.
+
     Raises:
         CorruptFrameError: Not zstd, a checksum mismatch, a truncated frame, or a size that differs
             from the frame header (``name`` and the frame number in the message).
@@ -154,6 +160,9 @@ def iter_decompressed(
                 raise CorruptFrameError(f"{name}: empty file, not a zstd stream")
             return
         frame += 1
+        if len(pending) >= 4 and int.from_bytes(pending[:4], "little") & SKIPPABLE_MASK == SKIPPABLE_MAGIC:
+            pending = _skip_frame(src, pending, name, frame)  # user data the format lets any reader skip
+            continue
         try:
             params = zstandard.get_frame_parameters(pending)
         except zstandard.ZstdError as exc:
@@ -187,6 +196,19 @@ def iter_decompressed(
         if declared is not None and produced != declared:
             raise CorruptFrameError(f"{name}: frame {frame} decoded to {produced:,} B, its header says {declared:,}")
         total += produced
+
+
+def _skip_frame(src: BinaryIO, pending: bytes, name: str, frame: int) -> bytes:
+    """Pass over one skippable frame (magic, 4-byte little-endian length, that many bytes); returns what follows."""
+    if len(pending) < 8:
+        raise CorruptFrameError(f"{name}: skippable frame {frame} is truncated in its header")
+    left = 8 + int.from_bytes(pending[4:8], "little")
+    while len(pending) < left:
+        left -= len(pending)
+        pending = src.read(max(IO_CHUNK, min(left, 1 << 24)))
+        if not pending:
+            raise CorruptFrameError(f"{name}: skippable frame {frame} is truncated")
+    return pending[left:]
 
 
 def decompress_file(src: str, dst: str, dictionary: bytes | None = None, limit: int | None = None) -> CodecStats:
