@@ -18,12 +18,13 @@ export PYTHONPYCACHEPREFIX ?= $(CURDIR)/.tierflow/pycache
 # This machine sets PYTHONDONTWRITEBYTECODE, which makes every Airflow process compile from source.
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: help install install-3.12 demo test test-3.12 lint unit integration airflow airflow-stop s3-serve s3-stop bench clean
+.PHONY: help install install-3.12 demo test test-3.12 lint unit integration faults airflow airflow-stop s3-serve s3-stop bench clean
 
 help:
 	@echo "make demo          set up, start the embedded S3 server, run every DAG end to end, print a summary"
 	@echo "make test          set up and run the whole suite (ruff, mypy, pytest: unit + integration + e2e; then on 3.12)"
 	@echo "make test-3.12     unit + integration tests on Python 3.12 (pyenv's), in .venv-3.12"
+	@echo "make faults        the fault suite alone (SIGKILL, full disks, server restarts, revoked credentials)"
 	@echo "make airflow       the Airflow UI on http://127.0.0.1:8791 with the embedded S3 (make airflow-stop)"
 	@echo "make bench         benchmarks against reference tools (s5cmd, cp, zstd, md5); BENCH=\"name ...\" for some"
 	@echo "make install       create .venv from uv.lock (Python 3.11, dev tools included)"
@@ -63,6 +64,9 @@ unit: install
 
 integration: install
 	$(BIN)/pytest -m integration
+
+faults: install
+	$(BIN)/pytest -m faults
 
 airflow: install
 	$(BIN)/tierflow airflow up

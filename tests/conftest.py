@@ -172,11 +172,11 @@ metadata_ops = "50000/s"
 """
 
 
-_KINDS = {"unit", "integration", "e2e"}
+_KINDS = {"unit", "integration", "e2e", "faults"}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Refuse to run a test that is not marked unit, integration or e2e."""
     unmarked = [item.nodeid for item in items if not _KINDS & {m.name for m in item.iter_markers()}]
     if unmarked:
-        raise pytest.UsageError(f"tests without a unit/integration/e2e marker: {', '.join(unmarked)}")
+        raise pytest.UsageError(f"tests without a unit/integration/e2e/faults marker: {', '.join(unmarked)}")

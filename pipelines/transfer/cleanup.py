@@ -80,7 +80,12 @@ def lease_directory() -> Path:
 
 @contextlib.contextmanager
 def upload_lease(tier: Tier, key: str) -> Iterator[None]:
-    """Hold a lease on the upload of ``key`` to an object tier for the block (nothing for file tiers)."""
+    """Hold a lease on the upload of ``key`` to an object tier for the block (nothing for file tiers).
+
+    The lease goes when the block finishes. If it raises, the lease stays with this process: the
+    client may have failed to abort its upload (a server that dropped the request), and the lease
+    lets the next copy after this process ends abort it at once instead of in 24 hours.
+    """
     if not tier.config.is_object:
         yield
         return
@@ -91,10 +96,8 @@ def upload_lease(tier: Tier, key: str) -> Iterator[None]:
     lease = directory / f"{host_tag()}.{os.getpid()}.{digest}.{uuid.uuid4().hex[:8]}.json"
     record = {"object": obj, "host": host_tag(), "pid": os.getpid(), "started": process_started(os.getpid())}
     lease.write_text(json.dumps(record))
-    try:
-        yield
-    finally:
-        lease.unlink(missing_ok=True)
+    yield
+    lease.unlink(missing_ok=True)
 
 
 def _writer_alive(record: dict[str, Any]) -> bool:
