@@ -13,29 +13,12 @@ import shutil
 from pathlib import Path
 
 import pytest
-from checker import LocalStore, S3Store, Store, check_copy, check_markers, temporaries, tree_digests
-from conftest import Cli, Tally, seeds
+from checker import LocalStore, S3Store, Store, check_copy, check_markers, temporaries
+from harness import HOPS, PART, Cli, Tally, corpus, seeds
 
 pytestmark = pytest.mark.faults
 
 MiB = 2**20
-PART = ["--part-size", "5 MiB"]  # the S3 minimum: the 24 MiB files go as multipart uploads
-
-
-def corpus(root: Path) -> dict[str, tuple[int, str]]:
-    """Small files, two multipart-sized ones and an empty one; returns the checker's digests."""
-    import os
-
-    sizes = {f"small/{i:03d}.bin": 96 * 1024 + i for i in range(40)} | {"big/a.bin": 24 * MiB, "big/b.bin": 24 * MiB}
-    sizes |= {"empty": 0}
-    for key, size in sizes.items():
-        path = root / key
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(os.urandom(size))
-    return tree_digests(str(root))
-
-
-HOPS = ["local->s3", "s3->local", "local->local", "s3->s3"]
 
 
 @pytest.mark.parametrize("hop", HOPS)
@@ -61,9 +44,7 @@ def test_a_copy_killed_anywhere_leaves_nothing_partial_and_the_rerun_finishes(
         delay = rng.uniform(0.05, 1.0) * reference
         where = f"{hop} seed {seed}: killed at {delay:.2f} s of {reference:.2f} s"
         killed = cli.killed_at(delay, "copy", src_url, url, *PART)
-        tally.faults += 1
-        tally.killed_mid_run += killed
-        tally.by_case[f"copy {hop}"] = tally.by_case.get(f"copy {hop}", 0) + 1
+        tally.fault(f"SIGKILL: copy {hop}", killed)
         if dst_kind == "local" and not Path(url).exists():
             Path(url).mkdir(parents=True)  # killed before it made the directory: nothing to check yet
         after_kill = check_copy(store, prefix, source)
@@ -116,12 +97,6 @@ def _train(tiers, run: str, steps: tuple[int, ...]) -> None:
         write_checkpoint(Path(tiers["nvme"].root), run, step, shards=3, shard_bytes=4 * MiB + step, seed=step)
 
 
-def _count(tally: Tally, case: str, killed: bool) -> None:
-    tally.faults += 1
-    tally.killed_mid_run += killed
-    tally.by_case[case] = tally.by_case.get(case, 0) + 1
-
-
 def test_promotion_killed_anywhere_never_regresses_and_the_rerun_finishes(
     cli: Cli, tiers, object_store: S3Store, tally: Tally
 ) -> None:
@@ -134,7 +109,7 @@ def test_promotion_killed_anywhere_never_regresses_and_the_rerun_finishes(
         delay = rng.uniform(0.05, 1.0) * reference
         where = f"promote seed {seed}: killed at {delay:.2f} s of {reference:.2f} s"
         killed = cli.killed_at(delay, "checkpoints", "promote", "--run", run)
-        _count(tally, "checkpoint promotion", killed)
+        tally.fault("SIGKILL: checkpoint promotion", killed)
         restorable(stores, run)  # every marker there verifies
         assert not object_store.pending_uploads(f"checkpoints/{run}") or killed
         done = cli.run("checkpoints", "promote", "--run", run)
@@ -168,7 +143,7 @@ def test_restore_killed_anywhere_leaves_nothing_partial_and_the_rerun_finishes(
         delay = rng.uniform(0.05, 1.0) * reference
         where = f"restore seed {seed}: killed at {delay:.2f} s of {reference:.2f} s"
         killed = cli.killed_at(delay, "checkpoints", "restore", run)
-        _count(tally, "checkpoint restore", killed)
+        tally.fault("SIGKILL: checkpoint restore", killed)
         target = LocalStore(str(nvme))
         partial = check_copy(target, f"checkpoints/{run}/step_000200", expected)
         assert not partial.problems, f"{where}: {partial.problems}"
@@ -199,7 +174,7 @@ def test_pruning_killed_anywhere_never_loses_the_newest_and_the_rerun_finishes(
         delay = rng.uniform(0.05, 1.0) * reference
         where = f"prune seed {seed}: killed at {delay:.2f} s of {reference:.2f} s"
         killed = cli.killed_at(delay, "checkpoints", "prune", "--run", run, *policy)
-        _count(tally, "checkpoint pruning", killed)
+        tally.fault("SIGKILL: checkpoint pruning", killed)
         after, _ = restorable(stores, run)  # every marker left verifies: no marker over deleted data
         assert after == before, f"{where}: the newest restorable step went from {before} to {after}"
         done = cli.run("checkpoints", "prune", "--run", run, *policy)
