@@ -21,6 +21,7 @@ from pipelines.core.manifest import COMMIT_MARKER, Entry, Manifest, ManifestErro
 from pipelines.datasets.cache import CacheFullError, cache_entries, ensure_space, pin, touch
 from pipelines.datasets.staging import NotCommittedError, publish_directory, stage_dataset
 from pipelines.storage.commit import commit, read_commit
+from pipelines.storage.s3 import S3Tier
 from pipelines.storage.tier import TMP_MARKER, Tier
 from pipelines.transfer import TransferError, TransferSettings, copy_entries, reap_multipart_uploads
 
@@ -116,7 +117,7 @@ def test_read_back_verification_catches_a_bad_destination(tiers: dict[str, Tier]
     (tmp_path / "src" / "a.bin").write_bytes(b"abc")
     local = Tier(replace(tiers["pfs"].config, url=f"file://{tmp_path / 'src'}"))
 
-    class Corrupting(Tier):
+    class Corrupting(S3Tier):
         def checksum(self, key: str) -> tuple[str, int]:  # a mock: silent corruption at rest cannot be made
             return "0" * 32, 3
 

@@ -1,7 +1,7 @@
-"""Tier access through fsspec: s3fs for object tiers, the local filesystem for PFS and NVMe tiers.
+"""The tier interface: one handle per storage tier, one backend module per kind of store.
 
-:class:`Tier` is a thin handle over an fsspec filesystem rooted at the tier's URL. It adds what
-every hop needs and fsspec leaves to the caller:
+:class:`Tier` is what every hop, cache and checkpoint operation talks to. It adds what every hop
+needs and a raw filesystem leaves to the caller:
 
 * relative keys are validated, so no key can escape the tier's root (``..``, absolute paths);
 * writes are atomic on every tier: a local file is written under a temporary name and renamed, an
@@ -9,6 +9,11 @@ every hop needs and fsspec leaves to the caller:
   write fails) — nothing partial is ever visible under a final name;
 * listings are recursive, sorted, relative and ignore Tierflow's own temporaries;
 * checksums are computed by streaming (bounded memory) with :mod:`pipelines.core.checksum`.
+
+Backends, chosen by the URL scheme of the tier (:mod:`pipelines.storage.registry`):
+:class:`pipelines.storage.local.LocalTier` (``file://``: PFS and NVMe, POSIX) and
+:class:`pipelines.storage.s3.S3Tier` (``s3://``, through s3fs, with the CRT bulk path in
+:mod:`pipelines.storage.s3crt`). ``Tier(config, ...)`` returns the backend for the config's URL.
 
 Object-store credentials come from the caller's storage options (the Airflow operators turn a
 connection into them), else from the embedded server's credentials when the tier uses its
@@ -20,19 +25,16 @@ from __future__ import annotations
 import contextlib
 import os
 import posixpath
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
-import fsspec
 from fsspec.spec import AbstractFileSystem
 
 from pipelines.core.checksum import checksum_stream
-from pipelines.core.config import ConfigError, TierConfig, TierflowConfig
+from pipelines.core.config import TierConfig, TierflowConfig
 from pipelines.core.keys import safe_key
-from pipelines.core.state import fsync_dir
 from pipelines.core.temporaries import TMP_MARKER, temporary_name
 from pipelines.storage.credentials import storage_options_for
 
@@ -43,8 +45,6 @@ __all__ = [
     "open_tier",
     "tier_for_url",
 ]
-
-#: Every temporary name Tierflow writes contains this, so listings can skip leftovers.
 
 
 @dataclass(frozen=True)
@@ -108,13 +108,25 @@ def open_tier(config: TierflowConfig, name: str, storage_options: dict[str, Any]
 
 
 class Tier:
-    """A tier's filesystem rooted at its URL.
+    """A tier's storage rooted at its URL; ``Tier(config, ...)`` returns the backend for the URL's scheme.
 
     Args:
         config: The tier's configuration.
-        storage_options: Options for the fsspec filesystem (s3fs: key, secret, endpoint_url, ...).
+        storage_options: Options for the backend's filesystem (s3fs: key, secret, endpoint_url, ...).
         spool_dir: Where uploads to object storage are staged before they are sent whole.
     """
+
+    #: URL scheme of the backend (``file``, ``s3``); set by each backend class.
+    scheme = ""
+    fs: AbstractFileSystem
+    storage_options: dict[str, Any]
+
+    def __new__(cls, config: TierConfig, *args: Any, **kwargs: Any) -> Tier:  # noqa: D102
+        if cls is Tier:
+            from pipelines.storage.registry import backend_for
+
+            cls = backend_for(config.url)
+        return super().__new__(cls)
 
     def __init__(
         self,
@@ -125,48 +137,7 @@ class Tier:
         self.config = config
         self.root = config.root
         self.spool_dir = spool_dir
-        options = dict(storage_options or {})
-        if config.is_object:
-            # Listings must be fresh: another process may have written since (resume, concurrent runs).
-            options.setdefault("use_listings_cache", False)
-            # Tierflow verifies its own xxh3 checksums; botocore's default CRC on every request costs
-            # CPU and some S3-compatible servers reject the headers.
-            config_kwargs = dict(options.get("config_kwargs") or {})
-            config_kwargs.setdefault("request_checksum_calculation", "when_required")
-            config_kwargs.setdefault("response_checksum_validation", "when_required")
-            # Enough connections for the widest plan (botocore's default pool of 10 throttles transfers).
-            config_kwargs.setdefault("max_pool_connections", 64)
-            options["config_kwargs"] = config_kwargs
-        self.storage_options = options
-        if config.is_object:
-            self.fs: AbstractFileSystem = fsspec.filesystem("s3", **options)
-        else:
-            self.fs = fsspec.filesystem("file", auto_mkdir=True)
-            self.require_root()
-
-    def require_root(self) -> None:
-        """Make sure a file tier's root is there: created if the config allows it, else an error.
-
-        Raises:
-            ConfigError: The root does not exist (an unmounted file system?) and the tier's
-                config does not say ``create = true``; or it is not a directory.
-        """
-        if self.config.is_object or os.path.isdir(self.root):
-            return
-        if os.path.lexists(self.root):
-            raise ConfigError(f"tier '{self.name}': its root {self.root} is not a directory")
-        if not self.config.create:
-            raise ConfigError(
-                f"tier '{self.name}': its root {self.root} does not exist (not mounted?); "
-                "create it, or set create = true for the tier in the config"
-            )
-        Path(self.root).mkdir(parents=True, exist_ok=True)
-
-    def _make_parent(self, parent: str) -> None:
-        """Create a directory under the root, never the root itself (it may have been unmounted since)."""
-        if not os.path.isdir(parent):
-            self.require_root()
-            os.makedirs(parent, exist_ok=True)
+        self.storage_options = dict(storage_options or {})
 
     def __repr__(self) -> str:
         return f"Tier({self.config.name!r}, {self.config.url!r})"
@@ -179,16 +150,15 @@ class Tier:
     # -- naming -------------------------------------------------------------------------------
 
     def path(self, key: str) -> str:
-        """The fsspec path of a relative key."""
+        """The filesystem path of a relative key."""
         return f"{self.root}/{safe_key(key)}"
 
     def url(self, key: str = "") -> str:
         """The URL of a key (or of the root): ``s3://bucket/prefix/key`` or ``file:///path/key``."""
-        scheme = "s3://" if self.config.is_object else "file://"
-        return scheme + (self.path(key) if key else self.root)
+        return f"{self.scheme}://" + (self.path(key) if key else self.root)
 
     def _key_of(self, path: str) -> str:
-        path = path.removeprefix("s3://").removeprefix("file://")
+        path = path.removeprefix(f"{self.scheme}://")
         return posixpath.relpath(path, self.root)
 
     # -- reading ------------------------------------------------------------------------------
@@ -199,16 +169,16 @@ class Tier:
         A prefix that does not exist lists as empty. Listing errors propagate: a failed listing
         must never look like an empty one.
         """
-        base = self.path(prefix) if prefix else self.root
-        if not self.config.is_object and not os.path.isdir(base):
-            return []
-        found = cast(dict[str, dict[str, Any]], self.fs.find(base, detail=True))
+        found = self._find(self.path(prefix) if prefix else self.root)
         out = []
         for path, info in found.items():
             if info.get("type") == "directory" or TMP_MARKER in path:
                 continue
             out.append(ObjectInfo(self._key_of(path), int(info["size"]), _mtime(info)))
         return sorted(out, key=lambda o: o.key)
+
+    def _find(self, base: str) -> dict[str, dict[str, Any]]:
+        return cast(dict[str, dict[str, Any]], self.fs.find(base, detail=True))
 
     def stat(self, key: str) -> ObjectInfo:
         """Size and modification time of one object.
@@ -253,91 +223,36 @@ class Tier:
         finally:
             tmp.unlink(missing_ok=True)
 
-    # -- writing ------------------------------------------------------------------------------
-
-    @contextlib.contextmanager
-    def staged_path(self, key: str, fsync: bool = False) -> Iterator[str]:
-        """A temporary local path that becomes ``key`` if the block exits cleanly (file tiers only).
-
-        The temporary name is in the destination directory, so the final rename is atomic; an
-        exception (or a failed fsync) removes it and leaves nothing under ``key``.
-        """
-        if self.config.is_object:
-            raise TypeError(f"{self}: staged_path is for file tiers; use writer() or put_file()")
-        path = self.path(key)
-        parent = os.path.dirname(path)
-        self._make_parent(parent)
-        tmp = temporary_name(path)
-        try:
-            yield tmp
-            if fsync:
-                fd = os.open(tmp, os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-            os.replace(tmp, path)
-            if fsync:
-                fsync_dir(parent)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
+    # -- writing (each backend) -------------------------------------------------------------
 
     @contextlib.contextmanager
     def writer(self, key: str, fsync: bool = False) -> Iterator[BinaryIO]:
-        """Write an object atomically: it appears under ``key`` only if the block exits cleanly.
-
-        On a file tier the data goes to a temporary name in the destination directory, then is
-        renamed (after ``fsync`` if asked). On an object tier it is spooled to a local temporary
-        file (bounded memory) and uploaded whole once complete. An exception discards everything.
-        """
-        if self.config.is_object:
-            with tempfile.NamedTemporaryFile(prefix="tierflow-spool-", dir=self.spool_dir) as spool:
-                yield cast(BinaryIO, spool)
-                spool.flush()
-                self.fs.put_file(spool.name, self.path(key))
-            return
-        with self.staged_path(key, fsync=fsync) as tmp, open(tmp, "wb") as fh:
-            yield cast(BinaryIO, fh)
+        """Write an object atomically: it appears under ``key`` only if the block exits cleanly."""
+        raise NotImplementedError
+        yield  # pragma: no cover
 
     def write_bytes(self, key: str, data: bytes, fsync: bool = False) -> None:
-        """Write a small object atomically (one PUT on object tiers, temporary name + rename on file tiers)."""
-        if self.config.is_object:
-            self.fs.pipe_file(self.path(key), data)
-            return
+        """Write a small object atomically."""
         with self.writer(key, fsync=fsync) as fh:
             fh.write(data)
 
     def put_file(self, local_path: str | os.PathLike[str], key: str, fsync: bool = False) -> None:
         """Upload or copy a finished local file to ``key`` atomically."""
-        if self.config.is_object:
-            self.fs.put_file(str(local_path), self.path(key))
-            return
-        with open(local_path, "rb") as src, self.writer(key, fsync=fsync) as dst:
-            while block := src.read(8 * 2**20):
-                dst.write(block)
+        raise NotImplementedError
 
-    def delete_prefix(self, prefix: str) -> int:
-        """Delete everything under ``prefix`` (directories too, on file tiers). Returns the objects removed."""
-        keys = [o.key for o in self.list(prefix)]
-        self.delete(keys)
-        if not self.config.is_object:
-            import shutil
-
-            shutil.rmtree(self.path(prefix), ignore_errors=True)
-        return len(keys)
+    def copy_key(self, src_key: str, dst_key: str) -> None:
+        """Copy one object to another key of this tier (server-side on object stores)."""
+        self.fs.copy(self.path(src_key), self.path(dst_key))
 
     def delete(self, keys: Iterable[str]) -> int:
-        """Delete objects (batched: s3fs sends up to 1,000 keys per request). Returns how many were asked."""
-        paths = [self.path(k) for k in keys]
-        if not paths:
-            return 0
-        if self.config.is_object:
-            self.fs.rm(paths)
-        else:
-            for path in paths:
-                os.unlink(path)
-        return len(paths)
+        """Delete objects. Returns how many were asked."""
+        raise NotImplementedError
+
+    def delete_prefix(self, prefix: str) -> int:
+        """Delete everything under ``prefix``. Returns the objects removed."""
+        keys = [o.key for o in self.list(prefix)]
+        self.delete(keys)
+        return len(keys)
 
 
 def _mtime(info: dict[str, Any]) -> float | None:

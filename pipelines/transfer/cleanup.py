@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.core.temporaries import TMP_MARKER, host_tag, is_stale_temporary, process_started
+from pipelines.storage.s3 import S3Tier
 from pipelines.storage.tier import Tier
 
 log = logging.getLogger(__name__)
@@ -161,32 +162,23 @@ def reap_multipart_uploads(
     which a concurrent copy on this or another node may still be writing.
     """
     result = Reaped()
-    if not tier.config.is_object:
+    if not isinstance(tier, S3Tier):
         return result
-    bucket, _, root = tier.root.partition("/")
-    full = join_key(root, prefix) if prefix else root
     live, dead = _leases(lease_directory())
     now = time.time() if now is None else now
-    kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": full}
-    while True:
-        page = tier.fs.call_s3("list_multipart_uploads", **kwargs)
-        for upload in page.get("Uploads", []):
-            obj = f"{bucket}/{upload['Key']}"
-            initiated = upload.get("Initiated")
-            age = now - initiated.timestamp() if isinstance(initiated, dt.datetime) else abandoned_after_s + 1
-            if obj in live:
-                result.left += 1
-                continue
-            if obj in dead:
-                result.writer_gone += 1
-            elif age > abandoned_after_s:
-                result.expired += 1
-            else:
-                result.left += 1
-                continue
-            with contextlib.suppress(FileNotFoundError):  # finished or aborted meanwhile
-                tier.fs.call_s3("abort_multipart_upload", Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
-        if not page.get("IsTruncated"):
-            return result
-        kwargs["KeyMarker"] = page.get("NextKeyMarker")
-        kwargs["UploadIdMarker"] = page.get("NextUploadIdMarker")
+    for upload in tier.unfinished_uploads(prefix):
+        obj = f"{tier.bucket}/{upload['Key']}"
+        initiated = upload.get("Initiated")
+        age = now - initiated.timestamp() if isinstance(initiated, dt.datetime) else abandoned_after_s + 1
+        if obj in live:
+            result.left += 1
+            continue
+        if obj in dead:
+            result.writer_gone += 1
+        elif age > abandoned_after_s:
+            result.expired += 1
+        else:
+            result.left += 1
+            continue
+        tier.abort_upload(upload)
+    return result

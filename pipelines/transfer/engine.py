@@ -37,6 +37,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pipelines.core.checksum import checksum_file
 from pipelines.core.manifest import Entry
 from pipelines.model.bandwidth import HopPlan
+from pipelines.storage.local import LocalTier
+from pipelines.storage.s3 import CHECKSUM_METADATA, S3Tier
 from pipelines.storage.s3crt import CrtMover, crt_available
 from pipelines.storage.tier import Tier
 from pipelines.transfer.cleanup import (
@@ -56,15 +58,18 @@ log = logging.getLogger(__name__)
 __all__ = ["copy_entries", "copy_prefix", "source_entries"]
 
 
-#: User metadata key carrying the xxh3-128 checksum on object stores.
-CHECKSUM_METADATA = "xxh3-128"
+def _object(tier: Tier) -> S3Tier:
+    """The object-store side of a hop (the engine's object operations are the S3 backend's)."""
+    if not isinstance(tier, S3Tier):
+        raise TypeError(f"{tier}: not an object store this engine can drive")
+    return tier
 
 
-def _same_store(a: Tier, b: Tier) -> bool:
-    if not (a.config.is_object and b.config.is_object):
-        return False
-    keys = ("endpoint_url", "key", "secret", "profile")
-    return all(a.storage_options.get(k) == b.storage_options.get(k) for k in keys)
+def _local(tier: Tier) -> LocalTier:
+    """The file side of a hop."""
+    if not isinstance(tier, LocalTier):
+        raise TypeError(f"{tier}: not a local file tier")
+    return tier
 
 
 class _Copier:
@@ -74,7 +79,7 @@ class _Copier:
         self.src, self.dst = src, dst
         self.src_prefix, self.dst_prefix = src_prefix, dst_prefix
         self.settings = settings
-        self.server_side = _same_store(src, dst)
+        self.server_side = isinstance(src, S3Tier) and src.same_store(dst)
         # The bulk data path between local files and an object store (see pipelines.storage.s3crt).
         self.crt: dict[str, CrtMover] = {}
         for role, tier in (("src", src), ("dst", dst)):
@@ -89,8 +94,7 @@ class _Copier:
         if entry.checksum is None or existing.get(key) != entry.size:
             return False
         if self.dst.config.is_object:
-            meta = self.dst.fs.metadata(self.dst.path(key))
-            return bool(meta.get(CHECKSUM_METADATA) == entry.checksum)
+            return _object(self.dst).stored_checksum(key) == entry.checksum
         return checksum_file(self.dst.path(key))[0] == entry.checksum
 
     # -- one object ---------------------------------------------------------------------------
@@ -160,7 +164,8 @@ class _Copier:
             os.close(fd)
 
     def _local_to_local(self, src_key: str, dst_key: str, entry: Entry, progress: Progress) -> str:
-        with self._opened_source(src_key) as src_path, self.dst.staged_path(dst_key, fsync=self.settings.fsync) as tmp:
+        dst = _local(self.dst)
+        with self._opened_source(src_key) as src_path, dst.staged_path(dst_key, fsync=self.settings.fsync) as tmp:
             if entry.size > LARGE_LOCAL_FILE:
                 # The kernel copies (copy_file_range, as cp does) while a thread hashes the source.
                 with ThreadPoolExecutor(max_workers=1) as hashing:
@@ -174,14 +179,12 @@ class _Copier:
         return digest
 
     def _object_to_local(self, src_key: str, dst_key: str, entry: Entry, progress: Progress, inner: int) -> str:
-        with self.dst.staged_path(dst_key, fsync=self.settings.fsync) as tmp:
+        with _local(self.dst).staged_path(dst_key, fsync=self.settings.fsync) as tmp:
             streamed = None
             if "src" in self.crt and entry.size > 0:  # CRT asks for a byte range, which an empty object refuses
                 streamed = self.crt["src"].download(self.src.path(src_key), tmp)
             else:
-                self.src.fs.get_file(
-                    self.src.path(src_key), tmp, chunksize=self.settings.part_size, max_concurrency=inner
-                )
+                _object(self.src).download_file(src_key, tmp, self.settings.part_size, inner)
             digest, size = streamed or checksum_file(tmp)
             on_disk = os.path.getsize(tmp)
             if on_disk != size:  # what was hashed must be what is on disk
@@ -197,36 +200,20 @@ class _Copier:
             if "dst" in self.crt:
                 self.crt["dst"].upload(path, self.dst.path(dst_key), {CHECKSUM_METADATA: digest})
             else:
-                self.dst.fs.put_file(
-                    path,
-                    self.dst.path(dst_key),
-                    chunksize=self.settings.part_size,
-                    max_concurrency=inner,
-                    Metadata={CHECKSUM_METADATA: digest},
-                )
+                _object(self.dst).upload_file(path, dst_key, digest, self.settings.part_size, inner)
         progress.add(entry.size)
         return digest
 
     def _server_side(self, src_key: str, dst_key: str, entry: Entry, progress: Progress) -> str:
-        src_path = self.src.path(src_key)
-        meta = self.src.fs.metadata(src_path)
-        digest = entry.checksum or meta.get(CHECKSUM_METADATA)
+        src = _object(self.src)
+        stored = src.stored_checksum(src_key)
+        digest = entry.checksum or stored
         if digest is None:  # nothing vouches for the source: read it once to learn its checksum
-            digest, size = self.src.checksum(src_key)
-            self._check(self.src.url(src_key), entry, digest, size)
-        elif entry.checksum and meta.get(CHECKSUM_METADATA) not in (None, entry.checksum):
-            raise ChecksumMismatch(f"{self.src.url(src_key)}: stored checksum differs from the manifest's")
-        self.dst.fs.copy(src_path, self.dst.path(dst_key))
-        if meta.get(CHECKSUM_METADATA) != digest:
-            bucket, _, key = self.dst.path(dst_key).partition("/")
-            self.dst.fs.call_s3(
-                "copy_object",
-                Bucket=bucket,
-                Key=key,
-                CopySource={"Bucket": bucket, "Key": key},
-                Metadata={CHECKSUM_METADATA: digest},
-                MetadataDirective="REPLACE",
-            )
+            digest, size = src.checksum(src_key)
+            self._check(src.url(src_key), entry, digest, size)
+        elif entry.checksum and stored not in (None, entry.checksum):
+            raise ChecksumMismatch(f"{src.url(src_key)}: stored checksum differs from the manifest's")
+        src.copy_within(src_key, _object(self.dst), dst_key, digest, stored)
         progress.add(entry.size)
         return str(digest)
 
@@ -235,12 +222,10 @@ class _Copier:
 
         with tempfile.TemporaryDirectory(prefix="tierflow-relay-") as tmpdir:
             local = os.path.join(tmpdir, "object")
-            self.src.fs.get_file(self.src.path(src_key), local)
+            _object(self.src).download_file(src_key, local, self.settings.part_size, 1)
             digest, size = checksum_file(local)
             self._check(self.src.url(src_key), entry, digest, size)
-            self.dst.fs.put_file(
-                local, self.dst.path(dst_key), chunksize=self.settings.part_size, Metadata={CHECKSUM_METADATA: digest}
-            )
+            _object(self.dst).upload_file(local, dst_key, digest, self.settings.part_size, 1)
         progress.add(entry.size)
         return digest
 

@@ -191,7 +191,7 @@ def _quarantine(target: Tier, prefix: str, shards: Sequence[dict[str, Any]], rep
         src = f"{prefix}/{shard['key']}"
         dst = f"{prefix}/{QUARANTINE_DIR}/{shard['key']}"
         if target.exists(src):
-            target.fs.copy(target.path(src), target.path(dst))
+            target.copy_key(src, dst)
             target.delete([src])
         target.write_bytes(f"{dst}.report.json", json.dumps(reports[shard["key"]], indent=1).encode())
         log.warning("quarantined %s → %s", target.url(src), target.url(dst))
