@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import pytest
@@ -75,19 +74,32 @@ def test_dags_import_without_errors(dagbag) -> None:
         assert "tierflow" in dag.tags, dag.dag_id
 
 
-def test_dag_files_parse_quickly() -> None:
-    """Parsing a DAG file must not do I/O or heavy imports: measured beyond Airflow's own import."""
+def test_dag_files_do_no_network_io_at_parse(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Parsing a DAG file opens no connection: the DAG processor parses every file every few seconds.
+
+    Connections are refused by replacing the socket layer's connect and name lookup for the
+    duration of the parse (no real network fault can single out the parse). How long parsing takes
+    is a benchmark (``make bench BENCH=dag_parse``), not an assertion.
+    """
     import importlib.util
+    import socket
 
     import airflow.sdk  # noqa: F401 - paid once, as the DAG processor does
 
+    attempts: list[str] = []
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        attempts.append(repr(args[:2]))
+        raise OSError("network I/O while parsing a DAG file")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
     for path in sorted((REPO / "dags").glob("*.py")):
-        start = time.perf_counter()
         spec = importlib.util.spec_from_file_location(f"parse_check_{path.stem}", path)
         assert spec and spec.loader
         spec.loader.exec_module(importlib.util.module_from_spec(spec))
-        elapsed = time.perf_counter() - start
-        assert elapsed < 1.0, f"{path.name} took {elapsed:.2f} s to parse"
+        assert not attempts, f"{path.name} opened connections at parse: {attempts}"
 
 
 def test_tier_health_runs_green(dagbag, test_config, s3_credentials) -> None:
