@@ -111,9 +111,13 @@ def seeds(case: str, count: int = 10) -> list[tuple[int, random.Random]]:
 
 
 def one_line(stderr: str) -> str:
-    """A failed command's message: it must be one line, no traceback."""
+    """A failed command's last line. Every line is the command's own (``tierflow ...: ``), never a traceback.
+
+    A copy prints one line per object that failed, as s5cmd does, then its summary.
+    """
     lines = [line for line in stderr.strip().splitlines() if line.strip()]
     assert lines and "Traceback" not in stderr, stderr
+    assert all(line.startswith("tierflow ") for line in lines), stderr
     return lines[-1]
 
 
