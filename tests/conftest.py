@@ -124,6 +124,69 @@ def tiers(test_config, s3_credentials, tmp_path: Path) -> dict[str, object]:
     return out
 
 
+@pytest.fixture
+def tmpfs(tmp_path: Path) -> Iterator[object]:
+    """Mount real small file systems (tmpfs) to fill: ``tmpfs("6m")`` returns the mount point.
+
+    Mounting needs root: without it the test is skipped. Every mount is unmounted at the end.
+    """
+    import subprocess
+
+    mounted: list[Path] = []
+
+    def mount(size: str) -> Path:
+        point = tmp_path / f"tmpfs-{len(mounted)}"
+        point.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(point)], capture_output=True)
+        if done.returncode:
+            pytest.skip("cannot mount a tmpfs here (needs root)")
+        mounted.append(point)
+        return point
+
+    try:
+        yield mount
+    finally:
+        for point in mounted:
+            subprocess.run(["umount", str(point)], check=False)
+
+
+@pytest.fixture
+def neighbour() -> Iterator[object]:
+    """Another tenant of a disk: ``neighbour(watched, path)`` starts writing ``path`` once a file appears
+    under ``watched`` and stops when the disk is full (a real fault: ENOSPC for whoever writes next).
+    Returns the writing thread: join it before freeing the space.
+    """
+    import threading
+    import time
+
+    threads: list[threading.Thread] = []
+
+    def start(watched: Path, path: Path) -> threading.Thread:
+        def fill() -> None:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and not (
+                watched.exists() and any(p.is_file() for p in watched.rglob("*"))
+            ):
+                time.sleep(0.001)
+            with open(path, "wb") as fh:
+                try:
+                    while True:
+                        fh.write(b"\0" * 65536)
+                        fh.flush()
+                except OSError:
+                    pass
+
+        threads.append(threading.Thread(target=fill))
+        threads[-1].start()
+        return threads[-1]
+
+    try:
+        yield start
+    finally:
+        for thread in threads:
+            thread.join()
+
+
 @pytest.fixture(scope="session")
 def airflow_db() -> None:
     """A migrated, empty SQLite Airflow metadata DB in the session's ``AIRFLOW_HOME``."""

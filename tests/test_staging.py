@@ -412,16 +412,9 @@ def test_a_replaced_version_leaves_only_its_own_objects_on_every_tier(tiers: dic
 
 
 @pytest.fixture
-def small_disk(tmp_path: Path):
-    """A real 6 MiB file system (tmpfs) to fill; skipped where mounting needs a root this test lacks."""
-    mount = tmp_path / "small-disk"
-    mount.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(mount)], capture_output=True).returncode:
-        pytest.skip("cannot mount a tmpfs here (needs root); the capacity-budget tests cover the logic")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", str(mount)], check=False)
+def small_disk(tmpfs) -> Path:
+    """A real 6 MiB file system to fill (skipped where mounting needs a root this test lacks)."""
+    return tmpfs("6m")
 
 
 def _on(tier: Tier, mount: Path, kind: str) -> Tier:
@@ -446,7 +439,7 @@ def test_a_version_whose_marker_would_not_fit_is_refused_before_copying(
 
 
 def test_a_full_disk_mid_copy_fails_clearly_and_removes_its_uncommitted_copy(
-    tiers: dict[str, Tier], tmp_path: Path, small_disk: Path
+    tiers: dict[str, Tier], tmp_path: Path, small_disk: Path, neighbour
 ) -> None:
     """Another tenant fills the disk while staging copies: one fatal failure, nothing of the version left."""
     nvme = _on(tiers["nvme"], small_disk, "nvme")
@@ -455,26 +448,10 @@ def test_a_full_disk_mid_copy_fails_clearly_and_removes_its_uncommitted_copy(
     publish_directory(str(src), tiers["object"], "full", "v1")
     staged = small_disk / "datasets" / "full" / "v1"
     tenant = small_disk / "other-tenant.bin"
-
-    def fill_when_copying() -> None:  # a real neighbour writing until the disk is full
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not (staged.exists() and any(staged.iterdir())):
-            time.sleep(0.001)
-        with open(tenant, "wb") as fh:
-            try:
-                while True:
-                    fh.write(b"\0" * 65536)
-                    fh.flush()
-            except OSError:
-                pass
-
-    filler = threading.Thread(target=fill_when_copying)
-    filler.start()
-    try:
-        with pytest.raises(TransferError) as info:
-            stage_dataset(tiers["object"], nvme, "full", "v1", TransferSettings(concurrency=1, part_size=PART))
-    finally:
-        filler.join()
+    filler = neighbour(staged, tenant)
+    with pytest.raises(TransferError) as info:
+        stage_dataset(tiers["object"], nvme, "full", "v1", TransferSettings(concurrency=1, part_size=PART))
+    filler.join()
     assert info.value.fatal and any("No space left" in f.error for f in info.value.report.failures)
     assert read_commit(nvme, "full", "v1") is None
     assert not leftovers(small_disk)

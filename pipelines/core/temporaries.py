@@ -19,6 +19,7 @@ __all__ = [
     "TMP_MARKER",
     "host_tag",
     "is_stale_temporary",
+    "process_alive",
     "process_started",
     "temporary_name",
 ]
@@ -47,6 +48,23 @@ def process_started(pid: int) -> int | None:
         return None
 
 
+def process_alive(pid: int, started: int | None = None) -> bool:
+    """Whether process ``pid`` on this host is alive (this process always is).
+
+    With ``started`` (:func:`process_started` when the writer recorded itself) a process that
+    reused the pid later does not count as the writer.
+    """
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, another user's
+    return started is None or process_started(pid) == started
+
+
 def temporary_name(path: str) -> str:
     """A hidden temporary beside ``path``, named after its writer (host, process) so others can tell it is live.
 
@@ -64,16 +82,7 @@ def is_stale_temporary(path: str, now: float | None = None) -> bool:
     """
     owner = os.path.basename(path).rsplit(TMP_MARKER, 1)[-1].split(".")
     if len(owner) == 3 and owner[0] == _HOST_TAG and owner[1].isdigit():
-        pid = int(owner[1])
-        if pid == os.getpid():
-            return False
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:
-            return False  # alive, another user's
-        return False
+        return not process_alive(int(owner[1]))
     try:
         age = (time.time() if now is None else now) - os.stat(path).st_mtime
     except FileNotFoundError:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipelines.core.temporaries import TMP_MARKER, host_tag, is_stale_temporary, process_started
+from pipelines.core.temporaries import TMP_MARKER, host_tag, is_stale_temporary, process_alive, process_started
 from pipelines.storage.s3 import S3Tier
 from pipelines.storage.tier import Tier
 
@@ -103,19 +103,8 @@ def upload_lease(tier: Tier, key: str) -> Iterator[None]:
 
 def _writer_alive(record: dict[str, Any]) -> bool:
     """Whether the process that wrote a lease on this host is still that process."""
-    pid = record.get("pid")
-    if not isinstance(pid, int):
-        return False
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # alive, another user's
-    started = record.get("started")
-    return started is None or process_started(pid) == started
+    pid, started = record.get("pid"), record.get("started")
+    return isinstance(pid, int) and process_alive(pid, started if isinstance(started, int) else None)
 
 
 def _leases(directory: Path) -> tuple[set[str], set[str]]:
