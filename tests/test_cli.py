@@ -192,6 +192,8 @@ def test_a_missing_tier_root_is_an_error_never_recreated(tierflow, tmp_path: Pat
 
     write_checkpoint(tmp_path / "localssd", "run1", 100, shards=1, metrics={"loss": 1.0})
     assert tierflow("checkpoints", "promote")[0] == 0
+    src = corpus(tmp_path / "corpus", files=2)
+    assert tierflow("datasets", "publish", str(src), "--name", "c", "--version", "v1", "--tier", "lustre")[0] == 0
     shutil.rmtree(tmp_path / "localssd")
     for args in (
         ("checkpoints", "prune", "--keep-nvme", "latest=1"),
@@ -202,6 +204,9 @@ def test_a_missing_tier_root_is_an_error_never_recreated(tierflow, tmp_path: Pat
         assert code == 2, (args, err)
         assert f"tier 'localssd': its root {tmp_path / 'localssd'} does not exist" in one_line(err), args
         assert not (tmp_path / "localssd").exists(), f"{args} re-created the missing root"
+    code, out, err = tierflow("datasets", "ls")  # every tier: the missing one is named, the others still listed
+    assert code == 1 and "tier 'localssd': its root" in err and "lustre   c/v1" in out
+    assert not (tmp_path / "localssd").exists()
 
 
 def test_plan_calibrate_and_codec_refuse_bad_input_in_one_line(tierflow, tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from pipelines.cli.common import UsageError, config_from_args, open_named, role
 from pipelines.core.units import format_bytes
@@ -97,14 +98,25 @@ def cmd_datasets(args: argparse.Namespace) -> int:
                     f"predicted {plan.hop.predicted_s:.2f} s ({plan.hop.predicted.bottleneck})"
                 )
         elif args.action == "ls":
+            from pipelines.core.config import ConfigError
             from pipelines.datasets.cache import cache_entries
 
             if args.tier:
                 cfg.tier(args.tier)  # an unknown name is refused, naming the tiers there are
+            unavailable = 0
             for tier_cfg in cfg.tiers:
                 if args.tier and tier_cfg.name != args.tier:
                     continue
-                for e in cache_entries(open_named(cfg, tier_cfg.name)):
+                try:
+                    tier = open_named(cfg, tier_cfg.name)
+                except ConfigError as exc:
+                    if args.tier:
+                        raise
+                    # One tier that is not there (an NVMe root on another node) does not hide the others.
+                    print(f"tierflow datasets ls: {exc}", file=sys.stderr)
+                    unavailable += 1
+                    continue
+                for e in cache_entries(tier):
                     state = "committed" if e.committed else "uncommitted"
                     pins = f" pinned by {', '.join(e.pinned_by)}" if e.pinned_by else ""
                     print(
@@ -140,6 +152,8 @@ def cmd_datasets(args: argparse.Namespace) -> int:
                     f"{summary['rows']} rows, {format_bytes(summary['bytes'])} (ratio {summary['ratio']:.2f}, "
                     f"zstd level {prepared.level}){quarantined}"
                 )
+        if args.action == "ls" and unavailable:
+            return 1
     except (FileNotFoundError, PermissionError) as exc:  # a source or tier the user named; the rest: main's map
         raise UsageError(str(exc)) from None
     return 0
