@@ -392,6 +392,30 @@ def test_an_upload_aborted_under_its_writer_is_started_again(tiers: dict[str, Ti
     assert tiers["object"].checksum("vanish/big.bin") == checksum_file(str(src / "big.bin"))
 
 
+def test_a_dead_writers_lease_outlives_a_cleanup_that_could_not_list(tiers: dict[str, Tier], tmp_path: Path) -> None:
+    """A reaper with revoked credentials forgets nothing: the next one aborts the dead writer's upload."""
+    import json
+
+    from pipelines.core.temporaries import host_tag
+    from pipelines.transfer.cleanup import lease_directory
+
+    obj = tiers["object"]
+    bucket, _, root = obj.root.partition("/")
+    key = f"{root}/leased/big.bin"
+    obj.fs.call_s3("create_multipart_upload", Bucket=bucket, Key=key)  # a dead writer's unfinished upload
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    lease = lease_directory() / f"{host_tag()}.{gone.stdout.strip()}.test.{os.getpid()}.json"
+    lease.parent.mkdir(parents=True, exist_ok=True)
+    lease.write_text(json.dumps({"object": f"{bucket}/{key}", "host": host_tag(), "pid": int(gone.stdout)}))
+    revoked = Tier(obj.config, {**obj.storage_options, "secret": "revoked"})
+    with pytest.raises(PermissionError):
+        reap_multipart_uploads(revoked, "leased")
+    assert lease.exists(), "a cleanup that could not list forgot the dead writer's lease"
+    reaped = reap_multipart_uploads(obj, "leased")
+    assert reaped.writer_gone == 1 and not lease.exists()
+    assert not obj.fs.call_s3("list_multipart_uploads", Bucket=bucket, Prefix=f"{root}/leased").get("Uploads")
+
+
 def test_a_replaced_version_leaves_only_its_own_objects_on_every_tier(tiers: dict[str, Tier], tmp_path: Path) -> None:
     """Publishing other content under a committed name: refused; replaced, nothing of the old stays (#17 item 9)."""
     old, new = tmp_path / "old", tmp_path / "new"

@@ -107,10 +107,21 @@ def _writer_alive(record: dict[str, Any]) -> bool:
     return isinstance(pid, int) and process_alive(pid, started if isinstance(started, int) else None)
 
 
-def _leases(directory: Path) -> tuple[set[str], set[str]]:
-    """Objects with a live lease, and objects whose only leases are a dead writer's (removing those leases)."""
+def _age(path: Path) -> float:
+    try:
+        return time.time() - path.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0
+
+
+def _leases(directory: Path) -> tuple[set[str], dict[str, list[Path]]]:
+    """Objects with a live lease, and objects whose only leases are a dead writer's (with those lease files).
+
+    Dead leases are not removed here: only once their uploads are known to be aborted (a reaper
+    that cannot list, e.g. with revoked credentials, must not forget them).
+    """
     live: set[str] = set()
-    dead: set[str] = set()
+    dead: dict[str, list[Path]] = {}
     if not directory.is_dir():
         return live, dead
     for path in directory.glob(f"{host_tag()}.*.json"):
@@ -121,10 +132,11 @@ def _leases(directory: Path) -> tuple[set[str], set[str]]:
         obj = str(record.get("object", ""))
         if _writer_alive(record):
             live.add(obj)
-        else:
-            dead.add(obj)
+        elif _age(path) > ABANDONED_UPLOAD_S:  # its upload, if any, is aborted by age anyway
             path.unlink(missing_ok=True)
-    return live, dead - live
+        else:
+            dead.setdefault(obj, []).append(path)
+    return live, {obj: paths for obj, paths in dead.items() if obj not in live}
 
 
 @dataclass
@@ -155,7 +167,8 @@ def reap_multipart_uploads(
         return result
     live, dead = _leases(lease_directory())
     now = time.time() if now is None else now
-    for upload in tier.unfinished_uploads(prefix):
+    uploads = list(tier.unfinished_uploads(prefix))  # a failed listing raises: no lease is forgotten
+    for upload in uploads:
         obj = f"{tier.bucket}/{upload['Key']}"
         initiated = upload.get("Initiated")
         age = now - initiated.timestamp() if isinstance(initiated, dt.datetime) else abandoned_after_s + 1
@@ -170,4 +183,10 @@ def reap_multipart_uploads(
             result.left += 1
             continue
         tier.abort_upload(upload)
+    # Every upload under the prefix was listed and a dead writer's aborted: its leases can go.
+    under = tier.path(prefix) if prefix else tier.root
+    for obj, paths in dead.items():
+        if obj == under or obj.startswith(under.rstrip("/") + "/"):
+            for path in paths:
+                path.unlink(missing_ok=True)
     return result
