@@ -111,13 +111,13 @@ def seeds(case: str, count: int = 10) -> list[tuple[int, random.Random]]:
 
 
 def one_line(stderr: str) -> str:
-    """A failed command's last line. Every line is the command's own (``tierflow ...: ``), never a traceback.
+    """A failed command's last line: its own summary (``tierflow ...: ``), never a traceback.
 
-    A copy prints one line per object that failed, as s5cmd does, then its summary.
+    Before it a copy may log its retries, and prints one line per object that failed (as s5cmd does).
     """
     lines = [line for line in stderr.strip().splitlines() if line.strip()]
     assert lines and "Traceback" not in stderr, stderr
-    assert all(line.startswith("tierflow ") for line in lines), stderr
+    assert lines[-1].startswith("tierflow "), stderr
     return lines[-1]
 
 
