@@ -98,7 +98,10 @@ def cmd_datasets(args: argparse.Namespace) -> int:
                     f"predicted {plan.hop.predicted_s:.2f} s ({plan.hop.predicted.bottleneck})"
                 )
         elif args.action == "ls":
+            from botocore.exceptions import BotoCoreError, ClientError
+
             from pipelines.core.config import ConfigError
+            from pipelines.core.errors import one_line
             from pipelines.datasets.cache import cache_entries
 
             if args.tier:
@@ -108,15 +111,15 @@ def cmd_datasets(args: argparse.Namespace) -> int:
                 if args.tier and tier_cfg.name != args.tier:
                     continue
                 try:
-                    tier = open_named(cfg, tier_cfg.name)
-                except ConfigError as exc:
+                    entries = cache_entries(open_named(cfg, tier_cfg.name))
+                except (ConfigError, OSError, BotoCoreError, ClientError) as exc:  # not there or not reachable
                     if args.tier:
                         raise
-                    # One tier that is not there (an NVMe root on another node) does not hide the others.
-                    print(f"tierflow datasets ls: {exc}", file=sys.stderr)
+                    # Named, and the other tiers still listed (an NVMe root lives on another node).
+                    print(f"tierflow datasets ls: {tier_cfg.name}: {one_line(exc)}", file=sys.stderr)
                     unavailable += 1
                     continue
-                for e in cache_entries(tier):
+                for e in entries:
                     state = "committed" if e.committed else "uncommitted"
                     pins = f" pinned by {', '.join(e.pinned_by)}" if e.pinned_by else ""
                     print(

@@ -13,6 +13,7 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Iterator
 
 __all__ = [
     "STALE_TEMPORARY_S",
@@ -21,6 +22,7 @@ __all__ = [
     "is_stale_temporary",
     "process_alive",
     "process_started",
+    "temporaries_under",
     "temporary_name",
 ]
 
@@ -72,6 +74,15 @@ def temporary_name(path: str) -> str:
     """
     parent, base = os.path.split(path)
     return os.path.join(parent, f".{base}{TMP_MARKER}{_HOST_TAG}.{os.getpid()}.{uuid.uuid4().hex[:8]}")
+
+
+def temporaries_under(root: str) -> Iterator[tuple[str, bool]]:
+    """Every Tierflow temporary under a local directory, with whether it is stale (its writer is gone)."""
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            if TMP_MARKER in name:
+                path = os.path.join(dirpath, name)
+                yield path, is_stale_temporary(path)
 
 
 def is_stale_temporary(path: str, now: float | None = None) -> bool:

@@ -27,7 +27,7 @@ from typing import Any
 from pipelines.core.config import DURABILITY
 from pipelines.core.errors import TierflowError
 from pipelines.core.manifest import COMMIT_MARKER, Manifest, dataset_prefix
-from pipelines.core.temporaries import STALE_TEMPORARY_S, TMP_MARKER, is_stale_temporary
+from pipelines.core.temporaries import STALE_TEMPORARY_S, temporaries_under
 from pipelines.storage.commit import read_commit
 from pipelines.storage.pins import live_pins, remove_pin, write_pin
 from pipelines.storage.tier import Tier
@@ -150,7 +150,7 @@ def require_space(tier: Tier, needed_bytes: int, what: str) -> None:
     """
     if tier.config.is_object or needed_bytes <= 0:
         return
-    used = sum(e.bytes for e in cache_entries(tier))
+    used = sum(o.size for o in tier.list("datasets"))  # what cache_entries would sum, without reading markers
     budget = tier.config.capacity_bytes - used
     real = file_system_free(tier)
     free = budget if real is None else min(budget, real)
@@ -206,11 +206,7 @@ def live_writer(tier: Tier, prefix: str) -> bool:
     """Whether a live writer's temporary lies under ``prefix`` on a file tier (someone is still copying)."""
     if tier.config.is_object:
         return False
-    for dirpath, _dirs, files in os.walk(tier.path(prefix)):
-        for name in files:
-            if TMP_MARKER in name and not is_stale_temporary(os.path.join(dirpath, name)):
-                return True
-    return False
+    return any(not stale for _, stale in temporaries_under(tier.path(prefix)))
 
 
 def _durable_copy(entry: CacheEntry, durable: Sequence[Tier]) -> str | None:

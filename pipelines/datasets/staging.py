@@ -16,10 +16,11 @@ on the target with the same manifest is left alone ("already staged").
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -201,12 +202,8 @@ def commit_stage(
     uncommitted objects (:func:`discard_uncommitted`) before it propagates.
     """
     manifest = _manifest_for(source, dataset, version, manifest_checksum)
-    try:
+    with _discarded_if_fatal(target, manifest):
         return _commit_and_touch(target, manifest, source.url(manifest.prefix), extra)
-    except Exception as exc:
-        if classify(exc) is Outcome.FATAL:
-            discard_uncommitted(target, manifest)
-        raise
 
 
 def _commit_and_touch(target: Tier, manifest: Manifest, source_url: str, extra: dict[str, Any] | None) -> Commit:
@@ -243,7 +240,7 @@ def stage_dataset(
     manifest = plan.manifest
     if target.config.kind == "nvme":
         ensure_space(target, plan.needed_bytes, [source, *durable], keep=[(dataset, version)])
-    try:
+    with _discarded_if_fatal(target, manifest):
         report = copy_entries(source, manifest.prefix, target, manifest.prefix, manifest.entries, settings)
         seconds = time.monotonic() - started
         record = _commit_and_touch(
@@ -252,11 +249,18 @@ def stage_dataset(
             source.url(manifest.prefix),
             {"seconds": round(seconds, 3), "predicted_s": round(plan.hop.predicted_s, 3)},
         )
+    return plan, report, record
+
+
+@contextlib.contextmanager
+def _discarded_if_fatal(target: Tier, manifest: Manifest) -> Iterator[None]:
+    """Run the block; if it fails for good, remove the version's uncommitted copy (:func:`discard_uncommitted`)."""
+    try:
+        yield
     except Exception as exc:
         if classify(exc) is Outcome.FATAL:
             discard_uncommitted(target, manifest)
         raise
-    return plan, report, record
 
 
 def discard_uncommitted(target: Tier, manifest: Manifest) -> int:

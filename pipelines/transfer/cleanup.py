@@ -14,7 +14,6 @@ import contextlib
 import datetime as dt
 import hashlib
 import json
-import logging
 import os
 import tempfile
 import time
@@ -24,11 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipelines.core.temporaries import TMP_MARKER, host_tag, is_stale_temporary, process_alive, process_started
+from pipelines.core.temporaries import host_tag, process_alive, process_started, temporaries_under
 from pipelines.storage.s3 import S3Tier
 from pipelines.storage.tier import Tier
-
-log = logging.getLogger(__name__)
 
 __all__ = [
     "ABANDONED_UPLOAD_S",
@@ -57,16 +54,12 @@ def remove_temporaries(tier: Tier, prefix: str) -> int:
     """
     if tier.config.is_object:
         return 0
-    root = tier.path(prefix) if prefix else tier.root
     removed = 0
-    for dirpath, _dirs, files in os.walk(root):
-        for name in files:
-            if TMP_MARKER in name and is_stale_temporary(os.path.join(dirpath, name)):
-                try:
-                    os.unlink(os.path.join(dirpath, name))
-                    removed += 1
-                except FileNotFoundError:
-                    pass
+    for path, stale in temporaries_under(tier.path(prefix) if prefix else tier.root):
+        if stale:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+                removed += 1
     return removed
 
 

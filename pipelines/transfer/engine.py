@@ -103,10 +103,10 @@ class _Copier:
         """Copy one object; returns its checksum. Raises on failure (nothing left under the final name)."""
         src_key = join_key(self.src_prefix, entry.key)
         dst_key = join_key(self.dst_prefix, entry.key)
-        s, d = self.src.config.is_object, self.dst.config.is_object
+        d = self.dst.config.is_object
         multipart = d and entry.size > 2 * self.settings.part_size
         with upload_lease(self.dst, dst_key) if multipart else contextlib.nullcontext():  # see transfer.cleanup
-            digest = self._copy_one(s, d, src_key, dst_key, entry, progress, inner_concurrency)
+            digest = self._copy_one(src_key, dst_key, entry, progress, inner_concurrency)
         if self.settings.verify:
             back, size = self.dst.checksum(dst_key)
             if (back, size) != (digest, entry.size):
@@ -117,9 +117,8 @@ class _Copier:
                 )
         return digest
 
-    def _copy_one(
-        self, s: bool, d: bool, src_key: str, dst_key: str, entry: Entry, progress: Progress, inner: int
-    ) -> str:
+    def _copy_one(self, src_key: str, dst_key: str, entry: Entry, progress: Progress, inner: int) -> str:
+        s, d = self.src.config.is_object, self.dst.config.is_object
         if not s and not d:
             return self._local_to_local(src_key, dst_key, entry, progress)
         if s and not d:
