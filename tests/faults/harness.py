@@ -18,11 +18,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from checker import S3Store, Verified, tree_digests
+from checker import S3Store, Store, Verified, check_copy, tree_digests
 
 MiB = 2**20
 #: The S3 minimum part size: the corpus's 24 MiB files go as multipart uploads.
 PART = ["--part-size", "5 MiB"]
+#: The checker's view of a tree: key -> (size, xxh3-128).
+Digests = dict[str, tuple[int, str]]
 #: Every hop a copy can take.
 HOPS = ["local->s3", "s3->local", "local->local", "s3->s3"]
 
@@ -136,3 +138,32 @@ def own_store(server) -> S3Store:  # type: ignore[no-untyped-def]
     """The checker's view of ``s3://faults/root`` on a test's own server, with its current credentials."""
     c = server.credentials()
     return S3Store(c.endpoint_url, c.access_key, c.secret_key, c.region, "faults", "root")
+
+
+def copy_source(hop: str, cli: Cli, object_url: str, root: Path) -> tuple[Digests, str]:
+    """The corpus under ``root`` and the URL a ``hop`` copies it from (uploaded to ``object_url`` for S3 sources)."""
+    source = corpus(root)
+    if hop.startswith("s3"):
+        assert cli.run("copy", str(root), object_url, *PART).returncode == 0
+        return source, object_url
+    return source, str(root)
+
+
+def rerun_whole(
+    cli: Cli,
+    src: str,
+    dst: str,
+    store: Store,
+    prefix: str,
+    source: dict[str, tuple[int, str]],
+    tally: Tally,
+    where: str,
+) -> subprocess.CompletedProcess[str]:
+    """Rerun the copy after a fault: it must finish, and the checker must find the destination whole."""
+    done = cli.run("copy", src, dst, *PART, "--verbose")
+    tally.reruns += 1
+    assert done.returncode == 0, f"{where}: the rerun failed: {done.stderr}"
+    whole = check_copy(store, prefix, source)
+    assert not whole.problems and whole.objects == len(source), f"{where}: {whole.problems or whole.objects}"
+    tally.verified(whole)
+    return done

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from checker import LocalStore, check_copy, temporaries
-from harness import PART, Cli, Tally, corpus, one_line
+from harness import PART, Cli, Tally, corpus, one_line, rerun_whole
 
 pytestmark = pytest.mark.faults
 
@@ -41,9 +41,4 @@ def test_a_disk_filled_mid_copy_fails_in_one_line_and_the_rerun_finishes(
     assert not partial.problems, partial.problems
     assert not temporaries(str(dst)), "temporaries left after the failure"
     tenant.unlink()  # the neighbour is gone: room again
-    again = cli.run("copy", src, str(dst), *PART)
-    tally.reruns += 1
-    assert again.returncode == 0, again.stderr
-    whole = check_copy(LocalStore(str(dst)), "", source)
-    assert not whole.problems and whole.objects == len(source), whole.problems or whole.objects
-    tally.verified(whole)
+    rerun_whole(cli, src, str(dst), LocalStore(str(dst)), "", source, tally, f"disk full: {hop}")

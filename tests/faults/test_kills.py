@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from checker import LocalStore, S3Store, Store, check_copy, check_markers, temporaries
-from harness import HOPS, PART, Cli, Tally, corpus, seeds
+from harness import HOPS, PART, Cli, Tally, copy_source, rerun_whole, seeds
 
 pytestmark = pytest.mark.faults
 
@@ -25,13 +25,8 @@ MiB = 2**20
 def test_a_copy_killed_anywhere_leaves_nothing_partial_and_the_rerun_finishes(
     hop: str, cli: Cli, tiers, object_store: S3Store, tmp_path: Path, tally: Tally
 ) -> None:
-    source = corpus(tmp_path / "corpus")
-    src_kind, dst_kind = hop.split("->")
-    if src_kind == "s3":
-        assert cli.run("copy", str(tmp_path / "corpus"), tiers["object"].url("src"), *PART).returncode == 0
-        src_url = tiers["object"].url("src")
-    else:
-        src_url = str(tmp_path / "corpus")
+    source, src_url = copy_source(hop, cli, tiers["object"].url("src"), tmp_path / "corpus")
+    dst_kind = hop.split("->")[1]
 
     def destination(name: str) -> tuple[str, Store, str]:
         if dst_kind == "s3":
@@ -49,12 +44,7 @@ def test_a_copy_killed_anywhere_leaves_nothing_partial_and_the_rerun_finishes(
             Path(url).mkdir(parents=True)  # killed before it made the directory: nothing to check yet
         after_kill = check_copy(store, prefix, source)
         assert not after_kill.problems, f"{where}: {after_kill.problems}"
-        done = cli.run("copy", src_url, url, *PART, "--verbose")
-        tally.reruns += 1
-        assert done.returncode == 0, f"{where}: the rerun failed: {done.stderr}"
-        final = check_copy(store, prefix, source)
-        assert not final.problems and final.objects == len(source), f"{where}: {final.problems or final.objects}"
-        tally.verified(final)
+        done = rerun_whole(cli, src_url, url, store, prefix, source, tally, where)
         if dst_kind == "s3":
             pending = object_store.pending_uploads(prefix)
             assert not pending, (

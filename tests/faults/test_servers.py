@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from checker import LocalStore, check_copy, temporaries
-from harness import PART, Cli, Tally, corpus, one_line, own_store, seeds
+from harness import PART, Cli, Tally, corpus, one_line, own_store, rerun_whole, seeds
 
 pytestmark = pytest.mark.faults
 
@@ -51,12 +51,7 @@ def test_a_server_restarted_mid_copy_loses_nothing(
             Path(dst).mkdir(exist_ok=True)
         partial = check_copy(store, prefix, source)
         assert not partial.problems, f"{where}: {partial.problems}"
-        done = own_cli.run("copy", src, dst, *PART)
-        tally.reruns += 1
-        assert done.returncode == 0, f"{where}: the rerun failed: {done.stderr}"
-        whole = check_copy(store, prefix, source)
-        assert not whole.problems and whole.objects == len(source), f"{where}: {whole.problems or whole.objects}"
-        tally.verified(whole)
+        rerun_whole(own_cli, src, dst, store, prefix, source, tally, where)
         if direction == "upload":
             assert not own_store(own_server).pending_uploads(prefix), f"{where}: orphaned uploads"
         else:
@@ -93,10 +88,5 @@ def test_credentials_revoked_mid_upload_fail_in_one_line_and_leave_nothing_parti
         stale = own_cli.run("copy", str(tmp_path / "corpus"), dst, *PART)  # the old key: refused at once
         assert stale.returncode != 0 and len(stale.stderr.strip().splitlines()) == 1, stale.stderr
         own_cli.env |= {"AWS_ACCESS_KEY_ID": new.access_key, "AWS_SECRET_ACCESS_KEY": new.secret_key}
-        done = own_cli.run("copy", str(tmp_path / "corpus"), dst, *PART)
-        tally.reruns += 1
-        assert done.returncode == 0, f"{where}: the rerun failed: {done.stderr}"
-        whole = check_copy(store, prefix, source)
-        assert not whole.problems and whole.objects == len(source), f"{where}: {whole.problems or whole.objects}"
-        tally.verified(whole)
+        rerun_whole(own_cli, str(tmp_path / "corpus"), dst, store, prefix, source, tally, where)
         assert not store.pending_uploads(prefix), f"{where}: orphaned uploads"

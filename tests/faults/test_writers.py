@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from checker import LocalStore, S3Store, Store, check_copy, check_markers, temporaries
-from harness import HOPS, PART, Cli, Tally, corpus, one_line, seeds
+from harness import HOPS, PART, Cli, Tally, copy_source, one_line, seeds
 
 pytestmark = pytest.mark.faults
 
@@ -20,12 +20,8 @@ pytestmark = pytest.mark.faults
 def test_two_copies_at_once_give_one_whole_result(
     hop: str, cli: Cli, tiers, object_store: S3Store, tmp_path: Path, tally: Tally
 ) -> None:
-    source = corpus(tmp_path / "corpus")
-    src_kind, dst_kind = hop.split("->")
-    src = str(tmp_path / "corpus")
-    if src_kind == "s3":
-        assert cli.run("copy", src, tiers["object"].url("src"), *PART).returncode == 0
-        src = tiers["object"].url("src")
+    source, src = copy_source(hop, cli, tiers["object"].url("src"), tmp_path / "corpus")
+    dst_kind = hop.split("->")[1]
     for seed, _ in seeds(f"writers {hop}", 3):
         if dst_kind == "s3":
             dst, store, prefix = tiers["object"].url(f"two/{seed}"), object_store, f"two/{seed}"
