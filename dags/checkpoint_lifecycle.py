@@ -79,15 +79,26 @@ with DAG(
 
     @task(trigger_rule=TriggerRule.ALL_DONE)
     def summary(promoted: Any = None, pruned: Any = None) -> dict[str, Any]:
-        """Promoted and pruned checkpoints of this run, in one line per tier."""
-        hops = [h for hops in (promoted or []) if hops for h in hops if not h.get("already")]
-        out = {
-            "promoted": [f"{h['run']}/{h['checkpoint']} -> {h['tier']}" for h in hops],
-            "promoted_bytes": sum(int(h["copied_bytes"]) for h in hops),
-            "deleted": {tier: entry["deleted"] for tier, entry in (pruned or {}).items()},
+        """Promoted and pruned checkpoints of this run, one log line per tier."""
+        import logging
+
+        from pipelines.checkpoints import PromoteResult, TierPrune
+
+        hops = [PromoteResult.from_json(h) for hops in (promoted or []) if hops for h in hops]
+        copied = [h for h in hops if not h.already]
+        pruning = {tier: TierPrune.from_json(entry) for tier, entry in (pruned or {}).items()}
+        log = logging.getLogger("airflow.task")
+        log.info("promoted %d copies, %d bytes", len(copied), sum(h.copied_bytes for h in copied))
+        for h in copied:
+            log.info("promoted %s/%s (step %d) %s -> %s", h.run, h.name, h.step, h.source, h.target)
+        for tier, entry in pruning.items():
+            verb = "would delete" if entry.dry_run else "deleted"
+            log.info("%s: %s %s", tier, verb, ", ".join(entry.deleted) or "nothing")
+        return {
+            "promoted": [f"{h.run}/{h.name} -> {h.target}" for h in copied],
+            "promoted_bytes": sum(h.copied_bytes for h in copied),
+            "deleted": {tier: entry.deleted for tier, entry in pruning.items()},
         }
-        print(out)
-        return out
 
     promote >> retain
     summary(promote.output, retain.output)

@@ -185,11 +185,11 @@ def test_prune_keeps_what_is_not_safe_elsewhere_and_batches_object_deletes(tiers
     # NVMe may drop step 1 (committed and verified on the PFS), but the PFS must keep 1-2: they are not
     # on object storage. Step 3 has only its framework marker (never promoted): it is not complete for
     # retention, so step 2 is the newest complete checkpoint and stays on NVMe too.
-    assert summary["nvme"]["deleted"] == ["r/step_000001"]
-    assert summary["nvme"]["kept"]["r/step_000003"] == "not committed and verified on this tier"
-    assert summary["nvme"]["kept"]["r/step_000002"] == "newest complete checkpoint"
-    assert summary["pfs"]["deleted"] == []
-    assert summary["pfs"]["kept"]["r/step_000001"] == "not committed and verified on the next more durable tier"
+    assert summary["nvme"].deleted == ["r/step_000001"]
+    assert summary["nvme"].kept["r/step_000003"] == "not committed and verified on this tier"
+    assert summary["nvme"].kept["r/step_000002"] == "newest complete checkpoint"
+    assert summary["pfs"].deleted == []
+    assert summary["pfs"].kept["r/step_000001"] == "not committed and verified on the next more durable tier"
     # Now many objects on object storage: deletes go 1,000 keys per request.
     obj = tiers["object"]
     for step in (10, 20):
@@ -205,7 +205,7 @@ def test_prune_keeps_what_is_not_safe_elsewhere_and_batches_object_deletes(tiers
         "before-parameter-build.s3.DeleteObjects", lambda params, **_: calls.append(len(params["Delete"]["Objects"]))
     )
     summary = retain(chain(tiers), {"nvme": LatestN(5), "pfs": LatestN(5), "object": LatestN(0)}, run="big")
-    assert summary["object"]["deleted"] == ["big/step_10"] and summary["object"]["objects"] == 1202
+    assert summary["object"].deleted == ["big/step_10"] and summary["object"].objects == 1202
     assert len(calls) == 3 and max(calls) <= 1000 and sum(calls) == 1202, calls  # marker batch + 2 data batches
     assert [c.step for c in discover(obj, run="big")] == [20]
 
@@ -226,10 +226,10 @@ def test_empty_or_failed_listing_deletes_nothing(tiers, tmp_path: Path, caplog: 
         "listing object failed: nothing is deleted on object (its checkpoints are unknown) nor on pfs "
         "(its copies cannot be checked against object); nvme pruned as usual, each against the tier after it"
     )
-    assert summary["object"]["note"] == "listing failed"
-    assert summary["pfs"]["deleted"] == [] and "listing of object failed" in summary["pfs"]["note"]
-    assert summary["nvme"]["deleted"] == ["r/step_000001"]  # its PFS copy was listed and verified
-    assert retain(chain(tiers), {"nvme": LatestN(0)}, run="nobody")["nvme"]["deleted"] == []
+    assert summary["object"].note == "listing failed"
+    assert summary["pfs"].deleted == [] and "listing of object failed" in summary["pfs"].note
+    assert summary["nvme"].deleted == ["r/step_000001"]  # its PFS copy was listed and verified
+    assert retain(chain(tiers), {"nvme": LatestN(0)}, run="nobody")["nvme"].deleted == []
 
 
 def test_restore_from_object_storage_after_nvme_and_pfs_copies_were_pruned(tiers, tmp_path: Path) -> None:
@@ -247,7 +247,7 @@ def test_restore_from_object_storage_after_nvme_and_pfs_copies_were_pruned(tiers
     (restored,) = [c for c in discover(tiers["nvme"]) if c.step == 100]
     assert restored.committed and restored.pinned_by == ("job-42",)
     # Pinned: even a keep-nothing policy leaves it.
-    assert "r/step_000100" not in retain(chain(tiers), {"nvme": LatestN(0)})["nvme"]["deleted"]
+    assert "r/step_000100" not in retain(chain(tiers), {"nvme": LatestN(0)})["nvme"].deleted
 
 
 def test_a_flipped_bit_makes_restore_fall_back_to_the_previous_step(tiers, tmp_path: Path) -> None:
@@ -376,14 +376,14 @@ def test_a_half_promoted_copy_never_counts_as_the_newest_on_its_tier(tiers, tmp_
     assert found[500].status == "uncommitted" and found[400].status == "committed"
     for policy in (LatestN(0), LatestN(1)):
         summary = retain([tiers["pfs"], obj], {"object": policy})
-        assert summary["object"]["deleted"] == [], summary
-        assert summary["object"]["kept"]["r/step_000400"] == "newest complete checkpoint"
-        assert summary["object"]["kept"]["r/step_000500"] == "not committed and verified on this tier"
+        assert summary["object"].deleted == [], summary
+        assert summary["object"].kept["r/step_000400"] == "newest complete checkpoint"
+        assert summary["object"].kept["r/step_000500"] == "not committed and verified on this tier"
         assert read_marker(obj, "checkpoints/r/step_000400") is not None
     # Nor on NVMe: a newer step with only its framework marker does not make the committed one deletable there.
     write_checkpoint(nvme, "r", 600, shards=1)
     summary = retain(chain(tiers), {"nvme": LatestN(0)})
-    assert summary["nvme"]["deleted"] == [] and summary["nvme"]["kept"]["r/step_000400"] == "newest complete checkpoint"
+    assert summary["nvme"].deleted == [] and summary["nvme"].kept["r/step_000400"] == "newest complete checkpoint"
     # Committed but with an object missing is not complete either: restore and retention skip it.
     obj.fs.rm(obj.path("checkpoints/r/step_000400/__1_0.distcp"))
     (damaged,) = [c for c in discover(obj) if c.step == 400]

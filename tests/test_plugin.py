@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from pipelines.model.bandwidth import Bottleneck
 from pipelines.model.observations import Observation, fold, recent, record
 
 pytestmark = pytest.mark.integration
@@ -60,7 +61,16 @@ def test_page_and_api_answer_with_a_token(client, token: str, test_config) -> No
     record(
         test_config,
         Observation(
-            1.0, "dataset_staging", "stage_hop1", "object", "pfs", 10**9, 10, 4.0, 5.0, "bandwidth-bound on object read"
+            1.0,
+            "dataset_staging",
+            "stage_hop1",
+            "object",
+            "pfs",
+            10**9,
+            10,
+            4.0,
+            5.0,
+            Bottleneck("object", "read", "bandwidth"),
         ),
     )
     page = client.get(f"{PREFIX}/", params={"source": "object", "target": "pfs", "size": "1 TB"}, headers=auth)
@@ -87,14 +97,14 @@ def test_fold_moves_the_bottleneck_profile_toward_what_was_achieved(tmp_path, mo
         10,
         predicted_s=5.0,
         achieved_s=10.0,
-        bottleneck="bandwidth-bound on object read",
+        bottleneck=Bottleneck("object", "read", "bandwidth"),
     )
     assert fold(config, slow)
     after = load_profile(config, "object")[0]
     assert after.read_bps == pytest.approx(before * (1 - 0.2 + 0.2 * 0.5))
     assert after.write_bps == config.tier("object").bandwidth.write_bps
     assert calibrated(config).tier("object").bandwidth.read_bps == after.read_bps
-    tiny = Observation(0, "d", "t", "object", "pfs", 1000, 1, 5.0, 10.0, "bandwidth-bound on object read")
+    tiny = Observation(0, "d", "t", "object", "pfs", 1000, 1, 5.0, 10.0, Bottleneck("object", "read", "bandwidth"))
     assert not fold(config, tiny)
     record(config, slow)
     assert recent(config)[-1] == slow

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 from pathlib import Path
@@ -142,50 +143,46 @@ def test_flipped_bit_and_truncated_frame_are_quarantined_and_the_rest_published(
     obj = tiers["object"]
     plan, shards = four_shards(obj)
     prefix = "datasets/synthetic/v1/"
-    flipped = bytearray(obj.read_bytes(prefix + shards[1]["key"]))
+    flipped = bytearray(obj.read_bytes(prefix + shards[1].key))
     flipped[len(flipped) // 2] ^= 0x10
-    obj.write_bytes(prefix + shards[1]["key"], bytes(flipped))
-    whole = obj.read_bytes(prefix + shards[2]["key"])
-    obj.write_bytes(prefix + shards[2]["key"], whole[: len(whole) - 7])
-    reports, docs = [], []
-    for shard in shards:
-        report, entries = validate_shard(obj, plan, shard, SUITE)
-        reports.append(report.to_json())
-        docs += entries
-    assert [r["passed"] for r in reports] == [True, False, False, True]
+    obj.write_bytes(prefix + shards[1].key, bytes(flipped))
+    whole = obj.read_bytes(prefix + shards[2].key)
+    obj.write_bytes(prefix + shards[2].key, whole[: len(whole) - 7])
+    validations = [validate_shard(obj, plan, shard, SUITE) for shard in shards]
+    assert [v.report.passed for v in validations] == [True, False, False, True]
     # With the build's checksum out of the way, the zstd frame itself catches both faults.
     for shard in shards[1:3]:
-        report, _ = validate_shard(obj, plan, {**shard, "checksum": None}, SUITE)
+        report = validate_shard(obj, plan, dataclasses.replace(shard, checksum=None), SUITE).report
         assert report.findings[0].check == "integrity" and (
             "corrupt" in report.findings[0].detail or "truncated" in report.findings[0].detail
         )
     with pytest.raises(PublishError, match="50% failed"):
-        publish(obj, plan, shards, reports, docs, policy="quarantine", max_failed_fraction=0.25)
+        publish(obj, plan, shards, validations, policy="quarantine", max_failed_fraction=0.25)
     assert read_commit(obj, "synthetic", "v1") is None
-    record, summary = publish(obj, plan, shards, reports, docs, policy="quarantine", max_failed_fraction=0.5)
-    assert summary["quarantined"] == [shards[1]["key"], shards[2]["key"]]
-    assert all(shards[1]["key"] in line or shards[2]["key"] in line for line in summary["failures"])
+    record, summary = publish(obj, plan, shards, validations, policy="quarantine", max_failed_fraction=0.5)
+    assert summary.quarantined == [shards[1].key, shards[2].key]
+    assert all(shards[1].key in line or shards[2].key in line for line in summary.failures)
     published = {e.key for e in record.manifest.entries if e.key.startswith("shards/")}
-    assert published == {shards[0]["key"], shards[3]["key"]}
+    assert published == {shards[0].key, shards[3].key}
     for bad in shards[1:3]:
-        assert obj.exists(f"{prefix}{QUARANTINE_DIR}/{bad['key']}")
-        assert json.loads(obj.read_bytes(f"{prefix}{QUARANTINE_DIR}/{bad['key']}.report.json"))["passed"] is False
-        assert not obj.exists(prefix + bad["key"])
+        assert obj.exists(f"{prefix}{QUARANTINE_DIR}/{bad.key}")
+        assert json.loads(obj.read_bytes(f"{prefix}{QUARANTINE_DIR}/{bad.key}.report.json"))["passed"] is False
+        assert not obj.exists(prefix + bad.key)
     assert sorted(r["id"] for r in read_records(obj, "synthetic", "v1")) == list(range(1000)) + list(range(3000, 4000))
 
 
 def test_failed_expectation_is_named_and_policy_fail_publishes_nothing(tiers) -> None:
     obj = tiers["object"]
     plan, shards = four_shards(obj, bad_lang_in=2)
-    reports = [validate_shard(obj, plan, s, SUITE)[0].to_json() for s in shards]
-    failing = [r for r in reports if not r["passed"]]
-    assert [r["shard"] for r in failing] == [shards[2]["key"]]
+    validations = [validate_shard(obj, plan, s, SUITE) for s in shards]
+    failing = [v.report.to_json() for v in validations if not v.report.passed]
+    assert [r["shard"] for r in failing] == [shards[2].key]
     assert failing[0]["findings"][0]["check"] == "expect_column_values_to_be_in_set"
     assert failing[0]["findings"][0]["column"] == "lang" and "'xx'" in failing[0]["findings"][0]["detail"]
     with pytest.raises(PublishError, match=r"part-0002-0000\.jsonl\.zst: expect_column_values_to_be_in_set \[lang\]"):
-        publish(obj, plan, shards, reports, policy="fail")
+        publish(obj, plan, shards, validations, policy="fail")
     assert read_commit(obj, "synthetic", "v1") is None
-    assert obj.exists("datasets/synthetic/v1/" + shards[2]["key"])  # nothing moved under policy fail
+    assert obj.exists("datasets/synthetic/v1/" + shards[2].key)  # nothing moved under policy fail
 
 
 def test_large_jsonl_inputs_are_streamed_with_the_same_records_and_errors(tiers, monkeypatch) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from pipelines.core.config import load_config
+from pipelines.model.bandwidth import Bottleneck
 from pipelines.model.calibration import load_profile
 from pipelines.model.observations import ALPHA, MAX_STEP, MIN_BYTES, Observation, fold
 
@@ -44,7 +45,7 @@ def fold_many(config_path: str, worker: int, start: multiprocessing.synchronize.
             objects=1,
             predicted_s=ratio,
             achieved_s=1.0,
-            bottleneck="bandwidth-bound on pfs write",
+            bottleneck=Bottleneck("pfs", "write", "bandwidth"),
         )
         assert fold(config, obs)
 

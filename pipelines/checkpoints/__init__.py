@@ -36,6 +36,7 @@ if TYPE_CHECKING:
         ROOT,
         Checkpoint,
         CheckpointError,
+        CheckpointRef,
         Rules,
         chain,
         discover,
@@ -46,7 +47,7 @@ if TYPE_CHECKING:
         verify_local,
     )
     from pipelines.checkpoints.promotion import PromoteResult, promote, promote_through, to_promote
-    from pipelines.checkpoints.pruning import candidates, cleanup_partial, durable_copies, prune, retain
+    from pipelines.checkpoints.pruning import TierPrune, candidates, cleanup_partial, durable_copies, prune, retain
     from pipelines.checkpoints.restoration import RestoreResult, restore
     from pipelines.checkpoints.retention import (
         DEFAULT_RETENTION,
@@ -70,6 +71,7 @@ _EXPORTS = {
     "Candidate": "retention",
     "Checkpoint": "discovery",
     "CheckpointError": "discovery",
+    "CheckpointRef": "discovery",
     "DEFAULT_RETENTION": "retention",
     "EveryNSteps": "retention",
     "FRAMEWORK_MARKERS": "discovery",
@@ -78,6 +80,7 @@ _EXPORTS = {
     "PruneDecision": "retention",
     "ROOT": "discovery",
     "RestoreResult": "restoration",
+    "TierPrune": "pruning",
     "RetentionPolicy": "retention",
     "Rules": "discovery",
     "candidates": "pruning",
@@ -110,6 +113,7 @@ __all__ = [
     "Candidate",
     "Checkpoint",
     "CheckpointError",
+    "CheckpointRef",
     "EveryNSteps",
     "LatestN",
     "PromoteResult",
@@ -117,6 +121,7 @@ __all__ = [
     "RestoreResult",
     "RetentionPolicy",
     "Rules",
+    "TierPrune",
     "candidates",
     "chain",
     "cleanup_partial",

@@ -31,13 +31,25 @@ from pipelines.core.manifest import (
     dataset_prefix,
     validate_name,
 )
+from pipelines.core.payloads import Payload
 from pipelines.storage.commit import Commit, read_marker
 from pipelines.storage.pins import live_pins, remove_pin, write_pin
 from pipelines.storage.tier import Tier
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Checkpoint", "CheckpointError", "Rules", "chain", "discover", "parse_step", "pin", "read_metrics", "unpin"]
+__all__ = [
+    "Checkpoint",
+    "CheckpointError",
+    "CheckpointRef",
+    "Rules",
+    "chain",
+    "discover",
+    "parse_step",
+    "pin",
+    "read_metrics",
+    "unpin",
+]
 
 
 ROOT = "checkpoints"
@@ -111,6 +123,16 @@ def parse_step(name: str, rules: Rules = Rules()) -> int | None:
 
 
 @dataclass(frozen=True)
+class CheckpointRef(Payload):
+    """Which checkpoint a mapped promote task takes (one item of the discover task's XCom)."""
+
+    run: str
+    name: str
+    step: int | None = None
+    bytes: int | None = None
+
+
+@dataclass(frozen=True)
 class Checkpoint:
     """One checkpoint directory on one tier, as found by :func:`discover`."""
 
@@ -155,6 +177,10 @@ class Checkpoint:
         if self.committed:
             return "committed" if self.verified else "damaged"
         return "uncommitted" if self.state == "complete" else self.state
+
+    def ref(self) -> CheckpointRef:
+        """The checkpoint named for a task that takes it."""
+        return CheckpointRef(self.run, self.name, self.step, self.bytes)
 
     def to_json(self) -> dict[str, Any]:
         """JSON-safe form (XCom, CLI)."""

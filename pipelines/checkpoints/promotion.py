@@ -10,7 +10,7 @@ import itertools
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pipelines.checkpoints.discovery import ROOT, Checkpoint, CheckpointError, Rules, _listing, discover, verify_local
@@ -19,6 +19,7 @@ from pipelines.core.manifest import (
     Entry,
     Manifest,
 )
+from pipelines.core.payloads import Payload
 from pipelines.storage.commit import commit, read_marker
 from pipelines.storage.tier import Tier
 from pipelines.transfer import TransferError, TransferSettings, copy_entries
@@ -29,14 +30,14 @@ __all__ = ["PromoteResult", "promote", "promote_through", "to_promote"]
 
 
 @dataclass(frozen=True)
-class PromoteResult:
-    """One hop of one checkpoint: copied or already there, with the numbers."""
+class PromoteResult(Payload):
+    """One hop of one checkpoint: copied or already there, with the numbers (a promote task's XCom item)."""
 
     run: str
-    name: str
+    name: str = field(metadata={"json": "checkpoint"})
     step: int
     source: str
-    target: str
+    target: str = field(metadata={"json": "tier"})
     copied_bytes: int
     objects: int
     bytes: int
@@ -46,19 +47,7 @@ class PromoteResult:
 
     def to_json(self) -> dict[str, Any]:
         """JSON-safe form (XCom, asset extras)."""
-        return {
-            "run": self.run,
-            "checkpoint": self.name,
-            "step": self.step,
-            "source": self.source,
-            "tier": self.target,
-            "copied_bytes": self.copied_bytes,
-            "objects": self.objects,
-            "bytes": self.bytes,
-            "seconds": round(self.seconds, 3),
-            "already": self.already,
-            "metrics": self.metrics,
-        }
+        return super().to_json() | {"seconds": round(self.seconds, 3)}
 
 
 def promote(

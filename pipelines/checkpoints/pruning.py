@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass, field
 
 from pipelines.checkpoints.discovery import FRAMEWORK_MARKERS, ROOT, Checkpoint, Rules, discover
 from pipelines.checkpoints.retention import Candidate, RetentionPolicy, plan_prune
@@ -16,11 +16,28 @@ from pipelines.core.manifest import (
     COMMIT_MARKER,
     ManifestError,
 )
+from pipelines.core.payloads import Payload
 from pipelines.storage.tier import Tier
 
 log = logging.getLogger(__name__)
 
-__all__ = ["candidates", "cleanup_partial", "durable_copies", "prune", "retain"]
+__all__ = ["TierPrune", "candidates", "cleanup_partial", "durable_copies", "prune", "retain"]
+
+
+@dataclass
+class TierPrune(Payload):
+    """What retention did on one tier (a retain task's XCom holds one per tier name).
+
+    ``deleted`` and the keys of ``kept`` are ``run/checkpoint``; ``kept`` says why each stayed;
+    ``note`` says why nothing on the tier was considered, when nothing was.
+    """
+
+    deleted: list[str] = field(default_factory=list)
+    kept: dict[str, str] = field(default_factory=dict)
+    objects: int = 0
+    dry_run: bool = False
+    note: str | None = None
+    partial_removed: list[str] = field(default_factory=list)
 
 
 def durable_copies(tier: Tier, checkpoints: Sequence[Checkpoint]) -> dict[int, str]:
@@ -108,7 +125,7 @@ def retain(
     rules: Rules = Rules(),
     run: str | None = None,
     dry_run: bool = False,
-) -> dict[str, Any]:
+) -> dict[str, TierPrune]:
     """Apply each tier's retention policy to every run; returns per tier what was deleted and kept, and why.
 
     Tiers are listed first, all of them, least durable first. A tier whose listing fails deletes
@@ -130,25 +147,24 @@ def retain(
         for c in found or []:
             if c.verified:
                 newest[c.run] = max(newest.get(c.run, c.step), c.step)
-    summary: dict[str, Any] = {}
+    summary: dict[str, TierPrune] = {}
     for i, tier in enumerate(tiers):
         found = listings[tier.name]
         policy = policies.get(tier.name)
-        entry: dict[str, Any] = {"deleted": [], "kept": {}, "objects": 0, "dry_run": dry_run}
-        summary[tier.name] = entry
+        entry = summary[tier.name] = TierPrune(dry_run=dry_run)
         if found is None or policy is None:
-            entry["note"] = "listing failed" if found is None else "no retention policy for this tier"
+            entry.note = "listing failed" if found is None else "no retention policy for this tier"
             continue
         nxt = tiers[i + 1] if i + 1 < len(tiers) else None
         if nxt is not None and listings[nxt.name] is None:
-            entry["note"] = f"listing of {nxt.name} failed: nothing can be shown safe to delete"
+            entry.note = f"listing of {nxt.name} failed: nothing can be shown safe to delete"
             continue
         for run_name in sorted({c.run for c in found}):
             mine = [c for c in found if c.run == run_name]
             durable = durable_copies(nxt, [c for c in listings[nxt.name] or [] if c.run == run_name]) if nxt else None
             decision = plan_prune(candidates(mine), policy, durable, newest.get(run_name))
-            entry["objects"] += prune(tier, mine, decision.delete, dry_run)
+            entry.objects += prune(tier, mine, decision.delete, dry_run)
             by_step = {c.step: c.name for c in mine}
-            entry["deleted"] += [f"{run_name}/{by_step[s]}" for s in decision.delete]
-            entry["kept"] |= {f"{run_name}/{by_step[s]}": why for s, why in decision.keep.items()}
+            entry.deleted += [f"{run_name}/{by_step[s]}" for s in decision.delete]
+            entry.kept |= {f"{run_name}/{by_step[s]}": why for s, why in decision.keep.items()}
     return summary

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from pipelines.checkpoints.discovery import (
     DEFAULT_PIN_TTL_S,
@@ -23,6 +22,7 @@ from pipelines.core.manifest import (
     COMMIT_MARKER,
     ManifestError,
 )
+from pipelines.core.payloads import Payload
 from pipelines.storage.commit import commit, read_marker
 from pipelines.storage.tier import Tier
 from pipelines.transfer import TransferError, copy_entries
@@ -33,28 +33,16 @@ __all__ = ["RestoreResult", "restore"]
 
 
 @dataclass
-class RestoreResult:
-    """Which checkpoint was restored, from where, and every copy that was tried and refused first."""
+class RestoreResult(Payload):
+    """Which checkpoint was restored, from where, and every copy that was tried and refused first (the XCom)."""
 
     run: str
-    name: str
+    name: str = field(metadata={"json": "checkpoint"})
     step: int
     source: str
     target: str
     path: str
     fallbacks: list[str] = field(default_factory=list)
-
-    def to_json(self) -> dict[str, Any]:
-        """JSON-safe form."""
-        return {
-            "run": self.run,
-            "checkpoint": self.name,
-            "step": self.step,
-            "source": self.source,
-            "target": self.target,
-            "path": self.path,
-            "fallbacks": self.fallbacks,
-        }
 
 
 def restore(

@@ -92,13 +92,15 @@ def cmd_checkpoints(args: argparse.Namespace) -> int:
             summary = ck.retain(tiers, policies, rules, args.run, args.dry_run)
             verb = "would delete" if args.dry_run else "deleted"
             for name, entry in summary.items():
-                print(
-                    f"{name}: {verb} {len(entry['deleted'])} checkpoint(s) ({entry['objects']} objects) "
-                    f"{entry['deleted']}"
-                )
+                listed = f": {', '.join(entry.deleted)}" if entry.deleted else ""
+                note = f" ({entry.note})" if entry.note else ""
+                print(f"{name}: {verb} {len(entry.deleted)} checkpoint(s) ({entry.objects} objects){listed}{note}")
             if args.partial:
                 gone = ck.cleanup_partial(tiers[0], ck.discover(tiers[0], rules, args.run), args.dry_run)
-                print(f"{tiers[0].name}: {'would remove' if args.dry_run else 'removed'} partial {gone}")
+                verb = "would remove" if args.dry_run else "removed"
+                print(
+                    f"{tiers[0].name}: {verb} {len(gone)} partial checkpoint(s){': ' + ', '.join(gone) if gone else ''}"
+                )
         elif args.action == "restore":
             target = open_named(cfg, role(cfg, args.target, "nvme"))
             result = ck.restore(tiers, target, args.run, args.step, rules, holder=args.holder)

@@ -28,6 +28,7 @@ from pipelines.core.checksum import checksum_file
 from pipelines.core.errors import Outcome, classify
 from pipelines.core.manifest import COMMIT_MARKER, Manifest, ManifestError
 from pipelines.datasets.cache import ensure_space, live_writer, require_space, space_needed, touch
+from pipelines.datasets.payloads import ShardTask, StagingPlan
 from pipelines.model.bandwidth import HopPlan, Workload, plan_hop
 from pipelines.storage.commit import Commit, commit, read_commit
 from pipelines.storage.tier import Tier
@@ -77,38 +78,47 @@ class StagePlan:
     manifest: Manifest = field(repr=False, compare=False)
     needed_bytes: int = 0  #: room the copy and its marker take on a file target (blocks, beyond what is there)
 
-    def shards(self) -> list[dict[str, Any]]:
-        """One small descriptor per mapped task (nothing when already staged)."""
+    def shards(self) -> list[ShardTask]:
+        """One task per mapped copy (nothing when already staged), each with its share of the prediction."""
         if self.already_staged:
             return []
+        count = self.hop.shards
+        sizes = [sum(e.size for e in shard) for shard in self.manifest.shards(count)]
+        sizes += [0] * (count - len(sizes))
+        predicted = self.hop.predicted_s
         return [
-            {
-                "dataset": self.dataset,
-                "version": self.version,
-                "source": self.source,
-                "target": self.target,
-                "index": i,
-                "count": self.hop.shards,
-                "manifest_checksum": self.manifest_checksum,
-                "name": f"{self.dataset}/{self.version} {self.source}->{self.target} shard {i + 1}/{self.hop.shards}",
-            }
-            for i in range(self.hop.shards)
+            ShardTask(
+                dataset=self.dataset,
+                version=self.version,
+                source=self.source,
+                target=self.target,
+                index=i,
+                count=count,
+                manifest_checksum=self.manifest_checksum,
+                name=f"{self.dataset}/{self.version} {self.source}->{self.target} shard {i + 1}/{count}",
+                concurrency=self.hop.concurrency,
+                part_size=self.hop.part_size,
+                bytes=size,
+                predicted_s=round(predicted * size / self.bytes if self.bytes else predicted / count, 3),
+                bottleneck=self.hop.predicted.bottleneck,
+            )
+            for i, size in enumerate(sizes)
         ]
 
-    def summary(self) -> dict[str, Any]:
-        """Small JSON-safe summary for XCom and logs."""
-        return {
-            "dataset": self.dataset,
-            "version": self.version,
-            "source": self.source,
-            "target": self.target,
-            "manifest_checksum": self.manifest_checksum,
-            "objects": self.objects,
-            "bytes": self.bytes,
-            "already_staged": self.already_staged,
-            "needed_bytes": 0 if self.already_staged else self.needed_bytes,
-            "plan": self.hop.summary(),
-        }
+    def summary(self) -> StagingPlan:
+        """What the hop's later tasks read of the plan (XCom ``plan``)."""
+        return StagingPlan(
+            dataset=self.dataset,
+            version=self.version,
+            source=self.source,
+            target=self.target,
+            manifest_checksum=self.manifest_checksum,
+            objects=self.objects,
+            bytes=self.bytes,
+            already_staged=self.already_staged,
+            needed_bytes=0 if self.already_staged else self.needed_bytes,
+            hop=self.hop.summary(),
+        )
 
 
 def plan_stage(source: Tier, target: Tier, dataset: str, version: str, **planner: Any) -> StagePlan:

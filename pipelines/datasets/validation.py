@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipelines.core.checksum import checksum_file
+from pipelines.core.payloads import Payload
 from pipelines.datasets.compression import CorruptFrameError, DecompressionLimitError, iter_decompressed
 
 if TYPE_CHECKING:
@@ -115,7 +116,7 @@ def load_suite(dataset: str, directory: str | os.PathLike[str] | None = None) ->
 
 
 @dataclass(frozen=True)
-class Finding:
+class Finding(Payload):
     """One failed check: which (an expectation type or an integrity check), on which column, and what was seen."""
 
     check: str
@@ -129,8 +130,8 @@ class Finding:
 
 
 @dataclass
-class ShardReport:
-    """The outcome of validating one shard."""
+class ShardReport(Payload):
+    """The outcome of validating one shard (with :attr:`passed` in its JSON form, for readers of the stored report)."""
 
     shard: str
     rows: int = 0
@@ -145,14 +146,7 @@ class ShardReport:
 
     def to_json(self) -> dict[str, Any]:
         """JSON-safe form (XCom and the stored report)."""
-        return {
-            "shard": self.shard,
-            "passed": self.passed,
-            "rows": self.rows,
-            "findings": [{"check": f.check, "column": f.column, "detail": f.detail} for f in self.findings],
-            "statistics": self.statistics,
-            "seconds": round(self.seconds, 3),
-        }
+        return super().to_json() | {"passed": self.passed, "seconds": round(self.seconds, 3)}
 
 
 def check_schema(actual: pa.Schema, suite: Suite, where: str) -> list[Finding]:

@@ -36,6 +36,18 @@ def _args(doc: str) -> dict[str, str]:
     return out
 
 
+def _markdown(text: str) -> str:
+    """Docstring markup as Markdown: ``:class:`~a.b.Name``` → `Name`, double backquotes → single."""
+    text = re.sub(r":\w+:`~?(?:[\w.]+\.)?(\w+)`", r"`\1`", text)
+    return text.replace("``", "`")
+
+
+def _xcom(doc: str) -> str:
+    """The docstring's ``Returns (XCom)`` paragraph, as one line."""
+    match = re.search(r"^Returns \(XCom[^)]*\) (.*?)(?:\n\n|\Z)", doc, flags=re.S | re.M)
+    return " ".join(match.group(0).split()) if match else ""
+
+
 def _outlets(op: type) -> str:
     for cls in op.__mro__:
         init = cls.__dict__.get("__init__")
@@ -70,7 +82,7 @@ def operator_reference() -> str:
             if p.name not in ("self", "kwargs")
         ]
         seen: set[str] = set()
-        lines += [f"#### `{name}`", "", docs[0].split("\n\n", 1)[0].replace("\n", " "), ""]
+        lines += [f"#### `{name}`", "", _markdown(docs[0].split("\n\n", 1)[0].replace("\n", " ")), ""]
         lines += ["| argument | default | templated | meaning |", "| --- | --- | --- | --- |"]
         templated = set(getattr(op, "template_fields", ()))
         for p in params:
@@ -80,8 +92,11 @@ def operator_reference() -> str:
             default = "required" if p.default is inspect.Parameter.empty else f"`{p.default!r}`"
             if p.name == "outlets":
                 default = _outlets(op)
-            meaning = args.get(p.name, "").replace("|", "\\|")
+            meaning = _markdown(args.get(p.name, "")).replace("|", "\\|")
             lines.append(f"| `{p.name}` | {default} | {'yes' if p.name in templated else ''} | {meaning} |")
+        xcom = next((_xcom(d) for d in docs if _xcom(d)), "")
+        if xcom:
+            lines += ["", _markdown(xcom)]
         outlets = _outlets(op)
         if outlets:
             lines += ["", f"Asset events: through {outlets} (declared by the operator, also when mapped)."]

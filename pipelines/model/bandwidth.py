@@ -27,14 +27,17 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from pipelines.core.config import BandwidthProfile, TierConfig
+from pipelines.core.payloads import Payload
 
 __all__ = [
     "MAX_MAP_LENGTH",
+    "Bottleneck",
     "CodecSample",
     "CompressionChoice",
     "EndPrediction",
     "HopPlan",
     "HopPrediction",
+    "HopSizing",
     "StagingPrediction",
     "Workload",
     "choose_compression",
@@ -146,6 +149,22 @@ class EndPrediction:
 
 
 @dataclass(frozen=True)
+class Bottleneck(Payload):
+    """What limits a hop: which tier, which direction, and which resource of it.
+
+    ``resource`` is ``bandwidth``, ``latency``, ``stream`` or ``metadata`` (see the module docstring).
+    Learning from an observation reads the fields; :meth:`__str__` is the sentence for people.
+    """
+
+    tier: str
+    direction: str  #: ``read`` or ``write``
+    resource: str
+
+    def __str__(self) -> str:
+        return f"{self.resource}-bound on {self.tier} {self.direction}"
+
+
+@dataclass(frozen=True)
 class HopPrediction:
     """A hop's predicted duration at one concurrency and part size."""
 
@@ -166,10 +185,10 @@ class HopPrediction:
         return self.workload.bytes / self.seconds if self.seconds > 0 else math.inf
 
     @property
-    def bottleneck(self) -> str:
-        """E.g. ``"bandwidth-bound on pfs write"``."""
+    def bottleneck(self) -> Bottleneck:
+        """The slower end's limit, e.g. bandwidth-bound on pfs write."""
         end = self.source if self.source.seconds >= self.destination.seconds else self.destination
-        return f"{end.bound}-bound on {end.tier} {end.direction}"
+        return Bottleneck(tier=end.tier, direction=end.direction, resource=end.bound)
 
 
 def _end(tier: TierConfig, direction: str, work: Workload, concurrency: int, part_size: int) -> EndPrediction:
@@ -224,7 +243,7 @@ class StagingPrediction:
         return slowest + (sum(times) - slowest) / max(1, self.shards)
 
     @property
-    def bottleneck(self) -> str:
+    def bottleneck(self) -> Bottleneck:
         """The bottleneck of the slowest hop."""
         return max(self.hops, key=lambda h: h.seconds).bottleneck
 
@@ -281,22 +300,40 @@ class HopPlan:
         """Predicted duration of the whole hop."""
         return self.predicted.seconds
 
-    def summary(self) -> dict[str, object]:
-        """A small JSON-safe summary (XCom, logs, asset extras)."""
-        return {
-            "source": self.source,
-            "destination": self.destination,
-            "concurrency": self.concurrency,
-            "part_size": self.part_size,
-            "shards": self.shards,
-            "pool": self.pool,
-            "pool_slots": self.pool_slots,
-            "execution_timeout_s": round(self.execution_timeout_s, 1),
-            "predicted_s": round(self.predicted_s, 3),
-            "predicted_MBps": round(self.predicted.throughput_bps / 1e6, 1),
-            "bottleneck": self.predicted.bottleneck,
-            "reasons": dict(self.reasons),
-        }
+    def summary(self) -> HopSizing:
+        """What the hop's tasks carry of the plan (XCom, logs, asset extras): no workload, no prediction terms."""
+        return HopSizing(
+            source=self.source,
+            destination=self.destination,
+            concurrency=self.concurrency,
+            part_size=self.part_size,
+            shards=self.shards,
+            pool=self.pool,
+            pool_slots=self.pool_slots,
+            execution_timeout_s=round(self.execution_timeout_s, 1),
+            predicted_s=round(self.predicted_s, 3),
+            predicted_MBps=round(self.predicted.throughput_bps / 1e6, 1),
+            bottleneck=self.predicted.bottleneck,
+            reasons=dict(self.reasons),
+        )
+
+
+@dataclass(frozen=True)
+class HopSizing(Payload):
+    """A hop plan as tasks exchange it: every choice, its reason, the predicted time and bottleneck."""
+
+    source: str
+    destination: str
+    concurrency: int
+    part_size: int
+    shards: int
+    pool: str
+    pool_slots: int
+    execution_timeout_s: float
+    predicted_s: float
+    predicted_MBps: float
+    bottleneck: Bottleneck
+    reasons: dict[str, str] = field(default_factory=dict)
 
 
 def plan_hop(
@@ -330,11 +367,14 @@ def plan_hop(
     part, part_reason = part_size_for(work.largest, concurrency, memory_budget)
     prediction = predict_hop(source, destination, work, concurrency, part)
     if concurrency == c_max and c_max == limit:
-        c_reason = f"{limit_reason}; {prediction.bottleneck}"
+        c_reason = f"{concurrency}: {limit_reason}; {prediction.bottleneck}"
     elif concurrency == c_max:
-        c_reason = f"only {useful} request(s) to run in parallel; {prediction.bottleneck}"
+        c_reason = f"{concurrency}: only {useful} request(s) to run in parallel; {prediction.bottleneck}"
     else:
-        c_reason = f"smallest reaching {ASYMPTOTE_SHARE:.0%} of the best throughput; {prediction.bottleneck}"
+        c_reason = (
+            f"{concurrency}: the smallest reaching {ASYMPTOTE_SHARE:.0%} of the best throughput "
+            f"({c_max} streams: {best:.1f} s); {prediction.bottleneck}"
+        )
     total = prediction.seconds
     shards = max(1, min(max_map_length, max(1, work.objects), math.ceil(total / target_task_s)))
     if shards == max_map_length and total / shards > target_task_s:

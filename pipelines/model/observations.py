@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pipelines.core.config import BandwidthProfile, TierflowConfig
+from pipelines.core.payloads import Payload, PayloadError
+from pipelines.model.bandwidth import Bottleneck
 from pipelines.model.calibration import update_profile
 
 __all__ = ["ALPHA", "Observation", "fold", "recent", "record"]
@@ -28,7 +30,7 @@ MAX_STEP = 2.0
 
 
 @dataclass(frozen=True)
-class Observation:
+class Observation(Payload):
     """One finished transfer task."""
 
     at: float
@@ -40,7 +42,7 @@ class Observation:
     objects: int
     predicted_s: float
     achieved_s: float
-    bottleneck: str
+    bottleneck: Bottleneck  #: what the model said would limit it: the tier and direction that learn
 
     @property
     def achieved_MBps(self) -> float:
@@ -62,11 +64,14 @@ def record(config: TierflowConfig, observation: Observation) -> None:
     path = _path(config)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(asdict(observation)) + "\n")
+        fh.write(json.dumps(observation.to_json()) + "\n")
 
 
 def recent(config: TierflowConfig, limit: int = 50) -> list[Observation]:
-    """The latest observations, oldest first; unreadable lines are skipped."""
+    """The latest observations, oldest first.
+
+    Unreadable lines, and those written before the bottleneck was structured, are skipped.
+    """
     try:
         lines = _path(config).read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
@@ -74,8 +79,8 @@ def recent(config: TierflowConfig, limit: int = 50) -> list[Observation]:
     out = []
     for line in lines[-limit:]:
         try:
-            out.append(Observation(**json.loads(line)))
-        except (ValueError, TypeError):
+            out.append(Observation.from_json(json.loads(line)))
+        except (ValueError, PayloadError):
             continue
     return out
 
@@ -83,14 +88,13 @@ def recent(config: TierflowConfig, limit: int = 50) -> list[Observation]:
 def fold(config: TierflowConfig, observation: Observation, alpha: float = ALPHA) -> bool:
     """Fold an observation into the stored profile of the bottleneck's tier; returns whether it changed.
 
-    The bottleneck reads like ``"bandwidth-bound on pfs write"``: the tier ``pfs`` and its write
-    bandwidths are scaled. Profiles not calibrated yet start from the configured numbers.
+    The bottleneck's tier has the bandwidths of its direction scaled (a write-bound hop on ``pfs``
+    scales ``pfs``'s write bandwidths). Profiles not calibrated yet start from the configured numbers.
     """
-    words = observation.bottleneck.split()
-    if observation.bytes < MIN_BYTES or observation.achieved_s <= 0 or len(words) != 4:
+    if observation.bytes < MIN_BYTES or observation.achieved_s <= 0:
         return False
-    tier_name, direction = words[2], words[3]
-    if tier_name not in {t.name for t in config.tiers}:
+    tier_name, direction = observation.bottleneck.tier, observation.bottleneck.direction
+    if tier_name not in {t.name for t in config.tiers} or direction not in ("read", "write"):
         return False
     ratio = min(MAX_STEP, max(1 / MAX_STEP, observation.predicted_s / observation.achieved_s))
     scale = 1 - alpha + alpha * ratio

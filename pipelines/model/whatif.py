@@ -111,7 +111,7 @@ def plan_cluster(
                 "shards": plan.shards,
                 "predicted_s": plan.predicted_s,
                 "throughput_Bps": plan.predicted.throughput_bps,
-                "bottleneck": plan.predicted.bottleneck,
+                "bottleneck": str(plan.predicted.bottleneck),
                 "cost": round(cost, 4),
                 "energy_kJ": round(gb * (joules.get(src, 0.0) + joules.get(dst, 0.0)), 1),
                 "reasons": plan.reasons,

@@ -13,6 +13,8 @@ __all__ = ["CalibrateTierOperator"]
 class CalibrateTierOperator(BaseOperator):
     """Calibrate one tier within a budget and store the profile; on failure the old profile stays.
 
+    Returns (XCom) the fitted profile (MB/s, ms) and the path it was stored at.
+
     Args:
         tier: Tier name (templated).
         budget: Bytes to move, with unit (templated), e.g. ``"256 MiB"``.

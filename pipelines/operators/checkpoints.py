@@ -13,6 +13,7 @@ from typing import Any
 
 from airflow.sdk import Asset, AssetAlias, BaseOperator
 
+from pipelines.core.payloads import native
 from pipelines.operators.context import fatal_errors
 
 __all__ = [
@@ -32,11 +33,15 @@ def checkpoint_asset(run: str, tier: str) -> Asset:
     return Asset(name=f"tierflow/checkpoints/{run}@{tier}", uri=f"tierflow://{tier}/checkpoints/{run}")
 
 
-def _rules(pattern: str | None, marker: str | None, grace_s: Any) -> Any:
+def _rules(op: _CheckpointOperator) -> Any:
+    """The completion rules, from the operator's rendered (native) arguments."""
     from pipelines.checkpoints import Rules
 
-    grace = float(grace_s) if grace_s not in (None, "", "None") else None
-    return Rules.with_extras(pattern or None, marker or None, grace)
+    name = type(op).__name__
+    pattern = native(op.pattern or None, str | None, f"{name}.pattern")
+    marker = native(op.marker or None, str | None, f"{name}.marker")
+    grace = native(op.grace_s, float | None, f"{name}.grace_s")
+    return Rules.with_extras(pattern, marker, grace)
 
 
 def _chain(config_path: str | None, target: str | None = None) -> list[Any]:
@@ -72,7 +77,7 @@ class _CheckpointOperator(BaseOperator):
         run: str | None = None,
         pattern: str | None = None,
         marker: str | None = None,
-        grace_s: float | str | None = None,
+        grace_s: float | None = None,
         config_path: str | None = None,
         **kwargs: Any,
     ) -> None:
@@ -84,15 +89,18 @@ class _CheckpointOperator(BaseOperator):
         self.config_path = config_path
 
     def _run_name(self) -> str | None:
-        return self.run if self.run not in (None, "", "None") else None
+        """The run asked for; None or an empty name (an emptied form field) means every run."""
+        return native(self.run or None, str | None, f"{type(self).__name__}.run")
 
 
 class DiscoverCheckpointsOperator(_CheckpointOperator):
     """List checkpoints on NVMe; return the complete ones not yet committed on object storage (one per mapped task).
 
     Takes the shared arguments of the checkpoint operators (``run``, ``pattern``, ``marker``,
-    ``grace_s``, ``config_path``). Returns (XCom) one ``{"run", "name", "step", "bytes"}`` per
-    checkpoint to promote: map :class:`PromoteCheckpointOperator` over it.
+    ``grace_s``, ``config_path``).
+
+    Returns (XCom) one :class:`~pipelines.checkpoints.CheckpointRef` per checkpoint to promote: map
+    :class:`PromoteCheckpointOperator` over it.
     """
 
     def execute(self, context: Any) -> list[dict[str, Any]]:
@@ -100,7 +108,7 @@ class DiscoverCheckpointsOperator(_CheckpointOperator):
         from pipelines.checkpoints import discover, to_promote
 
         with fatal_errors():
-            rules = _rules(self.pattern, self.marker, self.grace_s)
+            rules = _rules(self)
             tiers = _chain(self.config_path)
             every = discover(tiers[0], rules, self._run_name())
             todo = to_promote(tiers, rules, self._run_name(), on_first=every)
@@ -109,21 +117,23 @@ class DiscoverCheckpointsOperator(_CheckpointOperator):
             if names:
                 self.log.info("%d %s (not promoted): %s", len(names), state.replace("_", " "), names)
         self.log.info("%d checkpoint(s) on %s, %d to promote", len(every), tiers[0].name, len(todo))
-        return [{"run": c.run, "name": c.name, "step": c.step, "bytes": c.bytes} for c in todo]
+        return [c.ref().to_json() for c in todo]
 
 
 class PromoteCheckpointOperator(_CheckpointOperator):
     """Promote one checkpoint NVMe → PFS → object storage; map it over the discovery (``checkpoint=``).
 
     Args:
-        checkpoint: ``{"run", "name"}`` of the checkpoint (templated; one item of the discovery's XCom).
+        checkpoint: A :class:`~pipelines.checkpoints.CheckpointRef` (its JSON form, at least ``{"run", "name"}``;
+            templated; one item of the discovery's XCom).
         outlets: Declared by default as the alias ``tierflow_checkpoints`` (also for ``.partial()``):
             each committed copy is an event of ``tierflow/checkpoints/<run>@<tier>`` through it, with
             step, metrics, tier, bytes, checkpoint and seconds as extras.
         **kwargs: The shared checkpoint arguments and ``BaseOperator``'s.
 
-    Returns (XCom) one summary per hop (run, checkpoint, step, source, tier, copied_bytes, objects,
-    bytes, seconds, already, metrics). Skips when the checkpoint is no longer complete on NVMe.
+    Returns (XCom) one :class:`~pipelines.checkpoints.PromoteResult` per hop (run, checkpoint, step,
+    source, tier, copied_bytes, objects, bytes, seconds, already, metrics). Skips when the checkpoint
+    is no longer complete on NVMe.
     """
 
     template_fields: Sequence[str] = (*_CheckpointOperator.template_fields, "checkpoint")
@@ -142,23 +152,31 @@ class PromoteCheckpointOperator(_CheckpointOperator):
         """Promote; returns one summary per hop and emits one asset event per committed copy."""
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from pipelines.checkpoints import discover, promote_through
+        from pipelines.checkpoints import CheckpointRef, discover, promote_through
 
-        run, name = self.checkpoint["run"], self.checkpoint["name"]
         with fatal_errors():
-            rules = _rules(self.pattern, self.marker, self.grace_s)
+            ref = CheckpointRef.from_json(self.checkpoint, "PromoteCheckpointOperator.checkpoint")
+            run, name = ref.run, ref.name
+            rules = _rules(self)
             tiers = _chain(self.config_path)
             found = [c for c in discover(tiers[0], rules, run) if c.name == name]
             if not found or found[0].state != "complete":
                 raise AirflowSkipException(f"{run}/{name} is no longer complete on {tiers[0].name}")
-            results = [r.to_json() for r in promote_through(tiers, found[0], rules)]
+            results = promote_through(tiers, found[0], rules)
         events = context.get("outlet_events")
         for r in results:
-            self.log.info("%s/%s step %d -> %s: %s", run, name, r["step"], r["tier"], r)
-            if events is not None and not r["already"]:
-                extra = {k: r[k] for k in ("step", "metrics", "tier", "bytes", "checkpoint", "seconds")}
-                events[CHECKPOINT_ALIAS].add(checkpoint_asset(run, r["tier"]), extra=extra)
-        return results
+            done = "already committed there" if r.already else f"{r.copied_bytes} bytes copied in {r.seconds:.2f} s"
+            self.log.info(
+                "%s/%s step %d %s -> %s: %s (%d objects)", run, name, r.step, r.source, r.target, done, r.objects
+            )
+            if events is not None and not r.already:
+                extra = {
+                    k: v
+                    for k, v in r.to_json().items()
+                    if k in ("step", "metrics", "tier", "bytes", "checkpoint", "seconds")
+                }
+                events[CHECKPOINT_ALIAS].add(checkpoint_asset(run, r.target), extra=extra)
+        return [r.to_json() for r in results]
 
 
 class RetainCheckpointsOperator(_CheckpointOperator):
@@ -166,9 +184,11 @@ class RetainCheckpointsOperator(_CheckpointOperator):
 
     Args:
         retention: Tier name → settings (``{"latest": 2, "every": 1000, "best": {"metric": ..., "n": ...}}``);
-            a tier without settings gets the default for its kind (templated).
-        dry_run: Log what would be deleted, delete nothing (templated).
-        remove_partial: Also remove partial checkpoint directories from NVMe (templated).
+            a tier without settings gets the default for its kind (templated, a dict).
+        dry_run: Log what would be deleted, delete nothing (templated, a bool).
+        remove_partial: Also remove partial checkpoint directories from NVMe (templated, a bool).
+
+    Returns (XCom) tier name → :class:`~pipelines.checkpoints.TierPrune`.
     """
 
     template_fields: Sequence[str] = (*_CheckpointOperator.template_fields, "retention", "simulate", "remove_partial")
@@ -177,8 +197,8 @@ class RetainCheckpointsOperator(_CheckpointOperator):
         self,
         *,
         retention: dict[str, Any] | None = None,
-        dry_run: bool | str = False,
-        remove_partial: bool | str = True,
+        dry_run: bool = False,
+        remove_partial: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -190,11 +210,12 @@ class RetainCheckpointsOperator(_CheckpointOperator):
         """Prune; returns per tier what was deleted and kept (and why)."""
         import pipelines.checkpoints as ck
 
-        dry = str(self.simulate).lower() == "true"
         with fatal_errors():
-            rules = _rules(self.pattern, self.marker, self.grace_s)
+            dry = native(self.simulate, bool, "RetainCheckpointsOperator.dry_run")
+            remove_partial = native(self.remove_partial, bool, "RetainCheckpointsOperator.remove_partial")
+            given = native(self.retention or {}, dict[str, Any], "RetainCheckpointsOperator.retention")
+            rules = _rules(self)
             tiers = _chain(self.config_path)
-            given = dict(self.retention or {})
             unknown = set(given) - {t.name for t in tiers}
             if unknown:
                 raise ValueError(f"params.retention names unknown tiers {sorted(unknown)}")
@@ -204,20 +225,26 @@ class RetainCheckpointsOperator(_CheckpointOperator):
                 for t in tiers
             }
             summary = ck.retain(tiers, policies, rules, self._run_name(), dry)
-            if str(self.remove_partial).lower() == "true":
+            if remove_partial:
                 gone = ck.cleanup_partial(tiers[0], ck.discover(tiers[0], rules, self._run_name()), dry)
-                summary[tiers[0].name]["partial_removed"] = gone
+                summary[tiers[0].name].partial_removed = gone
+        verb = "would delete" if dry else "deleted"
         for tier, entry in summary.items():
-            verb = "would delete" if dry else "deleted"
-            self.log.info("%s: %s %s (%d objects)", tier, verb, entry["deleted"] or "nothing", entry["objects"])
-        return summary
+            what = ", ".join(entry.deleted) or "nothing"
+            note = f" ({entry.note})" if entry.note else ""
+            self.log.info("%s: %s %s, %d objects; kept %d%s", tier, verb, what, entry.objects, len(entry.kept), note)
+            if entry.partial_removed:
+                self.log.info("%s: %s partial %s", tier, verb, ", ".join(entry.partial_removed))
+        return {tier: entry.to_json() for tier, entry in summary.items()}
 
 
 class RestoreCheckpointOperator(_CheckpointOperator):
     """Restore a step (or the latest) of a run onto a tier (NVMe by default), verified and pinned.
 
+    Returns (XCom) a :class:`~pipelines.checkpoints.RestoreResult`.
+
     Args:
-        step: A step number, or ``latest`` (templated).
+        step: A step number, or ``"latest"`` (templated: an int or the string ``latest``).
         target: Tier to restore onto (templated; default ``""``: the config's NVMe tier, whatever its name).
         holder: Pin holder name, e.g. the job that resumes from it (templated).
     """
@@ -231,7 +258,7 @@ class RestoreCheckpointOperator(_CheckpointOperator):
         self.holder = holder
 
     def execute(self, context: Any) -> dict[str, Any]:
-        """Restore; returns where from, where to, and any fallback."""
+        """Restore; returns a :class:`~pipelines.checkpoints.RestoreResult`: where from, where to, any fallback."""
         from airflow.sdk.exceptions import AirflowFailException
 
         from pipelines.checkpoints import restore
@@ -239,9 +266,13 @@ class RestoreCheckpointOperator(_CheckpointOperator):
         run = self._run_name()
         if not run:
             raise AirflowFailException("params.run: name the training run to restore")
-        step = None if str(self.step).strip().lower() in ("latest", "", "none") else int(self.step)
         with fatal_errors():
-            rules = _rules(self.pattern, self.marker, self.grace_s)
+            asked = native(self.step, int | str | None, "RestoreCheckpointOperator.step")
+            text = asked.strip().lower() if isinstance(asked, str) else None
+            if text is not None and text not in ("latest", "") and not text.isdigit():
+                raise ValueError(f"RestoreCheckpointOperator.step: a step number or 'latest', got {asked!r}")
+            step = int(text) if text and text.isdigit() else asked if isinstance(asked, int) else None  # form: "100"
+            rules = _rules(self)
             *tiers, target = _chain(self.config_path, self.target or "")
             result = restore(tiers, target, run, step, rules, holder=self.holder)
         for why in result.fallbacks:

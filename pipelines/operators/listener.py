@@ -15,42 +15,29 @@ from airflow.listeners import hookimpl
 
 log = logging.getLogger(__name__)
 
-TRANSFER_OPERATORS = ("StageShardOperator", "StageDatasetOperator")
+#: The transfer operators the model learns from, and the payload each returns.
+TRANSFER_OPERATORS = {"StageShardOperator": "ShardCopy", "StageDatasetOperator": "HopSummary"}
 
 
-def observation_from(dag_id: str, task_id: str, summary: dict[str, Any]) -> Any:
-    """An observation from a transfer task's XCom summary, or None when it moved nothing."""
-    from pipelines.model.observations import Observation, now
+def observation_from(operator: str, dag_id: str, task_id: str, returned: Any) -> Any:
+    """An observation from a transfer task's return value (its payload), or None when it moved nothing."""
+    from pipelines.datasets import payloads
 
-    seconds = float(summary.get("seconds") or 0)
-    moved = int(summary.get("copied_bytes", summary.get("bytes", 0)) or 0)
-    if seconds <= 0 or moved <= 0 or not summary.get("predicted_s"):
-        return None
-    return Observation(
-        at=now(),
-        dag_id=dag_id,
-        task_id=task_id,
-        source=str(summary.get("source", "")),
-        target=str(summary.get("tier", summary.get("destination", ""))),
-        bytes=moved,
-        objects=int(summary.get("copied_objects", summary.get("objects", 0)) or 0),
-        predicted_s=float(summary["predicted_s"]),
-        achieved_s=seconds,
-        bottleneck=str(summary.get("bottleneck", "")),
-    )
+    payload = getattr(payloads, TRANSFER_OPERATORS[operator])
+    return payload.from_json(returned, f"XCom of {dag_id}.{task_id}").observation(dag_id, task_id)
 
 
 @hookimpl
 def on_task_instance_success(previous_state: Any, task_instance: Any) -> None:
     """Record and fold the outcome of a Tierflow transfer task."""
     try:
-        task = getattr(task_instance, "task", None)
-        if type(task).__name__ not in TRANSFER_OPERATORS:
+        operator = type(getattr(task_instance, "task", None)).__name__
+        if operator not in TRANSFER_OPERATORS:
             return
-        summary = task_instance.xcom_pull(task_ids=task_instance.task_id, map_indexes=task_instance.map_index)
-        if not isinstance(summary, dict):
+        returned = task_instance.xcom_pull(task_ids=task_instance.task_id, map_indexes=task_instance.map_index)
+        if returned is None:
             return
-        observation = observation_from(task_instance.dag_id, task_instance.task_id, summary)
+        observation = observation_from(operator, task_instance.dag_id, task_instance.task_id, returned)
         if observation is None:
             return
         from pipelines.core.config import load_config

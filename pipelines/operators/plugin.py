@@ -73,7 +73,7 @@ def _observations(limit: int) -> list[dict[str, Any]]:
             "bytes": o.bytes,
             "predicted_MBps": round(o.predicted_MBps, 1),
             "achieved_MBps": round(o.achieved_MBps, 1),
-            "bottleneck": o.bottleneck,
+            "bottleneck": str(o.bottleneck),
         }
         for o in recent(_config(), limit)
     ]
@@ -88,7 +88,7 @@ def _plan(source: str, target: str, size: str, objects: int) -> dict[str, Any]:
         total = parse_size(size)
         src, dst = config.tier(source), config.tier(target)
         work = Workload.uniform(max(1, objects), max(1, total // max(1, objects)))
-        return plan_hop(src, dst, work).summary()
+        return plan_hop(src, dst, work).summary().to_json()
     except (UnitError, KeyError, ValueError) as exc:
         raise HTTPException(status_code=400, detail=str(exc).strip("'\"")) from None
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from airflow.sdk import BaseOperator, BaseOperatorLink
 
+from pipelines.core.payloads import native
 from pipelines.operators.assets import PUBLISHED
 from pipelines.operators.context import fatal_errors, open_tiers_in_task
 
@@ -46,30 +47,44 @@ class ValidationDocsLink(BaseOperatorLink):
 def _plan(context: Any, plan_task_id: str) -> Any:
     from pipelines.datasets.preparation import PreparePlan
 
-    return PreparePlan.from_json(context["ti"].xcom_pull(task_ids=plan_task_id, key="plan"))
+    with fatal_errors():
+        return PreparePlan.from_json(
+            context["ti"].xcom_pull(task_ids=plan_task_id, key="plan"), f"XCom plan of {plan_task_id}"
+        )
 
 
 class PlanPreparationOperator(BaseOperator):
     """List the raw inputs, choose level, shard size and groups; return one descriptor per build group.
 
-    The full plan (with its reasons) is logged and pushed as XCom ``plan``. A version already
-    committed on the target is never rebuilt: the list is empty and everything after is skipped.
+    The plan's reasons are logged. A version already committed on the target is never rebuilt: the
+    list is empty and everything after is skipped.
+
+    Returns (XCom) one :class:`~pipelines.datasets.preparation.BuildGroup` per mapped build, and
+    pushes the :class:`~pipelines.datasets.preparation.PreparePlan` as XCom ``plan``.
 
     Args:
         dataset: Dataset name; its suite is ``<dataset>.json`` in the suites directory (templated).
         version: Version to publish (templated).
         source_prefix: Raw input prefix on the source tier (templated).
         format: ``parquet`` or ``jsonl`` (templated).
-        level: zstd level 1-19, or None for the planner's choice (templated).
+        level: zstd level 1-19, or None for the planner's choice (templated, an int or None).
         shard_size: Shard size (``"128 MiB"``), or None for the planner's (templated).
-        dictionary: Train a zstd dictionary (JSONL only).
+        dictionary: Train a zstd dictionary (JSONL only; templated, a bool).
         source: Tier holding the raw input (default: the config's object tier, whatever its name).
         target: Tier the version is published on (default: the config's object tier).
         suites_dir: Where suites are read; default ``$TIERFLOW_SUITES``, else the packaged ones.
         config_path: Tier config file.
     """
 
-    template_fields: Sequence[str] = ("dataset", "version", "source_prefix", "format", "level", "shard_size")
+    template_fields: Sequence[str] = (
+        "dataset",
+        "version",
+        "source_prefix",
+        "format",
+        "level",
+        "shard_size",
+        "dictionary",
+    )
 
     def __init__(
         self,
@@ -78,9 +93,9 @@ class PlanPreparationOperator(BaseOperator):
         version: str,
         source_prefix: str,
         format: str = "parquet",
-        level: int | str | None = None,
+        level: int | None = None,
         shard_size: str | None = None,
-        dictionary: bool | str = False,
+        dictionary: bool = False,
         source: str | None = None,
         target: str | None = None,
         suites_dir: str | None = None,
@@ -106,9 +121,11 @@ class PlanPreparationOperator(BaseOperator):
         from pipelines.datasets.preparation import plan_preparation
         from pipelines.datasets.validation import load_suite
 
-        level = int(self.level) if self.level not in (None, "", "None") else None
-        shard = parse_size(str(self.shard_size)) if self.shard_size not in (None, "", "None") else None
         with fatal_errors():
+            level = native(self.level, int | None, "PlanPreparationOperator.level")
+            size = native(self.shard_size or None, str | None, "PlanPreparationOperator.shard_size")
+            shard = parse_size(size) if size else None
+            dictionary = native(self.dictionary, bool, "PlanPreparationOperator.dictionary")
             suite = load_suite(self.dataset, self.suites_dir)
             source, target = open_tiers_in_task(self.config_path, (self.source, "object"), (self.target, "object"))
             plan = plan_preparation(
@@ -121,21 +138,23 @@ class PlanPreparationOperator(BaseOperator):
                 self.format,
                 level=level,
                 shard_bytes=shard,
-                dictionary=str(self.dictionary).lower() == "true",
+                dictionary=dictionary,
             )
         for choice, reason in plan.reasons.items():
             self.log.info("plan %s: %s", choice, reason)
         context["ti"].xcom_push(key="plan", value=plan.to_json())
         if plan.already_published:
             self.log.info("%s/%s is already published on %s: nothing to do", self.dataset, self.version, target.name)
-        return plan.tasks()
+        return [group.to_json() for group in plan.tasks()]
 
 
 class BuildShardsOperator(BaseOperator):
     """Pack one build group into shards and upload them; map it over the plan (``.expand(group=...)``).
 
+    Returns (XCom) one :class:`~pipelines.datasets.preparation.BuiltShard` per shard uploaded.
+
     Args:
-        group: A descriptor from :class:`PlanPreparationOperator`.
+        group: A :class:`~pipelines.datasets.preparation.BuildGroup` (JSON) from :class:`PlanPreparationOperator`.
         plan_task_id: The planning task.
         suites_dir: Where suites are read.
         config_path: Tier config file.
@@ -159,15 +178,16 @@ class BuildShardsOperator(BaseOperator):
         self.config_path = config_path
 
     def execute(self, context: Any) -> list[dict[str, Any]]:
-        """Build; returns the shards (key, size, checksum, rows, raw bytes)."""
-        from pipelines.datasets.preparation import build_group
+        """Build; returns the shards uploaded."""
+        from pipelines.datasets.preparation import BuildGroup, build_group
         from pipelines.datasets.validation import load_suite
 
         plan = _plan(context, self.plan_task_id)
         with fatal_errors():
+            group = BuildGroup.from_json(self.group, "BuildShardsOperator.group")
             suite = load_suite(plan.dataset, self.suites_dir)
             source, target = open_tiers_in_task(self.config_path, plan.source, plan.target)
-            return build_group(source, target, plan, int(self.group["index"]), suite)
+            return [shard.to_json() for shard in build_group(source, target, plan, group.index, suite)]
 
 
 class ValidateShardOperator(BaseOperator):
@@ -176,8 +196,10 @@ class ValidateShardOperator(BaseOperator):
     Under policy ``fail`` a failing shard fails this task (for good); under ``quarantine`` the
     report goes to the publish task, which moves the shard aside.
 
+    Returns (XCom) a :class:`~pipelines.datasets.preparation.ShardValidation`.
+
     Args:
-        shard: One shard record from a build task.
+        shard: One :class:`~pipelines.datasets.preparation.BuiltShard` (its JSON form) from a build task.
         policy: ``fail`` or ``quarantine`` (templated).
         plan_task_id: The planning task.
         suites_dir: Where suites are read.
@@ -206,34 +228,38 @@ class ValidateShardOperator(BaseOperator):
         self.docs_url = ""
 
     def execute(self, context: Any) -> dict[str, Any]:
-        """Validate; returns the report and the docs' manifest entries."""
+        """Validate; returns the report and the docs stored."""
         from airflow.configuration import conf
         from airflow.sdk.exceptions import AirflowFailException
 
-        from pipelines.datasets.preparation import validate_shard
+        from pipelines.datasets.preparation import BuiltShard, validate_shard
         from pipelines.datasets.validation import load_suite
 
         plan = _plan(context, self.plan_task_id)
         with fatal_errors():
+            shard = BuiltShard.from_json(self.shard, "ValidateShardOperator.shard")
             suite = load_suite(plan.dataset, self.suites_dir)
             (target,) = open_tiers_in_task(self.config_path, plan.target)
-            report, docs = validate_shard(target, plan, self.shard, suite)
+            validation = validate_shard(target, plan, shard, suite)
         base = conf.get("api", "base_url", fallback="") or ""
-        self.docs_url = base.rstrip("/") + docs_route(plan.dataset, plan.version, self.shard["key"]) if docs else ""
-        out = report.to_json()
+        route = docs_route(plan.dataset, plan.version, shard.key)
+        self.docs_url = base.rstrip("/") + route if validation.docs else ""
+        report = validation.report
         if not report.passed and self.policy == "fail":
             raise AirflowFailException(
-                f"{self.shard['key']} failed validation: " + " | ".join(f.line() for f in report.findings)
+                f"{shard.key} failed validation: " + " | ".join(f.line() for f in report.findings)
             )
-        return {"report": out, "docs": docs}
+        return validation.to_json()
 
 
 class PublishDatasetOperator(BaseOperator):
     """Apply the failure policy and commit the version; emits ``tierflow_dataset_published`` (dataset, version).
 
+    Returns (XCom, and the asset event's extra) a :class:`~pipelines.datasets.preparation.Publication`.
+
     Args:
         policy: ``fail`` or ``quarantine`` (templated).
-        max_failed_fraction: Under ``quarantine``, the largest fraction of shards that may fail (templated).
+        max_failed_fraction: Under ``quarantine``, the largest fraction of shards that may fail (templated, a number).
         plan_task_id: The planning task.
         build_task_id: The mapped build task.
         validate_task_id: The mapped validation task.
@@ -248,7 +274,7 @@ class PublishDatasetOperator(BaseOperator):
         self,
         *,
         policy: str = "fail",
-        max_failed_fraction: float | str = 0.1,
+        max_failed_fraction: float = 0.1,
         plan_task_id: str = "plan",
         build_task_id: str = "build",
         validate_task_id: str = "validate",
@@ -268,27 +294,36 @@ class PublishDatasetOperator(BaseOperator):
         """Publish; returns the summary (also the asset event's extra)."""
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from pipelines.datasets.preparation import publish
+        from pipelines.datasets.preparation import BuiltShard, ShardValidation, publish
 
         ti = context["ti"]
         plan = _plan(context, self.plan_task_id)
         if plan.already_published:
             raise AirflowSkipException(f"{plan.dataset}/{plan.version} is already published")
-        shards = [s for group in ti.xcom_pull(task_ids=[self.build_task_id]) or [] if group for s in group]
-        validated = [v for v in ti.xcom_pull(task_ids=[self.validate_task_id]) or [] if v]
         with fatal_errors():
+            built = ti.xcom_pull(task_ids=[self.build_task_id]) or []
+            shards = [
+                BuiltShard.from_json(s, f"XCom of {self.build_task_id}") for group in built if group for s in group
+            ]
+            validated = ti.xcom_pull(task_ids=[self.validate_task_id]) or []
+            validations = [ShardValidation.from_json(v, f"XCom of {self.validate_task_id}") for v in validated if v]
+            fraction = native(self.max_failed_fraction, float, "PublishDatasetOperator.max_failed_fraction")
             (target,) = open_tiers_in_task(self.config_path, plan.target)
-            _, summary = publish(
-                target,
-                plan,
-                shards,
-                [v["report"] for v in validated],
-                [d for v in validated for d in v["docs"]],
-                self.policy,
-                float(self.max_failed_fraction),
-            )
-        summary = {k: v for k, v in summary.items() if k != "schema"}
-        self.log.info("published: %s", summary)
+            _, published = publish(target, plan, shards, validations, self.policy, fraction)
+        quarantined = f"; quarantined {', '.join(published.quarantined)}" if published.quarantined else ""
+        self.log.info(
+            "published %s/%s on %s: %d shards, %d rows, %d bytes (ratio %.2f, zstd level %d)%s",
+            published.dataset,
+            published.version,
+            target.name,
+            published.shards,
+            published.rows,
+            published.bytes,
+            published.ratio,
+            published.level,
+            quarantined,
+        )
+        summary = published.to_json()
         events = context.get("outlet_events")
         if events is not None:
             events[PUBLISHED].extra = summary

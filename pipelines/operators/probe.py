@@ -13,6 +13,8 @@ __all__ = ["ProbeTierOperator"]
 class ProbeTierOperator(BaseOperator):
     """Probe one tier of the tier config with an object of ``probe_size`` (e.g. ``"8 MiB"``).
 
+    Returns (XCom) the tier, the bytes moved, and the write, read, list and delete times.
+
     A wrong size, checksum or listing fails the task without retries (the tier is broken, not
     busy); an unreachable tier raises and is retried by Airflow.
 

@@ -2,7 +2,8 @@
 
 Every operator stores its arguments in ``__init__`` and does its work in ``execute`` through
 :mod:`pipelines.datasets.staging`, :mod:`pipelines.datasets.cache` and the transfer engine. XCom carries small
-summaries only: shard descriptors are ``(index, count, manifest checksum)``, never object lists.
+summaries only, each a payload of :mod:`pipelines.datasets.payloads` (a shard task names its shard
+by ``(index, count, manifest checksum)``, never by its objects).
 
 Failures are classified once: a checksum mismatch, a missing source commit, a bad config, a full
 cache or a permission error fail the task for good (``AirflowFailException``); anything else is
@@ -16,6 +17,7 @@ from typing import Any
 
 from airflow.sdk import Asset, AssetAlias, BaseOperator
 
+from pipelines.core.payloads import native
 from pipelines.operators.context import fatal_errors, open_tiers_in_task
 
 __all__ = [
@@ -40,9 +42,12 @@ def dataset_asset(dataset: str, tier: str) -> Asset:
 class PlanStagingOperator(BaseOperator):
     """Plan one hop of a committed dataset version and return one shard descriptor per mapped task.
 
-    The plan's summary (concurrency, part size, shards, predicted time and bottleneck, with
-    reasons) is logged and pushed as XCom ``plan``. When the target already holds the same
-    committed version the list is empty and the copies are skipped.
+    The plan (concurrency, part size, shards, predicted time and bottleneck, with reasons) is
+    logged. When the target already holds the same committed version the list is empty and the
+    copies are skipped.
+
+    Returns (XCom) one :class:`~pipelines.datasets.payloads.ShardTask` per mapped copy, and pushes
+    the :class:`~pipelines.datasets.payloads.StagingPlan` as XCom ``plan``.
 
     Args:
         dataset: Dataset name (templated).
@@ -85,26 +90,20 @@ class PlanStagingOperator(BaseOperator):
         with fatal_errors():
             source, target = open_tiers_in_task(self.config_path, self.source, self.target)
             plan = plan_stage(source, target, self.dataset, self.version, target_task_s=self.target_task_s)
-        summary = plan.summary()
         for choice, reason in plan.hop.reasons.items():
             self.log.info("plan %s: %s", choice, reason)
-        context["ti"].xcom_push(key="plan", value=summary)
-        shards = plan.shards()
-        for shard in shards:
-            shard["concurrency"] = plan.hop.concurrency
-            shard["part_size"] = plan.hop.part_size
-            shard["bytes"] = plan.bytes
-            shard["predicted_s"] = plan.hop.predicted_s
-            shard["bottleneck"] = plan.hop.predicted.bottleneck
-        return shards
+        context["ti"].xcom_push(key="plan", value=plan.summary().to_json())
+        return [shard.to_json() for shard in plan.shards()]
 
 
 class StageShardOperator(BaseOperator):
     """Copy one shard of a planned hop (mapped with ``expand(shard=...)`` over the plan's output).
 
+    Returns (XCom) a :class:`~pipelines.datasets.payloads.ShardCopy`.
+
     Args:
-        shard: A descriptor from :class:`PlanStagingOperator`.
-        verify: Read every copied object back at the target and compare checksums.
+        shard: A :class:`~pipelines.datasets.payloads.ShardTask` (its JSON form) from :class:`PlanStagingOperator`.
+        verify: Read every copied object back at the target and compare checksums (templated: a bool).
         fsync: fsync local files before they are renamed into place.
         config_path: Tier config file.
     """
@@ -115,7 +114,7 @@ class StageShardOperator(BaseOperator):
         self,
         *,
         shard: dict[str, Any],
-        verify: bool | str = False,
+        verify: bool = False,
         fsync: bool = False,
         config_path: str | None = None,
         **kwargs: Any,
@@ -128,45 +127,49 @@ class StageShardOperator(BaseOperator):
 
     def execute(self, context: Any) -> dict[str, Any]:
         """Copy the shard; returns the copy summary (small)."""
+        from pipelines.datasets.payloads import ShardCopy, ShardTask
         from pipelines.datasets.staging import stage_shard
         from pipelines.transfer import TransferSettings
 
-        s = self.shard
-        self.log.info("%s", s["name"])
-        verify = self.verify if isinstance(self.verify, bool) else str(self.verify).strip().lower() == "true"
-        settings = TransferSettings(
-            concurrency=int(s["concurrency"]), part_size=int(s["part_size"]), verify=verify, fsync=self.fsync
-        )
         with fatal_errors():
-            source, target = open_tiers_in_task(self.config_path, s["source"], s["target"])
-            report = stage_shard(
-                source,
-                target,
-                s["dataset"],
-                s["version"],
-                int(s["index"]),
-                int(s["count"]),
-                s["manifest_checksum"],
-                settings,
+            s = ShardTask.from_json(self.shard, "StageShardOperator.shard")
+            verify = native(self.verify, bool, "StageShardOperator.verify")
+            self.log.info("%s", s.name)
+            settings = TransferSettings(
+                concurrency=s.concurrency, part_size=s.part_size, verify=verify, fsync=self.fsync
             )
-        self.log.info("shard %d/%d: %s", s["index"] + 1, s["count"], report.line())
-        share = report.bytes / s["bytes"] if s.get("bytes") else 1 / int(s["count"])
-        return report.summary() | {
-            "source": s["source"],
-            "tier": s["target"],
-            "predicted_s": round(float(s.get("predicted_s", 0)) * share, 3),
-            "bottleneck": s.get("bottleneck", ""),
-        }
+            source, target = open_tiers_in_task(self.config_path, s.source, s.target)
+            report = stage_shard(source, target, s.dataset, s.version, s.index, s.count, s.manifest_checksum, settings)
+        self.log.info("shard %d/%d: %s", s.index + 1, s.count, report.line())
+        return ShardCopy(
+            source=s.source,
+            tier=s.target,
+            objects=report.objects,
+            bytes=report.bytes,
+            copied_objects=report.copied_objects,
+            copied_bytes=report.copied_bytes,
+            skipped_objects=report.skipped_objects,
+            skipped_bytes=report.skipped_bytes,
+            seconds=round(report.seconds, 3),
+            MBps=round(report.throughput_bps / 1e6, 1),
+            concurrency=report.concurrency,
+            part_size=report.part_size,
+            failures=len(report.failures),
+            predicted_s=s.predicted_s,
+            bottleneck=s.bottleneck,
+        ).to_json()
 
 
-def _emit(context: Any, dataset: str, tier: str, extra: dict[str, Any]) -> None:
+def _emit(context: Any, summary: Any) -> None:
     events = context.get("outlet_events")
     if events is not None:
-        events[STAGED_ALIAS].add(dataset_asset(dataset, tier), extra=extra)
+        events[STAGED_ALIAS].add(dataset_asset(summary.dataset, summary.tier), extra=summary.to_json())
 
 
 class CommitStagingOperator(BaseOperator):
     """Commit a staged hop (after every shard copied) and emit the (dataset, tier) asset event.
+
+    Returns (XCom, and the asset event's extra) a :class:`~pipelines.datasets.payloads.HopSummary`.
 
     Args:
         plan_task_id: Task id of the hop's :class:`PlanStagingOperator`.
@@ -193,60 +196,66 @@ class CommitStagingOperator(BaseOperator):
 
     def execute(self, context: Any) -> dict[str, Any]:
         """Commit and return the hop's summary: bytes, objects, seconds, predicted vs achieved MB/s."""
+        from dataclasses import replace as dc_replace
+
         from airflow.sdk.exceptions import AirflowSkipException
 
+        from pipelines.datasets.payloads import HopSummary, ShardCopy, StagingPlan
         from pipelines.datasets.staging import commit_stage
 
         ti = context["ti"]
-        plan = ti.xcom_pull(task_ids=self.plan_task_id, key="plan")
-        if not plan:
+        pulled = ti.xcom_pull(task_ids=self.plan_task_id, key="plan")
+        if not pulled:
             raise AirflowSkipException("hop not planned (no target)")
-        shards = ti.xcom_pull(task_ids=[self.stage_task_id]) or []  # a list even for one mapped task
-        if isinstance(shards, dict):
-            shards = [shards]
-        summary = {
-            "dataset": plan["dataset"],
-            "version": plan["version"],
-            "source": plan["source"],
-            "tier": plan["target"],
-            "objects": plan["objects"],
-            "bytes": plan["bytes"],
-            "manifest_checksum": plan["manifest_checksum"],
-            "predicted_s": plan["plan"]["predicted_s"],
-            "predicted_MBps": plan["plan"]["predicted_MBps"],
-            "bottleneck": plan["plan"]["bottleneck"],
-        }
-        if plan["already_staged"]:
-            self.log.info(
-                "%s/%s already committed on %s with the same manifest", plan["dataset"], plan["version"], plan["target"]
-            )
-            return summary | {"already_staged": True}
-        copied = sum(int(s.get("copied_bytes", 0)) for s in shards if s)
-        seconds = max((float(s.get("seconds", 0)) for s in shards if s), default=0.0)
         with fatal_errors():
-            source, target = open_tiers_in_task(self.config_path, plan["source"], plan["target"])
+            plan = StagingPlan.from_json(pulled, f"XCom plan of {self.plan_task_id}")
+            copies = ti.xcom_pull(task_ids=[self.stage_task_id]) or []  # a list even for one mapped task
+            shards = [ShardCopy.from_json(c, f"XCom of {self.stage_task_id}") for c in copies if c]
+        summary = HopSummary(
+            dataset=plan.dataset,
+            version=plan.version,
+            source=plan.source,
+            tier=plan.target,
+            objects=plan.objects,
+            bytes=plan.bytes,
+            manifest_checksum=plan.manifest_checksum,
+            predicted_s=plan.hop.predicted_s,
+            predicted_MBps=plan.hop.predicted_MBps,
+            bottleneck=plan.hop.bottleneck,
+            already_staged=plan.already_staged,
+        )
+        if plan.already_staged:
+            self.log.info("%s", summary.line())
+            return summary.to_json()
+        copied = sum(s.copied_bytes for s in shards)
+        seconds = max((s.seconds for s in shards), default=0.0)
+        with fatal_errors():
+            source, target = open_tiers_in_task(self.config_path, plan.source, plan.target)
             commit_stage(
                 source,
                 target,
-                plan["dataset"],
-                plan["version"],
-                plan["manifest_checksum"],
+                plan.dataset,
+                plan.version,
+                plan.manifest_checksum,
                 extra={"shards": len(shards), "copied_bytes": copied},
             )
-        summary |= {
-            "already_staged": False,
-            "shards": len(shards),
-            "copied_bytes": copied,
-            "seconds": round(seconds, 3),
-            "MBps": round(copied / seconds / 1e6, 1) if seconds > 0 else None,
-        }
-        self.log.info("committed %s/%s on %s: %s", plan["dataset"], plan["version"], plan["target"], summary)
-        _emit(context, plan["dataset"], plan["target"], summary)
-        return summary
+        summary = dc_replace(
+            summary,
+            shards=len(shards),
+            copied_objects=sum(s.copied_objects for s in shards),
+            copied_bytes=copied,
+            seconds=round(seconds, 3),
+            MBps=round(copied / seconds / 1e6, 1) if seconds > 0 else None,
+        )
+        self.log.info("%s", summary.line())
+        _emit(context, summary)
+        return summary.to_json()
 
 
 class StageDatasetOperator(BaseOperator):
     """Stage a small dataset version in one task: plan, copy, commit, asset event.
+
+    Returns (XCom, and the asset event's extra) a :class:`~pipelines.datasets.payloads.HopSummary`.
 
     Args:
         dataset: Dataset name (templated).
@@ -281,39 +290,52 @@ class StageDatasetOperator(BaseOperator):
         self.config_path = config_path
 
     def execute(self, context: Any) -> dict[str, Any]:
-        """Stage and return the summary."""
+        """Stage; returns a :class:`~pipelines.datasets.payloads.HopSummary`."""
+        from dataclasses import replace as dc_replace
+
+        from pipelines.datasets.payloads import HopSummary
         from pipelines.datasets.staging import stage_dataset
 
         with fatal_errors():
+            verify = native(self.verify, bool, "StageDatasetOperator.verify")
             source, target = open_tiers_in_task(self.config_path, self.source, self.target)
-            plan, report, _ = stage_dataset(source, target, self.dataset, self.version, verify=self.verify)
-            if report is None:
-                self.log.info("%s/%s already committed on %s", self.dataset, self.version, self.target)
-                return plan.summary() | {"already_staged": True}
-        summary = {
-            "dataset": self.dataset,
-            "version": self.version,
-            "source": self.source,
-            "tier": self.target,
-            "objects": plan.objects,
-            "bytes": plan.bytes,
-            "manifest_checksum": plan.manifest_checksum,
-            "seconds": round(report.seconds, 3),
-            "MBps": round(report.throughput_bps / 1e6, 1),
-            "predicted_s": round(plan.hop.predicted_s, 3),
-            "bottleneck": plan.hop.predicted.bottleneck,
-        }
-        _emit(context, self.dataset, self.target, summary)
-        return summary
+            plan, report, _ = stage_dataset(source, target, self.dataset, self.version, verify=verify)
+        summary = HopSummary(
+            dataset=self.dataset,
+            version=self.version,
+            source=self.source,
+            tier=self.target,
+            objects=plan.objects,
+            bytes=plan.bytes,
+            manifest_checksum=plan.manifest_checksum,
+            predicted_s=round(plan.hop.predicted_s, 3),
+            predicted_MBps=round(plan.hop.predicted.throughput_bps / 1e6, 1),
+            bottleneck=plan.hop.predicted.bottleneck,
+            already_staged=report is None,
+        )
+        if report is not None:
+            summary = dc_replace(
+                summary,
+                shards=1,
+                copied_objects=report.copied_objects,
+                copied_bytes=report.copied_bytes,
+                seconds=round(report.seconds, 3),
+                MBps=round(report.throughput_bps / 1e6, 1),
+            )
+            _emit(context, summary)
+        self.log.info("%s", summary.line())
+        return summary.to_json()
 
 
 class EvictCacheOperator(BaseOperator):
     """Make room on a cache tier: evict least-recently-used committed versions held on a more durable tier.
 
+    Returns (XCom) what was evicted and kept, each with why, and the bytes free afterwards.
+
     Args:
         tier: The cache tier (templated).
-        need_bytes: Bytes that must be free afterwards (templated; e.g. from a plan's XCom).
-        keep: ``[dataset, version]`` pairs never to evict in this pass (templated).
+        need_bytes: Bytes that must be free afterwards (templated, an int; e.g. from a plan's XCom).
+        keep: ``[dataset, version]`` pairs never to evict in this pass (templated, a list).
         report_only: Report what would go without deleting (a dry run).
         config_path: Tier config file.
     """
@@ -324,8 +346,8 @@ class EvictCacheOperator(BaseOperator):
         self,
         *,
         tier: str,
-        need_bytes: int | str,
-        keep: Sequence[Sequence[str]] | str = (),
+        need_bytes: int,
+        keep: Sequence[Sequence[str]] = (),
         report_only: bool = False,
         config_path: str | None = None,
         **kwargs: Any,
@@ -339,21 +361,20 @@ class EvictCacheOperator(BaseOperator):
 
     def execute(self, context: Any) -> dict[str, Any]:
         """Evict as needed and return what was removed and kept, each with why."""
-        import ast
-
         from pipelines.datasets.cache import ensure_space
         from pipelines.operators.context import load_config_in_task, open_tier_in_task
 
-        keep = ast.literal_eval(self.keep) if isinstance(self.keep, str) and self.keep else self.keep
         with fatal_errors():
+            need = native(self.need_bytes, int, "EvictCacheOperator.need_bytes")
+            keep = native(self.keep, list[tuple[str, str]], "EvictCacheOperator.keep")
             config = load_config_in_task(self.config_path)
             cache = open_tier_in_task(config, self.tier)
             durable = [open_tier_in_task(config, t.name) for t in config.tiers if t.name != self.tier]
             report = ensure_space(
                 cache,
-                int(self.need_bytes),
+                need,
                 durable,
-                keep=[(str(d), str(v)) for d, v in (keep or [])],
+                keep=keep,
                 dry_run=self.report_only,
             )
         for item in report.evicted:

@@ -30,23 +30,30 @@ if TYPE_CHECKING:
         POLICIES,
         QUARANTINE_DIR,
         SHARDS_DIR,
+        BuildGroup,
         InputError,
         PreparePlan,
         plan_preparation,
     )
     from pipelines.datasets.preparation.publishing import (
+        Publication,
         PublishError,
+        ShardValidation,
         prepare,
         publish,
         read_records,
         shard_stem,
         validate_shard,
     )
-    from pipelines.datasets.preparation.shards import build_group
+    from pipelines.datasets.preparation.shards import BuiltShard, build_group
 
 #: Public name → the submodule defining it; imported on first use, so importing one submodule (or
 #: this package, at DAG parse time) does not import the others.
 _EXPORTS = {
+    "BuildGroup": "plan",
+    "BuiltShard": "shards",
+    "Publication": "publishing",
+    "ShardValidation": "publishing",
     "DOCS_DIR": "plan",
     "FORMATS": "plan",
     "InputError": "plan",
@@ -70,9 +77,13 @@ __all__ = [
     "POLICIES",
     "QUARANTINE_DIR",
     "SHARDS_DIR",
+    "BuildGroup",
+    "BuiltShard",
     "InputError",
     "PreparePlan",
+    "Publication",
     "PublishError",
+    "ShardValidation",
     "build_group",
     "plan_preparation",
     "prepare",

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from pipelines.core import errors
 from pipelines.core.checksum import checksum_bytes
 from pipelines.core.manifest import dataset_prefix, validate_name
+from pipelines.core.payloads import Payload
 from pipelines.datasets.compression import iter_decompressed, measure_levels, train_dictionary
 from pipelines.datasets.validation import Suite
 from pipelines.model.bandwidth import Workload, choose_compression, plan_hop
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["InputError", "PreparePlan", "list_inputs", "plan_preparation", "shard_size_for"]
+__all__ = ["BuildGroup", "InputError", "PreparePlan", "list_inputs", "plan_preparation", "shard_size_for"]
 
 
 FORMATS = ("parquet", "jsonl")
@@ -85,8 +86,8 @@ class InputError(errors.InputError):
 
 
 @dataclass(frozen=True)
-class PreparePlan:
-    """What :func:`plan_preparation` decided, with the reasons; JSON-safe through :meth:`to_json`."""
+class PreparePlan(Payload):
+    """What :func:`plan_preparation` decided, with the reasons (the plan task's XCom ``plan``)."""
 
     dataset: str
     version: str
@@ -104,42 +105,24 @@ class PreparePlan:
     already_published: bool = False
     reasons: dict[str, str] = field(default_factory=dict)
 
-    def tasks(self) -> list[dict[str, Any]]:
-        """One descriptor per build group (nothing when the version is already published)."""
+    def tasks(self) -> list[BuildGroup]:
+        """One build task per group (nothing when the version is already published)."""
         if self.already_published:
             return []
         n = len(self.groups)
         return [
-            {"index": i, "name": f"{self.dataset}/{self.version} group {i + 1}/{n}", "inputs": [list(x) for x in g]}
+            BuildGroup(index=i, name=f"{self.dataset}/{self.version} group {i + 1}/{n}", inputs=g)
             for i, g in enumerate(self.groups)
         ]
 
-    def to_json(self) -> dict[str, Any]:
-        """The plan as JSON-safe data (XCom)."""
-        return {
-            "dataset": self.dataset,
-            "version": self.version,
-            "source": self.source,
-            "source_prefix": self.source_prefix,
-            "target": self.target,
-            "format": self.format,
-            "level": self.level,
-            "threads": self.threads,
-            "shard_bytes": self.shard_bytes,
-            "groups": [[list(x) for x in g] for g in self.groups],
-            "estimated_ratio": self.estimated_ratio,
-            "schema": [list(x) for x in self.schema],
-            "dictionary_checksum": self.dictionary_checksum,
-            "already_published": self.already_published,
-            "reasons": self.reasons,
-        }
 
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> PreparePlan:
-        """The plan back from :meth:`to_json`."""
-        groups = tuple(tuple((str(k), int(s)) for k, s in g) for g in data["groups"])
-        schema = tuple((str(c), str(t)) for c, t in data.get("schema") or ())
-        return cls(**{**data, "groups": groups, "schema": schema, "reasons": dict(data.get("reasons") or {})})
+@dataclass(frozen=True)
+class BuildGroup(Payload):
+    """One mapped build task: group ``index`` of the plan, its label, and its raw inputs ``(key, size)``."""
+
+    index: int
+    name: str
+    inputs: tuple[tuple[str, int], ...]
 
 
 def _input_kind(key: str) -> str | None:

@@ -8,11 +8,13 @@ import os
 import posixpath
 import tempfile
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pipelines.core.checksum import checksum_bytes, checksum_file
 from pipelines.core.errors import TierflowError
 from pipelines.core.manifest import Entry, Manifest, dataset_prefix
+from pipelines.core.payloads import Payload
 from pipelines.datasets.validation import ShardReport, Suite, validate_local_shard
 from pipelines.storage.commit import commit, read_commit
 
@@ -30,62 +32,92 @@ from pipelines.datasets.preparation.plan import (
     PreparePlan,
     plan_preparation,
 )
-from pipelines.datasets.preparation.shards import build_group, load_dictionary
+from pipelines.datasets.preparation.shards import BuiltShard, build_group, load_dictionary
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PublishError", "prepare", "publish", "read_records", "shard_stem", "validate_shard"]
+__all__ = [
+    "Publication",
+    "PublishError",
+    "ShardValidation",
+    "prepare",
+    "publish",
+    "read_records",
+    "shard_stem",
+    "validate_shard",
+]
 
 
 class PublishError(TierflowError):
     """Validation failed under the policy: nothing was published. The message names every failing shard."""
 
 
-def validate_shard(
-    target: Tier, plan: PreparePlan, shard: dict[str, Any], suite: Suite, workdir: str | None = None
-) -> tuple[ShardReport, list[list[Any]]]:
-    """Validate one uploaded shard (integrity + GX) and store its Data Docs with the dataset.
+@dataclass(frozen=True)
+class ShardValidation(Payload):
+    """A validation task's result (its XCom): the shard's report and its stored Data Docs ``(key, size, checksum)``."""
 
-    Returns the report and the manifest entries ``[key, size, checksum]`` of the docs stored.
-    """
+    report: ShardReport
+    docs: tuple[tuple[str, int, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class Publication(Payload):
+    """A published version (the publish task's XCom and its asset event's extra)."""
+
+    dataset: str
+    version: str
+    format: str
+    level: int
+    shards: int
+    rows: int
+    raw_bytes: int
+    bytes: int
+    ratio: float
+    policy: str
+    quarantined: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+
+def validate_shard(
+    target: Tier, plan: PreparePlan, shard: BuiltShard, suite: Suite, workdir: str | None = None
+) -> ShardValidation:
+    """Validate one uploaded shard (integrity + GX) and store its Data Docs with the dataset."""
     prefix = dataset_prefix(plan.dataset, plan.version)
     dictionary = load_dictionary(target, plan)
-    stem = shard_stem(shard["key"])
+    stem = shard_stem(shard.key)
     with tempfile.TemporaryDirectory(prefix="tierflow-validate-", dir=workdir) as tmp:
-        local = os.path.join(tmp, posixpath.basename(shard["key"]))
-        target.get_file(f"{prefix}/{shard['key']}", local)
+        local = os.path.join(tmp, posixpath.basename(shard.key))
+        target.get_file(f"{prefix}/{shard.key}", local)
         docs = os.path.join(tmp, "docs")
-        report = validate_local_shard(local, shard["key"], suite, shard.get("checksum"), dictionary, docs)
-        entries: list[list[Any]] = []
+        report = validate_local_shard(local, shard.key, suite, shard.checksum, dictionary, docs)
+        entries: list[tuple[str, int, str]] = []
         for root, _dirs, files in os.walk(docs):
             for name in sorted(files):
                 path = os.path.join(root, name)
                 key = f"{DOCS_DIR}/{stem}/{os.path.relpath(path, docs).replace(os.sep, '/')}"
                 digest, size = checksum_file(path)
                 target.put_file(path, f"{prefix}/{key}")
-                entries.append([key, size, digest])
+                entries.append((key, size, digest))
     log.info(
         "%s: %s, %d rows, %.2f s%s",
-        shard["key"],
+        shard.key,
         "passed" if report.passed else "FAILED",
         report.rows,
         report.seconds,
         "".join(f"\n  {f.line()}" for f in report.findings),
     )
-    return report, entries
+    return ShardValidation(report, tuple(entries))
 
 
 def publish(
     target: Tier,
     plan: PreparePlan,
-    shards: Sequence[dict[str, Any]],
-    reports: Sequence[dict[str, Any]],
-    docs: Sequence[Sequence[Any]] = (),
+    shards: Sequence[BuiltShard],
+    validations: Sequence[ShardValidation],
     policy: str = "fail",
     max_failed_fraction: float = 0.1,
-    extra: dict[str, Any] | None = None,
-) -> tuple[Commit, dict[str, Any]]:
-    """Apply the policy and commit the version; returns the commit and a summary.
+) -> tuple[Commit, Publication]:
+    """Apply the policy and commit the version; returns the commit and what was published.
 
     ``fail``: any failing shard fails the whole version. ``quarantine``: failing shards move with
     their reports under ``_quarantine/`` and the rest is published, as long as the failing fraction
@@ -98,17 +130,16 @@ def publish(
     if policy not in POLICIES:
         raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}")
     prefix = dataset_prefix(plan.dataset, plan.version)
-    by_key = {r["shard"]: r for r in reports}
-    missing = [s["key"] for s in shards if s["key"] not in by_key]
+    by_key = {v.report.shard: v.report for v in validations}
+    docs = [d for v in validations for d in v.docs]
+    missing = [s.key for s in shards if s.key not in by_key]
     if missing:
         raise PublishError(f"{plan.dataset}/{plan.version}: no validation report for {missing}")
-    failed = [by_key[s["key"]] for s in shards if not by_key[s["key"]]["passed"]]
+    failed = [s for s in shards if not by_key[s.key].passed]
     lines = [
-        f"{r['shard']}: "
-        + "; ".join(
-            f"{f['check']}{' [' + f['column'] + ']' if f['column'] else ''} {f['detail']}" for f in r["findings"]
-        )
-        for r in failed
+        f"{s.key}: "
+        + "; ".join(f"{f.check}{' [' + f.column + ']' if f.column else ''} {f.detail}" for f in by_key[s.key].findings)
+        for s in failed
     ]
     fraction = len(failed) / len(shards) if shards else 1.0
     if failed and (policy == "fail" or fraction > max_failed_fraction or len(failed) == len(shards)):
@@ -116,38 +147,38 @@ def publish(
             "policy fail" if policy == "fail" else f"{fraction:.0%} failed, over the {max_failed_fraction:.0%} allowed"
         )
         if policy == "quarantine":
-            _quarantine(target, prefix, [s for s in shards if not by_key[s["key"]]["passed"]], by_key)
+            _quarantine(target, prefix, failed, by_key)
         raise PublishError(
             f"{plan.dataset}/{plan.version} not published ({why}): {len(failed)} of {len(shards)} shard(s) failed — "
             + " | ".join(lines)
         )
-    good = [s for s in shards if by_key[s["key"]]["passed"]]
+    good = [s for s in shards if by_key[s.key].passed]
     if failed:
-        _quarantine(target, prefix, [s for s in shards if not by_key[s["key"]]["passed"]], by_key)
-    raw = sum(s["raw_bytes"] for s in good)
-    stored = sum(s["size"] for s in good)
-    summary = {
-        "dataset": plan.dataset,
-        "version": plan.version,
-        "format": plan.format,
-        "level": plan.level,
-        "shards": len(good),
-        "rows": sum(s["rows"] for s in good),
-        "raw_bytes": raw,
-        "bytes": stored,
-        "ratio": round(raw / stored, 3) if stored else 0.0,
-        "quarantined": [r["shard"] for r in failed],
-        "failures": lines,
-        "policy": policy,
-        "schema": dict(plan.schema),
-    }
-    report = {"summary": summary, "shards": [by_key[s["key"]] for s in shards]}
+        _quarantine(target, prefix, failed, by_key)
+    raw = sum(s.raw_bytes for s in good)
+    stored = sum(s.size for s in good)
+    published = Publication(
+        dataset=plan.dataset,
+        version=plan.version,
+        format=plan.format,
+        level=plan.level,
+        shards=len(good),
+        rows=sum(s.rows for s in good),
+        raw_bytes=raw,
+        bytes=stored,
+        ratio=round(raw / stored, 3) if stored else 0.0,
+        policy=policy,
+        quarantined=[s.key for s in failed],
+        failures=lines,
+    )
+    summary = published.to_json() | {"schema": dict(plan.schema)}  # the schema lets readers decode the version
+    report = {"summary": summary, "shards": [by_key[s.key].to_json() for s in shards]}
     data = json.dumps(report, indent=1).encode()
     target.write_bytes(f"{prefix}/{REPORT_KEY}", data)
-    entries = [Entry(s["key"], s["size"], s["checksum"]) for s in good]
+    entries = [Entry(s.key, s.size, str(s.checksum)) for s in good]
     entries.append(Entry(REPORT_KEY, len(data), checksum_bytes(data)))
-    failed_stems = {shard_stem(r["shard"]) for r in failed}  # their docs went to quarantine with them
-    entries += [Entry(str(k), int(n), str(c)) for k, n, c in docs if _docs_stem(str(k)) not in failed_stems]
+    failed_stems = {shard_stem(s.key) for s in failed}  # their docs went to quarantine with them
+    entries += [Entry(k, n, c) for k, n, c in docs if _docs_stem(k) not in failed_stems]
     if plan.dictionary_checksum:
         size = target.stat(f"{prefix}/{DICTIONARY_KEY}").size
         entries.append(Entry(DICTIONARY_KEY, size, plan.dictionary_checksum))
@@ -166,12 +197,12 @@ def publish(
         plan.version,
         target.name,
         len(good),
-        summary["rows"],
+        published.rows,
         stored / 1e6,
-        summary["ratio"],
-        f"; quarantined {summary['quarantined']}" if failed else "",
+        published.ratio,
+        f"; quarantined {published.quarantined}" if failed else "",
     )
-    return record, summary
+    return record, published
 
 
 def shard_stem(key: str) -> str:
@@ -185,15 +216,15 @@ def _docs_stem(key: str) -> str | None:
     return parts[2] if len(parts) > 2 else None
 
 
-def _quarantine(target: Tier, prefix: str, shards: Sequence[dict[str, Any]], reports: dict[str, Any]) -> None:
+def _quarantine(target: Tier, prefix: str, shards: Sequence[BuiltShard], reports: dict[str, ShardReport]) -> None:
     """Move failing shards and their reports under ``_quarantine/`` (copy, then delete the original)."""
     for shard in shards:
-        src = f"{prefix}/{shard['key']}"
-        dst = f"{prefix}/{QUARANTINE_DIR}/{shard['key']}"
+        src = f"{prefix}/{shard.key}"
+        dst = f"{prefix}/{QUARANTINE_DIR}/{shard.key}"
         if target.exists(src):
             target.copy_key(src, dst)
             target.delete([src])
-        target.write_bytes(f"{dst}.report.json", json.dumps(reports[shard["key"]], indent=1).encode())
+        target.write_bytes(f"{dst}.report.json", json.dumps(reports[shard.key].to_json(), indent=1).encode())
         log.warning("quarantined %s → %s", target.url(src), target.url(dst))
 
 
@@ -260,10 +291,6 @@ def prepare(
     if plan.already_published:
         return plan, None, {"dataset": dataset, "version": version, "already_published": True}
     shards = [s for i in range(len(plan.groups)) for s in build_group(source, target, plan, i, suite, workdir)]
-    reports, docs = [], []
-    for shard in shards:
-        report, entries = validate_shard(target, plan, shard, suite, workdir)
-        reports.append(report.to_json())
-        docs += entries
-    record, summary = publish(target, plan, shards, reports, docs, policy, max_failed_fraction)
-    return plan, record, summary
+    validations = [validate_shard(target, plan, shard, suite, workdir) for shard in shards]
+    record, published = publish(target, plan, shards, validations, policy, max_failed_fraction)
+    return plan, record, published.to_json()

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipelines.core.checksum import checksum_bytes, checksum_file
 from pipelines.core.manifest import dataset_prefix
+from pipelines.core.payloads import Payload
 from pipelines.datasets.compression import compress_file
 from pipelines.datasets.validation import Suite
 
@@ -24,7 +25,18 @@ from pipelines.datasets.preparation.readers import read_input
 
 log = logging.getLogger(__name__)
 
-__all__ = ["build_group", "validate_integrity"]
+__all__ = ["BuiltShard", "build_group", "validate_integrity"]
+
+
+@dataclass(frozen=True)
+class BuiltShard(Payload):
+    """A shard a build task uploaded (one item of its XCom): the validation and publish tasks read it."""
+
+    key: str  #: under the version's prefix, e.g. ``shards/part-0000-0001.parquet``
+    size: int
+    checksum: str | None  #: None: not known (integrity is then checked by decoding only)
+    rows: int
+    raw_bytes: int
 
 
 @dataclass
@@ -113,12 +125,11 @@ def load_dictionary(target: Tier, plan: PreparePlan) -> bytes | None:
 
 def build_group(
     source: Tier, target: Tier, plan: PreparePlan, index: int, suite: Suite, workdir: str | None = None
-) -> list[dict[str, Any]]:
+) -> list[BuiltShard]:
     """Pack group ``index`` of the plan into shards, check each decoded, and upload them.
 
     A rerun first removes the shards an earlier attempt of this group left (the version is not
-    committed, so nothing reads them). Returns one record per shard: key, size, checksum, rows and
-    raw bytes.
+    committed, so nothing reads them). Returns one record per shard.
 
     Raises:
         InputError: Bad input (object and line named); nothing of this group is uploaded.
@@ -142,25 +153,23 @@ def build_group(
         shards = writer.close()
         stale = [o.key for o in target.list(f"{prefix}/{SHARDS_DIR}") if f"/part-{index:04d}-" in o.key]
         target.delete(stale)
-        out: list[dict[str, Any]] = []
+        out: list[BuiltShard] = []
         for shard in shards:
             report = validate_integrity(shard.local, shard.key, suite, dictionary)
             if report:
                 raise InputError(f"shard {shard.key} does not read back after writing: {report}")
             digest, size = checksum_file(shard.local)
             target.put_file(shard.local, f"{prefix}/{shard.key}")
-            out.append(
-                {"key": shard.key, "size": size, "checksum": digest, "rows": shard.rows, "raw_bytes": shard.raw_bytes}
-            )
+            out.append(BuiltShard(shard.key, size, digest, shard.rows, shard.raw_bytes))
     seconds = time.monotonic() - started
     log.info(
         "group %d: %d inputs → %d shards, %d rows, %.1f MB → %.1f MB in %.1f s",
         index,
         len(group),
         len(out),
-        sum(s["rows"] for s in out),
-        sum(s["raw_bytes"] for s in out) / 1e6,
-        sum(s["size"] for s in out) / 1e6,
+        sum(s.rows for s in out),
+        sum(s.raw_bytes for s in out) / 1e6,
+        sum(s.size for s in out) / 1e6,
         seconds,
     )
     return out
