@@ -22,12 +22,11 @@ __all__ = [
 
 
 def s3_storage_options(conn_id: str) -> dict[str, Any]:
-    """Storage options for s3fs from an ``aws`` connection: login/password, ``endpoint_url`` and region in extra.
-
-    ``config_kwargs`` in the extra (e.g. ``{"max_pool_connections": 64}``) pass through to botocore.
+    """Storage options for an object tier from its Airflow ``aws`` connection (see :func:`options_from_connection`).
 
     Raises:
-        airflow.sdk.exceptions.AirflowRuntimeError: The connection does not exist (its message names it).
+        airflow.sdk.exceptions.AirflowRuntimeError: The connection does not exist (its message names it);
+            the provider alone would fall back to the default credential chain without a word.
     """
     from airflow.sdk import BaseHook
 
@@ -35,19 +34,52 @@ def s3_storage_options(conn_id: str) -> dict[str, Any]:
 
 
 def options_from_connection(conn: Any) -> dict[str, Any]:
-    """Storage options for s3fs from a connection object (task SDK or core model)."""
-    extra = conn.extra_dejson
+    """Storage options for an object tier from an ``aws`` connection (task SDK or core model), via the amazon provider.
+
+    The provider resolves the credentials as it does for its own operators: keys (login/password or
+    ``aws_access_key_id``/``aws_secret_access_key`` in extra) with an optional session token,
+    ``role_arn`` (assumed, and refreshed before it expires), ``profile_name``, or the default
+    chain; the endpoint from ``endpoint_url`` or ``service_config.s3.endpoint_url`` and
+    ``region_name``, in extra. ``config_kwargs`` in extra (e.g. ``{"max_pool_connections": 64}``)
+    pass through to botocore.
+
+    Static keys are handed over as they are. Anything else becomes the provider's session (for
+    s3fs) and its refreshing credentials (for the CRT path,
+    :data:`~pipelines.storage.credentials.CRT_CREDENTIALS`): both ask again when a temporary
+    credential expires.
+
+    Raises:
+        PermissionError: The connection resolves to no credentials at all (named).
+    """
+    from airflow.providers.amazon.aws.hooks.base_aws import BaseSessionFactory
+    from airflow.providers.amazon.aws.utils.connection_wrapper import AwsConnectionWrapper
+
+    from pipelines.storage.credentials import CRT_CREDENTIALS
+
+    wrapper = AwsConnectionWrapper(conn=conn)
     options: dict[str, Any] = {}
-    if conn.login:
-        options["key"] = conn.login
-        options["secret"] = conn.password
-    endpoint = extra.get("endpoint_url") or extra.get("service_config", {}).get("s3", {}).get("endpoint_url")
+    endpoint = wrapper.get_service_endpoint_url("s3")
     if endpoint:
         options["endpoint_url"] = endpoint
-    if extra.get("region_name"):
-        options["client_kwargs"] = {"region_name": extra["region_name"]}
-    if extra.get("config_kwargs"):
-        options["config_kwargs"] = dict(extra["config_kwargs"])
+    if wrapper.region_name:
+        options["client_kwargs"] = {"region_name": wrapper.region_name}
+    if wrapper.extra_config.get("config_kwargs"):
+        options["config_kwargs"] = dict(wrapper.extra_config["config_kwargs"])
+    if wrapper.aws_access_key_id and wrapper.aws_secret_access_key and not wrapper.role_arn:
+        options["key"], options["secret"] = wrapper.aws_access_key_id, wrapper.aws_secret_access_key
+        if wrapper.aws_session_token:
+            options["token"] = wrapper.aws_session_token
+        return options
+    factory = BaseSessionFactory(conn=wrapper, region_name=wrapper.region_name)
+    refreshing = factory.create_session().get_credentials()
+    if refreshing is None:
+        raise PermissionError(
+            f"connection {conn.conn_id!r}: no AWS credentials (no keys, role, profile or default chain)"
+        )
+    options["session"] = BaseSessionFactory(conn=wrapper, region_name=wrapper.region_name).create_session(
+        deferrable=True
+    )
+    options[CRT_CREDENTIALS] = refreshing.get_frozen_credentials
     return options
 
 
@@ -64,12 +96,22 @@ def load_config_in_task(path: str | None = None) -> TierflowConfig:
         raise AirflowFailException(str(exc)) from None
 
 
-def open_tier_in_task(config: TierflowConfig, name: str) -> Tier:
-    """Open a tier inside a task; an object tier's credentials come from its Airflow connection."""
+def open_tier_in_task(
+    config: TierflowConfig, name: str, by_connection: dict[str, dict[str, Any]] | None = None
+) -> Tier:
+    """Open a tier inside a task; an object tier's credentials come from its Airflow connection.
+
+    ``by_connection`` caches the options per connection id across calls (one session per connection).
+    """
     from pipelines.storage.tier import open_tier
 
     tier = config.tier(name)
-    options = s3_storage_options(tier.conn_id) if tier.is_object and tier.conn_id else None
+    options = None
+    if tier.is_object and tier.conn_id:
+        cache = {} if by_connection is None else by_connection
+        if tier.conn_id not in cache:
+            cache[tier.conn_id] = s3_storage_options(tier.conn_id)
+        options = cache[tier.conn_id]
     return open_tier(config, name, options)
 
 
@@ -82,7 +124,8 @@ def open_tiers_in_task(config_path: str | None, *names: str | tuple[str | None, 
     """
     config = load_config_in_task(config_path)
     resolved = [n if isinstance(n, str) else (n[0] or config.primary(n[1]).name) for n in names]  # type: ignore[arg-type]
-    return [open_tier_in_task(config, name) for name in resolved]
+    by_connection: dict[str, dict[str, Any]] = {}  # tiers of one connection share a session (server-side copies)
+    return [open_tier_in_task(config, name, by_connection) for name in resolved]
 
 
 def select_tiers(asked: list[str] | None, config_path: str | None = None) -> list[str]:

@@ -13,10 +13,17 @@ from typing import Any
 
 from pipelines.core.config import TierConfig, TierflowConfig
 
-__all__ = ["CREDENTIALS_FILE", "S3Credentials", "read_embedded_credentials", "storage_options_for"]
+__all__ = ["CREDENTIALS_FILE", "CRT_CREDENTIALS", "S3Credentials", "read_embedded_credentials", "storage_options_for"]
 
 #: The embedded server's key pair, under its directory ``<state_dir>/s3``.
 CREDENTIALS_FILE = "credentials.json"
+
+#: Storage option (Tierflow's own; never passed to s3fs) holding a callable that returns the current
+#: credentials, ``.access_key``, ``.secret_key`` and ``.token`` (botocore's
+#: ``Credentials.get_frozen_credentials``, which refreshes temporary credentials before they expire).
+#: The CRT path asks it for credentials whenever it signs, so assumed roles are refreshed, not
+#: copied once. It comes with a ``session`` option (the same credentials for s3fs).
+CRT_CREDENTIALS = "tierflow_credentials"
 
 
 @dataclass(frozen=True)

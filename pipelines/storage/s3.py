@@ -19,6 +19,7 @@ from typing import Any, BinaryIO, cast
 import fsspec
 
 from pipelines.core.config import TierConfig
+from pipelines.storage.credentials import CRT_CREDENTIALS
 from pipelines.storage.tier import Tier
 
 __all__ = ["CHECKSUM_METADATA", "S3Tier"]
@@ -47,7 +48,7 @@ class S3Tier(Tier):
         # Enough connections for the widest plan (botocore's default pool of 10 throttles transfers).
         config_kwargs.setdefault("max_pool_connections", 64)
         options["config_kwargs"] = config_kwargs
-        self.fs = fsspec.filesystem("s3", **options)
+        self.fs = fsspec.filesystem("s3", **{k: v for k, v in options.items() if k != CRT_CREDENTIALS})
 
     @property
     def bucket(self) -> str:
@@ -122,7 +123,7 @@ class S3Tier(Tier):
         """Whether ``other`` is on the same endpoint with the same credentials (server-side copies work)."""
         if not isinstance(other, S3Tier):
             return False
-        keys = ("endpoint_url", "key", "secret", "profile")
+        keys = ("endpoint_url", "key", "secret", "profile", "session")  # one connection's tiers share a session
         return all(self.storage_options.get(k) == other.storage_options.get(k) for k in keys)
 
     def unfinished_uploads(self, prefix: str) -> Iterator[dict[str, Any]]:

@@ -20,18 +20,25 @@ from typing import Any
 from urllib.parse import quote, urlparse
 
 from pipelines.core.errors import Outcome, TierflowError
+from pipelines.storage.credentials import CRT_CREDENTIALS
 
 __all__ = ["CrtMover", "crt_available"]
 
 
 def crt_available(storage_options: dict[str, Any]) -> bool:
-    """Whether the CRT path can serve these s3fs storage options (static keys or the default chain)."""
+    """Whether the CRT path can serve these storage options.
+
+    It can sign with static keys (and a session token), with refreshing credentials
+    (:data:`~pipelines.storage.credentials.CRT_CREDENTIALS`, which a ``session`` from an Airflow
+    connection comes with) or with the default chain; not anonymously or with an s3fs ``profile``.
+    """
     try:
         import awscrt.s3  # noqa: F401
     except ImportError:
         return False
-    unsupported = {"anon", "token", "profile", "session"}
-    return not any(storage_options.get(k) for k in unsupported)
+    if storage_options.get("anon") or storage_options.get("profile"):
+        return False
+    return not storage_options.get("session") or callable(storage_options.get(CRT_CREDENTIALS))
 
 
 def _translate(exc: BaseException, what: str) -> BaseException:
@@ -72,8 +79,9 @@ class CrtMover:
     """Upload and download whole objects between local files and one S3 endpoint.
 
     Args:
-        storage_options: The tier's s3fs options (``key``, ``secret``, ``endpoint_url``,
-            ``client_kwargs.region_name``); without keys the default AWS credential chain is used.
+        storage_options: The tier's options (``key``, ``secret``, ``token``, ``endpoint_url``,
+            ``client_kwargs.region_name``, or refreshing credentials under ``tierflow_credentials``);
+            without credentials the default AWS credential chain is used.
         concurrency: Connections the client may open.
         part_size: Multipart part size (upload parts and ranged GETs).
         memory_limit: Buffer memory the client may use (at least 1 GiB is the CRT's floor on
@@ -83,7 +91,7 @@ class CrtMover:
     def __init__(
         self, storage_options: dict[str, Any], concurrency: int, part_size: int, memory_limit: int = 2**30
     ) -> None:
-        from awscrt.auth import AwsCredentialsProvider
+        from awscrt.auth import AwsCredentials, AwsCredentialsProvider
         from awscrt.io import ClientBootstrap, DefaultHostResolver, EventLoopGroup
         from awscrt.s3 import S3Client, S3RequestTlsMode
 
@@ -105,8 +113,16 @@ class CrtMover:
             tls = S3RequestTlsMode.ENABLED
         self._region = region
         key, secret = storage_options.get("key"), storage_options.get("secret")
-        if key and secret:
-            credentials = AwsCredentialsProvider.new_static(key, secret)
+        current = storage_options.get(CRT_CREDENTIALS)
+        if callable(current):
+
+            def signing() -> AwsCredentials:  # asked by the CRT whenever it signs: refreshed credentials
+                now = current()
+                return AwsCredentials(now.access_key, now.secret_key, now.token or None)
+
+            credentials = AwsCredentialsProvider.new_delegate(signing)
+        elif key and secret:
+            credentials = AwsCredentialsProvider.new_static(key, secret, storage_options.get("token") or None)
         else:
             credentials = AwsCredentialsProvider.new_default_chain()
         loop_group = EventLoopGroup()
