@@ -14,15 +14,14 @@ from pipelines.model.bandwidth import (
     DEFAULT_PART_SIZE,
     MAX_PARTS,
     MIN_PART_SIZE,
-    CodecSample,
     HopSizing,
     Workload,
-    choose_compression,
     part_size_for,
     plan_hop,
     predict_hop,
     predict_staging,
 )
+from pipelines.model.codecs import CodecSample, choose_compression
 
 pytestmark = pytest.mark.unit
 

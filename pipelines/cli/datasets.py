@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from pipelines.cli.common import UsageError, config_from_args, open_named, role
 from pipelines.core.units import format_bytes
+
+if TYPE_CHECKING:
+    from pipelines.core.config import TierflowConfig
 
 __all__ = ["register"]
 
@@ -60,103 +64,108 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_datasets(args: argparse.Namespace) -> int:
-    """Publish, stage and list dataset versions."""
+    """Publish, stage, prepare and list dataset versions."""
     import logging
 
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     if getattr(args, "verbose", False):
         logging.getLogger("pipelines").setLevel(logging.INFO)
     cfg = config_from_args(args)
+    action = {"publish": _publish, "stage": _stage, "ls": _ls, "prepare": _prepare}[args.action]
     try:
-        if args.action == "publish":
-            from pipelines.datasets.staging import publish_directory
-
-            args.tier = role(cfg, args.tier, "object")
-            report, record = publish_directory(
-                args.dir, open_named(cfg, args.tier), args.name, args.version, replace=args.replace
-            )
-            print(
-                f"published {args.name}/{args.version} on {args.tier}: {report.line()}; "
-                f"manifest {record.manifest.checksum()}"
-            )
-        elif args.action == "stage":
-            from pipelines.datasets.staging import stage_dataset
-
-            args.source = role(cfg, args.source, "object")
-            plan, staged, _ = stage_dataset(
-                open_named(cfg, args.source),
-                open_named(cfg, args.target),
-                args.name,
-                args.version,
-                verify=args.verify,
-            )
-            if staged is None:
-                print(f"{args.name}/{args.version} already committed on {args.target}")
-            else:
-                print(
-                    f"staged {args.name}/{args.version} {args.source} -> {args.target}: {staged.line()}; "
-                    f"predicted {plan.hop.predicted_s:.2f} s ({plan.hop.predicted.bottleneck})"
-                )
-        elif args.action == "ls":
-            from botocore.exceptions import BotoCoreError, ClientError
-
-            from pipelines.core.config import ConfigError
-            from pipelines.core.errors import one_line
-            from pipelines.datasets.cache import cache_entries
-
-            if args.tier:
-                cfg.tier(args.tier)  # an unknown name is refused, naming the tiers there are
-            unavailable = 0
-            for tier_cfg in cfg.tiers:
-                if args.tier and tier_cfg.name != args.tier:
-                    continue
-                try:
-                    entries = cache_entries(open_named(cfg, tier_cfg.name))
-                except (ConfigError, OSError, BotoCoreError, ClientError) as exc:  # not there or not reachable
-                    if args.tier:
-                        raise
-                    # Named, and the other tiers still listed (an NVMe root lives on another node).
-                    print(f"tierflow datasets ls: {tier_cfg.name}: {one_line(exc)}", file=sys.stderr)
-                    unavailable += 1
-                    continue
-                for e in entries:
-                    state = "committed" if e.committed else "uncommitted"
-                    pins = f" pinned by {', '.join(e.pinned_by)}" if e.pinned_by else ""
-                    print(
-                        f"{tier_cfg.name:<8} {e.dataset}/{e.version:<12} {state:<11} {format_bytes(e.bytes):>10}{pins}"
-                    )
-        elif args.action == "prepare":
-            from pipelines.core.units import parse_size
-            from pipelines.datasets.preparation import prepare
-            from pipelines.datasets.validation import load_suite
-
-            args.target = role(cfg, args.target, "object")
-            prepared, published, summary = prepare(
-                open_named(cfg, role(cfg, args.source, "object")),
-                open_named(cfg, args.target),
-                args.source_prefix,
-                args.name,
-                args.version,
-                load_suite(args.name, args.suites),
-                fmt=args.format,
-                level=args.level,
-                shard_bytes=parse_size(args.shard_size) if args.shard_size else None,
-                threads=args.threads,
-                dictionary=args.dictionary,
-                policy=args.policy,
-                max_failed_fraction=args.max_failed_fraction,
-            )
-            if published is None:
-                print(f"{args.name}/{args.version} is already published on {args.target}")
-            else:
-                quarantined = f"; quarantined {summary['quarantined']}" if summary["quarantined"] else ""
-                print(
-                    f"published {args.name}/{args.version} on {args.target}: {summary['shards']} shards, "
-                    f"{summary['rows']} rows, {format_bytes(summary['bytes'])} (ratio {summary['ratio']:.2f}, "
-                    f"zstd level {prepared.level}){quarantined}"
-                )
-        if args.action == "ls" and unavailable:
-            return 1
+        return action(cfg, args)
     except (FileNotFoundError, PermissionError) as exc:  # a source or tier the user named; the rest: main's map
         raise UsageError(str(exc)) from None
+
+
+def _publish(cfg: TierflowConfig, args: argparse.Namespace) -> int:
+    from pipelines.datasets.staging import publish_directory
+
+    args.tier = role(cfg, args.tier, "object")
+    report, record = publish_directory(
+        args.dir, open_named(cfg, args.tier), args.name, args.version, replace=args.replace
+    )
+    print(
+        f"published {args.name}/{args.version} on {args.tier}: {report.line()}; manifest {record.manifest.checksum()}"
+    )
+    return 0
+
+
+def _stage(cfg: TierflowConfig, args: argparse.Namespace) -> int:
+    from pipelines.datasets.staging import stage_dataset
+
+    args.source = role(cfg, args.source, "object")
+    plan, staged, _ = stage_dataset(
+        open_named(cfg, args.source), open_named(cfg, args.target), args.name, args.version, verify=args.verify
+    )
+    if staged is None:
+        print(f"{args.name}/{args.version} already committed on {args.target}")
+    else:
+        print(
+            f"staged {args.name}/{args.version} {args.source} -> {args.target}: {staged.line()}; "
+            f"predicted {plan.hop.predicted_s:.2f} s ({plan.hop.predicted.bottleneck})"
+        )
+    return 0
+
+
+def _ls(cfg: TierflowConfig, args: argparse.Namespace) -> int:
+    """Every tier's versions; a tier that cannot be listed is named on stderr and the others still listed."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from pipelines.core.config import ConfigError
+    from pipelines.core.errors import one_line
+    from pipelines.datasets.cache import cache_entries
+
+    if args.tier:
+        cfg.tier(args.tier)  # an unknown name is refused, naming the tiers there are
+    unavailable = 0
+    for tier_cfg in cfg.tiers:
+        if args.tier and tier_cfg.name != args.tier:
+            continue
+        try:
+            entries = cache_entries(open_named(cfg, tier_cfg.name))
+        except (ConfigError, OSError, BotoCoreError, ClientError) as exc:  # not there or not reachable
+            if args.tier:
+                raise
+            # Named, and the other tiers still listed (an NVMe root lives on another node).
+            print(f"tierflow datasets ls: {tier_cfg.name}: {one_line(exc)}", file=sys.stderr)
+            unavailable += 1
+            continue
+        for e in entries:
+            state = "committed" if e.committed else "uncommitted"
+            pins = f" pinned by {', '.join(e.pinned_by)}" if e.pinned_by else ""
+            print(f"{tier_cfg.name:<8} {e.dataset}/{e.version:<12} {state:<11} {format_bytes(e.bytes):>10}{pins}")
+    return 1 if unavailable else 0
+
+
+def _prepare(cfg: TierflowConfig, args: argparse.Namespace) -> int:
+    from pipelines.core.units import parse_size
+    from pipelines.datasets.preparation import prepare
+    from pipelines.datasets.validation import load_suite
+
+    args.target = role(cfg, args.target, "object")
+    prepared, published, summary = prepare(
+        open_named(cfg, role(cfg, args.source, "object")),
+        open_named(cfg, args.target),
+        args.source_prefix,
+        args.name,
+        args.version,
+        load_suite(args.name, args.suites),
+        fmt=args.format,
+        level=args.level,
+        shard_bytes=parse_size(args.shard_size) if args.shard_size else None,
+        threads=args.threads,
+        dictionary=args.dictionary,
+        policy=args.policy,
+        max_failed_fraction=args.max_failed_fraction,
+    )
+    if published is None:
+        print(f"{args.name}/{args.version} is already published on {args.target}")
+    else:
+        quarantined = f"; quarantined {', '.join(summary['quarantined'])}" if summary["quarantined"] else ""
+        print(
+            f"published {args.name}/{args.version} on {args.target}: {summary['shards']} shards, "
+            f"{summary['rows']} rows, {format_bytes(summary['bytes'])} (ratio {summary['ratio']:.2f}, "
+            f"zstd level {prepared.level}){quarantined}"
+        )
     return 0

@@ -8,7 +8,7 @@ declared size of each frame is checked against a limit *before* it is decoded, w
 decompression bomb without allocating it.
 
 The planner decides whether and how hard to compress from :func:`measure_levels` (see
-:func:`pipelines.model.bandwidth.choose_compression`); measuring on a sample of the real data matters,
+:func:`pipelines.model.codecs.choose_compression`); measuring on a sample of the real data matters,
 because text compresses ~3x while already-compressed Parquet gains ~1.2x.
 """
 
@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from pipelines.core.errors import IntegrityError
 from pipelines.core.state import written_whole
-from pipelines.model.bandwidth import CodecSample
+from pipelines.model.codecs import CodecSample
 
 if TYPE_CHECKING:
     import zstandard

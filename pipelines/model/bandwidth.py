@@ -15,7 +15,8 @@ A hop takes the slower of its two ends. Multi-hop staging is either sequential (
 pipelined (the slowest hop plus the time for the first shard to get through the others).
 
 **Planner.** :func:`plan_hop` picks concurrency, part size, number of mapped shards, pool and
-pool slots, and the execution timeout; :func:`choose_compression` decides whether zstd pays.
+pool slots, and the execution timeout; :func:`pipelines.model.codecs.choose_compression` decides
+whether zstd pays.
 Every choice comes with a one-line reason.
 """
 
@@ -32,15 +33,12 @@ from pipelines.core.payloads import Payload
 __all__ = [
     "MAX_MAP_LENGTH",
     "Bottleneck",
-    "CodecSample",
-    "CompressionChoice",
     "EndPrediction",
     "HopPlan",
     "HopPrediction",
     "HopSizing",
     "StagingPrediction",
     "Workload",
-    "choose_compression",
     "part_size_for",
     "plan_hop",
     "predict_hop",
@@ -406,53 +404,4 @@ def plan_hop(
             "pool": f"writes to {writes_to.name}; one slot per stream",
             "execution_timeout": f"{shard_s:.1f} s per shard × {TIMEOUT_SAFETY:g}, at least {MIN_TIMEOUT_S:.0f} s",
         },
-    )
-
-
-@dataclass(frozen=True)
-class CodecSample:
-    """A zstd level measured on a sample: compression speed (input bytes/s, all threads) and ratio."""
-
-    level: int
-    compress_bps: float
-    ratio: float
-
-
-@dataclass(frozen=True)
-class CompressionChoice:
-    """Whether to compress, at which level, the predicted seconds both ways, and why."""
-
-    level: int | None
-    raw_s: float
-    compressed_s: float
-    reason: str
-
-
-def choose_compression(
-    source: TierConfig, destination: TierConfig, work: Workload, concurrency: int, samples: Sequence[CodecSample]
-) -> CompressionChoice:
-    """Compress only when compress time + moving the smaller bytes beats moving the raw bytes."""
-    raw = predict_hop(source, destination, work, concurrency).seconds
-    best: tuple[float, CodecSample] | None = None
-    for s in samples:
-        if s.ratio <= 0 or s.compress_bps <= 0:
-            raise ValueError(f"codec sample for level {s.level} must have positive speed and ratio")
-        smaller = Workload(
-            bytes=math.ceil(work.bytes / s.ratio),
-            objects=work.objects,
-            largest=math.ceil(work.largest / s.ratio),
-            histogram=tuple((max(1, math.ceil(b / s.ratio)), n) for b, n in work.histogram),
-        )
-        t = work.bytes / s.compress_bps + predict_hop(source, destination, smaller, concurrency).seconds
-        if best is None or t < best[0]:
-            best = (t, s)
-    if best is None:
-        return CompressionChoice(None, raw, raw, "no codec measurements")
-    t, s = best
-    if t < raw:
-        return CompressionChoice(
-            s.level, raw, t, f"zstd level {s.level} (ratio {s.ratio:.2f}): {t:.1f} s compressed vs {raw:.1f} s raw"
-        )
-    return CompressionChoice(
-        None, raw, t, f"raw: {raw:.1f} s beats the best compressed option (level {s.level}) at {t:.1f} s"
     )

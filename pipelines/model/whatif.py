@@ -16,12 +16,11 @@ from typing import Any
 from pipelines.core.config import TierConfig, TierflowConfig
 from pipelines.model.bandwidth import (
     DEFAULT_MEMORY_BUDGET,
-    CodecSample,
     HopPlan,
     Workload,
-    choose_compression,
     plan_hop,
 )
+from pipelines.model.codecs import CodecSample, choose_compression
 
 __all__ = ["Cluster", "Costs", "plan_cluster"]
 

@@ -229,6 +229,66 @@ class _Copier:
         return digest
 
 
+def _clear_what_dead_copies_left(dst: Tier, dst_prefix: str, destination: str) -> None:
+    """Remove temporaries and abort multipart uploads that copies no longer running left under the prefix."""
+    stale = remove_temporaries(dst, dst_prefix)
+    if stale:
+        log.info("removed %d temporaries left under %s by a copy that is gone", stale, destination)
+    reaped = reap_multipart_uploads(dst, dst_prefix)
+    if reaped.aborted:
+        log.info(
+            "aborted %d unfinished multipart uploads under %s: %d of a writer that is gone, %d older than %.0f h",
+            reaped.aborted,
+            destination,
+            reaped.writer_gone,
+            reaped.expired,
+            ABANDONED_UPLOAD_S / 3600,
+        )
+    if reaped.left:
+        log.info(
+            "left %d unfinished multipart uploads under %s alone: another copy may be writing them "
+            "(aborted once older than %.0f h)",
+            reaped.left,
+            destination,
+            ABANDONED_UPLOAD_S / 3600,
+        )
+
+
+def _not_yet_there(
+    copier: _Copier, dst: Tier, dst_prefix: str, entries: Sequence[Entry], report: TransferReport, concurrency: int
+) -> list[Entry]:
+    """The entries still to copy; those already at the destination and verified are counted as skipped (resume)."""
+    existing = {o.key: o.size for o in dst.list(dst_prefix)} if entries else {}
+    # Only objects of the right size can already be there; their checksums are checked in parallel.
+    candidates = [e for e in entries if e.checksum is not None and existing.get(join_key(dst_prefix, e.key)) == e.size]
+
+    def there(entry: Entry) -> bool:
+        try:
+            return copier.already_there(entry, existing)
+        except FileNotFoundError:
+            return False
+
+    workers = max(1, min(concurrency, len(candidates)))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tierflow-check") as pool:
+        present = {e.key for e, ok in zip(candidates, pool.map(there, candidates), strict=True) if ok}
+    todo: list[Entry] = []
+    for entry in entries:
+        if entry.key in present:
+            assert entry.checksum is not None
+            report.checksums[entry.key] = entry.checksum
+            report.skipped_objects += 1
+            report.skipped_bytes += entry.size
+        else:
+            todo.append(entry)
+    if report.skipped_objects:
+        log.info(
+            "resume: %d objects (%d bytes) already at the destination and verified",
+            report.skipped_objects,
+            report.skipped_bytes,
+        )
+    return todo
+
+
 def copy_entries(
     src: Tier,
     src_prefix: str,
@@ -256,55 +316,9 @@ def copy_entries(
         part_size=settings.part_size,
     )
     started = time.monotonic()
-    stale = remove_temporaries(dst, dst_prefix)
-    if stale:
-        log.info("removed %d temporaries left under %s by a copy that is gone", stale, report.destination)
-    reaped = reap_multipart_uploads(dst, dst_prefix)
-    if reaped.aborted:
-        log.info(
-            "aborted %d unfinished multipart uploads under %s: %d of a writer that is gone, %d older than %.0f h",
-            reaped.aborted,
-            report.destination,
-            reaped.writer_gone,
-            reaped.expired,
-            ABANDONED_UPLOAD_S / 3600,
-        )
-    if reaped.left:
-        log.info(
-            "left %d unfinished multipart uploads under %s alone: another copy may be writing them "
-            "(aborted once older than %.0f h)",
-            reaped.left,
-            report.destination,
-            ABANDONED_UPLOAD_S / 3600,
-        )
-    existing = {o.key: o.size for o in dst.list(dst_prefix)} if entries else {}
+    _clear_what_dead_copies_left(dst, dst_prefix, report.destination)
     copier = _Copier(src, src_prefix, dst, dst_prefix, settings)
-    # Only objects of the right size can already be there; their checksums are checked in parallel.
-    candidates = [e for e in entries if e.checksum is not None and existing.get(join_key(dst_prefix, e.key)) == e.size]
-
-    def there(entry: Entry) -> bool:
-        try:
-            return copier.already_there(entry, existing)
-        except FileNotFoundError:
-            return False
-
-    with ThreadPoolExecutor(max_workers=max(1, min(c, len(candidates))), thread_name_prefix="tierflow-check") as pool:
-        present = {e.key for e, ok in zip(candidates, pool.map(there, candidates), strict=True) if ok}
-    todo: list[Entry] = []
-    for entry in entries:
-        if entry.key in present:
-            assert entry.checksum is not None
-            report.checksums[entry.key] = entry.checksum
-            report.skipped_objects += 1
-            report.skipped_bytes += entry.size
-        else:
-            todo.append(entry)
-    if report.skipped_objects:
-        log.info(
-            "resume: %d objects (%d bytes) already at the destination and verified",
-            report.skipped_objects,
-            report.skipped_bytes,
-        )
+    todo = _not_yet_there(copier, dst, dst_prefix, entries, report, c)
     progress = Progress(
         sum(e.size for e in todo), f"{report.source} -> {report.destination}", settings.progress_interval_s
     )

@@ -17,7 +17,8 @@ from pipelines.core.manifest import dataset_prefix, validate_name
 from pipelines.core.payloads import Payload
 from pipelines.datasets.compression import iter_decompressed, measure_levels, train_dictionary
 from pipelines.datasets.validation import Suite
-from pipelines.model.bandwidth import Workload, choose_compression, plan_hop
+from pipelines.model.bandwidth import Workload, plan_hop
+from pipelines.model.codecs import choose_compression
 from pipelines.storage.commit import read_commit
 
 if TYPE_CHECKING:

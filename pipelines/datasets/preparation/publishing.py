@@ -132,29 +132,7 @@ def publish(
     prefix = dataset_prefix(plan.dataset, plan.version)
     by_key = {v.report.shard: v.report for v in validations}
     docs = [d for v in validations for d in v.docs]
-    missing = [s.key for s in shards if s.key not in by_key]
-    if missing:
-        raise PublishError(f"{plan.dataset}/{plan.version}: no validation report for {missing}")
-    failed = [s for s in shards if not by_key[s.key].passed]
-    lines = [
-        f"{s.key}: "
-        + "; ".join(f"{f.check}{' [' + f.column + ']' if f.column else ''} {f.detail}" for f in by_key[s.key].findings)
-        for s in failed
-    ]
-    fraction = len(failed) / len(shards) if shards else 1.0
-    if failed and (policy == "fail" or fraction > max_failed_fraction or len(failed) == len(shards)):
-        why = (
-            "policy fail" if policy == "fail" else f"{fraction:.0%} failed, over the {max_failed_fraction:.0%} allowed"
-        )
-        if policy == "quarantine":
-            _quarantine(target, prefix, failed, by_key)
-        raise PublishError(
-            f"{plan.dataset}/{plan.version} not published ({why}): {len(failed)} of {len(shards)} shard(s) failed — "
-            + " | ".join(lines)
-        )
-    good = [s for s in shards if by_key[s.key].passed]
-    if failed:
-        _quarantine(target, prefix, failed, by_key)
+    good, failed, lines = _apply_policy(target, plan, shards, by_key, policy, max_failed_fraction)
     raw = sum(s.raw_bytes for s in good)
     stored = sum(s.size for s in good)
     published = Publication(
@@ -203,6 +181,44 @@ def publish(
         f"; quarantined {published.quarantined}" if failed else "",
     )
     return record, published
+
+
+def _apply_policy(
+    target: Tier,
+    plan: PreparePlan,
+    shards: Sequence[BuiltShard],
+    by_key: dict[str, ShardReport],
+    policy: str,
+    max_failed_fraction: float,
+) -> tuple[list[BuiltShard], list[BuiltShard], list[str]]:
+    """The shards to publish, those that failed (quarantined when the policy says so) and one line per failure.
+
+    Raises:
+        PublishError: The policy refuses to publish the version.
+    """
+    prefix = dataset_prefix(plan.dataset, plan.version)
+    missing = [s.key for s in shards if s.key not in by_key]
+    if missing:
+        raise PublishError(f"{plan.dataset}/{plan.version}: no validation report for {missing}")
+    failed = [s for s in shards if not by_key[s.key].passed]
+    lines = [
+        f"{s.key}: "
+        + "; ".join(f"{f.check}{' [' + f.column + ']' if f.column else ''} {f.detail}" for f in by_key[s.key].findings)
+        for s in failed
+    ]
+    fraction = len(failed) / len(shards) if shards else 1.0
+    refused = failed and (policy == "fail" or fraction > max_failed_fraction or len(failed) == len(shards))
+    if failed and policy == "quarantine":
+        _quarantine(target, prefix, failed, by_key)
+    if refused:
+        why = (
+            "policy fail" if policy == "fail" else f"{fraction:.0%} failed, over the {max_failed_fraction:.0%} allowed"
+        )
+        raise PublishError(
+            f"{plan.dataset}/{plan.version} not published ({why}): {len(failed)} of {len(shards)} shard(s) failed — "
+            + " | ".join(lines)
+        )
+    return [s for s in shards if by_key[s.key].passed], failed, lines
 
 
 def shard_stem(key: str) -> str:
