@@ -43,6 +43,12 @@ def test_replication_multiplies_the_second_hop_and_costs_follow() -> None:
     assert replicated["energy_kJ"] > sharded["energy_kJ"] > 0
 
 
+def test_energy_is_reported_in_kilojoules() -> None:
+    """1 TB object → PFS at 10 + 4 J/GB is 14,000 J: 14 kJ (it was once reported as 14,000 "kJ")."""
+    plan = plan_cluster(load_config(), 10**12, 1000, Cluster(nodes=1))
+    assert plan["hops"][0]["energy_kJ"] == pytest.approx(1000 * (10.0 + 4.0) / 1000)
+
+
 def test_invalid_input() -> None:
     with pytest.raises(ValueError, match="must be positive"):
         plan_cluster(load_config(), 0, 1, Cluster())

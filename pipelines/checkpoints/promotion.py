@@ -50,6 +50,27 @@ class PromoteResult(Payload):
         return super().to_json() | {"seconds": round(self.seconds, 3)}
 
 
+def _what_to_copy(
+    src: Tier, ckpt: Checkpoint, rules: Rules, source_commit: Any
+) -> tuple[dict[str, int], list[Entry], dict[str, Any]]:
+    """The source listing before the copy (empty when committed), the entries to copy and the marker's extras.
+
+    A source committed by Tierflow is copied by its manifest; an uncommitted one (NVMe, fresh from
+    the trainer) by its listing, which must still hold the framework's completion marker.
+    """
+    if source_commit is not None:
+        return {}, list(source_commit.manifest.entries), dict(source_commit.extra)
+    before = _listing(src, ckpt.prefix)
+    marker = next((m for m in rules.markers if m in before), None)
+    if marker is None:
+        raise CheckpointError(
+            f"{src.url(ckpt.prefix)}: its completion marker disappeared; not promoted", outcome=Outcome.TRANSIENT
+        )
+    entries = [Entry(k, s) for k, s in sorted(before.items())]
+    extra = {"step": ckpt.step, "framework": ckpt.framework, "framework_marker": marker, "metrics": ckpt.metrics}
+    return before, entries, extra
+
+
 def promote(
     src: Tier, dst: Tier, ckpt: Checkpoint, rules: Rules = Rules(), settings: TransferSettings | None = None
 ) -> PromoteResult:
@@ -70,24 +91,7 @@ def promote(
     started = time.monotonic()
     prefix = ckpt.prefix
     source_commit = read_marker(src, prefix)
-    before: dict[str, int] = {}
-    if source_commit is not None:
-        entries = list(source_commit.manifest.entries)
-        extra = dict(source_commit.extra)
-    else:
-        before = _listing(src, prefix)
-        marker = next((m for m in rules.markers if m in before), None)
-        if marker is None:
-            raise CheckpointError(
-                f"{src.url(prefix)}: its completion marker disappeared; not promoted", outcome=Outcome.TRANSIENT
-            )
-        entries = [Entry(k, s) for k, s in sorted(before.items())]
-        extra = {
-            "step": ckpt.step,
-            "framework": ckpt.framework,
-            "framework_marker": marker,
-            "metrics": ckpt.metrics,
-        }
+    before, entries, extra = _what_to_copy(src, ckpt, rules, source_commit)
     existing = read_marker(dst, prefix)
     if existing is not None and (
         (source_commit is not None and existing.manifest.checksum() == source_commit.manifest.checksum())

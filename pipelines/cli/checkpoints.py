@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from pipelines.cli.common import UsageError, config_from_args, open_named, role
 from pipelines.core.units import format_bytes
+
+if TYPE_CHECKING:
+    from pipelines.checkpoints import Rules
+    from pipelines.storage.tier import Tier
 
 __all__ = ["register"]
 
@@ -83,24 +88,7 @@ def cmd_checkpoints(args: argparse.Namespace) -> int:
                     what = "already committed" if r.already else f"{format_bytes(r.copied_bytes)} in {r.seconds:.1f} s"
                     print(f"promoted {r.run}/{r.name} (step {r.step}) {r.source} -> {r.target}: {what}")
         elif args.action == "prune":
-            policies = {}
-            for tier in tiers:
-                text = getattr(args, f"keep_{tier.config.kind}")
-                # An explicit empty policy ('') is refused by parse_retention, never read as the default.
-                spec = ck.parse_retention(text) if text is not None else ck.DEFAULT_RETENTION[tier.config.kind]
-                policies[tier.name] = ck.policy_from_spec(spec)
-            summary = ck.retain(tiers, policies, rules, args.run, args.dry_run)
-            verb = "would delete" if args.dry_run else "deleted"
-            for name, entry in summary.items():
-                listed = f": {', '.join(entry.deleted)}" if entry.deleted else ""
-                note = f" ({entry.note})" if entry.note else ""
-                print(f"{name}: {verb} {len(entry.deleted)} checkpoint(s) ({entry.objects} objects){listed}{note}")
-            if args.partial:
-                gone = ck.cleanup_partial(tiers[0], ck.discover(tiers[0], rules, args.run), args.dry_run)
-                verb = "would remove" if args.dry_run else "removed"
-                print(
-                    f"{tiers[0].name}: {verb} {len(gone)} partial checkpoint(s){': ' + ', '.join(gone) if gone else ''}"
-                )
+            _prune(tiers, rules, args)
         elif args.action == "restore":
             target = open_named(cfg, role(cfg, args.target, "nvme"))
             result = ck.restore(tiers, target, args.run, args.step, rules, holder=args.holder)
@@ -110,3 +98,25 @@ def cmd_checkpoints(args: argparse.Namespace) -> int:
     except PermissionError as exc:  # credentials the user gave; the rest goes to main's map
         raise UsageError(str(exc)) from None
     return 0
+
+
+def _prune(tiers: list[Tier], rules: Rules, args: argparse.Namespace) -> None:
+    """Apply each tier's retention (``--keep-<kind>``, else its kind's default) and say what went, per tier."""
+    import pipelines.checkpoints as ck
+
+    policies = {}
+    for tier in tiers:
+        text = getattr(args, f"keep_{tier.config.kind}")
+        # An explicit empty policy ('') is refused by parse_retention, never read as the default.
+        spec = ck.parse_retention(text) if text is not None else ck.DEFAULT_RETENTION[tier.config.kind]
+        policies[tier.name] = ck.policy_from_spec(spec)
+    summary = ck.retain(tiers, policies, rules, args.run, args.dry_run)
+    verb = "would delete" if args.dry_run else "deleted"
+    for name, entry in summary.items():
+        listed = f": {', '.join(entry.deleted)}" if entry.deleted else ""
+        note = f" ({entry.note})" if entry.note else ""
+        print(f"{name}: {verb} {len(entry.deleted)} checkpoint(s) ({entry.objects} objects){listed}{note}")
+    if args.partial:
+        gone = ck.cleanup_partial(tiers[0], ck.discover(tiers[0], rules, args.run), args.dry_run)
+        verb = "would remove" if args.dry_run else "removed"
+        print(f"{tiers[0].name}: {verb} {len(gone)} partial checkpoint(s){': ' + ', '.join(gone) if gone else ''}")

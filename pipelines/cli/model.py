@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import Any
 
 from pipelines.cli.common import UsageError, config_from_args, open_named, print_table
 from pipelines.core.units import format_bandwidth, format_bytes
@@ -79,7 +80,13 @@ def cmd_plan(args: argparse.Namespace) -> int:
         raise UsageError(f"--sample: {exc}") from None
     if args.json:
         print(json.dumps(result, indent=2))
-        return 0
+    else:
+        _print_plan(result, size, objects, args)
+    return 0
+
+
+def _print_plan(result: dict[str, Any], size: int, objects: int, args: argparse.Namespace) -> None:
+    """The what-if as a table, one row per hop, then the totals."""
     print(
         f"{format_bytes(size)} in {objects} objects to {args.nodes} node(s)"
         f"{' (a full copy on every node)' if args.replicate else ''}"
@@ -111,7 +118,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
                 format_bandwidth(h["throughput_Bps"]),
                 h["bottleneck"],
                 f"${h['cost']:,.2f}",
-                f"{h['energy_kJ'] / 3600:,.1f} kWh",
+                f"{h['energy_kJ'] / 3600:,.3f} kWh",
             )
         )
     print_table(rows)
@@ -119,9 +126,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
         print(f"compression before {result['hops'][0]['hop']}: {result['hops'][0]['compression']['reason']}")
     print(
         f"total: {duration(result['sequential_s'])} sequential, {duration(result['pipelined_s'])} pipelined; "
-        f"bottleneck {result['bottleneck']}; ${result['cost']:,.2f}; {result['energy_kJ'] / 3600:,.1f} kWh"
+        f"bottleneck {result['bottleneck']}; ${result['cost']:,.2f}; {result['energy_kJ'] / 3600:,.3f} kWh"
     )
-    return 0
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:

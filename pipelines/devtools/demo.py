@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from pipelines.core.config import TierflowConfig
 from pipelines.core.units import format_bytes
@@ -67,10 +68,8 @@ def run_demo(config: TierflowConfig, keep_server: bool = False) -> int:
     """Run the demo; returns the exit status (0 when every DAG run succeeded)."""
     from dataclasses import replace
 
-    from pipelines.checkpoints import discover
     from pipelines.datasets.staging import publish_directory
     from pipelines.devtools.corpus import generate_corpus, write_checkpoint
-    from pipelines.storage.commit import read_commit
     from pipelines.storage.tier import Tier, open_tier
     from pipelines.transfer import copy_prefix
 
@@ -84,7 +83,7 @@ def run_demo(config: TierflowConfig, keep_server: bool = False) -> int:
     results: list[tuple[str, str, float]] = []
     staged: list[str] = []
     checkpoints: list[str] = []
-    prepared_line = f"{DEMO_DATASET}/{PREPARED_VERSION} not prepared"
+    prepared_line = ""
     try:
         corpus_dir = config.state_dir / "corpus"
         files = generate_corpus(corpus_dir)
@@ -112,31 +111,8 @@ def run_demo(config: TierflowConfig, keep_server: bool = False) -> int:
         if migrate.returncode != 0:
             _say(f"airflow db migrate failed; see {logs / 'db-migrate.log'}")
             return 1
-        dag_ids = _dag_ids(env, logs / "dag-list.log")
-        _say(f"DAGs in {checkout_dir() / 'dags'}: {', '.join(dag_ids)}")
-        for dag_id in dag_ids:
-            t0 = time.perf_counter()
-            _say(f"airflow dags test {dag_id} ...")
-            run = _airflow(["dags", "test", dag_id], env, logs / f"{dag_id}.log")
-            state = "success" if run.returncode == 0 and _succeeded(logs / f"{dag_id}.log") else "failed"
-            results.append((dag_id, state, time.perf_counter() - t0))
-            _say(f"  {dag_id}: {state} in {results[-1][2]:.1f} s (log: {logs / f'{dag_id}.log'})")
-        for tier in config.tiers:  # where the demo dataset and checkpoints are committed now
-            handle = open_tier(config, tier.name, creds.storage_options() if tier.is_object else None)
-            found = read_commit(handle, DEMO_DATASET, DEMO_VERSION)
-            state = f"committed, {len(found.manifest.entries)} objects" if found else "not committed"
-            staged.append(f"on {tier.name:<6}: {state}")
-            steps = [c.step for c in discover(handle, run=DEMO_RUN) if c.committed]
-            checkpoints.append(f"on {tier.name:<6}: steps {steps or 'none'}")
-        prepared = read_commit(obj, DEMO_DATASET, PREPARED_VERSION)
-        if prepared is not None:
-            info = prepared.extra.get("preparation") or {}
-            shards = sum(1 for e in prepared.manifest.entries if e.key.startswith("shards/"))
-            prepared_line = (
-                f"{DEMO_DATASET}/{PREPARED_VERSION} prepared from {RAW_PREFIX}/: {shards} shard{'s' * (shards != 1)}, "
-                f"{info.get('rows')} rows, zstd level {info.get('level')}, ratio {info.get('ratio')}, "
-                f"quarantined {len(info.get('quarantined') or [])}"
-            )
+        results = _run_dags(env, logs)
+        staged, checkpoints, prepared_line = _what_is_where(config, creds, obj)
     finally:
         if not (keep_server or was_running):
             server.stop()
@@ -157,6 +133,49 @@ def run_demo(config: TierflowConfig, keep_server: bool = False) -> int:
     failed = [r for r in results if r[1] != "success"]
     print(f"  result:  {len(results) - len(failed)}/{len(results)} DAGs green in {time.perf_counter() - started:.0f} s")
     return 1 if failed or not results else 0
+
+
+def _run_dags(env: dict[str, str], logs: Path) -> list[tuple[str, str, float]]:
+    """``airflow dags test`` every DAG of the checkout in turn: (DAG id, state, seconds) each."""
+    results = []
+    dag_ids = _dag_ids(env, logs / "dag-list.log")
+    _say(f"DAGs in {checkout_dir() / 'dags'}: {', '.join(dag_ids)}")
+    for dag_id in dag_ids:
+        t0 = time.perf_counter()
+        _say(f"airflow dags test {dag_id} ...")
+        run = _airflow(["dags", "test", dag_id], env, logs / f"{dag_id}.log")
+        state = "success" if run.returncode == 0 and _succeeded(logs / f"{dag_id}.log") else "failed"
+        results.append((dag_id, state, time.perf_counter() - t0))
+        _say(f"  {dag_id}: {state} in {results[-1][2]:.1f} s (log: {logs / f'{dag_id}.log'})")
+    return results
+
+
+def _what_is_where(config: TierflowConfig, creds: Any, obj: Any) -> tuple[list[str], list[str], str]:
+    """Per tier, whether the demo dataset and which checkpoints are committed; and the prepared version."""
+    from pipelines.checkpoints import discover
+    from pipelines.storage.commit import read_commit
+    from pipelines.storage.tier import open_tier
+
+    staged, checkpoints = [], []
+    for tier in config.tiers:
+        handle = open_tier(config, tier.name, creds.storage_options() if tier.is_object else None)
+        found = read_commit(handle, DEMO_DATASET, DEMO_VERSION)
+        state = f"committed, {len(found.manifest.entries)} objects" if found else "not committed"
+        staged.append(f"on {tier.name:<6}: {state}")
+        steps = [c.step for c in discover(handle, run=DEMO_RUN) if c.committed]
+        checkpoints.append(f"on {tier.name:<6}: steps {steps or 'none'}")
+    prepared = read_commit(obj, DEMO_DATASET, PREPARED_VERSION)
+    if prepared is None:
+        return staged, checkpoints, f"{DEMO_DATASET}/{PREPARED_VERSION} not prepared"
+    info = prepared.extra.get("preparation") or {}
+    shards = sum(1 for e in prepared.manifest.entries if e.key.startswith("shards/"))
+    return (
+        staged,
+        checkpoints,
+        f"{DEMO_DATASET}/{PREPARED_VERSION} prepared from {RAW_PREFIX}/: {shards} shard{'s' * (shards != 1)}, "
+        f"{info.get('rows')} rows, zstd level {info.get('level')}, ratio {info.get('ratio')}, "
+        f"quarantined {len(info.get('quarantined') or [])}",
+    )
 
 
 def _succeeded(log: Path) -> bool:

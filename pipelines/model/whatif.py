@@ -61,6 +61,17 @@ def _scaled(tier: TierConfig, aggregate: float | None, streams_factor: int) -> T
     return replace(tier, bandwidth=bw)
 
 
+def _cluster_tiers(base: dict[str, TierConfig], cluster: Cluster) -> dict[str, TierConfig]:
+    """The configured tiers scaled to the cluster: aggregates given, else the profile's × nodes for NVMe."""
+    nodes = cluster.nodes
+    nvme = cluster.nvme_bps_per_node * nodes if cluster.nvme_bps_per_node else base["nvme"].bandwidth.write_bps * nodes
+    return {
+        "object": _scaled(base["object"], cluster.object_bps, nodes),
+        "pfs": _scaled(base["pfs"], cluster.pfs_bps, nodes),
+        "nvme": _scaled(base["nvme"], nvme, nodes),
+    }
+
+
 def plan_cluster(
     config: TierflowConfig,
     dataset_bytes: int,
@@ -78,14 +89,7 @@ def plan_cluster(
     if missing:
         raise ValueError(f"{config.source}: the config declares no {', '.join(missing)} tier to take a profile from")
     nodes = cluster.nodes
-    nvme_aggregate = cluster.nvme_bps_per_node * nodes if cluster.nvme_bps_per_node else None
-    if nvme_aggregate is None:
-        nvme_aggregate = base["nvme"][0].bandwidth.write_bps * nodes
-    tiers = {
-        "object": _scaled(base["object"][0], cluster.object_bps, nodes),
-        "pfs": _scaled(base["pfs"][0], cluster.pfs_bps, nodes),
-        "nvme": _scaled(base["nvme"][0], nvme_aggregate, nodes),
-    }
+    tiers = _cluster_tiers({k: v[0] for k, v in base.items()}, cluster)
     size = max(1, math.ceil(dataset_bytes / objects))
     first = Workload.uniform(objects, size)
     second = Workload.uniform(objects * nodes, size) if cluster.replicate else first
@@ -112,7 +116,7 @@ def plan_cluster(
                 "throughput_Bps": plan.predicted.throughput_bps,
                 "bottleneck": str(plan.predicted.bottleneck),
                 "cost": round(cost, 4),
-                "energy_kJ": round(gb * (joules.get(src, 0.0) + joules.get(dst, 0.0)), 1),
+                "energy_kJ": round(gb * (joules.get(src, 0.0) + joules.get(dst, 0.0)) / 1000, 3),  # J/GB × GB = J
                 "reasons": plan.reasons,
             }
         )
@@ -145,5 +149,5 @@ def plan_cluster(
         "pipelined_s": max(times) + (sum(times) - max(times)) / shards,
         "bottleneck": max(hops, key=lambda h: h["predicted_s"])["bottleneck"],
         "cost": round(sum(h["cost"] for h in hops), 4),
-        "energy_kJ": round(sum(h["energy_kJ"] for h in hops), 1),
+        "energy_kJ": round(sum(h["energy_kJ"] for h in hops), 3),
     }

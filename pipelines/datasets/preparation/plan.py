@@ -18,7 +18,7 @@ from pipelines.core.payloads import Payload
 from pipelines.datasets.compression import iter_decompressed, measure_levels, train_dictionary
 from pipelines.datasets.validation import Suite
 from pipelines.model.bandwidth import Workload, plan_hop
-from pipelines.model.codecs import choose_compression
+from pipelines.model.codecs import CodecSample, choose_compression
 from pipelines.storage.commit import read_commit
 
 if TYPE_CHECKING:
@@ -213,6 +213,22 @@ def _sample(source: Tier, inputs: Sequence[tuple[str, int]]) -> bytes:
     return out[:SAMPLE_BYTES]
 
 
+def _level(
+    source: Tier, target: Tier, work: Workload, samples: Sequence[CodecSample], given: int | None
+) -> tuple[int, str]:
+    """The zstd level and why: the one given, else the planner's choice from the measured samples."""
+    if given is not None:
+        return given, f"level {given} given"
+    if not samples:
+        return 3, "no records to sample; zstd default level 3"
+    hop = plan_hop(source.config, target.config, work)
+    choice = choose_compression(source.config, target.config, work, hop.concurrency, samples)
+    if choice.level:
+        return choice.level, choice.reason
+    chosen = min(samples, key=lambda s: work.bytes / s.compress_bps - s.ratio).level
+    return chosen, f"level {chosen}: {choice.reason}; zstd is required"
+
+
 def plan_preparation(
     source: Tier,
     target: Tier,
@@ -249,17 +265,7 @@ def plan_preparation(
     sample = _sample(source, inputs)
     samples = measure_levels(sample, SAMPLE_LEVELS if level is None else (level,), workers) if sample else []
     work = Workload.from_sizes(s for _, s in inputs)
-    if level is None and samples:
-        hop = plan_hop(source.config, target.config, work)
-        choice = choose_compression(source.config, target.config, work, hop.concurrency, samples)
-        chosen = choice.level or min(samples, key=lambda s: work.bytes / s.compress_bps - s.ratio).level
-        level = chosen
-        reasons["level"] = choice.reason if choice.level else f"level {chosen}: {choice.reason}; zstd is required"
-    elif level is None:
-        level = 3
-        reasons["level"] = "no records to sample; zstd default level 3"
-    else:
-        reasons["level"] = f"level {level} given"
+    level, reasons["level"] = _level(source, target, work, samples, level)
     ratio = next((s.ratio for s in samples if s.level == level), 1.0) if samples else 1.0
     speed = next((s.compress_bps for s in samples if s.level == level), 50e6) if samples else 50e6
     if shard_bytes is None:
