@@ -102,7 +102,9 @@ class AlreadyDone(TierflowError):
 
 
 #: errno values that no retry can mend.
-_FATAL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOENT})
+_FATAL_ERRNOS = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOENT}
+)
 #: Builtin exceptions that no retry can mend.
 _FATAL_TYPES: tuple[type[BaseException], ...] = (
     PermissionError,
