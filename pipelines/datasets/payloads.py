@@ -11,11 +11,15 @@ read by the next with ``from_json()``:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from pipelines.core.payloads import Payload
 from pipelines.model.bandwidth import Bottleneck, HopSizing
 from pipelines.model.observations import Observation, now
+
+if TYPE_CHECKING:
+    from pipelines.transfer import TransferReport
 
 __all__ = ["HopSummary", "ShardCopy", "ShardTask", "StagingPlan"]
 
@@ -93,6 +97,27 @@ class ShardCopy(Payload):
     predicted_s: float
     bottleneck: Bottleneck
 
+    @classmethod
+    def of(cls, task: ShardTask, report: TransferReport) -> ShardCopy:
+        """What the copy of ``task`` reported."""
+        return cls(
+            source=task.source,
+            tier=task.target,
+            objects=report.objects,
+            bytes=report.bytes,
+            copied_objects=report.copied_objects,
+            copied_bytes=report.copied_bytes,
+            skipped_objects=report.skipped_objects,
+            skipped_bytes=report.skipped_bytes,
+            seconds=round(report.seconds, 3),
+            MBps=round(report.throughput_bps / 1e6, 1),
+            concurrency=report.concurrency,
+            part_size=report.part_size,
+            failures=len(report.failures),
+            predicted_s=task.predicted_s,
+            bottleneck=task.bottleneck,
+        )
+
     def observation(self, dag_id: str, task_id: str) -> Observation | None:
         """What the model learns from this copy (None when it moved nothing)."""
         return _observed(self, dag_id, task_id)
@@ -118,6 +143,35 @@ class HopSummary(Payload):
     copied_bytes: int = 0
     seconds: float = 0.0
     MBps: float | None = None
+
+    @classmethod
+    def planned(cls, plan: StagingPlan) -> HopSummary:
+        """The hop as planned, before anything is copied (what an already staged hop reports)."""
+        return cls(
+            dataset=plan.dataset,
+            version=plan.version,
+            source=plan.source,
+            tier=plan.target,
+            objects=plan.objects,
+            bytes=plan.bytes,
+            manifest_checksum=plan.manifest_checksum,
+            predicted_s=plan.hop.predicted_s,
+            predicted_MBps=plan.hop.predicted_MBps,
+            bottleneck=plan.hop.bottleneck,
+            already_staged=plan.already_staged,
+        )
+
+    def copied(self, shards: int, objects: int, copied_bytes: int, seconds: float) -> HopSummary:
+        """The summary once ``shards`` copy tasks moved ``objects`` / ``copied_bytes``, the slowest in ``seconds``."""
+        rate = round(copied_bytes / seconds / 1e6, 1) if seconds > 0 else None
+        return replace(
+            self,
+            shards=shards,
+            copied_objects=objects,
+            copied_bytes=copied_bytes,
+            seconds=round(seconds, 3),
+            MBps=rate,
+        )
 
     def observation(self, dag_id: str, task_id: str) -> Observation | None:
         """What the model learns from the hop, when one task copied it all (the one-task form)."""

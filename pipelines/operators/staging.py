@@ -141,23 +141,7 @@ class StageShardOperator(BaseOperator):
             source, target = open_tiers_in_task(self.config_path, s.source, s.target)
             report = stage_shard(source, target, s.dataset, s.version, s.index, s.count, s.manifest_checksum, settings)
         self.log.info("shard %d/%d: %s", s.index + 1, s.count, report.line())
-        return ShardCopy(
-            source=s.source,
-            tier=s.target,
-            objects=report.objects,
-            bytes=report.bytes,
-            copied_objects=report.copied_objects,
-            copied_bytes=report.copied_bytes,
-            skipped_objects=report.skipped_objects,
-            skipped_bytes=report.skipped_bytes,
-            seconds=round(report.seconds, 3),
-            MBps=round(report.throughput_bps / 1e6, 1),
-            concurrency=report.concurrency,
-            part_size=report.part_size,
-            failures=len(report.failures),
-            predicted_s=s.predicted_s,
-            bottleneck=s.bottleneck,
-        ).to_json()
+        return ShardCopy.of(s, report).to_json()
 
 
 def _emit(context: Any, summary: Any) -> None:
@@ -196,8 +180,6 @@ class CommitStagingOperator(BaseOperator):
 
     def execute(self, context: Any) -> dict[str, Any]:
         """Commit and return the hop's summary: bytes, objects, seconds, predicted vs achieved MB/s."""
-        from dataclasses import replace as dc_replace
-
         from airflow.sdk.exceptions import AirflowSkipException
 
         from pipelines.datasets.payloads import HopSummary, ShardCopy, StagingPlan
@@ -211,19 +193,7 @@ class CommitStagingOperator(BaseOperator):
             plan = StagingPlan.from_json(pulled, f"XCom plan of {self.plan_task_id}")
             copies = ti.xcom_pull(task_ids=[self.stage_task_id]) or []  # a list even for one mapped task
             shards = [ShardCopy.from_json(c, f"XCom of {self.stage_task_id}") for c in copies if c]
-        summary = HopSummary(
-            dataset=plan.dataset,
-            version=plan.version,
-            source=plan.source,
-            tier=plan.target,
-            objects=plan.objects,
-            bytes=plan.bytes,
-            manifest_checksum=plan.manifest_checksum,
-            predicted_s=plan.hop.predicted_s,
-            predicted_MBps=plan.hop.predicted_MBps,
-            bottleneck=plan.hop.bottleneck,
-            already_staged=plan.already_staged,
-        )
+        summary = HopSummary.planned(plan)
         if plan.already_staged:
             self.log.info("%s", summary.line())
             return summary.to_json()
@@ -239,14 +209,7 @@ class CommitStagingOperator(BaseOperator):
                 plan.manifest_checksum,
                 extra={"shards": len(shards), "copied_bytes": copied},
             )
-        summary = dc_replace(
-            summary,
-            shards=len(shards),
-            copied_objects=sum(s.copied_objects for s in shards),
-            copied_bytes=copied,
-            seconds=round(seconds, 3),
-            MBps=round(copied / seconds / 1e6, 1) if seconds > 0 else None,
-        )
+        summary = summary.copied(len(shards), sum(s.copied_objects for s in shards), copied, seconds)
         self.log.info("%s", summary.line())
         _emit(context, summary)
         return summary.to_json()
@@ -291,8 +254,6 @@ class StageDatasetOperator(BaseOperator):
 
     def execute(self, context: Any) -> dict[str, Any]:
         """Stage; returns a :class:`~pipelines.datasets.payloads.HopSummary`."""
-        from dataclasses import replace as dc_replace
-
         from pipelines.datasets.payloads import HopSummary
         from pipelines.datasets.staging import stage_dataset
 
@@ -300,28 +261,9 @@ class StageDatasetOperator(BaseOperator):
             verify = native(self.verify, bool, "StageDatasetOperator.verify")
             source, target = open_tiers_in_task(self.config_path, self.source, self.target)
             plan, report, _ = stage_dataset(source, target, self.dataset, self.version, verify=verify)
-        summary = HopSummary(
-            dataset=self.dataset,
-            version=self.version,
-            source=self.source,
-            tier=self.target,
-            objects=plan.objects,
-            bytes=plan.bytes,
-            manifest_checksum=plan.manifest_checksum,
-            predicted_s=round(plan.hop.predicted_s, 3),
-            predicted_MBps=round(plan.hop.predicted.throughput_bps / 1e6, 1),
-            bottleneck=plan.hop.predicted.bottleneck,
-            already_staged=report is None,
-        )
+        summary = HopSummary.planned(plan.summary())
         if report is not None:
-            summary = dc_replace(
-                summary,
-                shards=1,
-                copied_objects=report.copied_objects,
-                copied_bytes=report.copied_bytes,
-                seconds=round(report.seconds, 3),
-                MBps=round(report.throughput_bps / 1e6, 1),
-            )
+            summary = summary.copied(1, report.copied_objects, report.copied_bytes, report.seconds)
             _emit(context, summary)
         self.log.info("%s", summary.line())
         return summary.to_json()

@@ -75,24 +75,6 @@ class TransferReport:
         """Bytes actually moved per second."""
         return self.copied_bytes / self.seconds if self.seconds > 0 else 0.0
 
-    def summary(self) -> dict[str, Any]:
-        """Small JSON-safe summary (no per-object data): for XCom, logs and asset extras."""
-        return {
-            "source": self.source,
-            "destination": self.destination,
-            "objects": self.objects,
-            "bytes": self.bytes,
-            "copied_objects": self.copied_objects,
-            "copied_bytes": self.copied_bytes,
-            "skipped_objects": self.skipped_objects,
-            "skipped_bytes": self.skipped_bytes,
-            "seconds": round(self.seconds, 3),
-            "MBps": round(self.throughput_bps / 1e6, 1),
-            "concurrency": self.concurrency,
-            "part_size": self.part_size,
-            "failures": len(self.failures),
-        }
-
     def line(self) -> str:
         """One human line: objects, bytes, seconds, MB/s."""
         return (
