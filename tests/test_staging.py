@@ -20,7 +20,7 @@ from pipelines.core.errors import InputError
 from pipelines.core.manifest import COMMIT_MARKER, Entry, Manifest, ManifestError, list_local_source
 from pipelines.datasets.cache import CacheFullError, cache_entries, ensure_space, pin, touch
 from pipelines.datasets.staging import NotCommittedError, publish_directory, stage_dataset
-from pipelines.storage.commit import commit, read_commit
+from pipelines.storage.commit import build_manifest, commit, read_commit
 from pipelines.storage.s3 import S3Tier
 from pipelines.storage.tier import TMP_MARKER, Tier
 from pipelines.transfer import TransferError, TransferSettings, copy_entries, reap_multipart_uploads
@@ -275,6 +275,36 @@ def test_resume_after_the_copying_process_is_killed(
     assert report.skipped_objects >= len(done_before) - 1 and report.copied_objects + report.skipped_objects == 60
     same_tree(src, dest)
     assert not leftovers(dest)
+
+
+def test_a_rerun_of_a_plain_directory_copy_skips_what_is_there_both_ways(
+    tiers: dict[str, Tier], tmp_path: Path
+) -> None:
+    """No manifest on either side: the rerun hashes local files and compares them with stored checksums."""
+    src = tmp_path / "src"
+    sizes = {f"d/{i:03d}.bin": 1 + i * 997 for i in range(40)} | {"big.bin": 3 * PART}
+    write_files(src, sizes)
+    local = Tier(replace(tiers["pfs"].config, url=f"file://{src}"))
+    settings = TransferSettings(concurrency=4, part_size=PART)
+    entries = list_local_source(str(src))
+    first = copy_entries(local, "", tiers["object"], "plain", entries, settings)
+    assert (first.copied_objects, first.skipped_objects) == (41, 0)
+    again = copy_entries(local, "", tiers["object"], "plain", entries, settings)
+    assert (again.copied_objects, again.skipped_objects) == (0, 41)
+    assert again.checksums == first.checksums
+    # A file changed in place (same size, other bytes) is sent again; the rest is still skipped.
+    (src / "d/007.bin").write_bytes(os.urandom(sizes["d/007.bin"]))
+    changed = copy_entries(local, "", tiers["object"], "plain", list_local_source(str(src)), settings)
+    assert (changed.copied_objects, changed.skipped_objects) == (1, 40)
+    assert changed.checksums["d/007.bin"] == checksum_file(str(src / "d/007.bin"))[0]
+    # Download side, from the bare prefix (no commit marker): the stored checksums against local hashes.
+    dest = tmp_path / "dest"
+    down = Tier(replace(tiers["pfs"].config, url=f"file://{dest}"))
+    remote = list(build_manifest(tiers["object"], "plain", "adhoc", "adhoc").entries)
+    assert copy_entries(tiers["object"], "plain", down, "", remote, settings).copied_objects == 41
+    rerun = copy_entries(tiers["object"], "plain", down, "", remote, settings)
+    assert (rerun.copied_objects, rerun.skipped_objects) == (0, 41)
+    same_tree(src, dest)
 
 
 def test_killed_upload_leaves_no_orphaned_multipart_upload_after_rerun(

@@ -88,14 +88,32 @@ class _Copier:
 
     # -- resume -------------------------------------------------------------------------------
 
-    def already_there(self, entry: Entry, existing: dict[str, int]) -> bool:
-        """Whether the destination holds this object with the manifest's size and checksum."""
+    def already_there(self, entry: Entry, existing: dict[str, int]) -> str | None:
+        """The checksum the destination already holds this object with, or None when it must be copied.
+
+        The checksum wanted is the manifest's; without one (a plain directory or prefix), the
+        source's own: a local file is hashed, which costs less than sending it again, and an
+        object's stored checksum is read by HEAD. Local to local without a manifest is always
+        copied: hashing both files costs about what copying them does.
+        """
         key = join_key(self.dst_prefix, entry.key)
-        if entry.checksum is None or existing.get(key) != entry.size:
-            return False
+        if existing.get(key) != entry.size:
+            return None
+        want = entry.checksum
+        if want is None:
+            src_key = join_key(self.src_prefix, entry.key)
+            if self.src.config.is_object:
+                want = _object(self.src).stored_checksum(src_key)
+            elif self.dst.config.is_object:
+                want, size = checksum_file(self.src.path(src_key))
+                want = want if size == entry.size else None  # changed since it was listed
+        if want is None:
+            return None
         if self.dst.config.is_object:
-            return _object(self.dst).stored_checksum(key) == entry.checksum
-        return checksum_file(self.dst.path(key))[0] == entry.checksum
+            have = _object(self.dst).stored_checksum(key)
+        else:
+            have = checksum_file(self.dst.path(key))[0]
+        return want if have == want else None
 
     # -- one object ---------------------------------------------------------------------------
 
@@ -260,22 +278,21 @@ def _not_yet_there(
     """The entries still to copy; those already at the destination and verified are counted as skipped (resume)."""
     existing = {o.key: o.size for o in dst.list(dst_prefix)} if entries else {}
     # Only objects of the right size can already be there; their checksums are checked in parallel.
-    candidates = [e for e in entries if e.checksum is not None and existing.get(join_key(dst_prefix, e.key)) == e.size]
+    candidates = [e for e in entries if existing.get(join_key(dst_prefix, e.key)) == e.size]
 
-    def there(entry: Entry) -> bool:
+    def there(entry: Entry) -> str | None:
         try:
             return copier.already_there(entry, existing)
         except FileNotFoundError:
-            return False
+            return None
 
     workers = max(1, min(concurrency, len(candidates)))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tierflow-check") as pool:
-        present = {e.key for e, ok in zip(candidates, pool.map(there, candidates), strict=True) if ok}
+        present = {e.key: digest for e, digest in zip(candidates, pool.map(there, candidates), strict=True) if digest}
     todo: list[Entry] = []
     for entry in entries:
         if entry.key in present:
-            assert entry.checksum is not None
-            report.checksums[entry.key] = entry.checksum
+            report.checksums[entry.key] = present[entry.key]
             report.skipped_objects += 1
             report.skipped_bytes += entry.size
         else:
@@ -381,11 +398,17 @@ def copy_prefix(
     part_size: int | None = None,
     verify: bool = False,
     fsync: bool = False,
+    entries: Sequence[Entry] | None = None,
 ) -> tuple[TransferReport, HopPlan]:
-    """Copy everything under ``src_prefix`` to ``dst_prefix``, sized by the planner unless overridden."""
+    """Copy everything under ``src_prefix`` (or just ``entries``) to ``dst_prefix``, sized by the planner.
+
+    ``concurrency`` and ``part_size`` override the planner's; ``entries`` are the objects to copy
+    when the caller has listed them already (:func:`source_entries`).
+    """
     from pipelines.model.bandwidth import Workload, plan_hop
 
-    entries = source_entries(src, src_prefix)
+    if entries is None:
+        entries = source_entries(src, src_prefix)
     plan = plan_hop(src.config, dst.config, Workload.from_sizes(e.size for e in entries), max_concurrency=concurrency)
     settings = TransferSettings(
         concurrency=concurrency or plan.concurrency,
