@@ -8,6 +8,7 @@ wrong and the exit status of the one error map: 2 for input the user can fix, 1 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 from pathlib import Path
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from pipelines.cli.main import main
+from pipelines.core.config import DEFAULT_CONFIG as DEFAULT_TIERS
 
 pytestmark = pytest.mark.unit
 
@@ -58,7 +60,10 @@ def tierflow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.Cap
     monkeypatch.setenv("TIERFLOW_HOME", str(tmp_path / "state"))
 
     def run(*args: str) -> tuple[int, str, str]:
-        code = main(list(args))
+        try:
+            code = main(list(args))
+        except SystemExit as exit_:  # argparse refusing the arguments, as the console script would exit
+            code = int(exit_.code or 0)
         out, err = capsys.readouterr()
         return code, out, err
 
@@ -174,7 +179,7 @@ def test_checkpoints_ls_promote_prune_restore(tierflow, tmp_path: Path) -> None:
     code, out, _ = tierflow("checkpoints", "ls")
     assert code == 0 and out.count("committed") == 6
     code, out, err = tierflow("checkpoints", "prune", "--keep-nvme", "latest=1", "--keep-pfs", "latest=5")
-    assert code == 0 and "localssd: deleted 2 checkpoint(s)" in out, err
+    assert code == 0 and "localssd: deleted 2 checkpoints (10 objects)" in out, err
     assert sorted(p.name for p in (tmp_path / "localssd" / "checkpoints" / "run1").iterdir()) == ["step_000300"]
     code, out, err = tierflow("checkpoints", "restore", "run1", "--step", "100")
     assert code == 0 and "restored run1/step_000100 (step 100) from lustre" in out, err
@@ -205,7 +210,7 @@ def test_a_missing_tier_root_is_an_error_never_recreated(tierflow, tmp_path: Pat
         assert f"tier 'localssd': its root {tmp_path / 'localssd'} does not exist" in one_line(err), args
         assert not (tmp_path / "localssd").exists(), f"{args} re-created the missing root"
     code, out, err = tierflow("datasets", "ls")  # every tier: the missing one is named, the others still listed
-    assert code == 1 and "tier 'localssd': its root" in err and "lustre   c/v1" in out
+    assert code == 1 and "tier 'localssd': its root" in err and out.splitlines()[1].split()[:3] == ["lustre", "c", "v1"]
     assert not (tmp_path / "localssd").exists()
 
 
@@ -255,17 +260,114 @@ max_streams = 4
         write_checkpoint(tmp_path / "localssd", "r", step, shards=1)
     before = sorted(p.name for p in (tmp_path / "localssd" / "checkpoints" / "r").iterdir())
     code, _, err = tierflow("checkpoints", "prune", "--keep-nvme", "latest=0")
-    assert code == 1 and "Could not connect to the endpoint URL" in one_line(err)
+    line = one_line(err)
+    assert (
+        code == 1 and f"cannot reach {os.environ['AWS_ENDPOINT_URL']} (connection refused): check the endpoint" in line
+    )
     assert sorted(p.name for p in (tmp_path / "localssd" / "checkpoints" / "r").iterdir()) == before
 
 
 def test_copy_and_calibrate_refuse_what_would_do_nothing(tierflow, tmp_path: Path) -> None:
-    missing, dest = tmp_path / "missing", tmp_path / "out"
+    """A missing or empty source is an error naming it (exit 1) and creates nothing, at either end."""
+    missing, dest = tmp_path / "missing", tmp_path / "out" / "deeper"
     code, _, err = tierflow("copy", str(missing), str(dest))
-    assert code == 2 and f"{missing}: no such directory to copy from" in one_line(err)
-    assert not missing.exists() and not dest.exists()  # neither end was created
+    assert code == 1 and f"{missing}: no such file or directory" in one_line(err)
+    assert not missing.exists() and not (tmp_path / "out").exists()  # neither end was created
     (tmp_path / "empty").mkdir()
     code, _, err = tierflow("copy", str(tmp_path / "empty"), str(dest))
-    assert code == 2 and "nothing to copy" in one_line(err)
+    assert code == 1 and "nothing there to copy" in one_line(err)
+    assert not (tmp_path / "out").exists()
     code, _, err = tierflow("calibrate", "--tier", "tape")
     assert code == 2 and "no tier named 'tape'" in one_line(err)
+
+
+def test_copy_has_the_manners_of_s5cmd_and_rclone(tierflow, tmp_path: Path) -> None:
+    """Same place and inside itself refused; one file copied; numbers checked first; units echoed as given."""
+    src = corpus(tmp_path / "src")
+    code, _, err = tierflow("copy", str(src), str(src))
+    assert code == 2 and "source and destination are the same place" in one_line(err)
+    code, _, err = tierflow("copy", str(src), str(src / "part-0" / "again"))
+    assert code == 2 and "the destination is inside the source" in one_line(err)
+    assert not (src / "part-0" / "again").exists()
+    for bad, says in (
+        (("--concurrency", "0"), "argument --concurrency: must be at least 1 (got 0)"),
+        (("--concurrency", "many"), "argument --concurrency: not a whole number: 'many'"),
+        (("--part-size", "8 XB"), "argument --part-size: unknown size unit 'XB'"),
+        (("--frobnicate",), "unrecognized arguments: --frobnicate"),
+    ):
+        code, out, err = tierflow("copy", str(src), str(tmp_path / "never"), *bad)
+        assert code == 2 and f"tierflow copy: error: {says}" in err, (bad, err)
+        assert err.startswith("usage: tierflow copy "), err  # the command's usage, not the top level's
+    assert not (tmp_path / "never").exists()
+    one = src / "part-1" / "01.bin"
+    code, out, err = tierflow("copy", str(one), str(tmp_path / "single"), "--part-size", "8 MB")
+    assert code == 0 and out.startswith("copied 1 object, 601 B (1 copied, 0 already there)"), err
+    assert out.rstrip().endswith("part size 8 MB")
+    assert (tmp_path / "single" / "01.bin").read_bytes() == one.read_bytes()
+    # Global options after the subcommand; --json gives the summary. Local to local without a
+    # manifest has no stored checksum to compare with, so a rerun copies again (S3 reruns skip).
+    code, out, err = tierflow("copy", str(src), str(tmp_path / "tree"), "--json")
+    first = json.loads(out)
+    assert code == 0 and (first["objects"], first["copied_objects"], first["failed_objects"]) == (9, 9, 0), err
+    assert digests(src) == digests(tmp_path / "tree")
+    code, out, _ = tierflow(
+        "copy", str(src), str(tmp_path / "tree"), "--json", "--config", os.environ["TIERFLOW_CONFIG"]
+    )
+    assert code == 0 and json.loads(out)["copied_objects"] == 9
+    code, out, err = tierflow("--json", "copy", str(tmp_path / "nowhere"), str(tmp_path / "x"))
+    assert code == 1 and out == "" and not (tmp_path / "x").exists()
+    assert json.loads(err) == {
+        "command": "tierflow copy",
+        "error": f"{tmp_path / 'nowhere'}: no such file or directory",
+        "exit_code": 1,
+    }
+
+
+def test_version_and_json_on_every_command_that_prints_results(tierflow, tmp_path: Path, capsys) -> None:
+    """--version; --json on each command is one JSON document; errors under --json are JSON on stderr."""
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out.startswith("tierflow ")
+    src = corpus(tmp_path / "corpus")
+    runs = {
+        ("config", "check"): lambda d: [t["name"] for t in d["tiers"]] == ["lustre", "localssd"],
+        ("datasets", "ls"): lambda d: d == {"versions": [], "unavailable": []},
+        ("datasets", "publish", str(src), "--name", "c", "--version", "v1", "--to", "lustre"): lambda d: (
+            (d["dataset"], d["tier"], d["copied_objects"]) == ("c", "lustre", 9)
+        ),
+        ("datasets", "stage", "c", "v1", "--from", "lustre", "--to", "localssd"): lambda d: (
+            not d["already_committed"] and d["copied_objects"] == 9
+        ),
+        ("datasets", "ls", "--tier", "localssd"): lambda d: (
+            [(v["dataset"], v["committed"]) for v in d["versions"]] == [("c", True)]
+        ),
+        ("cache", "pin", "c", "v1", "--holder", "job-7"): lambda d: d["holder"] == "job-7",
+        ("cache", "evict", "--dry-run"): lambda d: d["dry_run"] and d["evicted"] == [],
+        ("cache", "unpin", "c", "v1", "--holder", "job-7"): lambda d: d["dataset"] == "c",
+        ("checkpoints", "ls"): lambda d: d == {"checkpoints": []},
+        ("checkpoints", "promote"): lambda d: d["promoted"] == [],
+        ("checkpoints", "prune", "--dry-run"): lambda d: set(d["tiers"]) == {"localssd", "lustre"},
+    }
+    for args, holds in runs.items():
+        code, out, err = tierflow(*args, "--json")
+        assert code == 0, (args, err)
+        assert holds(json.loads(out)), (args, out)
+    code, out, err = tierflow("plan", "--dataset-size", "1 TB", "--json", "--config", str(DEFAULT_TIERS))
+    assert code == 0 and json.loads(out)["energy_kWh"] > 0 and json.loads(out)["energy_J_per_GB"]["object"] == 10
+    code, out, err = tierflow("datasets", "ls", "--tier", "tape", "--json")
+    assert code == 2 and out == "" and "no tier named 'tape'" in json.loads(err)["error"]
+    assert json.loads(err)["exit_code"] == 2
+
+
+def test_human_output_has_headers_units_and_says_when_nothing_is_there(tierflow, tmp_path: Path) -> None:
+    code, out, _ = tierflow("datasets", "ls")
+    assert code == 0 and out.strip() == "no dataset versions on lustre, localssd"
+    code, out, _ = tierflow("checkpoints", "ls", "--run", "r9")
+    assert code == 0 and out.strip() == "no checkpoints of run r9 on localssd, lustre"
+    code, out, _ = tierflow("checkpoints", "promote")
+    assert code == 0 and out.startswith("nothing to promote")
+    tierflow("datasets", "publish", str(corpus(tmp_path / "c")), "--name", "c", "--version", "v1", "--to", "lustre")
+    code, out, _ = tierflow("datasets", "ls")
+    header, row = out.splitlines()
+    assert header.split() == ["tier", "dataset", "version", "state", "size", "pinned", "by"]
+    assert row.split()[:4] == ["lustre", "c", "v1", "committed"] and row.split()[5:] == ["kB", "-"]

@@ -40,13 +40,14 @@ def test_replication_multiplies_the_second_hop_and_costs_follow() -> None:
     replicated = plan_cluster(cfg, 10**12, 1000, Cluster(nodes=8, replicate=True), costs)
     assert replicated["hops"][1]["bytes"] == 8 * sharded["hops"][1]["bytes"]
     assert sharded["hops"][0]["cost"] == pytest.approx(1000 * 0.01 + sharded["hops"][0]["requests"] / 1000 * 0.0004)
-    assert replicated["energy_kJ"] > sharded["energy_kJ"] > 0
+    assert replicated["energy_kWh"] > sharded["energy_kWh"] > 0
 
 
-def test_energy_is_reported_in_kilojoules() -> None:
-    """1 TB object → PFS at 10 + 4 J/GB is 14,000 J: 14 kJ (it was once reported as 14,000 "kJ")."""
+def test_energy_is_reported_in_kilowatt_hours_with_its_coefficients() -> None:
+    """1 TB object → PFS at 10 + 4 J/GB is 14,000 J: 0.0039 kWh (it was once reported as 14,000 "kJ")."""
     plan = plan_cluster(load_config(), 10**12, 1000, Cluster(nodes=1))
-    assert plan["hops"][0]["energy_kJ"] == pytest.approx(1000 * (10.0 + 4.0) / 1000)
+    assert plan["hops"][0]["energy_kWh"] == pytest.approx(1000 * (10.0 + 4.0) / 3.6e6, abs=1e-6)
+    assert plan["energy_J_per_GB"] == {"object": 10.0, "pfs": 4.0, "nvme": 1.0}
 
 
 def test_invalid_input() -> None:

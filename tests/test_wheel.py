@@ -163,4 +163,4 @@ max_streams = 8
     assert (staged / "_tierflow_commit.json").is_file()
     assert tree(staged) == tree(source)
     listing = run([tierflow, "datasets", "ls", "--tier", "scratch"], env, tmp_path).stdout
-    assert re.search(r"scratch\s+corpus/v1\s+committed", listing), listing
+    assert re.search(r"^scratch\s+corpus\s+v1\s+committed", listing, re.M), listing

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from pipelines.cli.common import UsageError, config_from_args, open_named, role
+from pipelines.cli.common import UsageError, config_from_args, emit, open_named, role
 from pipelines.core.units import format_bytes
 
 __all__ = ["register"]
@@ -44,18 +44,40 @@ def cmd_cache(args: argparse.Namespace) -> int:
             need = parse_size(args.need) if args.need != "0" else 0
             durable = [open_named(cfg, t.name) for t in cfg.tiers if t.name != args.tier]
             report = ensure_space(tier, need, durable, dry_run=args.dry_run)
-            for item in report.evicted:
-                verb = "would evict" if args.dry_run else "evicted"
-                print(f"{verb} {item['dataset']}/{item['version']} ({format_bytes(item['bytes'])}): {item['why']}")
-            for item in report.kept:
-                print(f"kept {item['dataset']}/{item['version']} ({format_bytes(item['bytes'])}): {item['why']}")
-            print(f"{args.tier}: {format_bytes(report.free_after)} free (needed {format_bytes(report.needed_bytes)})")
+            verb = "would evict" if args.dry_run else "evicted"
+            lines = [
+                f"{verb} {item['dataset']}/{item['version']} ({format_bytes(item['bytes'])}): {item['why']}"
+                for item in report.evicted
+            ]
+            lines += [
+                f"kept {item['dataset']}/{item['version']} ({format_bytes(item['bytes'])}): {item['why']}"
+                for item in report.kept
+            ]
+            lines.append(
+                f"{args.tier}: {format_bytes(report.free_after)} free (needed {format_bytes(report.needed_bytes)})"
+                + ("" if report.evicted else "; nothing evicted")
+            )
+            emit(args, {"tier": args.tier, "dry_run": args.dry_run} | report.summary(), lines)
         elif args.action == "pin":
             pin(tier, args.name, args.version, args.holder, parse_duration(args.ttl))
-            print(f"pinned {args.name}/{args.version} on {args.tier} for {args.holder} ({args.ttl})")
+            emit(
+                args,
+                {
+                    "dataset": args.name,
+                    "version": args.version,
+                    "tier": args.tier,
+                    "holder": args.holder,
+                    "ttl": args.ttl,
+                },
+                f"pinned {args.name}/{args.version} on {args.tier} for {args.holder} ({args.ttl})",
+            )
         elif args.action == "unpin":
             unpin(tier, args.name, args.version, args.holder)
-            print(f"unpinned {args.name}/{args.version} on {args.tier} for {args.holder}")
+            emit(
+                args,
+                {"dataset": args.name, "version": args.version, "tier": args.tier, "holder": args.holder},
+                f"unpinned {args.name}/{args.version} on {args.tier} for {args.holder}",
+            )
     except UnitError as exc:
         raise UsageError(f"--{'need' if args.action == 'evict' else 'ttl'}: {exc}") from None
     return 0

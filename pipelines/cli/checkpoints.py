@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import TYPE_CHECKING
 
-from pipelines.cli.common import UsageError, config_from_args, open_named, role
+from pipelines.cli.common import UsageError, config_from_args, count, emit, open_named, print_table, role
 from pipelines.core.units import format_bytes
 
 if TYPE_CHECKING:
     from pipelines.checkpoints import Rules
+    from pipelines.core.config import TierflowConfig
     from pipelines.storage.tier import Tier
 
 __all__ = ["register"]
@@ -66,38 +66,76 @@ def cmd_checkpoints(args: argparse.Namespace) -> int:
     tiers = [open_named(cfg, name) for name in ck.chain(cfg)]
     try:
         if args.action == "ls":
-            if args.tier:
-                cfg.tier(args.tier)  # an unknown name is refused, naming the tiers there are
-            for tier in tiers:
-                if args.tier and tier.name != args.tier:
-                    continue
-                for c in ck.discover(tier, rules, args.run):
-                    state = c.status
-                    pins = f" pinned by {', '.join(c.pinned_by)}" if c.pinned_by else ""
-                    metrics = " ".join(f"{k}={v:g}" for k, v in sorted(c.metrics.items())[:3])
-                    print(
-                        f"{tier.name:<8} {c.run}/{c.name:<20} step {c.step:<8} {state:<11} "
-                        f"{format_bytes(c.bytes):>10} {metrics}{pins}"
-                    )
+            _ls(cfg, tiers, rules, args)
         elif args.action == "promote":
-            for c in ck.to_promote(tiers, rules, args.run):
-                if args.dry_run:
-                    print(f"would promote {c.run}/{c.name} (step {c.step}, {format_bytes(c.bytes)})")
-                    continue
-                for r in ck.promote_through(tiers, c, rules):
-                    what = "already committed" if r.already else f"{format_bytes(r.copied_bytes)} in {r.seconds:.1f} s"
-                    print(f"promoted {r.run}/{r.name} (step {r.step}) {r.source} -> {r.target}: {what}")
+            _promote(tiers, rules, args)
         elif args.action == "prune":
             _prune(tiers, rules, args)
         elif args.action == "restore":
             target = open_named(cfg, role(cfg, args.target, "nvme"))
             result = ck.restore(tiers, target, args.run, args.step, rules, holder=args.holder)
-            for why in result.fallbacks:
-                print(f"fallback: {why}", file=sys.stderr)
-            print(f"restored {result.run}/{result.name} (step {result.step}) from {result.source} to {result.path}")
+            lines = [f"fallback: {why}" for why in result.fallbacks]
+            lines.append(
+                f"restored {result.run}/{result.name} (step {result.step}) from {result.source} to {result.path}"
+            )
+            emit(args, result.to_json(), lines)
     except PermissionError as exc:  # credentials the user gave; the rest goes to main's map
         raise UsageError(str(exc)) from None
     return 0
+
+
+def _ls(cfg: TierflowConfig, tiers: list[Tier], rules: Rules, args: argparse.Namespace) -> None:
+    """Every checkpoint on every tier (or one), as a table or JSON; an explicit line when there are none."""
+    import pipelines.checkpoints as ck
+
+    if args.tier:
+        cfg.tier(args.tier)  # an unknown name is refused, naming the tiers there are
+    shown = [t for t in tiers if not args.tier or t.name == args.tier]
+    found = [(tier.name, c) for tier in shown for c in ck.discover(tier, rules, args.run)]
+    data = {
+        "checkpoints": [
+            {
+                "tier": name,
+                "run": c.run,
+                "checkpoint": c.name,
+                "step": c.step,
+                "state": c.status,
+                "bytes": c.bytes,
+                "metrics": c.metrics,
+                "pinned_by": list(c.pinned_by),
+            }
+            for name, c in found
+        ]
+    }
+    if args.json or not found:
+        where = f" of run {args.run}" if args.run else ""
+        emit(args, data, f"no checkpoints{where} on {', '.join(t.name for t in shown)}")
+        return
+    rows = [("tier", "run", "checkpoint", "step", "state", "size", "metrics", "pinned by")]
+    for name, c in found:
+        metrics = " ".join(f"{k}={v:g}" for k, v in sorted(c.metrics.items())[:3]) or "-"
+        pins = ", ".join(c.pinned_by) or "-"
+        rows.append((name, c.run, c.name, str(c.step), c.status, format_bytes(c.bytes), metrics, pins))
+    print_table(rows)
+
+
+def _promote(tiers: list[Tier], rules: Rules, args: argparse.Namespace) -> None:
+    """Promote what is complete and not yet durable, tier by tier; say what moved (or would)."""
+    import pipelines.checkpoints as ck
+
+    lines, promoted, planned = [], [], []
+    for c in ck.to_promote(tiers, rules, args.run):
+        if args.dry_run:
+            planned.append({"run": c.run, "checkpoint": c.name, "step": c.step, "bytes": c.bytes})
+            lines.append(f"would promote {c.run}/{c.name} (step {c.step}, {format_bytes(c.bytes)})")
+            continue
+        for r in ck.promote_through(tiers, c, rules):
+            promoted.append(r.to_json())
+            what = "already committed" if r.already else f"{format_bytes(r.copied_bytes)} in {r.seconds:.1f} s"
+            lines.append(f"promoted {r.run}/{r.name} (step {r.step}) {r.source} -> {r.target}: {what}")
+    if not lines:
+        lines.append("nothing to promote: every complete checkpoint is already on the most durable tier")
+    emit(args, {"promoted": promoted, "would_promote": planned, "dry_run": args.dry_run}, lines)
 
 
 def _prune(tiers: list[Tier], rules: Rules, args: argparse.Namespace) -> None:
@@ -112,11 +150,19 @@ def _prune(tiers: list[Tier], rules: Rules, args: argparse.Namespace) -> None:
         policies[tier.name] = ck.policy_from_spec(spec)
     summary = ck.retain(tiers, policies, rules, args.run, args.dry_run)
     verb = "would delete" if args.dry_run else "deleted"
+    lines = []
     for name, entry in summary.items():
         listed = f": {', '.join(entry.deleted)}" if entry.deleted else ""
         note = f" ({entry.note})" if entry.note else ""
-        print(f"{name}: {verb} {len(entry.deleted)} checkpoint(s) ({entry.objects} objects){listed}{note}")
+        lines.append(
+            f"{name}: {verb} {count(len(entry.deleted), 'checkpoint')} ({count(entry.objects, 'object')}){listed}{note}"
+        )
+    gone: list[str] = []
     if args.partial:
         gone = ck.cleanup_partial(tiers[0], ck.discover(tiers[0], rules, args.run), args.dry_run)
         verb = "would remove" if args.dry_run else "removed"
-        print(f"{tiers[0].name}: {verb} {len(gone)} partial checkpoint(s){': ' + ', '.join(gone) if gone else ''}")
+        lines.append(
+            f"{tiers[0].name}: {verb} {count(len(gone), 'partial checkpoint')}{': ' + ', '.join(gone) if gone else ''}"
+        )
+    data = {"tiers": {name: entry.to_json() for name, entry in summary.items()}, "dry_run": args.dry_run}
+    emit(args, data | {"partial_removed": gone}, lines)

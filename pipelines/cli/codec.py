@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from pipelines.cli.common import UsageError
+from pipelines.cli.common import UsageError, emit
 from pipelines.core.units import format_bandwidth, format_bytes
 
 __all__ = ["register"]
@@ -41,9 +41,20 @@ def cmd_codec(args: argparse.Namespace) -> int:
             stats = decompress_file(args.src, args.dst, dictionary, args.limit)
     except FileNotFoundError as exc:
         raise UsageError(f"{exc.filename}: no such file") from None
-    print(
+    data = {
+        "source": args.src,
+        "destination": args.dst,
+        "raw_bytes": stats.raw_bytes,
+        "compressed_bytes": stats.compressed_bytes,
+        "ratio": round(stats.ratio, 4),
+        "seconds": round(stats.seconds, 3),
+        "raw_bps": round(stats.raw_bps),
+    }
+    emit(
+        args,
+        data,
         f"{args.command}ed {args.src} -> {args.dst}: {format_bytes(stats.raw_bytes)} raw, "
         f"{format_bytes(stats.compressed_bytes)} zstd (ratio {stats.ratio:.2f}), "
-        f"{format_bandwidth(stats.raw_bps)} in {stats.seconds:.2f} s"
+        f"{format_bandwidth(stats.raw_bps)} in {stats.seconds:.2f} s",
     )
     return 0

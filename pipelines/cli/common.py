@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from pipelines.core.config import TierflowConfig, TierKind, load_config
 from pipelines.core.errors import InputError
@@ -14,7 +15,19 @@ if TYPE_CHECKING:
     from pipelines.devtools.s3server import EmbeddedS3
     from pipelines.storage.tier import Tier
 
-__all__ = ["UsageError", "config_from_args", "embedded_server", "open_named", "print_table", "quiet_logging", "role"]
+__all__ = [
+    "UsageError",
+    "config_from_args",
+    "count",
+    "embedded_server",
+    "emit",
+    "open_named",
+    "positive_int",
+    "print_table",
+    "quiet_logging",
+    "role",
+    "size_arg",
+]
 
 
 class UsageError(InputError):
@@ -48,6 +61,42 @@ def open_named(cfg: TierflowConfig, name: str) -> Tier:
 def role(cfg: TierflowConfig, name: str | None, kind: TierKind) -> str:
     """``name`` when the user gave one, else the config's tier of ``kind`` (several of one kind must be named)."""
     return name or cfg.primary(kind).name
+
+
+def emit(args: argparse.Namespace, data: Any, lines: str | Iterable[str]) -> None:
+    """A command's result: ``data`` as one JSON document with ``--json``, else the human ``lines``."""
+    if getattr(args, "json", False):
+        print(json.dumps(data, indent=2, default=str))
+        return
+    for line in [lines] if isinstance(lines, str) else lines:
+        print(line)
+
+
+def count(n: int, noun: str, plural: str | None = None) -> str:
+    """``1 object``, ``2 objects`` (``plural`` when the noun does not take an s)."""
+    return f"{n:,} {noun if n == 1 else plural or noun + 's'}"
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (refused before any I/O)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 (got {value})")
+    return value
+
+
+def size_arg(text: str) -> str:
+    """An argparse type: a size with its unit such as '16 MiB', checked before any I/O and kept as given."""
+    from pipelines.core.units import UnitError, parse_size
+
+    try:
+        parse_size(text)
+    except UnitError as exc:
+        raise argparse.ArgumentTypeError(f"{exc} (got {text!r})") from None
+    return text
 
 
 def print_table(rows: Sequence[Sequence[str]]) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from pipelines.cli.common import print_table
+from pipelines.cli.common import emit, print_table
 from pipelines.core.config import load_config
 from pipelines.core.units import format_bandwidth, format_bytes
 
@@ -21,7 +21,30 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_config_check(args: argparse.Namespace) -> int:
     """Validate a tier config and print the tiers it declares."""
-    cfg = load_config(args.file)
+    cfg = load_config(args.file or args.config)
+    data = {
+        "source": str(cfg.source),
+        "state_dir": str(cfg.state_dir),
+        "tiers": [
+            {
+                "name": t.name,
+                "kind": t.kind,
+                "url": t.url,
+                "conn_id": t.conn_id,
+                "capacity_bytes": t.capacity_bytes,
+                "read_bps": t.bandwidth.read_bps,
+                "write_bps": t.bandwidth.write_bps,
+                "latency_s": t.bandwidth.latency_s,
+                "metadata_ops": t.bandwidth.metadata_ops,
+                "max_streams": t.bandwidth.max_streams,
+            }
+            for t in cfg.tiers
+        ],
+        "s3_server": cfg.s3_server.endpoint_url if cfg.s3_server else None,
+    }
+    if args.json:
+        emit(args, data, "")
+        return 0
     print(f"{cfg.source}: OK, {len(cfg.tiers)} tiers (state directory {cfg.state_dir})")
     header = ("tier", "kind", "url", "connection", "capacity", "read", "write", "latency", "metadata", "streams")
     rows = [header]

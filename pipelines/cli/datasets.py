@@ -6,11 +6,12 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
-from pipelines.cli.common import UsageError, config_from_args, open_named, role
+from pipelines.cli.common import UsageError, config_from_args, emit, open_named, print_table, role, size_arg
 from pipelines.core.units import format_bytes
 
 if TYPE_CHECKING:
     from pipelines.core.config import TierflowConfig
+    from pipelines.datasets.cache import CacheEntry
 
 __all__ = ["register"]
 
@@ -24,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     publish.add_argument("dir")
     publish.add_argument("--name", required=True)
     publish.add_argument("--version", required=True)
-    publish.add_argument("--tier", help="tier to publish on (default: the object tier)")
+    publish.add_argument("--to", "--tier", dest="tier", help="tier to publish on (default: the object tier)")
     publish.add_argument(
         "--replace",
         action="store_true",
@@ -45,12 +46,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     prep.add_argument("name")
     prep.add_argument("version")
-    prep.add_argument("--from", dest="source_prefix", required=True, help="raw input prefix on the source tier")
-    prep.add_argument("--source", help="tier holding the raw input (default: the object tier)")
-    prep.add_argument("--target", help="tier to publish on (default: the object tier)")
+    prep.add_argument("--prefix", dest="source_prefix", required=True, help="raw input prefix on the source tier")
+    prep.add_argument("--from", "--source", dest="source", help="tier holding the raw input (default: the object tier)")
+    prep.add_argument("--to", "--target", dest="target", help="tier to publish on (default: the object tier)")
     prep.add_argument("--format", choices=("parquet", "jsonl"), default="parquet")
-    prep.add_argument("--level", type=int, help="zstd level 1-19 (default: the planner's choice)")
-    prep.add_argument("--shard-size", help='e.g. "128 MiB" (default: the planner\'s)')
+    prep.add_argument("--level", type=_level, help="zstd level 1-19 (default: the planner's choice)")
+    prep.add_argument("--shard-size", type=size_arg, help='e.g. "128 MiB" (default: the planner\'s)')
     prep.add_argument("--threads", type=int, default=0, help="zstd threads (0 = one per CPU)")
     prep.add_argument("--dictionary", action="store_true", help="train a zstd dictionary (JSONL)")
     prep.add_argument("--policy", choices=("fail", "quarantine"), default="fail")
@@ -59,8 +60,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     prep.add_argument("-v", "--verbose", action="store_true")
     prep.set_defaults(func=cmd_datasets)
     ls = ds.add_parser("ls", help="dataset versions on each tier")
-    ls.add_argument("--tier")
+    ls.add_argument("--tier", help="only this tier")
     ls.set_defaults(func=cmd_datasets)
+
+
+def _level(text: str) -> int:
+    """An argparse type: a zstd level, 1 to 19."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 1 <= value <= 19:
+        raise argparse.ArgumentTypeError(f"zstd levels run from 1 to 19 (got {value})")
+    return value
 
 
 def cmd_datasets(args: argparse.Namespace) -> int:
@@ -85,8 +97,11 @@ def _publish(cfg: TierflowConfig, args: argparse.Namespace) -> int:
     report, record = publish_directory(
         args.dir, open_named(cfg, args.tier), args.name, args.version, replace=args.replace
     )
-    print(
-        f"published {args.name}/{args.version} on {args.tier}: {report.line()}; manifest {record.manifest.checksum()}"
+    emit(
+        args,
+        {"dataset": args.name, "version": args.version, "tier": args.tier, "manifest": record.manifest.checksum()}
+        | report.to_json(),
+        f"published {args.name}/{args.version} on {args.tier}: {report.line()}; manifest {record.manifest.checksum()}",
     )
     return 0
 
@@ -98,12 +113,23 @@ def _stage(cfg: TierflowConfig, args: argparse.Namespace) -> int:
     plan, staged, _ = stage_dataset(
         open_named(cfg, args.source), open_named(cfg, args.target), args.name, args.version, verify=args.verify
     )
+    data = {
+        "dataset": args.name,
+        "version": args.version,
+        "source": args.source,
+        "target": args.target,
+        "already_committed": staged is None,
+        "predicted_s": round(plan.hop.predicted_s, 3),
+        "bottleneck": str(plan.hop.predicted.bottleneck),
+    }
     if staged is None:
-        print(f"{args.name}/{args.version} already committed on {args.target}")
+        emit(args, data, f"{args.name}/{args.version} already committed on {args.target}")
     else:
-        print(
+        emit(
+            args,
+            data | staged.to_json(),
             f"staged {args.name}/{args.version} {args.source} -> {args.target}: {staged.line()}; "
-            f"predicted {plan.hop.predicted_s:.2f} s ({plan.hop.predicted.bottleneck})"
+            f"predicted {plan.hop.predicted_s:.2f} s ({plan.hop.predicted.bottleneck})",
         )
     return 0
 
@@ -118,23 +144,43 @@ def _ls(cfg: TierflowConfig, args: argparse.Namespace) -> int:
 
     if args.tier:
         cfg.tier(args.tier)  # an unknown name is refused, naming the tiers there are
-    unavailable = 0
-    for tier_cfg in cfg.tiers:
-        if args.tier and tier_cfg.name != args.tier:
-            continue
+    names = [t.name for t in cfg.tiers if not args.tier or t.name == args.tier]
+    found: list[tuple[str, CacheEntry]] = []
+    unavailable: dict[str, str] = {}
+    for name in names:
         try:
-            entries = cache_entries(open_named(cfg, tier_cfg.name))
+            found += [(name, e) for e in cache_entries(open_named(cfg, name))]
         except (ConfigError, OSError, BotoCoreError, ClientError) as exc:  # not there or not reachable
             if args.tier:
                 raise
             # Named, and the other tiers still listed (an NVMe root lives on another node).
-            print(f"tierflow datasets ls: {tier_cfg.name}: {one_line(exc)}", file=sys.stderr)
-            unavailable += 1
-            continue
-        for e in entries:
+            unavailable[name] = one_line(exc)
+    if args.json:
+        versions = [
+            {
+                "tier": name,
+                "dataset": e.dataset,
+                "version": e.version,
+                "committed": e.committed,
+                "bytes": e.bytes,
+                "last_used": e.last_used or None,
+                "pinned_by": list(e.pinned_by),
+            }
+            for name, e in found
+        ]
+        unreachable = [{"tier": name, "error": error} for name, error in unavailable.items()]
+        emit(args, {"versions": versions, "unavailable": unreachable}, "")
+        return 1 if unavailable else 0
+    for name, error in unavailable.items():
+        print(f"tierflow datasets ls: {name}: {error}", file=sys.stderr)
+    if found:
+        rows = [("tier", "dataset", "version", "state", "size", "pinned by")]
+        for name, e in found:
             state = "committed" if e.committed else "uncommitted"
-            pins = f" pinned by {', '.join(e.pinned_by)}" if e.pinned_by else ""
-            print(f"{tier_cfg.name:<8} {e.dataset}/{e.version:<12} {state:<11} {format_bytes(e.bytes):>10}{pins}")
+            rows.append((name, e.dataset, e.version, state, format_bytes(e.bytes), ", ".join(e.pinned_by) or "-"))
+        print_table(rows)
+    elif len(unavailable) < len(names):
+        print(f"no dataset versions on {', '.join(n for n in names if n not in unavailable)}")
     return 1 if unavailable else 0
 
 
@@ -153,19 +199,27 @@ def _prepare(cfg: TierflowConfig, args: argparse.Namespace) -> int:
         load_suite(args.name, args.suites),
         fmt=args.format,
         level=args.level,
-        shard_bytes=parse_size(args.shard_size) if args.shard_size else None,
+        shard_bytes=parse_size(args.shard_size) if args.shard_size else None,  # checked by argparse
         threads=args.threads,
         dictionary=args.dictionary,
         policy=args.policy,
         max_failed_fraction=args.max_failed_fraction,
     )
+    data = {
+        "dataset": args.name,
+        "version": args.version,
+        "target": args.target,
+        "already_published": published is None,
+    }
     if published is None:
-        print(f"{args.name}/{args.version} is already published on {args.target}")
+        emit(args, data, f"{args.name}/{args.version} is already published on {args.target}")
     else:
         quarantined = f"; quarantined {', '.join(summary['quarantined'])}" if summary["quarantined"] else ""
-        print(
-            f"published {args.name}/{args.version} on {args.target}: {summary['shards']} shards, "
-            f"{summary['rows']} rows, {format_bytes(summary['bytes'])} (ratio {summary['ratio']:.2f}, "
-            f"zstd level {prepared.level}){quarantined}"
+        emit(
+            args,
+            data | {"level": prepared.level} | dict(summary),
+            f"published {args.name}/{args.version} on {args.target}: {summary['shards']:,} shards, "
+            f"{summary['rows']:,} rows, {format_bytes(summary['bytes'])} (ratio {summary['ratio']:.2f}, "
+            f"zstd level {prepared.level}){quarantined}",
         )
     return 0

@@ -2,15 +2,17 @@
 
 Every failure ends in one line on stderr and an exit status from the one error map
 (:func:`pipelines.core.errors.exit_code`): 2 for a usage or input error the user can fix, 1 for a
-job that failed, 130 when interrupted. ``TIERFLOW_DEBUG=1`` shows the traceback instead.
+job that failed, 130 when interrupted. ``TIERFLOW_DEBUG=1`` shows the traceback instead. The
+global options (``--config``, ``--json``) are accepted before or after the subcommand.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from pipelines.cli import cache, checkpoints, codec, config, copy, datasets, dev, model
 from pipelines.core.errors import exit_code, one_line
@@ -18,19 +20,62 @@ from pipelines.core.errors import exit_code, one_line
 __all__ = ["build_parser", "main"]
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("tierflow")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed)"
+
+
+def _global_options(parser: argparse.ArgumentParser, top: bool) -> None:
+    """``--config`` and ``--json``; under a subcommand they only override what was given before it."""
+    config_default: object = None if top else argparse.SUPPRESS
+    json_default: object = False if top else argparse.SUPPRESS
+    parser.add_argument(
+        "--config",
+        default=config_default,
+        help="tier config file (default: $TIERFLOW_CONFIG, else the packaged default)",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        default=json_default,
+        help="print the result as one JSON document (errors too, on stderr)",
+    )
+
+
+def _leaves(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
+    """Every parser that runs a command (those without subcommands of their own)."""
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subs:
+        yield parser
+    for action in subs:
+        for child in dict.fromkeys(action.choices.values()):
+            yield from _leaves(child)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``tierflow`` command."""
     parser = argparse.ArgumentParser(prog="tierflow", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", help="tier config file (default: $TIERFLOW_CONFIG, else the packaged default)")
+    parser.add_argument("--version", action="version", version=f"tierflow {_version()}")
+    _global_options(parser, top=True)
     sub = parser.add_subparsers(dest="command", required=True)
     for group in (config, copy, datasets, checkpoints, codec, cache, model, dev):
         group.register(sub)
+    for leaf in _leaves(parser):
+        _global_options(leaf, top=False)
+        leaf.set_defaults(parser_of_command=leaf)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``tierflow`` console script."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # a mistyped option: the usage of the command it was given to, not the top level's
+        args.parser_of_command.error(f"unrecognized arguments: {' '.join(extra)}")
     name = " ".join(p for p in ("tierflow", args.command, getattr(args, "action", None)) if isinstance(p, str))
     try:
         return int(args.func(args))
@@ -40,8 +85,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # the one error map: one line, never a traceback
         if os.environ.get("TIERFLOW_DEBUG"):
             raise
-        print(f"{name}: {one_line(exc)}", file=sys.stderr)
-        return exit_code(exc)
+        code = exit_code(exc)
+        if args.json:
+            print(json.dumps({"command": name, "error": one_line(exc), "exit_code": code}), file=sys.stderr)
+        else:
+            print(f"{name}: {one_line(exc)}", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from pipelines.cli.common import UsageError, config_from_args, open_named, print_table
+from pipelines.cli.common import UsageError, config_from_args, emit, open_named, print_table
 from pipelines.core.units import format_bandwidth, format_bytes
 
 __all__ = ["register"]
@@ -28,7 +28,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     plan.add_argument("--price-per-1000-requests", type=float, default=0.0004, help="price per 1,000 requests")
     plan.add_argument("--joules-per-gb", default="object=10,pfs=4,nvme=1", help="energy per GB per tier")
     plan.add_argument("--sample", help="a local file of the data: zstd levels are measured on it to decide compression")
-    plan.add_argument("--json", action="store_true", help="JSON for machines")
     plan.set_defaults(func=cmd_plan)
 
     cal = sub.add_parser("calibrate", help="measure each tier and store its fitted bandwidth profile")
@@ -118,7 +117,7 @@ def _print_plan(result: dict[str, Any], size: int, objects: int, args: argparse.
                 format_bandwidth(h["throughput_Bps"]),
                 h["bottleneck"],
                 f"${h['cost']:,.2f}",
-                f"{h['energy_kJ'] / 3600:,.3f} kWh",
+                f"{h['energy_kWh']:,.3f} kWh",
             )
         )
     print_table(rows)
@@ -126,12 +125,15 @@ def _print_plan(result: dict[str, Any], size: int, objects: int, args: argparse.
         print(f"compression before {result['hops'][0]['hop']}: {result['hops'][0]['compression']['reason']}")
     print(
         f"total: {duration(result['sequential_s'])} sequential, {duration(result['pipelined_s'])} pipelined; "
-        f"bottleneck {result['bottleneck']}; ${result['cost']:,.2f}; {result['energy_kJ'] / 3600:,.3f} kWh"
+        f"bottleneck {result['bottleneck']}; ${result['cost']:,.2f}; {result['energy_kWh']:,.3f} kWh"
     )
+    coefficients = ", ".join(f"{tier} {j:g} J/GB" for tier, j in result["energy_J_per_GB"].items())
+    print(f"energy from {coefficients} (read at the source plus written at the destination; --joules-per-gb)")
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     """Measure tiers, fit and store their profiles; a tier that fails keeps its old profile."""
+    from pipelines.core.errors import one_line
     from pipelines.core.units import UnitError, parse_size
     from pipelines.model.calibration import calibrate_tier, save_profile
 
@@ -142,7 +144,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         raise UsageError(f"--budget: {exc}") from None
     for name in args.tier or []:
         cfg.tier(name)  # an unknown name is refused, naming the tiers there are
-    failed = 0
+    failed: dict[str, str] = {}
+    profiles: dict[str, dict[str, Any]] = {}
+    lines = []
     for tier_cfg in cfg.tiers:
         if args.tier and tier_cfg.name not in args.tier:
             continue
@@ -150,16 +154,26 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         try:
             profile, samples = calibrate_tier(tier, budget_bytes=budget, budget_s=args.seconds)
         except Exception as exc:  # reported per tier; the stored profile is kept
-            print(
-                f"{tier_cfg.name}: calibration failed, old profile kept: {type(exc).__name__}: {exc}", file=sys.stderr
-            )
-            failed += 1
+            failed[tier_cfg.name] = one_line(exc)
+            if not args.json:
+                print(f"{tier_cfg.name}: calibration failed, old profile kept: {one_line(exc)}", file=sys.stderr)
             continue
         path = save_profile(cfg, tier_cfg.name, profile, samples)
+        profiles[tier_cfg.name] = {
+            "read_bps": profile.read_bps,
+            "write_bps": profile.write_bps,
+            "stream_read_bps": profile.stream_read_bps,
+            "stream_write_bps": profile.stream_write_bps,
+            "latency_s": profile.latency_s,
+            "metadata_ops": profile.metadata_ops,
+            "samples": len(samples),
+            "path": str(path),
+        }
         read = f"read {format_bandwidth(profile.read_bps)} (stream {format_bandwidth(profile.stream_read_bps)})"
         write = f"write {format_bandwidth(profile.write_bps)} (stream {format_bandwidth(profile.stream_write_bps)})"
         rest = f"latency {profile.latency_s * 1000:.2f} ms, metadata {profile.metadata_ops:.0f}/s"
-        print(f"{tier_cfg.name}: {read}, {write}, {rest} -> {path}")
+        lines.append(f"{tier_cfg.name}: {read}, {write}, {rest} -> {path}")
+    emit(args, {"profiles": profiles, "failed": failed}, lines)
     return 1 if failed else 0
 
 

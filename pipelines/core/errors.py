@@ -150,13 +150,72 @@ def exit_code(exc: BaseException) -> int:
     """The command line's exit status for a failure: 2 for input the user can fix, 1 for a failed job."""
     if isinstance(exc, IntegrityError):
         return 1
+    if _chain_has(exc, "NoCredentialsError", "PartialCredentialsError"):
+        return 2
     return 2 if isinstance(exc, ValueError) else 1
 
 
 def one_line(exc: BaseException) -> str:
-    """The failure as one line: its message without quotes or a traceback, else its type."""
+    """The failure as one line: its message without quotes or a traceback, else its type.
+
+    An object store that cannot be reached or has no credentials is said so, naming the
+    endpoint and what to check, rather than in botocore's words.
+    """
+    explained = _unreachable(exc)
+    if explained:
+        return explained
     text = str(exc).strip().strip("'\"")
     first = text.splitlines()[0] if text else type(exc).__name__
     if isinstance(exc, OSError) and exc.strerror and exc.filename and str(exc.filename) not in first:
         return f"{exc.strerror}: {exc.filename}"
     return first
+
+
+def _chain(exc: BaseException | None) -> list[BaseException]:
+    seen: list[BaseException] = []
+    while exc is not None and exc not in seen:
+        seen.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return seen
+
+
+def _chain_has(exc: BaseException, *names: str) -> BaseException | None:
+    """The first exception in ``exc``'s chain whose class (or a base) is called one of ``names``."""
+    for link in _chain(exc):
+        if any(klass.__name__ in names for klass in type(link).__mro__):
+            return link
+    return None
+
+
+#: What to check when an object store cannot be reached.
+_CHECK_ENDPOINT = "check the endpoint (--endpoint-url, AWS_ENDPOINT_URL or the tier's connection) and that it is up"
+
+
+def _unreachable(exc: BaseException) -> str | None:
+    """One line for an endpoint that refuses, does not resolve or does not answer, or missing credentials.
+
+    botocore's exceptions are matched by class name (this module imports nothing outside the
+    standard library); the endpoint is the scheme and host of the request's URL.
+    """
+    if _chain_has(exc, "NoCredentialsError", "PartialCredentialsError"):
+        return (
+            "no credentials for the object store: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), "
+            "give the tier an Airflow connection, or start the embedded server (tierflow s3 serve)"
+        )
+    link = _chain_has(exc, "EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError")
+    if link is None:
+        return None
+    url = str(getattr(link, "kwargs", {}).get("endpoint_url", ""))
+    scheme, _, rest = url.partition("://")
+    endpoint = f"{scheme}://{rest.split('/', 1)[0]}" if rest else "the object store"
+    if type(link).__name__ == "ReadTimeoutError":
+        why = "no answer in time"
+    elif type(link).__name__ == "ConnectTimeoutError":
+        why = "connection timed out"
+    elif _chain_has(exc, "gaierror", "ClientConnectorDNSError"):
+        why = "host not found"
+    elif _chain_has(exc, "ConnectionRefusedError"):
+        why = "connection refused"
+    else:
+        why = "cannot connect"
+    return f"cannot reach {endpoint} ({why}): {_CHECK_ENDPOINT}"

@@ -116,7 +116,8 @@ def plan_cluster(
                 "throughput_Bps": plan.predicted.throughput_bps,
                 "bottleneck": str(plan.predicted.bottleneck),
                 "cost": round(cost, 4),
-                "energy_kJ": round(gb * (joules.get(src, 0.0) + joules.get(dst, 0.0)) / 1000, 3),  # J/GB × GB = J
+                # J/GB read at the source plus J/GB written at the destination, × GB, in kWh (3.6 MJ).
+                "energy_kWh": round(gb * (joules.get(src, 0.0) + joules.get(dst, 0.0)) / 3.6e6, 6),
                 "reasons": plan.reasons,
             }
         )
@@ -149,5 +150,6 @@ def plan_cluster(
         "pipelined_s": max(times) + (sum(times) - max(times)) / shards,
         "bottleneck": max(hops, key=lambda h: h["predicted_s"])["bottleneck"],
         "cost": round(sum(h["cost"] for h in hops), 4),
-        "energy_kJ": round(sum(h["energy_kJ"] for h in hops), 3),
+        "energy_kWh": round(sum(h["energy_kWh"] for h in hops), 6),
+        "energy_J_per_GB": dict(joules),
     }

@@ -26,6 +26,8 @@ __all__ = ["CHECKSUM_METADATA", "S3Tier"]
 
 #: User metadata key carrying the xxh3-128 checksum (``x-amz-meta-xxh3-128``).
 CHECKSUM_METADATA = "xxh3-128"
+#: Seconds to open a connection to the store before the attempt counts as failed.
+CONNECT_TIMEOUT_S = 2
 
 
 class S3Tier(Tier):
@@ -45,6 +47,10 @@ class S3Tier(Tier):
         config_kwargs = dict(options.get("config_kwargs") or {})
         config_kwargs.setdefault("request_checksum_calculation", "when_required")
         config_kwargs.setdefault("response_checksum_validation", "when_required")
+        # A store that does not answer is reported within seconds, not after botocore's 60 s
+        # connect timeout and five attempts; throttling (503 SlowDown) is still retried with backoff.
+        config_kwargs.setdefault("connect_timeout", CONNECT_TIMEOUT_S)
+        config_kwargs.setdefault("retries", {"total_max_attempts": 2, "mode": "standard"})
         # Enough connections for the widest plan (botocore's default pool of 10 throttles transfers).
         config_kwargs.setdefault("max_pool_connections", 64)
         options["config_kwargs"] = config_kwargs

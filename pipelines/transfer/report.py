@@ -77,10 +77,31 @@ class TransferReport:
 
     def line(self) -> str:
         """One human line: objects, bytes, seconds, MB/s."""
+        from pipelines.core.units import format_bandwidth, format_bytes
+
+        objects = f"{self.objects:,} object{'' if self.objects == 1 else 's'}"
         return (
-            f"{self.objects} objects, {self.bytes} bytes ({self.copied_objects} copied, {self.skipped_objects} "
-            f"already there) in {self.seconds:.2f} s, {self.throughput_bps / 1e6:.1f} MB/s"
+            f"{objects}, {format_bytes(self.bytes)} ({self.copied_objects:,} copied, {self.skipped_objects:,} "
+            f"already there) in {self.seconds:.2f} s, {format_bandwidth(self.throughput_bps)}"
         )
+
+    def to_json(self) -> dict[str, Any]:
+        """The counts as plain data (the CLI's ``--json`` fields; checksums left out)."""
+        return {
+            "source": self.source,
+            "destination": self.destination,
+            "objects": self.objects,
+            "bytes": self.bytes,
+            "copied_objects": self.copied_objects,
+            "copied_bytes": self.copied_bytes,
+            "skipped_objects": self.skipped_objects,
+            "skipped_bytes": self.skipped_bytes,
+            "failed_objects": len(self.failures),
+            "seconds": round(self.seconds, 3),
+            "throughput_bps": round(self.throughput_bps),
+            "concurrency": self.concurrency,
+            "part_size": self.part_size,
+        }
 
 
 class TransferError(TierflowError):
