@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -371,3 +372,44 @@ def test_human_output_has_headers_units_and_says_when_nothing_is_there(tierflow,
     header, row = out.splitlines()
     assert header.split() == ["tier", "dataset", "version", "state", "size", "pinned", "by"]
     assert row.split()[:4] == ["lustre", "c", "v1", "committed"] and row.split()[5:] == ["kB", "-"]
+
+
+def _stderr_of(args: list[str], env: dict[str, str], on_terminal: bool) -> tuple[int, str]:
+    """Run ``tierflow ARGS`` with stderr on a pseudo-terminal (as in a shell) or a pipe (as in a script)."""
+    import pty
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "pipelines.cli", *args]
+    if not on_terminal:
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+        return done.returncode, done.stderr
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=follower)
+    os.close(follower)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the terminal closes when the process exits
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(leader)
+    return proc.wait(timeout=120), seen.decode(errors="replace")
+
+
+def test_a_progress_bar_on_a_terminal_and_not_in_a_pipe(tierflow, tmp_path: Path) -> None:
+    src = corpus(tmp_path / "src", files=60)
+    env = dict(os.environ)
+    code, terminal = _stderr_of(["copy", str(src), str(tmp_path / "a")], env, on_terminal=True)
+    assert code == 0 and re.search(r"\d+%\|.*\| .*B/.*B .*/s ETA .* \d+/60 objects", terminal), terminal
+    code, piped = _stderr_of(["copy", str(src), str(tmp_path / "b")], env, on_terminal=False)
+    assert code == 0 and piped == ""
+    code, as_json = _stderr_of(["copy", str(src), str(tmp_path / "c"), "--json"], env, on_terminal=True)
+    assert code == 0 and "%|" not in as_json  # --json is for scripts: no bar even on a terminal
+    raw = tmp_path / "raw.txt"
+    raw.write_bytes(b"tierflow progress " * 200_000)
+    code, terminal = _stderr_of(["compress", str(raw), str(tmp_path / "raw.zst")], env, on_terminal=True)
+    assert code == 0 and re.search(r"compress raw\.txt: +\d+%\|", terminal), terminal

@@ -77,8 +77,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if extra:  # a mistyped option: the usage of the command it was given to, not the top level's
         args.parser_of_command.error(f"unrecognized arguments: {' '.join(extra)}")
     name = " ".join(p for p in ("tierflow", args.command, getattr(args, "action", None)) if isinstance(p, str))
+    from pipelines.transfer.progress import terminal_progress
+
     try:
-        return int(args.func(args))
+        with terminal_progress(enabled=not args.json and sys.stderr.isatty()):  # a live bar on a terminal only
+            return int(args.func(args))
     except KeyboardInterrupt:
         print(f"{name}: interrupted", file=sys.stderr)
         return 130

@@ -18,7 +18,7 @@ import os
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, cast
 
 from pipelines.core.errors import IntegrityError
 from pipelines.core.state import written_whole
@@ -26,6 +26,8 @@ from pipelines.model.codecs import CodecSample
 
 if TYPE_CHECKING:
     import zstandard
+
+    from pipelines.transfer.progress import Progress
 
 __all__ = [
     "DEFAULT_LEVELS",
@@ -113,12 +115,36 @@ def compressor(level: int = 3, threads: int = 0, dictionary: bytes | None = None
 
 def compress_file(src: str, dst: str, level: int = 3, threads: int = 0, dictionary: bytes | None = None) -> CodecStats:
     """Compress the file ``src`` into one zstd frame at ``dst`` (written whole: a temporary name, then a rename)."""
+    from pipelines.transfer.progress import Progress
+
     size = os.path.getsize(src)
     cctx = compressor(level, threads, dictionary)
     start = time.perf_counter()
-    with open(src, "rb") as fin, written_whole(dst) as fout:
-        _, written = cctx.copy_stream(fin, fout, size=size, read_size=IO_CHUNK, write_size=IO_CHUNK)
+    progress = Progress(size, f"compress {os.path.basename(src)}", 5.0)
+    try:
+        with open(src, "rb") as fin, written_whole(dst) as fout:
+            _, written = cctx.copy_stream(
+                cast(BinaryIO, _Counted(fin, progress)),  # copy_stream only calls read()
+                fout,
+                size=size,
+                read_size=IO_CHUNK,
+                write_size=IO_CHUNK,
+            )
+    finally:
+        progress.close()
     return CodecStats(size, written, time.perf_counter() - start)
+
+
+class _Counted:
+    """A file read through, its bytes counted into a progress (one call per IO_CHUNK read)."""
+
+    def __init__(self, fh: BinaryIO, progress: Progress) -> None:
+        self.fh, self.progress = fh, progress
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.fh.read(n)
+        self.progress.add(len(data), objects=0)
+        return data
 
 
 def iter_decompressed(

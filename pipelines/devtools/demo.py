@@ -1,7 +1,8 @@
 """``tierflow demo``: the main job on the embedded defaults, end to end, with a summary.
 
 1. start the embedded S3 server (SeaweedFS on 127.0.0.1) unless it runs already;
-2. generate the deterministic synthetic corpus, upload it to the object tier under
+2. seed the tiers (:func:`seed`, which ``tierflow airflow up`` runs too): generate the
+   deterministic synthetic corpus, upload it to the object tier under
    ``raw/synthetic/``, and publish it as the committed dataset version ``synthetic/v1``; write
    three checkpoints of a simulated training run (``demo-run``) to the NVMe tier;
 3. migrate the Airflow metadata DB (SQLite under the state directory) and run every DAG in
@@ -16,6 +17,7 @@ import re
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +25,9 @@ from pipelines.core.config import TierflowConfig
 from pipelines.core.units import format_bytes
 from pipelines.devtools.airflow_env import airflow_env, checkout_dir
 from pipelines.devtools.s3server import EmbeddedS3
+from pipelines.storage.credentials import S3Credentials
 
-__all__ = ["RAW_PREFIX", "run_demo"]
+__all__ = ["RAW_PREFIX", "Seeded", "run_demo", "seed"]
 
 RAW_PREFIX = "raw/synthetic"
 #: The simulated training run whose checkpoints checkpoint_lifecycle promotes and checkpoint_restore restores.
@@ -64,14 +67,56 @@ def _dag_ids(env: dict[str, str], log: Path) -> list[str]:
     return list(found["ids"])
 
 
-def run_demo(config: TierflowConfig, keep_server: bool = False) -> int:
-    """Run the demo; returns the exit status (0 when every DAG run succeeded)."""
+@dataclass(frozen=True)
+class Seeded:
+    """What :func:`seed` put on the tiers."""
+
+    files: int
+    records: int
+    bytes: int
+    raw_url: str
+    manifest: str
+
+
+def seed(config: TierflowConfig, creds: S3Credentials) -> Seeded:
+    """The data every DAG's defaults expect: the raw corpus, ``synthetic/v1`` and three NVMe checkpoints.
+
+    The corpus is deterministic and the copies resume, so seeding again moves nothing new.
+    """
     from dataclasses import replace
 
     from pipelines.datasets.staging import publish_directory
     from pipelines.devtools.corpus import generate_corpus, write_checkpoint
     from pipelines.storage.tier import Tier, open_tier
     from pipelines.transfer import copy_prefix
+
+    corpus_dir = config.state_dir / "corpus"
+    files = generate_corpus(corpus_dir)
+    total = sum(f.size for f in files)
+    _say(f"corpus: {len(files)} files, {sum(f.records for f in files)} records, {format_bytes(total)}")
+    obj = open_tier(config, config.primary("object").name, creds.storage_options())
+    raw, _ = copy_prefix(
+        Tier(replace(obj.config, name="corpus", kind="pfs", url=f"file://{corpus_dir}", conn_id=None)),
+        "",
+        obj,
+        RAW_PREFIX,
+    )
+    _say(f"raw corpus uploaded to {obj.url(RAW_PREFIX)}: {raw.line()}")
+    published, record = publish_directory(str(corpus_dir), obj, DEMO_DATASET, DEMO_VERSION)
+    _say(f"published dataset {DEMO_DATASET}/{DEMO_VERSION} on {obj.name}: {published.line()}")
+    nvme_root = Path(config.primary("nvme").root)
+    if (nvme_root / "checkpoints" / DEMO_RUN).is_dir():  # seeded before: what retention pruned stays pruned
+        _say(f"training run {DEMO_RUN}: checkpoints already under {nvme_root}/checkpoints")
+    else:
+        for i, step in enumerate((100, 200, 300)):
+            write_checkpoint(nvme_root, DEMO_RUN, step, metrics={"loss": 2.0 - i * 0.4, "eval_score": 0.6 + i * 0.1})
+        _say(f"training run {DEMO_RUN}: checkpoints at steps 100, 200, 300 written to {nvme_root}/checkpoints")
+    return Seeded(len(files), sum(f.records for f in files), total, obj.url(RAW_PREFIX), record.manifest.checksum())
+
+
+def run_demo(config: TierflowConfig, keep_server: bool = False) -> int:
+    """Run the demo; returns the exit status (0 when every DAG run succeeded)."""
+    from pipelines.storage.tier import open_tier
 
     started = time.perf_counter()
     server = EmbeddedS3.from_config(config)
@@ -85,27 +130,8 @@ def run_demo(config: TierflowConfig, keep_server: bool = False) -> int:
     checkpoints: list[str] = []
     prepared_line = ""
     try:
-        corpus_dir = config.state_dir / "corpus"
-        files = generate_corpus(corpus_dir)
-        total = sum(f.size for f in files)
-        _say(f"corpus: {len(files)} files, {sum(f.records for f in files)} records, {format_bytes(total)}")
+        seeded = seed(config, creds)
         obj = open_tier(config, config.primary("object").name, creds.storage_options())
-        raw, _ = copy_prefix(
-            Tier(replace(obj.config, name="corpus", kind="pfs", url=f"file://{corpus_dir}", conn_id=None)),
-            "",
-            obj,
-            RAW_PREFIX,
-        )
-        _say(f"raw corpus uploaded to {obj.url(RAW_PREFIX)}: {raw.line()}")
-        published, record = publish_directory(str(corpus_dir), obj, DEMO_DATASET, DEMO_VERSION)
-        _say(f"published dataset {DEMO_DATASET}/{DEMO_VERSION} on {obj.name}: {published.line()}")
-        nvme_root = config.primary("nvme").root
-        for i, step in enumerate((100, 200, 300)):
-            write_checkpoint(
-                Path(nvme_root), DEMO_RUN, step, metrics={"loss": 2.0 - i * 0.4, "eval_score": 0.6 + i * 0.1}
-            )
-        _say(f"training run {DEMO_RUN}: checkpoints at steps 100, 200, 300 written to {nvme_root}/checkpoints")
-
         env = airflow_env(config, creds)
         migrate = _airflow(["db", "migrate"], env, logs / "db-migrate.log")
         if migrate.returncode != 0:
@@ -120,8 +146,8 @@ def run_demo(config: TierflowConfig, keep_server: bool = False) -> int:
     print()
     print("Tierflow demo summary")
     print(f"  tiers:   {', '.join(f'{t.name} ({t.kind}) {t.url}' for t in config.tiers)}")
-    print(f"  corpus:  {len(files)} files, {format_bytes(total)} uploaded to {obj.url(RAW_PREFIX)}")
-    print(f"  dataset: {DEMO_DATASET}/{DEMO_VERSION} committed on {obj.name} (manifest {record.manifest.checksum()})")
+    print(f"  corpus:  {seeded.files} files, {format_bytes(seeded.bytes)} uploaded to {seeded.raw_url}")
+    print(f"  dataset: {DEMO_DATASET}/{DEMO_VERSION} committed on {obj.name} (manifest {seeded.manifest})")
     for line in staged:
         print(f"           {line}")
     print(f"  prepared: {prepared_line}")

@@ -1,6 +1,8 @@
 """``tierflow airflow up|down``: the Airflow UI on 127.0.0.1 against the embedded S3 server, without docker.
 
-``up`` starts the embedded S3 server, migrates the SQLite metadata DB, creates a pool per tier,
+``up`` starts the embedded S3 server, seeds the tiers with the data every DAG's defaults expect
+(:func:`pipelines.devtools.demo.seed`: the raw corpus, ``synthetic/v1``, a training run's
+checkpoints on NVMe), migrates the SQLite metadata DB, creates a pool per tier,
 then starts api-server, scheduler, dag-processor and triggerer (LocalExecutor, parallelism 4),
 each detached with its output in ``<AIRFLOW_HOME>/logs/<name>.out``, and waits until the API
 answers. Log-serving ports are not opened (``--skip-serve-logs``): with LocalExecutor the
@@ -26,6 +28,7 @@ from pathlib import Path
 
 from pipelines.core.config import TierflowConfig
 from pipelines.devtools.airflow_env import airflow_env
+from pipelines.devtools.demo import seed
 from pipelines.devtools.s3server import EmbeddedS3, is_alive
 
 __all__ = ["down", "up"]
@@ -62,6 +65,7 @@ def up(config: TierflowConfig, port: int = 8791) -> int:
         return 1
     logs = home / "logs"
     logs.mkdir(parents=True, exist_ok=True)
+    seed(config, creds)  # so that every DAG can be triggered from its form with its defaults
     print(f"S3 server at {creds.endpoint_url}; migrating the Airflow DB in {home} ...", flush=True)
     subprocess.run([_airflow_bin(), "db", "migrate"], env=env, check=True, stdout=subprocess.DEVNULL)
     subprocess.run([sys.executable, "-m", "pipelines.operators.pools", "sync"], env=env, check=True)

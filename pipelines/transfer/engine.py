@@ -20,7 +20,8 @@ Guarantees, whatever the pair of tiers:
   whatever still fails is reported per object in :class:`TransferError`, after all other objects
   were tried.
 
-Progress (bytes, MB/s, ETA) is logged at most every ``progress_interval_s`` seconds.
+Progress (bytes, MB/s, ETA) is logged at most every ``progress_interval_s`` seconds, or drawn as a
+live bar on a terminal (:mod:`pipelines.transfer.progress`).
 """
 
 from __future__ import annotations
@@ -337,7 +338,7 @@ def copy_entries(
     copier = _Copier(src, src_prefix, dst, dst_prefix, settings)
     todo = _not_yet_there(copier, dst, dst_prefix, entries, report, c)
     progress = Progress(
-        sum(e.size for e in todo), f"{report.source} -> {report.destination}", settings.progress_interval_s
+        sum(e.size for e in todo), f"{report.source} -> {report.destination}", settings.progress_interval_s, len(todo)
     )
     lock = threading.Lock()
 
@@ -355,11 +356,14 @@ def copy_entries(
 
     large = [e for e in todo if e.size > 2 * settings.part_size]
     small = [e for e in todo if e.size <= 2 * settings.part_size]
-    if small:
-        with ThreadPoolExecutor(max_workers=min(c, len(small)), thread_name_prefix="tierflow-copy") as pool:
-            list(pool.map(lambda e: run(e, 1), small))
-    for entry in large:  # one at a time, its parts in parallel: memory stays near c × part size
-        run(entry, c)
+    try:
+        if small:
+            with ThreadPoolExecutor(max_workers=min(c, len(small)), thread_name_prefix="tierflow-copy") as pool:
+                list(pool.map(lambda e: run(e, 1), small))
+        for entry in large:  # one at a time, its parts in parallel: memory stays near c × part size
+            run(entry, c)
+    finally:
+        progress.close()
     report.seconds = time.monotonic() - started
     report.failures.sort(key=lambda f: f.key)
     if report.failures:
