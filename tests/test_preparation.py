@@ -201,3 +201,29 @@ def test_large_jsonl_inputs_are_streamed_with_the_same_records_and_errors(tiers,
     upload(obj, "raw/big-bad", {"big.jsonl": broken})
     with pytest.raises(InputError, match=r"big\.jsonl line 15001: not valid JSON"):
         prepare(obj, obj, "raw/big-bad", "synthetic", "v2", SUITE, level=1)
+
+
+def test_a_validation_logs_no_great_expectations_chatter(tmp_path: Path) -> None:
+    """A fresh process (as a task is) validating one shard: GX's import-time INFO lines stay out of the log."""
+    import subprocess
+    import sys
+
+    script = (
+        "import logging, sys\n"
+        "from pathlib import Path\n"
+        "logging.basicConfig(level=logging.INFO, stream=sys.stdout, format='%(name)s: %(message)s')\n"
+        "from pipelines.devtools.corpus import generate_corpus\n"
+        "from pipelines.datasets.validation import load_suite, validate_local_shard\n"
+        "root = Path(sys.argv[1])\n"
+        "generate_corpus(root)\n"
+        "shard = next(root.rglob('*.parquet'))\n"
+        "print('passed', validate_local_shard(str(shard), shard.name, load_suite('synthetic')).passed)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "c")], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[-1] == "passed True", done.stdout[-2000:]
+    assert not [line for line in lines if "Skipping registering" in line], f"{len(lines)} lines"
+    assert len(lines) < 10, done.stdout[-2000:]

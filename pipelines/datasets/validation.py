@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import tempfile
 import time
@@ -222,7 +223,17 @@ def read_shard(
     raise ValueError(f"{name}: not a shard Tierflow writes (.parquet or .jsonl.zst)")
 
 
+def _quiet_gx() -> None:
+    """Keep Great Expectations' INFO chatter out of task logs.
+
+    Its import alone logs ~200 lines of "Skipping registering function ..."; its warnings and
+    errors still come through, and the validation's findings are logged by Tierflow.
+    """
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
+
+
 def _context(docs_dir: str | None) -> Any:
+    _quiet_gx()
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
@@ -271,6 +282,7 @@ def run_expectations(
     Raises:
         SuiteError: An expectation GX does not know, or bad arguments for it (the suite file named).
     """
+    _quiet_gx()
     import great_expectations as gx
     from great_expectations.exceptions import InvalidExpectationConfigurationError
     from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
