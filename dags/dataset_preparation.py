@@ -1,11 +1,15 @@
 """DAG ``dataset_preparation``: raw JSONL/Parquet → validated zstd shards → a published dataset version.
 
 1. ``plan`` lists the raw inputs once and takes the zstd level, shard size and build groups from
-   the bandwidth planner (a level or shard size given in the params wins).
+   the bandwidth planner (a level or shard size given in the params wins). It finds the dataset's
+   expectation suite (the ``suite_file`` param, else ``<dataset>.json`` in ``$TIERFLOW_SUITES``, in
+   ``<state_dir>/suites/`` or among the packaged ones) or, when there is none, infers one from the
+   first input and saves it to ``<state_dir>/suites/<dataset>.json``; the plan carries it to
+   every later task.
 2. ``build`` (mapped, one task per group) packs many small inputs into few shards, Parquet with the
    zstd codec or JSONL in zstd frames, decodes each one again and uploads it.
 3. ``validate`` (mapped, one task per shard) runs the integrity checks and the dataset's Great
-   Expectations suite (``pipelines/datasets/suites/<dataset>.json``); each task links to its Data Docs.
+   Expectations suite (the plan's); each task links to its Data Docs.
 4. ``publish`` applies the policy — ``fail``, or ``quarantine`` the failing shards under
    ``_quarantine/`` when few enough fail — and commits the version on object storage, marker last.
    Its asset event (``tierflow_dataset_published``, extras: dataset, version ...) schedules
@@ -41,6 +45,12 @@ with DAG(
     default_args={"retries": 2, "retry_delay": timedelta(seconds=30), "retry_exponential_backoff": True},
     params={
         "dataset": Param("synthetic", type="string", title="Dataset", description="Name; its suite is <name>.json."),
+        "suite_file": Param(
+            None,
+            type=["null", "string"],
+            title="Suite file",
+            description="A suite file on the workers; empty: <dataset>.json, else one inferred from the data.",
+        ),
         "version": Param("v2", type="string", title="Version", description="Version to publish (immutable)."),
         "source_prefix": Param(
             "raw/synthetic", type="string", title="Source prefix", description="Raw input prefix on object storage."
@@ -75,6 +85,7 @@ with DAG(
         level="{{ params.level }}",
         shard_size="{{ params.shard_size }}",
         dictionary="{{ params.dictionary }}",
+        suite_file="{{ params.suite_file }}",
     )
     build = BuildShardsOperator.partial(task_id="build", map_index_template="{{ task.group['name'] }}").expand(
         group=plan.output

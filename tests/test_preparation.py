@@ -227,3 +227,49 @@ def test_a_validation_logs_no_great_expectations_chatter(tmp_path: Path) -> None
     assert lines[-1] == "passed True", done.stdout[-2000:]
     assert not [line for line in lines if "Skipping registering" in line], f"{len(lines)} lines"
     assert len(lines) < 10, done.stdout[-2000:]
+
+
+def test_a_dataset_without_a_suite_gets_one_inferred_and_saved(tiers, tmp_path: Path, caplog) -> None:
+    """No suite anywhere: one is inferred from the first input, saved in the state directory, said so, and used."""
+    from pipelines.datasets.preparation.suites import resolve_suite
+
+    rows = [
+        {"id": i, "text": f"row {i}", "score": i / 7, "ok": i % 2 == 0, "note": None if i % 3 else "x"}
+        for i in range(300)
+    ]
+    upload(tiers["object"], "raw/fresh", {"a.jsonl": jsonl(rows[:150]), "b.jsonl.gz": gzip.compress(jsonl(rows[150:]))})
+    state = tmp_path / "state"
+    with caplog.at_level("WARNING", logger="pipelines"):
+        suite = resolve_suite("fresh", tiers["object"], "raw/fresh", state_dir=state)
+    saved = state / "suites" / "fresh.json"
+    assert suite.source == str(saved) and f"saved the suite to {saved}" in caplog.text
+    data = json.loads(saved.read_text())
+    assert data["schema"] == {"id": "int64", "text": "string", "score": "float64", "ok": "bool", "note": "string"}
+    not_null = {e["kwargs"]["column"] for e in data["expectations"]}
+    assert not_null == {"id", "text", "score", "ok"}  # 'note' has nulls in the sample
+    assert data["inferred_from"] == tiers["object"].url("raw/fresh/a.jsonl")
+    plan, published, summary = prepare(tiers["object"], tiers["object"], "raw/fresh", "fresh", "v1", suite, fmt="jsonl")
+    assert published is not None and summary["rows"] == 300 and plan.suite() == suite
+    # Found again (and edited by the user, it is theirs) rather than inferred anew.
+    data["expectations"].append(
+        {"type": "expect_column_values_to_be_between", "kwargs": {"column": "id", "min_value": 0}}
+    )
+    saved.write_text(json.dumps(data))
+    assert len(resolve_suite("fresh", tiers["object"], "raw/fresh", state_dir=state).expectations) == 5
+    # A suite file given by name wins; a missing one is named.
+    given = tmp_path / "mine.json"
+    given.write_text(json.dumps({"schema": {"id": "int64"}, "expectations": []}))
+    assert resolve_suite("fresh", tiers["object"], "raw/fresh", suite_file=given, state_dir=state).schema == (
+        ("id", "int64"),
+    )
+    with pytest.raises(ValueError, match=f"{tmp_path / 'nope.json'}: no such suite file"):
+        resolve_suite("fresh", tiers["object"], "raw/fresh", suite_file=tmp_path / "nope.json")
+
+
+def test_a_column_a_suite_cannot_declare_is_named_when_inferring(tiers, tmp_path: Path) -> None:
+    from pipelines.datasets.preparation.suites import resolve_suite
+
+    upload(tiers["object"], "raw/nested", {"a.jsonl": jsonl([{"id": 1, "tags": ["a", "b"]}])})
+    with pytest.raises(InputError, match=r"column 'tags' is list<item: string>, which a suite cannot declare"):
+        resolve_suite("nested", tiers["object"], "raw/nested", state_dir=tmp_path)
+    assert not (tmp_path / "suites" / "nested.json").exists()

@@ -56,7 +56,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     prep.add_argument("--dictionary", action="store_true", help="train a zstd dictionary (JSONL)")
     prep.add_argument("--policy", choices=("fail", "quarantine"), default="fail")
     prep.add_argument("--max-failed-fraction", type=float, default=0.1)
-    prep.add_argument("--suites", help="suites directory (default: $TIERFLOW_SUITES, else the packaged suites)")
+    prep.add_argument("--suite", help="the suite file to validate with (default: <name>.json, looked up as documented)")
+    prep.add_argument("--suites", help="where <name>.json is looked for first (default: $TIERFLOW_SUITES)")
     prep.add_argument("-v", "--verbose", action="store_true")
     prep.set_defaults(func=cmd_datasets)
     ls = ds.add_parser("ls", help="dataset versions on each tier")
@@ -187,16 +188,20 @@ def _ls(cfg: TierflowConfig, args: argparse.Namespace) -> int:
 def _prepare(cfg: TierflowConfig, args: argparse.Namespace) -> int:
     from pipelines.core.units import parse_size
     from pipelines.datasets.preparation import prepare
-    from pipelines.datasets.validation import load_suite
+    from pipelines.datasets.preparation.suites import resolve_suite
 
     args.target = role(cfg, args.target, "object")
+    source = open_named(cfg, role(cfg, args.source, "object"))
+    suite = resolve_suite(
+        args.name, source, args.source_prefix, suite_file=args.suite, directory=args.suites, state_dir=cfg.state_dir
+    )
     prepared, published, summary = prepare(
-        open_named(cfg, role(cfg, args.source, "object")),
+        source,
         open_named(cfg, args.target),
         args.source_prefix,
         args.name,
         args.version,
-        load_suite(args.name, args.suites),
+        suite,
         fmt=args.format,
         level=args.level,
         shard_bytes=parse_size(args.shard_size) if args.shard_size else None,  # checked by argparse

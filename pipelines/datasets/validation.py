@@ -39,6 +39,7 @@ __all__ = [
     "SuiteError",
     "check_schema",
     "load_suite",
+    "load_suite_file",
     "read_shard",
     "run_expectations",
     "validate_local_shard",
@@ -90,6 +91,17 @@ def load_suite(dataset: str, directory: str | os.PathLike[str] | None = None) ->
     path = suites_dir(directory) / f"{dataset}.json"
     if not path.is_file():
         raise SuiteError(f"no expectation suite for dataset {dataset!r}: {path} does not exist")
+    return load_suite_file(path, dataset)
+
+
+def load_suite_file(path: Path, dataset: str) -> Suite:
+    """Read and check a suite file (``dataset`` names the suite when the file does not).
+
+    Raises:
+        SuiteError: The file is missing, not JSON, or has a bad field (file and field named).
+    """
+    if not path.is_file():
+        raise SuiteError(f"{path}: no such suite file")
     try:
         data = json.loads(path.read_text())
     except ValueError as exc:

@@ -63,7 +63,9 @@ class PlanPreparationOperator(BaseOperator):
     pushes the :class:`~pipelines.datasets.preparation.PreparePlan` as XCom ``plan``.
 
     Args:
-        dataset: Dataset name; its suite is ``<dataset>.json`` in the suites directory (templated).
+        dataset: Dataset name (templated); its suite is found as :mod:`pipelines.datasets.preparation.suites`
+            says (``suite_file``, ``<dataset>.json`` in ``suites_dir``, one inferred before, the packaged
+            ones), or inferred from the first raw input and saved under the state directory.
         version: Version to publish (templated).
         source_prefix: Raw input prefix on the source tier (templated).
         format: ``parquet`` or ``jsonl`` (templated).
@@ -72,7 +74,8 @@ class PlanPreparationOperator(BaseOperator):
         dictionary: Train a zstd dictionary (JSONL only; templated, a bool).
         source: Tier holding the raw input (default: the config's object tier, whatever its name).
         target: Tier the version is published on (default: the config's object tier).
-        suites_dir: Where suites are read; default ``$TIERFLOW_SUITES``, else the packaged ones.
+        suites_dir: Where ``<dataset>.json`` is looked for first; default ``$TIERFLOW_SUITES``.
+        suite_file: A suite file to use, whatever the dataset's name (templated; None: look it up).
         config_path: Tier config file.
     """
 
@@ -84,6 +87,7 @@ class PlanPreparationOperator(BaseOperator):
         "level",
         "shard_size",
         "dictionary",
+        "suite_file",
     )
 
     def __init__(
@@ -99,10 +103,12 @@ class PlanPreparationOperator(BaseOperator):
         source: str | None = None,
         target: str | None = None,
         suites_dir: str | None = None,
+        suite_file: str | None = None,
         config_path: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.suite_file = suite_file
         self.dataset = dataset
         self.version = version
         self.source_prefix = source_prefix
@@ -117,17 +123,29 @@ class PlanPreparationOperator(BaseOperator):
 
     def execute(self, context: Any) -> list[dict[str, Any]]:
         """Plan; returns the build-group descriptors."""
+        from pipelines.core.config import load_config
         from pipelines.core.units import parse_size
         from pipelines.datasets.preparation import plan_preparation
-        from pipelines.datasets.validation import load_suite
+        from pipelines.datasets.preparation.suites import resolve_suite
 
         with fatal_errors():
             level = native(self.level, int | None, "PlanPreparationOperator.level")
             size = native(self.shard_size or None, str | None, "PlanPreparationOperator.shard_size")
             shard = parse_size(size) if size else None
             dictionary = native(self.dictionary, bool, "PlanPreparationOperator.dictionary")
-            suite = load_suite(self.dataset, self.suites_dir)
+            suite_file = native(self.suite_file or None, str | None, "PlanPreparationOperator.suite_file")
             source, target = open_tiers_in_task(self.config_path, (self.source, "object"), (self.target, "object"))
+            suite = resolve_suite(
+                self.dataset,
+                source,
+                self.source_prefix,
+                suite_file=suite_file,
+                directory=self.suites_dir,
+                state_dir=load_config(self.config_path).state_dir,
+            )
+            self.log.info(
+                "suite: %s (%d columns, %d expectations)", suite.source, len(suite.schema), len(suite.expectations)
+            )
             plan = plan_preparation(
                 source,
                 target,
@@ -155,8 +173,7 @@ class BuildShardsOperator(BaseOperator):
 
     Args:
         group: A :class:`~pipelines.datasets.preparation.BuildGroup` (JSON) from :class:`PlanPreparationOperator`.
-        plan_task_id: The planning task.
-        suites_dir: Where suites are read.
+        plan_task_id: The planning task (its plan carries the suite the shards are built against).
         config_path: Tier config file.
     """
 
@@ -167,27 +184,23 @@ class BuildShardsOperator(BaseOperator):
         *,
         group: dict[str, Any],
         plan_task_id: str = "plan",
-        suites_dir: str | None = None,
         config_path: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.group = group
         self.plan_task_id = plan_task_id
-        self.suites_dir = suites_dir
         self.config_path = config_path
 
     def execute(self, context: Any) -> list[dict[str, Any]]:
         """Build; returns the shards uploaded."""
         from pipelines.datasets.preparation import BuildGroup, build_group
-        from pipelines.datasets.validation import load_suite
 
         plan = _plan(context, self.plan_task_id)
         with fatal_errors():
             group = BuildGroup.from_json(self.group, "BuildShardsOperator.group")
-            suite = load_suite(plan.dataset, self.suites_dir)
             source, target = open_tiers_in_task(self.config_path, plan.source, plan.target)
-            return [shard.to_json() for shard in build_group(source, target, plan, group.index, suite)]
+            return [shard.to_json() for shard in build_group(source, target, plan, group.index, plan.suite())]
 
 
 class ValidateShardOperator(BaseOperator):
@@ -201,8 +214,7 @@ class ValidateShardOperator(BaseOperator):
     Args:
         shard: One :class:`~pipelines.datasets.preparation.BuiltShard` (its JSON form) from a build task.
         policy: ``fail`` or ``quarantine`` (templated).
-        plan_task_id: The planning task.
-        suites_dir: Where suites are read.
+        plan_task_id: The planning task (its plan carries the suite to check).
         config_path: Tier config file.
     """
 
@@ -215,7 +227,6 @@ class ValidateShardOperator(BaseOperator):
         shard: dict[str, Any],
         policy: str = "fail",
         plan_task_id: str = "plan",
-        suites_dir: str | None = None,
         config_path: str | None = None,
         **kwargs: Any,
     ) -> None:
@@ -223,7 +234,6 @@ class ValidateShardOperator(BaseOperator):
         self.shard = shard
         self.policy = policy
         self.plan_task_id = plan_task_id
-        self.suites_dir = suites_dir
         self.config_path = config_path
         self.docs_url = ""
 
@@ -233,14 +243,12 @@ class ValidateShardOperator(BaseOperator):
         from airflow.sdk.exceptions import AirflowFailException
 
         from pipelines.datasets.preparation import BuiltShard, validate_shard
-        from pipelines.datasets.validation import load_suite
 
         plan = _plan(context, self.plan_task_id)
         with fatal_errors():
             shard = BuiltShard.from_json(self.shard, "ValidateShardOperator.shard")
-            suite = load_suite(plan.dataset, self.suites_dir)
             (target,) = open_tiers_in_task(self.config_path, plan.target)
-            validation = validate_shard(target, plan, shard, suite)
+            validation = validate_shard(target, plan, shard, plan.suite())
         base = conf.get("api", "base_url", fallback="") or ""
         route = docs_route(plan.dataset, plan.version, shard.key)
         self.docs_url = base.rstrip("/") + route if validation.docs else ""

@@ -105,6 +105,13 @@ class PreparePlan(Payload):
     dictionary_checksum: str | None = None
     already_published: bool = False
     reasons: dict[str, str] = field(default_factory=dict)
+    #: The suite's expectations and where it came from: every task of the run checks the same ones.
+    expectations: tuple[dict[str, Any], ...] = ()
+    suite_source: str = ""
+
+    def suite(self) -> Suite:
+        """The suite this plan was made with."""
+        return Suite(self.dataset, self.schema, self.expectations, self.suite_source)
 
     def tasks(self) -> list[BuildGroup]:
         """One build task per group (nothing when the version is already published)."""
@@ -298,6 +305,8 @@ def plan_preparation(
         groups=_groups(inputs, count),
         estimated_ratio=round(ratio, 3),
         schema=suite.schema,
+        expectations=suite.expectations,
+        suite_source=suite.source,
         dictionary_checksum=dictionary_checksum,
         already_published=existing is not None,
         reasons=reasons,
