@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines.core.units import UnitError, format_bandwidth, parse_bandwidth, parse_duration, parse_rate, parse_size
+from pipelines.core.units import (
+    UnitError,
+    format_bandwidth,
+    format_duration,
+    parse_bandwidth,
+    parse_duration,
+    parse_rate,
+    parse_size,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -78,3 +86,12 @@ def test_bad_quantities_are_refused(parser, text: object, message: str) -> None:
 
 def test_format_bandwidth() -> None:
     assert format_bandwidth(812e6) == "812.00 MB/s"
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(0.0000042, "4 µs"), (0.023, "23 ms"), (0.9994, "999 ms"), (4.24, "4.2 s"), (600, "10.0 min"), (27000, "7.5 h")],
+)
+def test_durations_keep_their_digits_meaningful(seconds: float, text: str) -> None:
+    """A plan's 23 ms is not printed as "0.0 s"."""
+    assert format_duration(seconds) == text

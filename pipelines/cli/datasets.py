@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
-from pipelines.cli.common import UsageError, config_from_args, emit, open_named, print_table, role, size_arg
+from pipelines.cli.common import UsageError, config_from_args, count, emit, open_named, print_table, role, size_arg
 from pipelines.core.units import format_bytes
 
 if TYPE_CHECKING:
@@ -223,8 +223,8 @@ def _prepare(cfg: TierflowConfig, args: argparse.Namespace) -> int:
         emit(
             args,
             data | {"level": prepared.level} | dict(summary),
-            f"published {args.name}/{args.version} on {args.target}: {summary['shards']:,} shards, "
-            f"{summary['rows']:,} rows, {format_bytes(summary['bytes'])} (ratio {summary['ratio']:.2f}, "
+            f"published {args.name}/{args.version} on {args.target}: {count(summary['shards'], 'shard')}, "
+            f"{count(summary['rows'], 'row')}, {format_bytes(summary['bytes'])} (ratio {summary['ratio']:.2f}, "
             f"zstd level {prepared.level}){quarantined}",
         )
     return 0

@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 from pipelines.cli.common import UsageError, config_from_args, emit, open_named, print_table
-from pipelines.core.units import format_bandwidth, format_bytes
+from pipelines.core.units import format_bandwidth, format_bytes, format_duration
 
 __all__ = ["register"]
 
@@ -39,14 +39,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     pools = sub.add_parser("pools", help="Airflow pools per tier")
     pools.add_argument("action", choices=["sync"])
     pools.set_defaults(func=cmd_pools)
-
-
-def duration(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.1f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -113,7 +105,7 @@ def _print_plan(result: dict[str, Any], size: int, objects: int, args: argparse.
                 str(h["concurrency"]),
                 f"{h['part_size'] >> 20} MiB",
                 str(h["shards"]),
-                duration(h["predicted_s"]),
+                format_duration(h["predicted_s"]),
                 format_bandwidth(h["throughput_Bps"]),
                 h["bottleneck"],
                 f"${h['cost']:,.2f}",
@@ -124,7 +116,8 @@ def _print_plan(result: dict[str, Any], size: int, objects: int, args: argparse.
     if "compression" in result["hops"][0]:
         print(f"compression before {result['hops'][0]['hop']}: {result['hops'][0]['compression']['reason']}")
     print(
-        f"total: {duration(result['sequential_s'])} sequential, {duration(result['pipelined_s'])} pipelined; "
+        f"total: {format_duration(result['sequential_s'])} sequential, "
+        f"{format_duration(result['pipelined_s'])} pipelined; "
         f"bottleneck {result['bottleneck']}; ${result['cost']:,.2f}; {result['energy_kWh']:,.3f} kWh"
     )
     coefficients = ", ".join(f"{tier} {j:g} J/GB" for tier, j in result["energy_J_per_GB"].items())

@@ -14,6 +14,7 @@ __all__ = [
     "UnitError",
     "format_bandwidth",
     "format_bytes",
+    "format_duration",
     "parse_bandwidth",
     "parse_duration",
     "parse_rate",
@@ -116,3 +117,14 @@ def format_bytes(n: float) -> str:
 def format_bandwidth(bytes_per_second: float) -> str:
     """Format a bandwidth with a decimal prefix, e.g. ``"812.00 MB/s"``."""
     return format_bytes(bytes_per_second) + "/s"
+
+
+def format_duration(seconds: float) -> str:
+    """Format a duration with a unit that keeps its digits meaningful: ``"23 ms"``, ``"4.2 s"``, ``"7.5 h"``."""
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms" if seconds >= 0.001 else f"{seconds * 1e6:.0f} µs"
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"

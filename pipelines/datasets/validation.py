@@ -242,6 +242,11 @@ def _quiet_gx() -> None:
     errors still come through, and the validation's findings are logged by Tierflow.
     """
     logging.getLogger("great_expectations").setLevel(logging.WARNING)
+    # This one sets its own level to INFO when imported ("Created temporary directory ... for
+    # ephemeral docs site" on every validation): import it first, then lower it.
+    import great_expectations.data_context.types.base as gx_base
+
+    gx_base.logger.setLevel(logging.WARNING)
 
 
 def _context(docs_dir: str | None) -> Any:

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 from pipelines.core.config import BandwidthProfile, TierConfig
 from pipelines.core.payloads import Payload
+from pipelines.core.units import format_duration
 
 __all__ = [
     "MAX_MAP_LENGTH",
@@ -367,11 +368,12 @@ def plan_hop(
     if concurrency == c_max and c_max == limit:
         c_reason = f"{concurrency}: {limit_reason}; {prediction.bottleneck}"
     elif concurrency == c_max:
-        c_reason = f"{concurrency}: only {useful} request(s) to run in parallel; {prediction.bottleneck}"
+        requests = f"{useful} request{'' if useful == 1 else 's'}"
+        c_reason = f"{concurrency}: only {requests} to run in parallel; {prediction.bottleneck}"
     else:
         c_reason = (
             f"{concurrency}: the smallest reaching {ASYMPTOTE_SHARE:.0%} of the best throughput "
-            f"({c_max} streams: {best:.1f} s); {prediction.bottleneck}"
+            f"({c_max} streams: {format_duration(best)}); {prediction.bottleneck}"
         )
     total = prediction.seconds
     shards = max(1, min(max_map_length, max(1, work.objects), math.ceil(total / target_task_s)))
