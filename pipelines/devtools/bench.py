@@ -1,7 +1,8 @@
 """The benchmark runner behind ``tierflow bench`` / ``make bench``.
 
 A benchmark is a module ``benchmarks/<name>.py`` with a ``DESCRIPTION`` and a function
-``run(ctx: BenchContext) -> list[Comparison]``. Each comparison holds per-run numbers for Tierflow
+``run(ctx: BenchContext) -> list[Comparison]`` (and ``IN_ALL = False`` if it runs only when
+named). Each comparison holds per-run numbers for Tierflow
 and for a reference tool measured in the same run, on the same machine, interleaved, so the
 ratio of medians means something on a shared, noisy machine where absolute numbers do not.
 
@@ -151,7 +152,8 @@ def run_benchmarks(config: TierflowConfig, names: list[str], runs: int = 3, list
         print(f"tierflow bench: unknown benchmark(s) {unknown}; known: {', '.join(known)}", file=sys.stderr)
         return 2
     results: dict[str, Any] = {"runs": runs, "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "benchmarks": {}}
-    for name in names or list(known):
+    # A benchmark with IN_ALL = False (the soak) runs only when named.
+    for name in names or [n for n, path in known.items() if getattr(_load(path), "IN_ALL", True)]:
         module = _load(known[name])
         print(f"== {name}: {module.DESCRIPTION} (median of {runs} runs)", flush=True)
         with tempfile.TemporaryDirectory(prefix=f"tierflow-bench-{name}-") as tmp:
