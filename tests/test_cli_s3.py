@@ -82,8 +82,8 @@ def test_connection_failures_end_in_one_line_naming_the_endpoint(
             result = run(user_env | {"AWS_ENDPOINT_URL": endpoint}, *args)
             assert result.returncode == 1, result.stderr
             assert one_line(result.stderr) == (
-                f"tierflow copy: cannot reach {endpoint} ({why}): check the endpoint (--endpoint-url, "
-                "AWS_ENDPOINT_URL or the tier's connection) and that it is up"
+                f"tierflow copy: cannot reach {endpoint} ({why}): check the endpoint (AWS_ENDPOINT_URL, the tier's "
+                "connection, or copy's --endpoint-url) and that it is up (the embedded one: tierflow s3 serve)"
             )
             assert not (tmp_path / "down").exists()
     # No credentials anywhere (no keys, no profile files, no instance metadata): exit 2, what to set.

@@ -188,7 +188,10 @@ def _chain_has(exc: BaseException, *names: str) -> BaseException | None:
 
 
 #: What to check when an object store cannot be reached.
-_CHECK_ENDPOINT = "check the endpoint (--endpoint-url, AWS_ENDPOINT_URL or the tier's connection) and that it is up"
+_CHECK_ENDPOINT = (
+    "check the endpoint (AWS_ENDPOINT_URL, the tier's connection, or copy's --endpoint-url) and that it is up "
+    "(the embedded one: tierflow s3 serve)"
+)
 
 
 def _unreachable(exc: BaseException) -> str | None:
