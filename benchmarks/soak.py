@@ -122,12 +122,22 @@ class Stack:
         run = self.api("POST", f"/api/v2/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf or {}})
         return str(run["dag_run_id"])
 
+    def _all(self, path: str, field: str) -> list[dict[str, Any]]:
+        """Every item of a paged list (the API returns at most 100 a page)."""
+        items: list[dict[str, Any]] = []
+        while True:
+            sep = "&" if "?" in path else "?"
+            page = self.api("GET", f"{path}{sep}limit=100&offset={len(items)}")
+            items += page[field]
+            if not page[field] or len(items) >= page["total_entries"]:
+                return items
+
     def runs(self) -> list[dict[str, Any]]:
-        return list(self.api("GET", "/api/v2/dags/~/dagRuns?limit=1000")["dag_runs"])
+        return self._all("/api/v2/dags/~/dagRuns", "dag_runs")
 
     def task_instances(self, state: str | None = None) -> list[dict[str, Any]]:
-        query = f"?state={state}&limit=1000" if state else "?limit=10000"
-        return list(self.api("GET", f"/api/v2/dags/~/dagRuns/~/taskInstances{query}")["task_instances"])
+        query = f"?state={state}" if state else ""
+        return self._all(f"/api/v2/dags/~/dagRuns/~/taskInstances{query}", "task_instances")
 
 
 def _trainer(root: Path, stop: threading.Event, finished: list[int]) -> None:
@@ -142,9 +152,18 @@ def _trainer(root: Path, stop: threading.Event, finished: list[int]) -> None:
 
 
 def _fault(stack: Stack, rng: random.Random, log: list[str]) -> None:
-    """Restart the S3 server, or SIGKILL a running task's process (whichever is possible, chosen at random)."""
-    running = [(ti, pid) for ti in stack.task_instances("running") if (pid := _task_pid(str(ti["id"])))]
-    if running and rng.random() < 0.5:
+    """Restart the S3 server or SIGKILL a running task's process, chosen at random.
+
+    A kill waits up to a minute for a task to be running; if none is, the server is restarted instead.
+    """
+    running: list[tuple[dict[str, Any], int]] = []
+    if rng.random() < 0.5:
+        deadline = time.monotonic() + 60
+        while not running and time.monotonic() < deadline:
+            running = [(ti, pid) for ti in stack.task_instances("running") if (pid := _task_pid(str(ti["id"])))]
+            if not running:
+                time.sleep(1)
+    if running:
         victim, pid = rng.choice(running)
         try:
             os.kill(pid, signal.SIGKILL)

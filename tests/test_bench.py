@@ -27,9 +27,11 @@ def test_list_and_run_one(tmp_path: Path) -> None:
         "dag_parse",
         "model_fidelity",
         "s3_transfer",
+        "soak",
         "staging_copy",
         "validation_speed",
     }
+    assert "(only when named)" in next(line for line in listed.splitlines() if line.startswith("soak "))
     ran = subprocess.run(
         [*cli, "checksum_speed", "--runs", "1"], cwd=REPO, env=env, capture_output=True, text=True, check=True
     )

@@ -10,6 +10,7 @@ loopback ports, and is stopped at the end. Chromium is installed with apt-get wh
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -112,79 +113,82 @@ def _finished_run(url: str, token: str, dag_id: str) -> dict[str, Any]:
     return run
 
 
-def _log_in(page: Any, url: str, password: str) -> str:
+@contextlib.contextmanager
+def _browser_page(chromium: str) -> Iterator[Any]:
+    """A page of headless Chromium, closed at the end; screenshots go to ARTIFACTS."""
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, headless=True, args=["--no-sandbox"])
+        try:
+            yield browser.new_page(viewport={"width": 1400, "height": 900})
+        finally:
+            browser.close()
+
+
+def _log_in(page: Any, url: str, password: str, screenshot: str | None = None) -> str:
     """Sign in as admin; returns the API token the UI holds."""
     page.goto(f"{url}/")
     page.get_by_label("Username").fill("admin")
     page.get_by_label("Password").fill(password)
+    if screenshot:
+        page.screenshot(path=ARTIFACTS / screenshot)
     page.get_by_role("button", name="Sign in").click()
     page.wait_for_url(f"{url}/", timeout=30_000)
     return str(next(c["value"] for c in page.context.cookies() if c["name"] == "_token"))
 
 
 def test_ui_trigger_staging_and_read_the_plugin_page(stack: dict[str, Any], chromium: str) -> None:
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     url = stack["url"]
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=chromium, headless=True, args=["--no-sandbox"])
-        page = browser.new_page(viewport={"width": 1400, "height": 900})
-        try:
-            # Log in.
-            page.goto(f"{url}/")
-            page.get_by_label("Username").fill("admin")
-            page.get_by_label("Password").fill(stack["password"])
-            page.screenshot(path=ARTIFACTS / "01-login.png")
-            page.get_by_role("button", name="Sign in").click()
-            page.wait_for_url(f"{url}/", timeout=30_000)
-            token = next(c["value"] for c in page.context.cookies() if c["name"] == "_token")
+    with _browser_page(chromium) as page:
+        token = _log_in(page, url, stack["password"], screenshot="01-login.png")
 
-            # Every Tierflow DAG is listed; no import errors.
-            page.goto(f"{url}/dags")
-            for dag_id in DAGS:
-                expect(page.get_by_role("link", name=dag_id, exact=True)).to_be_visible(timeout=60_000)
-            page.screenshot(path=ARTIFACTS / "02-dags.png")
-            errors = _api(f"{url}/api/v2/importErrors", token)
-            assert errors["total_entries"] == 0, errors
+        # Every Tierflow DAG is listed; no import errors.
+        page.goto(f"{url}/dags")
+        for dag_id in DAGS:
+            expect(page.get_by_role("link", name=dag_id, exact=True)).to_be_visible(timeout=60_000)
+        page.screenshot(path=ARTIFACTS / "02-dags.png")
+        errors = _api(f"{url}/api/v2/importErrors", token)
+        assert errors["total_entries"] == 0, errors
 
-            # Trigger dataset_staging through its params form (verify switched on).
-            page.goto(f"{url}/dags/dataset_staging")
-            page.get_by_role("button", name="Trigger").first.click()
-            dialog = page.get_by_role("dialog")
-            expect(dialog.locator("#element_dataset")).to_have_value("synthetic")
-            dialog.locator("#element_version").fill("v1")
-            dialog.locator("label:has(input[name=element_verify])").click()
-            expect(dialog.locator("input[name=element_verify]")).to_be_checked()
-            page.screenshot(path=ARTIFACTS / "03-trigger-form.png")
-            dialog.get_by_test_id("trigger-dag-submit").click()
+        # Trigger dataset_staging through its params form (verify switched on).
+        page.goto(f"{url}/dags/dataset_staging")
+        page.get_by_role("button", name="Trigger").first.click()
+        dialog = page.get_by_role("dialog")
+        expect(dialog.locator("#element_dataset")).to_have_value("synthetic")
+        dialog.locator("#element_version").fill("v1")
+        dialog.locator("label:has(input[name=element_verify])").click()
+        expect(dialog.locator("input[name=element_verify]")).to_be_checked()
+        page.screenshot(path=ARTIFACTS / "03-trigger-form.png")
+        dialog.get_by_test_id("trigger-dag-submit").click()
 
-            # Wait for the run to finish; it must succeed with the form's values.
-            run = _finished_run(url, token, "dataset_staging")
-            page.goto(f"{url}/dags/dataset_staging/runs/{run.get('dag_run_id')}")
-            page.wait_for_load_state("networkidle")
-            page.screenshot(path=ARTIFACTS / "04-run.png")
-            assert run.get("state") == "success", run
-            assert run["conf"]["verify"] is True and run["conf"]["version"] == "v1"
-            tasks = _api(f"{url}/api/v2/dags/dataset_staging/dagRuns/{run['dag_run_id']}/taskInstances", token)
-            states = {(t["task_id"], t["map_index"]): t["state"] for t in tasks["task_instances"]}
-            assert states[("commit_hop2", -1)] == "success", states
+        # Wait for the run to finish; it must succeed with the form's values.
+        run = _finished_run(url, token, "dataset_staging")
+        page.goto(f"{url}/dags/dataset_staging/runs/{run.get('dag_run_id')}")
+        page.wait_for_load_state("networkidle")
+        page.screenshot(path=ARTIFACTS / "04-run.png")
+        assert run.get("state") == "success", run
+        assert run["conf"]["verify"] is True and run["conf"]["version"] == "v1"
+        tasks = _api(f"{url}/api/v2/dags/dataset_staging/dagRuns/{run['dag_run_id']}/taskInstances", token)
+        states = {(t["task_id"], t["map_index"]): t["state"] for t in tasks["task_instances"]}
+        assert states[("commit_hop2", -1)] == "success", states
 
-            # The storage-bandwidth page, through the UI's Browse menu: tier table and chart.
-            page.goto(f"{url}/")
-            page.get_by_role("button", name="Browse").click()
-            page.get_by_role("menuitem", name="Storage bandwidth").click()
-            frame = page.frame_locator("iframe")
-            table = frame.locator("table#tiers")
-            expect(table).to_be_visible(timeout=30_000)
-            rows = table.locator("tr").all_inner_texts()
-            assert [r.split("\t")[0] for r in rows[1:]] == ["object", "pfs", "nvme"], rows
-            chart = frame.locator("svg#chart")
-            expect(chart).to_be_visible()
-            assert chart.locator("rect.achieved").count() >= 1  # the staging run's copy tasks were observed
-            page.screenshot(path=ARTIFACTS / "05-storage-bandwidth.png")
-        finally:
-            browser.close()
+        # The storage-bandwidth page, through the UI's Browse menu: tier table and chart.
+        page.goto(f"{url}/")
+        page.get_by_role("button", name="Browse").click()
+        page.get_by_role("menuitem", name="Storage bandwidth").click()
+        frame = page.frame_locator("iframe")
+        table = frame.locator("table#tiers")
+        expect(table).to_be_visible(timeout=30_000)
+        rows = table.locator("tr").all_inner_texts()
+        assert [r.split("\t")[0] for r in rows[1:]] == ["object", "pfs", "nvme"], rows
+        chart = frame.locator("svg#chart")
+        expect(chart).to_be_visible()
+        assert chart.locator("rect.achieved").count() >= 1  # the staging run's copy tasks were observed
+        page.screenshot(path=ARTIFACTS / "05-storage-bandwidth.png")
 
 
 #: DAGs triggered from their forms with the defaults, in order (restore reads what the lifecycle
@@ -195,29 +199,23 @@ TRIGGERED = ("tier_health", "dataset_preparation", "checkpoint_lifecycle", "chec
 
 def test_every_dag_triggers_from_its_form_with_its_defaults(stack: dict[str, Any], chromium: str) -> None:
     """Each DAG's trigger form opens with its defaults valid (the button enabled); four run to success."""
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     url = stack["url"]
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=chromium, headless=True, args=["--no-sandbox"])
-        page = browser.new_page(viewport={"width": 1400, "height": 900})
-        try:
-            token = _log_in(page, url, stack["password"])
-            for dag_id in DAGS:
-                page.goto(f"{url}/dags/{dag_id}")
-                page.get_by_role("button", name="Trigger").first.click()
-                dialog = page.get_by_role("dialog")
-                submit = dialog.get_by_test_id("trigger-dag-submit")
-                expect(submit).to_be_enabled(timeout=30_000)
-                page.screenshot(path=ARTIFACTS / f"06-form-{dag_id}.png")
-                if dag_id not in TRIGGERED:
-                    page.keyboard.press("Escape")
-                    expect(dialog).to_be_hidden()
-                    continue
-                submit.click()
-                expect(dialog).to_be_hidden(timeout=30_000)
-                run = _finished_run(url, token, dag_id)
-                assert run.get("state") == "success", (dag_id, run)
-        finally:
-            browser.close()
+    with _browser_page(chromium) as page:
+        token = _log_in(page, url, stack["password"])
+        for dag_id in DAGS:
+            page.goto(f"{url}/dags/{dag_id}")
+            page.get_by_role("button", name="Trigger").first.click()
+            dialog = page.get_by_role("dialog")
+            submit = dialog.get_by_test_id("trigger-dag-submit")
+            expect(submit).to_be_enabled(timeout=30_000)
+            page.screenshot(path=ARTIFACTS / f"06-form-{dag_id}.png")
+            if dag_id not in TRIGGERED:
+                page.keyboard.press("Escape")
+                expect(dialog).to_be_hidden()
+                continue
+            submit.click()
+            expect(dialog).to_be_hidden(timeout=30_000)
+            run = _finished_run(url, token, dag_id)
+            assert run.get("state") == "success", (dag_id, run)

@@ -145,7 +145,9 @@ def run_benchmarks(config: TierflowConfig, names: list[str], runs: int = 3, list
     known = available()
     if list_only:
         for name, path in known.items():
-            print(f"{name:<20} {_load(path).DESCRIPTION}")
+            module = _load(path)
+            only = "" if getattr(module, "IN_ALL", True) else " (only when named)"
+            print(f"{name:<20} {module.DESCRIPTION}{only}")
         return 0
     unknown = [n for n in names if n not in known]
     if unknown:
