@@ -305,6 +305,11 @@ def test_copy_has_the_manners_of_s5cmd_and_rclone(tierflow, tmp_path: Path) -> N
     assert code == 0 and out.startswith("copied 1 object, 601 B (1 copied, 0 already there)"), err
     assert out.rstrip().endswith("part size 8 MB")
     assert (tmp_path / "single" / "01.bin").read_bytes() == one.read_bytes()
+    inside = tmp_path / "lustre" / "sub" / "f.bin"  # a file inside a configured tier, below its root
+    inside.parent.mkdir()
+    inside.write_bytes(b"in a tier")
+    code, _, err = tierflow("copy", str(inside), str(tmp_path / "from-tier"))
+    assert code == 0 and (tmp_path / "from-tier" / "f.bin").read_bytes() == b"in a tier", err
     # Global options after the subcommand; --json gives the summary. Local to local without a
     # manifest has no stored checksum to compare with, so a rerun copies again (S3 reruns skip).
     code, out, err = tierflow("copy", str(src), str(tmp_path / "tree"), "--json")

@@ -135,7 +135,8 @@ def _entries(src: Tier, prefix: str, only: str | None) -> tuple[str, list[Entry]
     from pipelines.transfer import source_entries
 
     if only is not None:  # a local file
-        return prefix, [Entry(only, os.path.getsize(os.path.join(src.root, only)))]
+        # The file's directory may lie inside a configured tier, at a prefix of it.
+        return prefix, [Entry(only, os.path.getsize(src.path(f"{prefix}/{only}" if prefix else only)))]
     if src.config.is_object and prefix:  # one object, named by its key? (one HEAD)
         try:
             info = src.fs.info(src.path(prefix))
