@@ -20,15 +20,28 @@ LARGE_LOCAL_FILE = 16 * 2**20
 
 
 def copy_hashing(src: str, dst: str) -> tuple[str, int]:
-    """Copy a local file through one buffer, hashing what passes; returns checksum and size."""
+    """Copy a local file through one buffer, hashing what passes; returns checksum and size.
+
+    Raises:
+        OSError: A write failed, or the file on disk is not as long as what was read.
+    """
     hasher = Hasher()
     buf = bytearray(COPY_BLOCK)
     view = memoryview(buf)
     with open(src, "rb", buffering=0) as fin, open(dst, "wb", buffering=0) as fout:
         while n := fin.readinto(buf):
             hasher.update(view[:n])
-            fout.write(view[:n])
+            _write_all(fout.fileno(), view[:n])
+        on_disk = os.fstat(fout.fileno()).st_size
+    if on_disk != hasher.size:
+        raise OSError(errno.EIO, f"{dst}: wrote {on_disk} B of {hasher.size} B")
     return hasher.hexdigest(), hasher.size
+
+
+def _write_all(fd: int, data: memoryview) -> None:
+    """Write every byte: an unbuffered write may take only part (a disk or quota nearly full), then fail."""
+    while data:
+        data = data[os.write(fd, data) :]
 
 
 def kernel_copy(src: str, dst: str) -> None:
@@ -45,3 +58,6 @@ def kernel_copy(src: str, dst: str) -> None:
             if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
                 raise
             shutil.copyfileobj(fin, fout, COPY_BLOCK)
+            return
+        if left > 0:  # the source shrank under the copy: never a short file under a final name
+            raise OSError(errno.EIO, f"{src}: ended {left} B before its size when copied to {dst}")

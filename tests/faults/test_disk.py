@@ -57,11 +57,17 @@ def _file_size_limit(limit: int):  # type: ignore[no-untyped-def]
     return apply
 
 
+@pytest.mark.parametrize("limit", [4 * 2**20, 64 * 2**10], ids=["4MiB", "64KiB"])
 @pytest.mark.parametrize("hop", ["s3->local", "local->local"])
 def test_a_file_size_limit_fails_in_one_line_and_the_rerun_finishes(
-    hop: str, cli: Cli, tiers, tmp_path: Path, tally: Tally
+    hop: str, limit: int, cli: Cli, tiers, tmp_path: Path, tally: Tally
 ) -> None:
-    """No root needed: writes past 4 MiB fail (the two 24 MiB files), the small files land whole."""
+    """No root needed: writes past the limit fail, everything below it lands whole.
+
+    At 4 MiB the two 24 MiB files fail (kernel copies); at 64 KiB every small file's write is cut
+    short part-way (the write takes what fits, then fails), which must never leave a short file
+    under a final name.
+    """
     source = corpus(tmp_path / "corpus")
     src = str(tmp_path / "corpus")
     if hop == "s3->local":
@@ -74,7 +80,7 @@ def test_a_file_size_limit_fails_in_one_line_and_the_rerun_finishes(
         capture_output=True,
         text=True,
         timeout=300,
-        preexec_fn=_file_size_limit(4 * 2**20),
+        preexec_fn=_file_size_limit(limit),
     )
     tally.fault(f"file size limit: copy {hop}")
     assert done.returncode == 1, done.stderr
