@@ -6,7 +6,8 @@ commit marker is written last, and an asset event for (dataset, tier) is emitted
 NVMe hop, the cache makes room by evicting least-recently-used versions that are committed on a
 more durable tier. A hop whose target already holds the same committed version copies nothing.
 With ``[[node]]`` tables in the tier config, the NVMe hop runs once per node on its Celery queue
-(task ids ``plan_hop2_<node>`` ...), since each node's NVMe cache is its own.
+(task ids ``plan_hop2_<node>`` ...), since each node's NVMe cache is its own; each node's worker
+runs with ``TIERFLOW_NODE=<node>``, and a per-node task that reaches another node's worker fails.
 
 Runs when a dataset version is published on object storage (asset ``tierflow_dataset_published``;
 the event names the dataset and version), or by hand with the params below.
@@ -20,7 +21,7 @@ from typing import Any
 import pendulum
 from airflow.sdk import DAG, Param, task
 
-from pipelines.core.config import load_config
+from pipelines.core.config import NodeConfig, load_config
 from pipelines.operators import CommitStagingOperator, EvictCacheOperator, PlanStagingOperator, StageShardOperator
 from pipelines.operators.assets import PUBLISHED
 from pipelines.operators.roles import by_role
@@ -82,10 +83,11 @@ with DAG(
     # Everything below reads what to stage from resolve's XCom at run time.
     WHAT = "ti.xcom_pull(task_ids='resolve')"
 
-    def hop(name: str, source_key: str, pool: str, queue: str | None, after: Any) -> Any:
+    def hop(name: str, source_key: str, pool: str, node: NodeConfig | None, after: Any) -> Any:
         """Plan → (make room) → mapped copy → commit for one hop, on one node's queue when given."""
         hop_id = name.split("_", 1)[0]  # "hop2_node1" is hop 2 on node1
-        on_node = {"queue": queue} if queue else {}
+        # A per-node task runs on its node's queue and checks it landed there (TIERFLOW_NODE).
+        on_node = {"queue": node.queue, "node": node.name} if node else {}
         plan = PlanStagingOperator(
             task_id=f"plan_{name}",
             dataset=f"{{{{ {WHAT}['dataset'] }}}}",
@@ -127,6 +129,6 @@ with DAG(
     # fan-out is per node at parse time; the shards within a node are mapped as usual).
     if NODES:
         for node in NODES:
-            hop(f"hop2_{node.name}", "hop1", nvme_pool, node.queue, hop1)
+            hop(f"hop2_{node.name}", "hop1", nvme_pool, node, hop1)
     else:
         hop("hop2", "hop1", nvme_pool, None, hop1)

@@ -234,3 +234,83 @@ def test_nodes_with_their_queues() -> None:
         parse_config(base + '[[node]]\nname = "a"\nqueue = "q"\n[[node]]\nname = "b"\nqueue = "q"\n')
     with pytest.raises(ConfigError, match=r"node\[0\]\.host: unknown key"):
         parse_config(base + '[[node]]\nname = "a"\nhost = "x"\n')
+
+
+NODE_TIERS = (
+    '[[tier]]\nname = "pfs"\nkind = "pfs"\nurl = "file:///tmp/pfs"\ncapacity = "10 GB"\n'
+    '[tier.bandwidth]\nread = "1 GB/s"\nwrite = "1 GB/s"\nlatency = "0.1 ms"\nmetadata_ops = "1000/s"\n'
+    '[[tier]]\nname = "nvme"\nkind = "nvme"\nurl = "file:///tmp/nvme"\ncapacity = "1 GB"\n'
+    '[tier.bandwidth]\nread = "1 GB/s"\nwrite = "1 GB/s"\nlatency = "0.1 ms"\nmetadata_ops = "1000/s"\n'
+    '[[node]]\nname = "node1"\n[node.tiers.nvme]\nurl = "file:///mnt/nvme1"\ncapacity = "2 GB"\n'
+    '[[node]]\nname = "node2"\n'
+)
+
+
+def test_a_node_has_its_own_nvme_url_and_capacity_and_nothing_else_changes() -> None:
+    cfg = parse_config(NODE_TIERS)
+    assert cfg.node is None and cfg.tier("nvme").url == "file:///tmp/nvme"
+    node1 = cfg.for_node("node1")
+    assert node1.node == "node1"
+    assert (node1.tier("nvme").url, node1.tier("nvme").capacity_bytes) == ("file:///mnt/nvme1", 2 * 10**9)
+    assert node1.tier("pfs") == cfg.tier("pfs") and node1.nodes == cfg.nodes
+    node2 = cfg.for_node("node2")  # no values of its own: the tier's
+    assert node2.tier("nvme") == cfg.tier("nvme") and node2.node == "node2"
+    with pytest.raises(ConfigError, match=r"no \[\[node\]\] named 'node3' \(nodes: node1, node2\)"):
+        cfg.for_node("node3")
+    with pytest.raises(ConfigError, match="already made for node 'node1', not 'node2'"):
+        node1.for_node("node2")
+
+
+@pytest.mark.parametrize(
+    ("table", "error"),
+    [
+        ('[node.tiers.pfs]\nurl = "file:///x"\n', r"node 'n'\.tiers\.pfs: only nvme tiers are node-local"),
+        ('[node.tiers.nosuch]\nurl = "file:///x"\n', r"node 'n'\.tiers\.nosuch: unknown key \(allowed: nvme, pfs\)"),
+        ('[node.tiers.nvme]\nurl = "relative/x"\n', r"node 'n'\.tiers\.nvme\.url: a nvme tier needs a file:///"),
+        ('[node.tiers.nvme]\ncapacity = "lots"\n', r"node 'n'\.tiers\.nvme\.capacity"),
+        ("[node.tiers.nvme]\nbandwidth = {}\n", r"node 'n'\.tiers\.nvme\.bandwidth: unknown key"),
+    ],
+)
+def test_node_tier_values_are_checked_in_one_line(table: str, error: str) -> None:
+    base = NODE_TIERS.split("[[node]]")[0]
+    with pytest.raises(ConfigError, match=error):
+        parse_config(base + '[[node]]\nname = "n"\n' + table)
+
+
+def test_tierflow_node_selects_the_node_and_a_wrong_name_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write(tmp_path, NODE_TIERS)
+    monkeypatch.setenv("TIERFLOW_NODE", "node1")
+    assert load_config(path).tier("nvme").url == "file:///mnt/nvme1"
+    monkeypatch.setenv("TIERFLOW_NODE", "node9")
+    with pytest.raises(ConfigError, match=r"^TIERFLOW_NODE='node9': .*no \[\[node\]\] named 'node9'"):
+        load_config(path)
+    monkeypatch.setenv("TIERFLOW_NODE", "")
+    assert load_config(path).node is None
+
+
+def test_a_per_node_task_on_another_nodes_worker_fails_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+    import logging
+
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from pipelines.operators.context import load_config_in_task, log, placement
+
+    path = str(write(tmp_path, NODE_TIERS))
+    monkeypatch.setenv("TIERFLOW_NODE", "node1")
+    mine = load_config_in_task(path, "node1")
+    assert mine.tier("nvme").url == "file:///mnt/nvme1"
+    assert placement(mine)["node"] == "node1" and str(placement(mine)["worker"]).startswith("node1@")
+    with pytest.raises(AirflowFailException, match="task for node 'node2' ran on a worker of node 'node1'"):
+        load_config_in_task(path, "node2")  # its queue reached the wrong worker: never fill this NVMe for it
+    monkeypatch.delenv("TIERFLOW_NODE")
+    said = io.StringIO()
+    handler = logging.StreamHandler(said)  # on the logger itself: Airflow's logging setup replaces root's handlers
+    log.addHandler(handler)
+    try:
+        assert load_config_in_task(path, "node1").tier("nvme").url == "file:///mnt/nvme1"
+    finally:
+        log.removeHandler(handler)
+    assert "TIERFLOW_NODE is not set on this worker: taking node 'node1'" in said.getvalue()

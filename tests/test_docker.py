@@ -118,6 +118,8 @@ def test_connection_buckets_and_tier_paths_agree_with_the_tier_config(compose, t
         worker = services[f"airflow-worker-{node.name}"]
         queues = re.search(r"--queues (\S+)", worker["command"]).group(1).split(",")
         assert node.queue in queues and "default" in queues
+        assert _env(worker)["TIERFLOW_NODE"] == node.name, f"{node.name}'s worker does not say which node it is"
+        assert f"--celery-hostname {node.name}@" in worker["command"]
         nvme_volumes.add(_mounts(worker)[nvme.root])
     assert len(nvme_volumes) == len(tiers.nodes), "two nodes share an NVMe volume"
     init_mounts = _mounts(services["airflow-init"])

@@ -10,6 +10,10 @@ endpoint and keys come from that connection (or, outside Airflow, from the envir
 
 Which file is read: an explicit path, else ``$TIERFLOW_CONFIG``, else the packaged default that
 serves the embedded setup (SeaweedFS on 127.0.0.1 and local directories under the state directory).
+
+Which node this process runs on: ``$TIERFLOW_NODE`` names one of the file's ``[[node]]`` tables, and
+:func:`load_config` applies that node's own values for its node-local tiers (the NVMe cache's URL
+and capacity), so the ``nvme`` tier means this node's NVMe wherever the same file is read.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
 
@@ -26,9 +30,11 @@ from pipelines.core.units import UnitError, parse_bandwidth, parse_duration, par
 
 __all__ = [
     "DEFAULT_CONFIG",
+    "NODE_ENV",
     "BandwidthProfile",
     "ConfigError",
     "NodeConfig",
+    "NodeTier",
     "S3ServerConfig",
     "TierConfig",
     "TierKind",
@@ -46,6 +52,8 @@ TIER_KINDS: tuple[TierKind, ...] = ("object", "pfs", "nvme")
 DURABILITY: dict[str, int] = {"object": 0, "pfs": 1, "nvme": 2}
 
 DEFAULT_CONFIG = Path(__file__).with_name("default_tiers.toml")
+#: The environment variable naming the ``[[node]]`` a process runs on (set on each node's worker).
+NODE_ENV = "TIERFLOW_NODE"
 
 _NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 _CONN_ID = re.compile(r"^[A-Za-z0-9_.-]{1,250}$")
@@ -157,16 +165,34 @@ class S3ServerConfig:
 
 
 @dataclass(frozen=True)
+class NodeTier:
+    """One node's own values for a node-local (``nvme``) tier: where that node mounts it, how big it is.
+
+    Attributes:
+        tier: The tier's name.
+        url: The node's ``file:///...`` root for the tier, or ``None`` to keep the tier's.
+        capacity_bytes: The node's capacity for the tier, or ``None`` to keep the tier's.
+    """
+
+    tier: str
+    url: str | None = None
+    capacity_bytes: int | None = None
+
+
+@dataclass(frozen=True)
 class NodeConfig:
     """A compute node with its own NVMe cache, reached through its own Celery queue.
 
-    NVMe caches are node-local: a task that fills one must run on that node. Each node's Celery
-    worker consumes ``queue`` (``airflow celery worker --queues <queue>``), and staging runs one
-    NVMe hop per node on its queue.
+    NVMe caches are node-local: a task that fills one must run on that node. Each node's worker
+    consumes ``queue`` (``airflow celery worker --queues default,<queue>``) and runs with
+    ``TIERFLOW_NODE=<name>``; staging runs one NVMe hop per node on its queue. ``tiers`` holds the
+    node's own URL or capacity for node-local tiers (``[node.tiers.<tier>]``), for nodes that mount
+    their NVMe elsewhere, or several "nodes" sharing one machine.
     """
 
     name: str
     queue: str
+    tiers: tuple[NodeTier, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -178,6 +204,8 @@ class TierflowConfig:
     tiers: tuple[TierConfig, ...]
     s3_server: S3ServerConfig | None
     nodes: tuple[NodeConfig, ...] = ()
+    #: The node whose own tier values are applied (:meth:`for_node`), ``None`` for none.
+    node: str | None = None
 
     def tier(self, name: str) -> TierConfig:
         """Return the tier called ``name``.
@@ -190,6 +218,39 @@ class TierflowConfig:
                 return tier
         known = ", ".join(t.name for t in self.tiers)
         raise UnknownTierError(f"{self.source}: no tier named {name!r} (tiers: {known})")
+
+    def node_config(self, name: str) -> NodeConfig:
+        """Return the ``[[node]]`` called ``name``.
+
+        Raises:
+            ConfigError: No node has that name; the message lists the nodes there are.
+        """
+        for node in self.nodes:
+            if node.name == name:
+                return node
+        known = ", ".join(n.name for n in self.nodes) or "none declared"
+        raise ConfigError(f"{self.source}: no [[node]] named {name!r} (nodes: {known})")
+
+    def for_node(self, name: str) -> TierflowConfig:
+        """This config as node ``name`` sees it: its node-local tiers at the node's URL and capacity.
+
+        Raises:
+            ConfigError: No node has that name, or this config was already made for another node.
+        """
+        if self.node is not None and self.node != name:
+            raise ConfigError(f"{self.source}: config already made for node {self.node!r}, not {name!r}")
+        own = {t.tier: t for t in self.node_config(name).tiers}
+        tiers = tuple(
+            replace(
+                tier,
+                url=own[tier.name].url or tier.url,
+                capacity_bytes=own[tier.name].capacity_bytes or tier.capacity_bytes,
+            )
+            if tier.name in own
+            else tier
+            for tier in self.tiers
+        )
+        return replace(self, tiers=tiers, node=name)
 
     def of_kind(self, kind: TierKind) -> tuple[TierConfig, ...]:
         """Return the tiers of one kind, in file order."""
@@ -240,8 +301,11 @@ def state_dir(config_value: str | None = None, base: Path | None = None) -> Path
 def load_config(path: str | os.PathLike[str] | None = None) -> TierflowConfig:
     """Load and validate a tier config: ``path``, else ``$TIERFLOW_CONFIG``, else the packaged default.
 
+    With ``$TIERFLOW_NODE`` set, the config is that node's (:meth:`TierflowConfig.for_node`).
+
     Raises:
-        ConfigError: The file is missing, is not TOML, or declares something invalid.
+        ConfigError: The file is missing, is not TOML, declares something invalid, or has no
+            ``[[node]]`` of the name ``$TIERFLOW_NODE`` gives.
     """
     chosen = Path(path or os.environ.get("TIERFLOW_CONFIG") or DEFAULT_CONFIG)
     try:
@@ -250,7 +314,14 @@ def load_config(path: str | os.PathLike[str] | None = None) -> TierflowConfig:
         raise ConfigError(f"{chosen}: config file not found") from None
     except OSError as exc:
         raise ConfigError(f"{chosen}: cannot read config file ({exc.strerror})") from None
-    return parse_config(text, source=str(chosen), base=chosen.resolve().parent)
+    config = parse_config(text, source=str(chosen), base=chosen.resolve().parent)
+    node = os.environ.get(NODE_ENV, "").strip()
+    if not node:
+        return config
+    try:
+        return config.for_node(node)
+    except ConfigError as exc:
+        raise ConfigError(f"{NODE_ENV}={node!r}: {exc}") from None
 
 
 def parse_config(text: str, source: str = "<string>", base: Path | None = None) -> TierflowConfig:
@@ -323,22 +394,37 @@ class _Reader:
             if tier.name in seen:
                 raise self.fail(f"tier '{tier.name}'.name", "duplicate tier name", tier.name)
             seen.add(tier.name)
-        nodes = self.nodes(data.get("node", []))
+        nodes = self.nodes(data.get("node", []), tiers, state)
         return TierflowConfig(source=self.source, state_dir=state, tiers=tiers, s3_server=server, nodes=nodes)
 
-    def nodes(self, raw: object) -> tuple[NodeConfig, ...]:
+    def nodes(self, raw: object, tiers: tuple[TierConfig, ...], state: Path) -> tuple[NodeConfig, ...]:
         if not isinstance(raw, list):
             raise self.fail("node", "declare nodes as [[node]] tables", raw)
         out: list[NodeConfig] = []
         for i, item in enumerate(raw):
-            table = self.table(item, f"node[{i}]", {"name", "queue"}, {"name"})
+            table = self.table(item, f"node[{i}]", {"name", "queue", "tiers"}, {"name"})
             name = self.string(f"node[{i}].name", table["name"], _NAME, "node name")
             queue = self.string(f"node[{i}].queue", table.get("queue", name), _CONN_ID, "queue name")
             if any(n.name == name for n in out):
                 raise self.fail(f"node[{i}].name", "duplicate node name", name)
             if any(n.queue == queue for n in out):
                 raise self.fail(f"node[{i}].queue", "two nodes cannot share a queue", queue)
-            out.append(NodeConfig(name, queue))
+            own = self.node_tiers(f"node '{name}'.tiers", table.get("tiers", {}), tiers, state)
+            out.append(NodeConfig(name, queue, own))
+        return tuple(out)
+
+    def node_tiers(self, field: str, raw: object, tiers: tuple[TierConfig, ...], state: Path) -> tuple[NodeTier, ...]:
+        by_name = {t.name: t for t in tiers}
+        out: list[NodeTier] = []
+        for tier_name, values in self.table(raw, field, set(by_name), set()).items():
+            tier = by_name[tier_name]
+            where = f"{field}.{tier_name}"
+            if tier.kind != "nvme":
+                raise self.fail(where, f"only nvme tiers are node-local; a {tier.kind} tier is shared by every node")
+            own = self.table(values, where, {"url", "capacity"}, set())
+            url = self.url(f"{where}.url", tier.kind, own["url"], state) if "url" in own else None
+            capacity = self.parse(f"{where}.capacity", own["capacity"], parse_size) if "capacity" in own else None
+            out.append(NodeTier(tier_name, url, capacity))
         return tuple(out)
 
     def s3_server(self, raw: object) -> S3ServerConfig:

@@ -143,6 +143,8 @@ class HopSummary(Payload):
     copied_bytes: int = 0
     seconds: float = 0.0
     MBps: float | None = None
+    node: str | None = None  #: the ``[[node]]`` whose tier this is (per-node hops)
+    worker: str | None = None  #: who committed it: ``<node>@<host>``, else the host
 
     @classmethod
     def planned(cls, plan: StagingPlan) -> HopSummary:
@@ -160,6 +162,10 @@ class HopSummary(Payload):
             bottleneck=plan.hop.bottleneck,
             already_staged=plan.already_staged,
         )
+
+    def at(self, node: str | None, worker: str | None) -> HopSummary:
+        """The summary with where it was committed."""
+        return replace(self, node=node, worker=worker)
 
     def copied(self, shards: int, objects: int, copied_bytes: int, seconds: float) -> HopSummary:
         """The summary once ``shards`` copy tasks moved ``objects`` / ``copied_bytes``, the slowest in ``seconds``."""
@@ -179,11 +185,12 @@ class HopSummary(Payload):
 
     def line(self) -> str:
         """One line for the task log."""
+        on = f" of node {self.node} (worker {self.worker})" if self.node else ""
         if self.already_staged:
-            return f"{self.dataset}/{self.version} already committed on {self.tier} with the same manifest"
+            return f"{self.dataset}/{self.version} already committed on {self.tier}{on} with the same manifest"
         rate = f", {self.MBps:.1f} MB/s" if self.MBps is not None else ""
         return (
-            f"committed {self.dataset}/{self.version} on {self.tier}: {self.objects} objects, {self.bytes} bytes "
+            f"committed {self.dataset}/{self.version} on {self.tier}{on}: {self.objects} objects, {self.bytes} bytes "
             f"({self.copied_bytes} bytes copied by {self.shards} shard task(s), slowest {self.seconds:.2f} s{rate}); "
             f"predicted {self.predicted_s:.2f} s, {self.bottleneck}"
         )

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
+import socket
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -16,9 +19,12 @@ __all__ = [
     "open_tier_in_task",
     "open_tiers_in_task",
     "options_from_connection",
+    "placement",
     "s3_storage_options",
     "select_tiers",
 ]
+
+log = logging.getLogger(__name__)
 
 
 def s3_storage_options(conn_id: str) -> dict[str, Any]:
@@ -83,17 +89,49 @@ def options_from_connection(conn: Any) -> dict[str, Any]:
     return options
 
 
-def load_config_in_task(path: str | None = None) -> TierflowConfig:
-    """Load the tier config with calibrated profiles; a bad config fails the task at once (retrying cannot fix it)."""
+def load_config_in_task(path: str | None = None, node: str | None = None) -> TierflowConfig:
+    """Load the tier config with calibrated profiles; a bad config fails the task at once (retrying cannot fix it).
+
+    ``node`` is the ``[[node]]`` a per-node task belongs to (its queue routed it there). The
+    worker says which node it is with ``$TIERFLOW_NODE``; a task of another node's fails at once,
+    since filling this node's NVMe would not fill the one the task is for. A worker that does not
+    say (one machine, no ``TIERFLOW_NODE``) takes the task's node's tier values, with a warning.
+    """
     from airflow.sdk.exceptions import AirflowFailException
 
-    from pipelines.core.config import ConfigError, load_config
+    from pipelines.core.config import NODE_ENV, ConfigError, load_config
     from pipelines.model.calibration import calibrated
 
     try:
-        return calibrated(load_config(path))
+        config = calibrated(load_config(path))
+        if not node:
+            return config
+        if config.node is None:
+            log.warning(
+                "%s is not set on this worker: taking node %r's tier values from %s as they are",
+                NODE_ENV,
+                node,
+                config.source,
+            )
+            return config.for_node(node)
     except (ConfigError, ValueError) as exc:
         raise AirflowFailException(str(exc)) from None
+    if config.node != node:
+        queue = next((n.queue for n in config.nodes if n.name == node), node)
+        raise AirflowFailException(
+            f"task for node {node!r} ran on a worker of node {config.node!r} ({NODE_ENV}): "
+            f"only node {node!r}'s worker may consume queue {queue!r}"
+        )
+    return config
+
+
+def placement(config: TierflowConfig) -> dict[str, str | None]:
+    """Where a task runs: its node (``None`` off the node fan-out) and worker (``<node>@<host>``)."""
+    from pipelines.core.config import NODE_ENV
+
+    host = socket.gethostname()
+    here = os.environ.get(NODE_ENV, "").strip()
+    return {"node": config.node, "worker": f"{here}@{host}" if here else host}
 
 
 def open_tier_in_task(
@@ -115,14 +153,16 @@ def open_tier_in_task(
     return open_tier(config, name, options)
 
 
-def open_tiers_in_task(config_path: str | None, *names: str | tuple[str | None, str]) -> list[Tier]:
-    """Load the config once and open the tiers (credentials from their Airflow connections).
+def open_tiers_in_task(
+    config_path: str | None, *names: str | tuple[str | None, str], node: str | None = None
+) -> list[Tier]:
+    """Load the config once (as node ``node`` sees it, when given) and open the tiers.
 
     Each of ``names`` is a tier name, or ``(name, kind)``: the name when given, else the config's
     tier of that kind (:meth:`~pipelines.core.config.TierflowConfig.primary`), so operators never
-    spell a tier name.
+    spell a tier name. Object tiers' credentials come from their Airflow connections.
     """
-    config = load_config_in_task(config_path)
+    config = load_config_in_task(config_path, node)
     resolved = [n if isinstance(n, str) else (n[0] or config.primary(n[1]).name) for n in names]  # type: ignore[arg-type]
     by_connection: dict[str, dict[str, Any]] = {}  # tiers of one connection share a session (server-side copies)
     return [open_tier_in_task(config, name, by_connection) for name in resolved]

@@ -55,6 +55,8 @@ class PlanStagingOperator(BaseOperator):
         source: Source tier name (templated).
         target: Target tier name (templated); empty skips this hop.
         target_task_s: How long one mapped copy task should run.
+        node: The ``[[node]]`` this task belongs to (a per-node hop, on that node's queue): the
+            tiers are that node's, and a worker of another node (``$TIERFLOW_NODE``) fails the task.
         config_path: Tier config file; default ``$TIERFLOW_CONFIG``, else the packaged default.
     """
 
@@ -68,6 +70,7 @@ class PlanStagingOperator(BaseOperator):
         source: str,
         target: str,
         target_task_s: float = 600.0,
+        node: str | None = None,
         config_path: str | None = None,
         **kwargs: Any,
     ) -> None:
@@ -77,6 +80,7 @@ class PlanStagingOperator(BaseOperator):
         self.source = source
         self.target = target
         self.target_task_s = target_task_s
+        self.node = node
         self.config_path = config_path
 
     def execute(self, context: Any) -> list[dict[str, Any]]:
@@ -88,7 +92,7 @@ class PlanStagingOperator(BaseOperator):
         if not self.target:
             raise AirflowSkipException("no target tier for this hop")
         with fatal_errors():
-            source, target = open_tiers_in_task(self.config_path, self.source, self.target)
+            source, target = open_tiers_in_task(self.config_path, self.source, self.target, node=self.node)
             plan = plan_stage(source, target, self.dataset, self.version, target_task_s=self.target_task_s)
         for choice, reason in plan.hop.reasons.items():
             self.log.info("plan %s: %s", choice, reason)
@@ -105,6 +109,8 @@ class StageShardOperator(BaseOperator):
         shard: A :class:`~pipelines.datasets.payloads.ShardTask` (its JSON form) from :class:`PlanStagingOperator`.
         verify: Read every copied object back at the target and compare checksums (templated: a bool).
         fsync: fsync local files before they are renamed into place.
+        node: The ``[[node]]`` this task belongs to (a per-node hop, on that node's queue): the
+            tiers are that node's, and a worker of another node (``$TIERFLOW_NODE``) fails the task.
         config_path: Tier config file.
     """
 
@@ -116,6 +122,7 @@ class StageShardOperator(BaseOperator):
         shard: dict[str, Any],
         verify: bool = False,
         fsync: bool = False,
+        node: str | None = None,
         config_path: str | None = None,
         **kwargs: Any,
     ) -> None:
@@ -123,6 +130,7 @@ class StageShardOperator(BaseOperator):
         self.shard = shard
         self.verify = verify
         self.fsync = fsync
+        self.node = node
         self.config_path = config_path
 
     def execute(self, context: Any) -> dict[str, Any]:
@@ -138,7 +146,7 @@ class StageShardOperator(BaseOperator):
             settings = TransferSettings(
                 concurrency=s.concurrency, part_size=s.part_size, verify=verify, fsync=self.fsync
             )
-            source, target = open_tiers_in_task(self.config_path, s.source, s.target)
+            source, target = open_tiers_in_task(self.config_path, s.source, s.target, node=self.node)
             report = stage_shard(source, target, s.dataset, s.version, s.index, s.count, s.manifest_checksum, settings)
         self.log.info("shard %d/%d: %s", s.index + 1, s.count, report.line())
         return ShardCopy.of(s, report).to_json()
@@ -158,6 +166,8 @@ class CommitStagingOperator(BaseOperator):
     Args:
         plan_task_id: Task id of the hop's :class:`PlanStagingOperator`.
         stage_task_id: Task id of the hop's mapped :class:`StageShardOperator`.
+        node: The ``[[node]]`` this task belongs to (a per-node hop, on that node's queue): the
+            tiers are that node's, and a worker of another node (``$TIERFLOW_NODE``) fails the task.
         config_path: Tier config file.
         outlets: Declared by default as the alias ``tierflow_staged`` (also for ``.partial()``): the
             committed copy is an event of the (dataset, tier) asset through it.
@@ -168,6 +178,7 @@ class CommitStagingOperator(BaseOperator):
         *,
         plan_task_id: str,
         stage_task_id: str,
+        node: str | None = None,
         config_path: str | None = None,
         outlets: Sequence[Any] = (STAGED_ALIAS,),  # in the signature, so .partial() (a mapped task) declares it too
         **kwargs: Any,
@@ -176,6 +187,7 @@ class CommitStagingOperator(BaseOperator):
         super().__init__(outlets=list(outlets), **kwargs)
         self.plan_task_id = plan_task_id
         self.stage_task_id = stage_task_id
+        self.node = node
         self.config_path = config_path
 
     def execute(self, context: Any) -> dict[str, Any]:
@@ -184,6 +196,7 @@ class CommitStagingOperator(BaseOperator):
 
         from pipelines.datasets.payloads import HopSummary, ShardCopy, StagingPlan
         from pipelines.datasets.staging import commit_stage
+        from pipelines.operators.context import load_config_in_task, open_tier_in_task, placement
 
         ti = context["ti"]
         pulled = ti.xcom_pull(task_ids=self.plan_task_id, key="plan")
@@ -193,21 +206,25 @@ class CommitStagingOperator(BaseOperator):
             plan = StagingPlan.from_json(pulled, f"XCom plan of {self.plan_task_id}")
             copies = ti.xcom_pull(task_ids=[self.stage_task_id]) or []  # a list even for one mapped task
             shards = [ShardCopy.from_json(c, f"XCom of {self.stage_task_id}") for c in copies if c]
-        summary = HopSummary.planned(plan)
+        with fatal_errors():
+            config = load_config_in_task(self.config_path, self.node)
+        where = placement(config)
+        summary = HopSummary.planned(plan).at(**where)
         if plan.already_staged:
             self.log.info("%s", summary.line())
             return summary.to_json()
         copied = sum(s.copied_bytes for s in shards)
         seconds = max((s.seconds for s in shards), default=0.0)
         with fatal_errors():
-            source, target = open_tiers_in_task(self.config_path, plan.source, plan.target)
+            by_connection: dict[str, dict[str, Any]] = {}
+            source, target = (open_tier_in_task(config, t, by_connection) for t in (plan.source, plan.target))
             commit_stage(
                 source,
                 target,
                 plan.dataset,
                 plan.version,
                 plan.manifest_checksum,
-                extra={"shards": len(shards), "copied_bytes": copied},
+                extra={"shards": len(shards), "copied_bytes": copied, **where},
             )
         summary = summary.copied(len(shards), sum(s.copied_objects for s in shards), copied, seconds)
         self.log.info("%s", summary.line())
@@ -226,6 +243,8 @@ class StageDatasetOperator(BaseOperator):
         source: Source tier name (templated).
         target: Target tier name (templated).
         verify: Read every copied object back at the target.
+        node: The ``[[node]]`` this task belongs to (a per-node hop, on that node's queue): the
+            tiers are that node's, and a worker of another node (``$TIERFLOW_NODE``) fails the task.
         config_path: Tier config file.
         outlets: Declared by default as the alias ``tierflow_staged`` (also for ``.partial()``).
     """
@@ -240,6 +259,7 @@ class StageDatasetOperator(BaseOperator):
         source: str,
         target: str,
         verify: bool = False,
+        node: str | None = None,
         config_path: str | None = None,
         outlets: Sequence[Any] = (STAGED_ALIAS,),  # in the signature, so .partial() (a mapped task) declares it too
         **kwargs: Any,
@@ -250,18 +270,22 @@ class StageDatasetOperator(BaseOperator):
         self.source = source
         self.target = target
         self.verify = verify
+        self.node = node
         self.config_path = config_path
 
     def execute(self, context: Any) -> dict[str, Any]:
         """Stage; returns a :class:`~pipelines.datasets.payloads.HopSummary`."""
         from pipelines.datasets.payloads import HopSummary
         from pipelines.datasets.staging import stage_dataset
+        from pipelines.operators.context import load_config_in_task, open_tier_in_task, placement
 
         with fatal_errors():
             verify = native(self.verify, bool, "StageDatasetOperator.verify")
-            source, target = open_tiers_in_task(self.config_path, self.source, self.target)
+            config = load_config_in_task(self.config_path, self.node)
+            by_connection: dict[str, dict[str, Any]] = {}
+            source, target = (open_tier_in_task(config, t, by_connection) for t in (self.source, self.target))
             plan, report, _ = stage_dataset(source, target, self.dataset, self.version, verify=verify)
-        summary = HopSummary.planned(plan.summary())
+        summary = HopSummary.planned(plan.summary()).at(**placement(config))
         if report is not None:
             summary = summary.copied(1, report.copied_objects, report.copied_bytes, report.seconds)
             _emit(context, summary)
@@ -279,6 +303,8 @@ class EvictCacheOperator(BaseOperator):
         need_bytes: Bytes that must be free afterwards (templated, an int; e.g. from a plan's XCom).
         keep: ``[dataset, version]`` pairs never to evict in this pass (templated, a list).
         report_only: Report what would go without deleting (a dry run).
+        node: The ``[[node]]`` this task belongs to (a per-node hop, on that node's queue): the
+            tiers are that node's, and a worker of another node (``$TIERFLOW_NODE``) fails the task.
         config_path: Tier config file.
     """
 
@@ -291,6 +317,7 @@ class EvictCacheOperator(BaseOperator):
         need_bytes: int,
         keep: Sequence[Sequence[str]] = (),
         report_only: bool = False,
+        node: str | None = None,
         config_path: str | None = None,
         **kwargs: Any,
     ) -> None:
@@ -299,6 +326,7 @@ class EvictCacheOperator(BaseOperator):
         self.need_bytes = need_bytes
         self.keep = keep
         self.report_only = report_only
+        self.node = node
         self.config_path = config_path
 
     def execute(self, context: Any) -> dict[str, Any]:
@@ -309,7 +337,7 @@ class EvictCacheOperator(BaseOperator):
         with fatal_errors():
             need = native(self.need_bytes, int, "EvictCacheOperator.need_bytes")
             keep = native(self.keep, list[tuple[str, str]], "EvictCacheOperator.keep")
-            config = load_config_in_task(self.config_path)
+            config = load_config_in_task(self.config_path, self.node)
             cache = open_tier_in_task(config, self.tier)
             durable = [open_tier_in_task(config, t.name) for t in config.tiers if t.name != self.tier]
             report = ensure_space(
