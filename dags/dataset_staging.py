@@ -8,6 +8,8 @@ more durable tier. A hop whose target already holds the same committed version c
 With ``[[node]]`` tables in the tier config, the NVMe hop runs once per node on its Celery queue
 (task ids ``plan_hop2_<node>`` ...), since each node's NVMe cache is its own; each node's worker
 runs with ``TIERFLOW_NODE=<node>``, and a per-node task that reaches another node's worker fails.
+With a ``[kubernetes]`` table too, each per-node task carries a ``pod_override`` pinned to its node
+(its NVMe, the shared PFS, resources from the plan's caps): see :mod:`pipelines.operators.kubernetes`.
 
 Runs when a dataset version is published on object storage (asset ``tierflow_dataset_published``;
 the event names the dataset and version), or by hand with the params below.
@@ -24,6 +26,7 @@ from airflow.sdk import DAG, Param, task
 from pipelines.core.config import NodeConfig, load_config
 from pipelines.operators import CommitStagingOperator, EvictCacheOperator, PlanStagingOperator, StageShardOperator
 from pipelines.operators.assets import PUBLISHED
+from pipelines.operators.kubernetes import node_task_args, pod_sizing
 from pipelines.operators.roles import by_role
 
 #: The tier config, read when the DAG is parsed (a small TOML file, no network): the compute nodes
@@ -86,14 +89,19 @@ with DAG(
     def hop(name: str, source_key: str, pool: str, node: NodeConfig | None, after: Any) -> Any:
         """Plan → (make room) → mapped copy → commit for one hop, on one node's queue when given."""
         hop_id = name.split("_", 1)[0]  # "hop2_node1" is hop 2 on node1
-        # A per-node task runs on its node's queue and checks it landed there (TIERFLOW_NODE).
-        on_node = {"queue": node.queue, "node": node.name} if node else {}
+        # A per-node task runs on its node's queue (or in its node's pod) and checks it landed there.
+        on_node = {"queue": node.queue, "node": node.name, **node_task_args(CONFIG, node.name)} if node else {}
+        caps = {}
+        if node and CONFIG.kubernetes:  # the plan stays within what the node's pod was given
+            size = pod_sizing(CONFIG, node.name)
+            caps = {"max_concurrency": size.streams, "memory_budget": size.memory_budget}
         plan = PlanStagingOperator(
             task_id=f"plan_{name}",
             dataset=f"{{{{ {WHAT}['dataset'] }}}}",
             version=f"{{{{ {WHAT}['version'] }}}}",
             source=f"{{{{ {WHAT}['{source_key}'] }}}}",
             target=f"{{{{ {WHAT}['{hop_id}'] }}}}",
+            **caps,
             **on_node,
         )
         stage = StageShardOperator.partial(

@@ -22,7 +22,7 @@ import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
 
@@ -33,6 +33,7 @@ __all__ = [
     "NODE_ENV",
     "BandwidthProfile",
     "ConfigError",
+    "KubernetesConfig",
     "NodeConfig",
     "NodeTier",
     "S3ServerConfig",
@@ -57,6 +58,7 @@ NODE_ENV = "TIERFLOW_NODE"
 
 _NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 _CONN_ID = re.compile(r"^[A-Za-z0-9_.-]{1,250}$")
+_K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
 T = TypeVar("T")
@@ -193,6 +195,39 @@ class NodeConfig:
     name: str
     queue: str
     tiers: tuple[NodeTier, ...] = ()
+    #: The Kubernetes node's label value that pins this node's pods (``[node.kubernetes] hostname``).
+    hostname: str | None = None
+
+
+@dataclass(frozen=True)
+class KubernetesConfig:
+    """How per-node tasks run as Kubernetes pods (``[kubernetes]``); see :mod:`pipelines.operators.kubernetes`.
+
+    Attributes:
+        pfs_claim: The PersistentVolumeClaim (ReadWriteMany) of the shared PFS, mounted in every
+            pod at the pfs tier's root.
+        executor: The executor per-node tasks name (``executor=``, for Airflow's multiple
+            executors, e.g. ``KubernetesExecutor`` beside Celery), ``None`` for the default one.
+        node_label: The node label a pod is pinned by; its value is the node's ``hostname``,
+            else its name.
+        nvme_volume: ``hostPath`` (the node's NVMe root on the host) or ``claim`` (a local
+            PersistentVolume's claim per node, named by ``nvme_claim``).
+        nvme_claim: The claim's name; ``{node}`` is replaced by the node's name.
+        streams: Most streams a per-node task plans (default: the lower ``max_streams`` of the
+            hop's tiers); the pod's CPU request is ``streams × cpu_per_stream``.
+        cpu_per_stream: CPU cores requested per stream (hashing and copying).
+        memory_base: Memory of the task process itself; the part buffers (the planner's memory
+            budget) come on top.
+    """
+
+    pfs_claim: str
+    executor: str | None = None
+    node_label: str = "kubernetes.io/hostname"
+    nvme_volume: Literal["hostPath", "claim"] = "hostPath"
+    nvme_claim: str = "tierflow-nvme-{node}"
+    streams: int | None = None
+    cpu_per_stream: float = 0.25
+    memory_base: int = 512 * 2**20
 
 
 @dataclass(frozen=True)
@@ -206,6 +241,10 @@ class TierflowConfig:
     nodes: tuple[NodeConfig, ...] = ()
     #: The node whose own tier values are applied (:meth:`for_node`), ``None`` for none.
     node: str | None = None
+    #: Per-node tasks as Kubernetes pods (``[kubernetes]``), ``None`` when not declared.
+    kubernetes: KubernetesConfig | None = None
+    #: The tiers as the file declares them, once :meth:`for_node` gave ``tiers`` a node's values.
+    declared_tiers: tuple[TierConfig, ...] = field(default=(), repr=False, compare=False)
 
     def tier(self, name: str) -> TierConfig:
         """Return the tier called ``name``.
@@ -234,12 +273,13 @@ class TierflowConfig:
     def for_node(self, name: str) -> TierflowConfig:
         """This config as node ``name`` sees it: its node-local tiers at the node's URL and capacity.
 
+        Works from any node's view too (the tiers as the file declares them are kept).
+
         Raises:
-            ConfigError: No node has that name, or this config was already made for another node.
+            ConfigError: No node has that name.
         """
-        if self.node is not None and self.node != name:
-            raise ConfigError(f"{self.source}: config already made for node {self.node!r}, not {name!r}")
         own = {t.tier: t for t in self.node_config(name).tiers}
+        declared = self.declared_tiers or self.tiers
         tiers = tuple(
             replace(
                 tier,
@@ -248,9 +288,9 @@ class TierflowConfig:
             )
             if tier.name in own
             else tier
-            for tier in self.tiers
+            for tier in declared
         )
-        return replace(self, tiers=tiers, node=name)
+        return replace(self, tiers=tiers, node=name, declared_tiers=declared)
 
     def of_kind(self, kind: TierKind) -> tuple[TierConfig, ...]:
         """Return the tiers of one kind, in file order."""
@@ -378,7 +418,7 @@ class _Reader:
         return value
 
     def config(self, data: dict[str, Any]) -> TierflowConfig:
-        self.table(data, "", {"tierflow", "s3_server", "tier", "node"}, {"tier"})
+        self.table(data, "", {"tierflow", "s3_server", "tier", "node", "kubernetes"}, {"tier"})
         settings = self.table(data.get("tierflow", {}), "tierflow", {"state_dir"}, set())
         raw_state = settings.get("state_dir")
         if raw_state is not None:
@@ -395,14 +435,39 @@ class _Reader:
                 raise self.fail(f"tier '{tier.name}'.name", "duplicate tier name", tier.name)
             seen.add(tier.name)
         nodes = self.nodes(data.get("node", []), tiers, state)
-        return TierflowConfig(source=self.source, state_dir=state, tiers=tiers, s3_server=server, nodes=nodes)
+        kube = self.kubernetes(data["kubernetes"]) if "kubernetes" in data else None
+        return TierflowConfig(
+            source=self.source, state_dir=state, tiers=tiers, s3_server=server, nodes=nodes, kubernetes=kube
+        )
+
+    def kubernetes(self, raw: object) -> KubernetesConfig:
+        field = "kubernetes"
+        keys = {"pfs_claim", "executor", "node_label", "nvme_volume", "nvme_claim", "streams", "cpu_per_stream"}
+        table = self.table(raw, field, keys | {"memory_base"}, {"pfs_claim"})
+        volume = table.get("nvme_volume", "hostPath")
+        if volume not in ("hostPath", "claim"):
+            raise self.fail(f"{field}.nvme_volume", "must be hostPath or claim", volume)
+        cpu = table.get("cpu_per_stream", 0.25)
+        if isinstance(cpu, bool) or not isinstance(cpu, (int, float)) or not 0 < cpu <= 64:
+            raise self.fail(f"{field}.cpu_per_stream", "must be a number of cores above 0 (e.g. 0.25)", cpu)
+        executor = table.get("executor")
+        return KubernetesConfig(
+            pfs_claim=self.string(f"{field}.pfs_claim", table["pfs_claim"], _K8S_NAME, "claim name"),
+            executor=None if executor is None else self.string(f"{field}.executor", executor),
+            node_label=self.string(f"{field}.node_label", table.get("node_label", "kubernetes.io/hostname")),
+            nvme_volume=cast(Literal["hostPath", "claim"], volume),
+            nvme_claim=self.string(f"{field}.nvme_claim", table.get("nvme_claim", "tierflow-nvme-{node}")),
+            streams=self.integer(f"{field}.streams", table["streams"], 1, 4096) if "streams" in table else None,
+            cpu_per_stream=float(cpu),
+            memory_base=self.parse(f"{field}.memory_base", table.get("memory_base", "512 MiB"), parse_size),
+        )
 
     def nodes(self, raw: object, tiers: tuple[TierConfig, ...], state: Path) -> tuple[NodeConfig, ...]:
         if not isinstance(raw, list):
             raise self.fail("node", "declare nodes as [[node]] tables", raw)
         out: list[NodeConfig] = []
         for i, item in enumerate(raw):
-            table = self.table(item, f"node[{i}]", {"name", "queue", "tiers"}, {"name"})
+            table = self.table(item, f"node[{i}]", {"name", "queue", "tiers", "kubernetes"}, {"name"})
             name = self.string(f"node[{i}].name", table["name"], _NAME, "node name")
             queue = self.string(f"node[{i}].queue", table.get("queue", name), _CONN_ID, "queue name")
             if any(n.name == name for n in out):
@@ -410,7 +475,11 @@ class _Reader:
             if any(n.queue == queue for n in out):
                 raise self.fail(f"node[{i}].queue", "two nodes cannot share a queue", queue)
             own = self.node_tiers(f"node '{name}'.tiers", table.get("tiers", {}), tiers, state)
-            out.append(NodeConfig(name, queue, own))
+            kube = self.table(table.get("kubernetes", {}), f"node '{name}'.kubernetes", {"hostname"}, set())
+            host = kube.get("hostname")
+            if host is not None:
+                host = self.string(f"node '{name}'.kubernetes.hostname", host, _K8S_NAME, "node label value")
+            out.append(NodeConfig(name, queue, own, host))
         return tuple(out)
 
     def node_tiers(self, field: str, raw: object, tiers: tuple[TierConfig, ...], state: Path) -> tuple[NodeTier, ...]:

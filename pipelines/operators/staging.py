@@ -55,6 +55,8 @@ class PlanStagingOperator(BaseOperator):
         source: Source tier name (templated).
         target: Target tier name (templated); empty skips this hop.
         target_task_s: How long one mapped copy task should run.
+        max_concurrency: Most streams the plan may choose (e.g. what the task's pod was sized for).
+        memory_budget: Bytes of part buffers the plan may hold in flight (default: the planner's).
         node: The ``[[node]]`` this task belongs to (a per-node hop, on that node's queue): the
             tiers are that node's, and a worker of another node (``$TIERFLOW_NODE``) fails the task.
         config_path: Tier config file; default ``$TIERFLOW_CONFIG``, else the packaged default.
@@ -70,6 +72,8 @@ class PlanStagingOperator(BaseOperator):
         source: str,
         target: str,
         target_task_s: float = 600.0,
+        max_concurrency: int | None = None,
+        memory_budget: int | None = None,
         node: str | None = None,
         config_path: str | None = None,
         **kwargs: Any,
@@ -80,6 +84,8 @@ class PlanStagingOperator(BaseOperator):
         self.source = source
         self.target = target
         self.target_task_s = target_task_s
+        self.max_concurrency = max_concurrency
+        self.memory_budget = memory_budget
         self.node = node
         self.config_path = config_path
 
@@ -93,7 +99,9 @@ class PlanStagingOperator(BaseOperator):
             raise AirflowSkipException("no target tier for this hop")
         with fatal_errors():
             source, target = open_tiers_in_task(self.config_path, self.source, self.target, node=self.node)
-            plan = plan_stage(source, target, self.dataset, self.version, target_task_s=self.target_task_s)
+            caps = {"max_concurrency": self.max_concurrency, "memory_budget": self.memory_budget}
+            planner = {k: v for k, v in caps.items() if v is not None}
+            plan = plan_stage(source, target, self.dataset, self.version, target_task_s=self.target_task_s, **planner)
         for choice, reason in plan.hop.reasons.items():
             self.log.info("plan %s: %s", choice, reason)
         context["ti"].xcom_push(key="plan", value=plan.summary().to_json())
