@@ -27,6 +27,7 @@ def test_list_and_run_one(tmp_path: Path) -> None:
         "dag_parse",
         "model_fidelity",
         "s3_transfer",
+        "scale",
         "soak",
         "staging_copy",
         "validation_speed",

@@ -96,3 +96,24 @@ def test_compression_is_measured_on_a_sample_and_chosen_only_when_it_pays() -> N
     assert fast["hops"][0]["compression"]["reason"].startswith("raw:")
     with pytest.raises(ValueError, match="empty sample"):
         measure_levels(b"")
+
+
+def test_at_512_nodes_each_hop_names_its_shared_and_per_node_limits() -> None:
+    cfg = load_config()
+    nvme_per_node = cfg.primary("nvme").bandwidth.write_bps
+    slow_pfs = plan_cluster(cfg, 200 * 10**12, 10**8, Cluster(nodes=512, pfs_bps=1e9))
+    hop2 = slow_pfs["hops"][1]
+    scopes = {(lim["scope"], lim["tier"], lim["what"]) for lim in hop2["limits"]}
+    assert scopes == {("shared", "pfs", "read"), ("shared", "pfs", "metadata"), ("per node", "nvme", "write")}
+    node = hop2["per_node"]
+    assert node["bytes"] == pytest.approx(200e12 / 512) and node["objects"] == pytest.approx(10**8 / 512)
+    # One PFS of 1 GB/s shared by 512 nodes: each gets ~2 MB/s, far below what its own NVMe takes.
+    assert node["limited_by"] == "shared pfs read"
+    assert node["Bps"] == pytest.approx(200e12 / 512 / hop2["predicted_s"]) and node["Bps"] < 3e6
+    own = next(lim for lim in hop2["limits"] if lim["scope"] == "per node")
+    assert own["rate"] == nvme_per_node and own["seconds"] == pytest.approx(200e12 / 512 / nvme_per_node)
+    assert hop2["predicted_s"] >= max(lim["seconds"] for lim in hop2["limits"] if lim["what"] == "read")
+    assert slow_pfs["hops"][0]["per_node"] is None  # object → PFS touches no node-local tier
+    # A PFS a thousand times faster and slow NVMe: the nodes' own disks bind.
+    slow_nvme = plan_cluster(cfg, 200 * 10**12, 10**6, Cluster(nodes=512, pfs_bps=1e13, nvme_bps_per_node=1e8))
+    assert slow_nvme["hops"][1]["per_node"]["limited_by"] == "per node nvme write"

@@ -113,6 +113,20 @@ def _print_plan(result: dict[str, Any], size: int, objects: int, args: argparse.
             )
         )
     print_table(rows)
+    print("limits per hop (the slowest binds; a shared tier serves every node from one aggregate):")
+    for h in result["hops"]:
+        parts = []
+        for lim in sorted(h["limits"], key=lambda lim: -lim["seconds"]):
+            rate = format_bandwidth(lim["rate"]) if lim["unit"] == "B/s" else f"{lim['rate']:,.0f} op/s"
+            parts.append(f"{lim['scope']} {lim['tier']} {lim['what']} {rate}: {format_duration(lim['seconds'])}")
+        print(f"  {h['hop']}: " + "; ".join(parts))
+        node = h["per_node"]
+        if node:
+            print(
+                f"  each of {args.nodes} node(s): {format_bytes(round(node['bytes']))} in {node['objects']:,.0f} "
+                f"objects at {format_bandwidth(node['Bps'])}; its own NVMe alone would take "
+                f"{format_duration(node['own_tier_s'])}; bound by {node['limited_by']}"
+            )
     if "compression" in result["hops"][0]:
         print(f"compression before {result['hops'][0]['hop']}: {result['hops'][0]['compression']['reason']}")
     print(

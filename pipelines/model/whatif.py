@@ -4,6 +4,10 @@ Takes the configured tiers' profiles as the per-stream behaviour, scales the agg
 a cluster (an object store of X GB/s, a PFS of Y TB/s, N nodes each with its own NVMe), and plans
 staging a dataset object → PFS → NVMe: per hop the planner's choices, predicted time, bottleneck,
 request count, cost and energy; and the whole staging, sequential and pipelined.
+
+Each hop also names its limits by scope: a *shared* tier (the object store, the PFS) serves every
+node at once from one aggregate, while a *per-node* tier (each node's NVMe) scales with the nodes;
+the slowest limit binds, and the per-node share says what each node receives of it.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from typing import Any
 from pipelines.core.config import TierConfig, TierflowConfig
 from pipelines.model.bandwidth import (
     DEFAULT_MEMORY_BUDGET,
+    META_OPS_PER_OBJECT,
     HopPlan,
     Workload,
     plan_hop,
@@ -72,6 +77,63 @@ def _cluster_tiers(base: dict[str, TierConfig], cluster: Cluster) -> dict[str, T
     }
 
 
+def _limits(src: TierConfig, dst: TierConfig, work: Workload, nodes: int, per_node_bps: float) -> list[dict[str, Any]]:
+    """What bounds one hop, by scope: shared tiers by their aggregate, node-local ones per node."""
+    out: list[dict[str, Any]] = []
+    for tier, direction in ((src, "read"), (dst, "write")):
+        if tier.kind == "nvme":  # one NVMe per node, each taking its share of the bytes
+            share = work.bytes / nodes
+            out.append(
+                {
+                    "scope": "per node",
+                    "tier": tier.name,
+                    "what": direction,
+                    "rate": per_node_bps,
+                    "unit": "B/s",
+                    "seconds": share / per_node_bps,
+                }
+            )
+            continue
+        bw = tier.bandwidth
+        rate = bw.read_bps if direction == "read" else bw.write_bps
+        out.append(
+            {
+                "scope": "shared",
+                "tier": tier.name,
+                "what": direction,
+                "rate": rate,
+                "unit": "B/s",
+                "seconds": work.bytes / rate,
+            }
+        )
+        ops = work.objects * META_OPS_PER_OBJECT.get(tier.kind, 1.0)
+        out.append(
+            {
+                "scope": "shared",
+                "tier": tier.name,
+                "what": "requests" if tier.is_object else "metadata",
+                "rate": bw.metadata_ops,
+                "unit": "op/s",
+                "seconds": ops / bw.metadata_ops,
+            }
+        )
+    return out
+
+
+def _per_node(work: Workload, nodes: int, hop_s: float, limits: list[dict[str, Any]]) -> dict[str, Any]:
+    """What each node receives of a hop: its bytes and objects, its share of the rate, alone vs shared."""
+    binding = max(limits, key=lambda lim: lim["seconds"])
+    own = [lim for lim in limits if lim["scope"] == "per node"]
+    alone_s = max((lim["seconds"] for lim in own), default=0.0)
+    return {
+        "bytes": work.bytes / nodes,
+        "objects": work.objects / nodes,
+        "Bps": work.bytes / nodes / hop_s if hop_s > 0 else 0.0,
+        "own_tier_s": alone_s,
+        "limited_by": f"{binding['scope']} {binding['tier']} {binding['what']}",
+    }
+
+
 def plan_cluster(
     config: TierflowConfig,
     dataset_bytes: int,
@@ -101,6 +163,8 @@ def plan_cluster(
             tiers[src], tiers[dst], work, max_map_length=max_map_length, memory_budget=DEFAULT_MEMORY_BUDGET * nodes
         )
         requests = work.requests(plan.part_size) if tiers[src].is_object or tiers[dst].is_object else work.objects
+        per_node_bps = cluster.nvme_bps_per_node or base["nvme"][0].bandwidth.write_bps
+        limits = _limits(tiers[src], tiers[dst], work, nodes, per_node_bps)
         gb = work.bytes / 1e9
         cost = (gb * costs.price_per_gb if src == "object" else 0.0) + requests / 1000 * costs.price_per_1000_requests
         hops.append(
@@ -119,6 +183,8 @@ def plan_cluster(
                 # J/GB read at the source plus J/GB written at the destination, × GB, in kWh (3.6 MJ).
                 "energy_kWh": round(gb * (joules.get(src, 0.0) + joules.get(dst, 0.0)) / 3.6e6, 6),
                 "reasons": plan.reasons,
+                "limits": limits,
+                "per_node": _per_node(work, nodes, plan.predicted_s, limits) if dst == "nvme" else None,
             }
         )
     if codecs:  # compress before the first hop? (codec speed scales with the nodes doing it)
