@@ -6,6 +6,9 @@
   interpreter. Targets (issue 14): ≤ 30 s and ≤ 1 GiB.
 - **Listing 100,000 objects** through Tierflow (``Tier.list`` on the object tier, as a copy or a
   manifest build lists) against ``s5cmd ls`` of the same prefix, whole commands both (target ≥ 1.0x).
+- **Checkpoint discovery over 500 committed checkpoints** on the object tier: a pass with the
+  commit-marker cache warm against the same pass without it (every marker read), marker GETs and
+  seconds per pass.
 - **``tierflow plan`` at 512 nodes** (200 TB, 10^8 objects), whole command, against
   ``tierflow --version`` (the command's own start-up). Target: under 1 s.
 
@@ -178,5 +181,50 @@ def _plan(ctx: BenchContext) -> Comparison:
     )
 
 
+def _discovery(ctx: BenchContext) -> list[Comparison]:
+    from dataclasses import replace
+
+    from pipelines.checkpoints import discover
+    from pipelines.checkpoints.markers import MarkerCache
+    from pipelines.core.checksum import checksum_bytes
+    from pipelines.core.manifest import Entry, Manifest
+    from pipelines.storage.commit import commit
+    from pipelines.storage.tier import Tier
+
+    creds = ctx.s3(BUCKET)
+    cfg = replace(ctx.config.primary("object"), url=f"s3://{BUCKET}/discovery/", conn_id=None)
+    tier = Tier(cfg, creds.storage_options())
+    for step in range(500):
+        name, data = f"step_{step:06d}", b"x" * 64
+        tier.write_bytes(f"checkpoints/bench/{name}/.metadata", data)
+        commit(tier, Manifest("bench", name, (Entry(".metadata", 64, checksum_bytes(data)),), namespace="checkpoints"))
+    cache_file = ctx.workdir / "markers.json"
+    discover(tier, markers=MarkerCache(cache_file))  # warms the cache
+    gets: dict[str, list[float]] = {"warm": [], "cold": []}
+    secs: dict[str, list[float]] = {"warm": [], "cold": []}
+    for i in range(ctx.runs):
+        for which in ("warm", "cold") if i % 2 == 0 else ("cold", "warm"):
+            cache = MarkerCache(cache_file if which == "warm" else None)
+            start = time.perf_counter()
+            found = discover(tier, markers=cache)
+            secs[which].append(time.perf_counter() - start)
+            gets[which].append(cache.reads)
+            if len(found) != 500:
+                raise RuntimeError(f"discovered {len(found)} of 500 checkpoints")
+    return [
+        Comparison(
+            "discovery of 500 committed: marker GETs per pass",
+            "GETs",
+            gets["warm"],
+            gets["cold"],
+            "no cache",
+            higher_is_better=False,
+        ),
+        Comparison(
+            "discovery of 500 committed: one pass", "s", secs["warm"], secs["cold"], "no cache", higher_is_better=False
+        ),
+    ]
+
+
 def run(ctx: BenchContext) -> list[Comparison]:
-    return [*_manifest(ctx), _plan(ctx), _listing(ctx)]
+    return [*_manifest(ctx), _plan(ctx), *_discovery(ctx), _listing(ctx)]

@@ -388,3 +388,43 @@ def test_a_half_promoted_copy_never_counts_as_the_newest_on_its_tier(tiers, tmp_
     obj.fs.rm(obj.path("checkpoints/r/step_000400/__1_0.distcp"))
     (damaged,) = [c for c in discover(obj) if c.step == 400]
     assert damaged.committed and damaged.status == "damaged"
+
+
+def _committed_on(tier: Tier, run: str, step: int, loss: float = 1.0) -> None:
+    """A small committed checkpoint written straight to ``tier``: one shard, ``.metadata``, the marker."""
+    from pipelines.core.checksum import checksum_bytes
+    from pipelines.core.manifest import Entry, Manifest
+    from pipelines.storage.commit import commit
+
+    name = f"step_{step:06d}"
+    files = {"__0_0.distcp": os.urandom(1024 + step), ".metadata": json.dumps({"step": step}).encode()}
+    for rel, data in files.items():
+        tier.write_bytes(f"checkpoints/{run}/{name}/{rel}", data)
+    entries = tuple(Entry(rel, len(data), checksum_bytes(data)) for rel, data in files.items())
+    commit(tier, Manifest(run, name, entries, namespace="checkpoints"), extra={"metrics": {"loss": loss}})
+
+
+@pytest.mark.parametrize("kind", ["object", "nvme"])
+def test_discovery_reads_only_new_or_rewritten_commit_markers(kind: str, tiers, tmp_path: Path) -> None:
+    """A pass over committed checkpoints makes O(new) marker reads: the listing's ETag/inode says what changed."""
+    from pipelines.checkpoints.markers import MarkerCache
+
+    tier, path = tiers[kind], tmp_path / "markers.json"
+    for step in range(1, 31):
+        _committed_on(tier, "cached", step * 100)
+    first = MarkerCache(path)
+    found = discover(tier, markers=first)
+    assert len(found) == 30 and all(c.committed and c.verified for c in found) and first.reads == 30
+    again = MarkerCache(path)  # the next pass, in another process: the cache file
+    assert [c.manifest_checksum for c in discover(tier, markers=again)] == [c.manifest_checksum for c in found]
+    assert again.reads == 0
+    _committed_on(tier, "cached", 3100)  # one new checkpoint
+    _committed_on(tier, "cached", 100, loss=0.5)  # one rewritten: new content, a new marker
+    third = MarkerCache(path)
+    latest = {c.step: c for c in discover(tier, markers=third)}
+    assert third.reads == 2 and len(latest) == 31
+    assert latest[100].metrics == {"loss": 0.5}, "a rewritten marker must never be served from the cache"
+    tier.delete_prefix("checkpoints/cached/step_000200")
+    fourth = MarkerCache(path)
+    assert 200 not in {c.step for c in discover(tier, markers=fourth)} and fourth.reads == 0
+    assert not any("step_000200" in url for url in json.loads(path.read_text())), "a gone marker stays cached"

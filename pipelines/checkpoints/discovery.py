@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipelines.checkpoints.markers import MarkerCache
 from pipelines.core.config import DURABILITY, TierflowConfig
 from pipelines.core.errors import TierflowError
 from pipelines.core.manifest import (
@@ -32,7 +33,7 @@ from pipelines.core.manifest import (
     validate_name,
 )
 from pipelines.core.payloads import Payload
-from pipelines.storage.commit import Commit, read_marker
+from pipelines.storage.commit import Commit, marker_key, parse_marker
 from pipelines.storage.pins import live_pins, remove_pin, write_pin
 from pipelines.storage.tier import Tier
 
@@ -250,12 +251,22 @@ def read_metrics(tier: Tier, prefix: str, names: set[str]) -> dict[str, float]:
     return out
 
 
-def discover(tier: Tier, rules: Rules = Rules(), run: str | None = None, now: float | None = None) -> list[Checkpoint]:
+def discover(
+    tier: Tier,
+    rules: Rules = Rules(),
+    run: str | None = None,
+    now: float | None = None,
+    markers: MarkerCache | None = None,
+) -> list[Checkpoint]:
     """Every checkpoint directory on ``tier`` (one listing), sorted by run and step.
 
-    A listing error propagates: the caller must not act on an incomplete picture.
+    Commit markers come from ``markers`` (default: the state directory's cache) when the listing
+    shows them unchanged, so a pass reads only new or rewritten ones. A listing error propagates:
+    the caller must not act on an incomplete picture.
     """
     now = time.time() if now is None else now
+    markers = MarkerCache.default() if markers is None else markers
+    marker_keys: set[str] = set()
     root = f"{ROOT}/{validate_name(run, 'run')}" if run else ROOT
     groups: dict[tuple[str, str], list[Any]] = {}
     for info in tier.list(root):
@@ -282,8 +293,12 @@ def discover(tier: Tier, rules: Rules = Rules(), run: str | None = None, now: fl
             state = "in_progress"
         committed: Commit | None = None
         if COMMIT_MARKER in names and state == "complete":
+            listed = next(i for rel, i in files if rel == COMMIT_MARKER)
+            marker_keys.add(listed.key)
             try:
-                committed = read_marker(tier, prefix)
+                committed = parse_marker(markers.read(tier, listed), tier.url(marker_key(prefix)))
+            except FileNotFoundError:
+                committed = None  # removed since the listing
             except ManifestError as exc:
                 log.warning("%s: unreadable commit marker, treated as uncommitted: %s", tier.url(prefix), exc)
         metrics = dict(committed.extra.get("metrics") or {}) if committed else {}
@@ -311,6 +326,8 @@ def discover(tier: Tier, rules: Rules = Rules(), run: str | None = None, now: fl
                 verified=verified,
             )
         )
+    markers.forget_missing(tier, root, marker_keys)
+    markers.save()
     return sorted(out, key=lambda c: (c.run, c.step, c.name))
 
 

@@ -133,12 +133,25 @@ def read_marker(tier: Tier, prefix: str) -> Commit | None:
     Raises:
         ManifestError: The marker exists but is unreadable or inconsistent (named).
     """
-    key = f"{prefix.strip('/')}/{COMMIT_MARKER}" if prefix.strip("/") else COMMIT_MARKER
+    key = marker_key(prefix)
     try:
         raw = tier.read_bytes(key)
     except FileNotFoundError:
         return None
-    where = tier.url(key)
+    return parse_marker(raw, tier.url(key))
+
+
+def marker_key(prefix: str) -> str:
+    """The key of the commit marker directly under ``prefix``."""
+    return f"{prefix.strip('/')}/{COMMIT_MARKER}" if prefix.strip("/") else COMMIT_MARKER
+
+
+def parse_marker(raw: bytes, where: str) -> Commit:
+    """A commit marker's content, checked; ``where`` names it in errors.
+
+    Raises:
+        ManifestError: Not valid JSON, no manifest, or a manifest that does not match its checksum.
+    """
     try:
         data = json.loads(raw)
     except ValueError as exc:

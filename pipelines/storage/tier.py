@@ -54,6 +54,8 @@ class ObjectInfo:
     key: str
     size: int
     mtime: float | None = None
+    #: What changes whenever the object is written again: its ETag, or a file's inode and mtime.
+    version: str | None = None
 
 
 def tier_for_url(config: TierflowConfig, url: str) -> tuple[TierConfig, str]:
@@ -174,7 +176,7 @@ class Tier:
         for path, info in found.items():
             if info.get("type") == "directory" or TMP_MARKER in path:
                 continue
-            out.append(ObjectInfo(self._key_of(path), int(info["size"]), _mtime(info)))
+            out.append(ObjectInfo(self._key_of(path), int(info["size"]), _mtime(info), _version(info)))
         return sorted(out, key=lambda o: o.key)
 
     def _find(self, base: str) -> dict[str, dict[str, Any]]:
@@ -253,6 +255,16 @@ class Tier:
         keys = [o.key for o in self.list(prefix)]
         self.delete(keys)
         return len(keys)
+
+
+def _version(info: dict[str, Any]) -> str | None:
+    """An object's ETag; a file's inode and mtime (a rewrite by rename makes a new inode)."""
+    etag = info.get("ETag") or info.get("etag")
+    if etag:
+        return str(etag).strip('"')
+    if info.get("ino") is not None and info.get("mtime") is not None:
+        return f"{info['ino']}:{info['mtime']!r}"
+    return None
 
 
 def _mtime(info: dict[str, Any]) -> float | None:
