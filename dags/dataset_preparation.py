@@ -93,8 +93,18 @@ with DAG(
 
     @task
     def shards(built: Any) -> list[dict[str, Any]]:
-        """Every shard the build tasks wrote, one list for the mapped validation."""
-        return [s for group in built if group for s in group]
+        """Every shard the build tasks wrote, one list for the mapped validation (within max_map_length)."""
+        from airflow.configuration import conf
+        from airflow.sdk.exceptions import AirflowFailException
+
+        found = [s for group in built if group for s in group]
+        limit = conf.getint("core", "max_map_length", fallback=1024)
+        if len(found) > limit:  # the plan sizes shards to fit; a ratio far off its sample can still miss
+            raise AirflowFailException(
+                f"{len(found)} shards built, more than [core] max_map_length {limit} validation tasks: "
+                "give a larger shard_size or raise max_map_length"
+            )
+        return found
 
     validate = ValidateShardOperator.partial(
         task_id="validate",

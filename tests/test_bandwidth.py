@@ -260,3 +260,29 @@ def test_prediction_never_beats_the_physical_minimum(sizes: list[int], c: int) -
     plan = plan_hop(OBJ, PFS, work)
     assert 1 <= plan.concurrency <= 32 and 1 <= plan.shards <= 1024
     assert plan.part_size >= MIN_PART_SIZE and plan.execution_timeout_s >= plan.predicted_s
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    objects=st.integers(min_value=1, max_value=10**9),
+    mean=st.integers(min_value=0, max_value=2**33),
+    limit=st.integers(min_value=1, max_value=4096),
+    task_s=st.floats(min_value=1.0, max_value=7200.0),
+    ratio=st.floats(min_value=1.0, max_value=20.0),
+)
+def test_mapped_tasks_never_exceed_max_map_length(
+    objects: int, mean: int, limit: int, task_s: float, ratio: float
+) -> None:
+    """Whatever the dataset, no plan asks Airflow to map more tasks than ``max_map_length``."""
+    from pipelines.datasets.preparation.plan import _groups, within_map_length
+
+    work = Workload.uniform(objects, mean)
+    # Staging: one copy task per shard of the manifest.
+    assert 1 <= plan_hop(OBJ, PFS, work, max_map_length=limit, target_task_s=task_s).shards <= limit
+    # Preparation: one validation task per output shard, however small the chosen shard size.
+    estimated = int(work.bytes / ratio)
+    size, _ = within_map_length(estimated, 1, limit, {})
+    assert math.ceil(estimated / size) <= limit
+    # ... and one build task per group.
+    inputs = [(f"k{i:04d}", mean) for i in range(min(objects, 2000))]
+    assert 1 <= len(_groups(inputs, min(limit, 1024))) <= limit

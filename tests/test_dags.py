@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -216,6 +217,21 @@ def test_dataset_preparation_then_staging_runs_green_end_to_end(dagbag, test_con
     assert len(validations) >= 2 and all(states[k] == "success" for k in validations)
     summary = _xcom("dataset_preparation", dr.run_id, "publish")
     assert summary["rows"] == sum(f.records for f in files) and summary["quarantined"] == []
+    # XComs carry indexes and counts; the full plan (every input key) is stored with the version.
+    groups = _xcom("dataset_preparation", dr.run_id, "plan")
+    assert groups and all(set(g) == {"index", "name", "count", "inputs", "input_bytes"} for g in groups)
+    assert sum(g["inputs"] for g in groups) == len(files)
+    with create_session() as session:
+        ref = XComModel.deserialize_value(
+            session.scalars(
+                select(XComModel).where(
+                    XComModel.run_id == dr.run_id, XComModel.task_id == "plan", XComModel.key == "plan"
+                )
+            ).one()
+        )
+    assert ref["key"].startswith(f"datasets/synthetic/{version}/_tierflow_plan/") and ref["inputs"] == len(files)
+    stored = json.loads(obj.read_bytes(ref["key"]))
+    assert sorted(k for group in stored["groups"] for k, _ in group) == sorted(f"{prefix}/{f.key}" for f in files)
     committed = read_commit(obj, "synthetic", version)
     assert committed is not None and committed.extra["preparation"]["shards"] == len(validations)
     events = _events(dr.run_id)

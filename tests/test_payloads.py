@@ -9,7 +9,7 @@ import pytest
 from pipelines.checkpoints import CheckpointRef, PromoteResult, RestoreResult, TierPrune
 from pipelines.core.payloads import PayloadError, native
 from pipelines.datasets.payloads import HopSummary, ShardCopy, ShardTask, StagingPlan
-from pipelines.datasets.preparation import BuildGroup, BuiltShard, Publication, ShardValidation
+from pipelines.datasets.preparation import BuildGroup, BuiltShard, PlanRef, Publication, ShardValidation
 from pipelines.datasets.validation import Finding, ShardReport
 from pipelines.model.bandwidth import Bottleneck, HopSizing, Workload, plan_hop
 from pipelines.model.observations import Observation
@@ -34,7 +34,8 @@ EXAMPLES = [
     ShardCopy("object", "pfs", 5, 512, 5, 512, 0, 0, 0.25, 0.0, 8, 8 * 2**20, 0, 0.5, BOTTLENECK),
     HopSummary("d", "v1", "object", "pfs", 10, 2**20, "abc", 1.0, 1.0, BOTTLENECK, False, 2, 10, 2**20, 0.5, 2.1),
     Observation(1.0, "dag", "task", "object", "pfs", 2**20, 10, 1.0, 2.0, BOTTLENECK),
-    BuildGroup(0, "d/v1 group 1/1", (("raw/a.jsonl", 10), ("raw/b.jsonl", 20))),
+    BuildGroup(0, "d/v1 group 1/1", 1, 2, 30),
+    PlanRef("d", "v1", "object", "datasets/d/v1/_tierflow_plan/abc.json", "abc", 1, 2, False),
     BuiltShard("shards/part-0000-0000.parquet", 100, "xxh3:00", 5, 400),
     ShardValidation(ShardReport("s", 5, [Finding("schema", "bad", "lang")], {"rows": 5}, 0.1), (("docs/a", 1, "c"),)),
     Publication("d", "v1", "parquet", 3, 1, 5, 400, 100, 4.0, "fail"),

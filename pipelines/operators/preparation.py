@@ -44,13 +44,22 @@ class ValidationDocsLink(BaseOperatorLink):
         return str(getattr(operator, "docs_url", "") or "")
 
 
-def _plan(context: Any, plan_task_id: str) -> Any:
-    from pipelines.datasets.preparation import PreparePlan
+#: Plans read in this process, by checksum (a worker running many build tasks reads each once).
+_PLANS: dict[str, Any] = {}
+
+
+def _plan(context: Any, plan_task_id: str, config_path: str | None) -> Any:
+    """The full plan the planning task stored beside the version (XCom carries only its reference)."""
+    from pipelines.datasets.preparation import PlanRef, load_plan
 
     with fatal_errors():
-        return PreparePlan.from_json(
+        ref = PlanRef.from_json(
             context["ti"].xcom_pull(task_ids=plan_task_id, key="plan"), f"XCom plan of {plan_task_id}"
         )
+        if ref.checksum not in _PLANS:
+            (target,) = open_tiers_in_task(config_path, ref.tier)
+            _PLANS[ref.checksum] = load_plan(target, ref)
+        return _PLANS[ref.checksum]
 
 
 class PlanPreparationOperator(BaseOperator):
@@ -59,8 +68,11 @@ class PlanPreparationOperator(BaseOperator):
     The plan's reasons are logged. A version already committed on the target is never rebuilt: the
     list is empty and everything after is skipped.
 
-    Returns (XCom) one :class:`~pipelines.datasets.preparation.BuildGroup` per mapped build, and
-    pushes the :class:`~pipelines.datasets.preparation.PreparePlan` as XCom ``plan``.
+    Returns (XCom) one :class:`~pipelines.datasets.preparation.BuildGroup` per mapped build (its
+    index and counts, never its keys). The full :class:`~pipelines.datasets.preparation.PreparePlan`
+    (every input, the groups, the suite) is stored beside the version on the target
+    (``<prefix>/_tierflow_plan/<checksum>.json``) and XCom ``plan`` carries its
+    :class:`~pipelines.datasets.preparation.PlanRef`, so XComs stay small at any input count.
 
     Args:
         dataset: Dataset name (templated); its suite is found as :mod:`pipelines.datasets.preparation.suites`
@@ -125,7 +137,7 @@ class PlanPreparationOperator(BaseOperator):
         """Plan; returns the build-group descriptors."""
         from pipelines.core.config import load_config
         from pipelines.core.units import parse_size
-        from pipelines.datasets.preparation import plan_preparation
+        from pipelines.datasets.preparation import plan_preparation, store_plan
         from pipelines.datasets.preparation.suites import resolve_suite
 
         with fatal_errors():
@@ -157,13 +169,23 @@ class PlanPreparationOperator(BaseOperator):
                 level=level,
                 shard_bytes=shard,
                 dictionary=dictionary,
+                max_map_length=_max_map_length(),
             )
+            ref = store_plan(target, plan)
         for choice, reason in plan.reasons.items():
             self.log.info("plan %s: %s", choice, reason)
-        context["ti"].xcom_push(key="plan", value=plan.to_json())
+        self.log.info("plan stored at %s (%d inputs in %d groups)", target.url(ref.key), ref.inputs, ref.groups)
+        context["ti"].xcom_push(key="plan", value=ref.to_json())
         if plan.already_published:
             self.log.info("%s/%s is already published on %s: nothing to do", self.dataset, self.version, target.name)
         return [group.to_json() for group in plan.tasks()]
+
+
+def _max_map_length() -> int:
+    """Airflow's ``[core] max_map_length``: no mapped task may expand past it."""
+    from airflow.configuration import conf
+
+    return conf.getint("core", "max_map_length", fallback=1024)
 
 
 class BuildShardsOperator(BaseOperator):
@@ -196,7 +218,7 @@ class BuildShardsOperator(BaseOperator):
         """Build; returns the shards uploaded."""
         from pipelines.datasets.preparation import BuildGroup, build_group
 
-        plan = _plan(context, self.plan_task_id)
+        plan = _plan(context, self.plan_task_id, self.config_path)
         with fatal_errors():
             group = BuildGroup.from_json(self.group, "BuildShardsOperator.group")
             source, target = open_tiers_in_task(self.config_path, plan.source, plan.target)
@@ -244,7 +266,7 @@ class ValidateShardOperator(BaseOperator):
 
         from pipelines.datasets.preparation import BuiltShard, validate_shard
 
-        plan = _plan(context, self.plan_task_id)
+        plan = _plan(context, self.plan_task_id, self.config_path)
         with fatal_errors():
             shard = BuiltShard.from_json(self.shard, "ValidateShardOperator.shard")
             (target,) = open_tiers_in_task(self.config_path, plan.target)
@@ -305,7 +327,7 @@ class PublishDatasetOperator(BaseOperator):
         from pipelines.datasets.preparation import BuiltShard, ShardValidation, publish
 
         ti = context["ti"]
-        plan = _plan(context, self.plan_task_id)
+        plan = _plan(context, self.plan_task_id, self.config_path)
         if plan.already_published:
             raise AirflowSkipException(f"{plan.dataset}/{plan.version} is already published")
         with fatal_errors():

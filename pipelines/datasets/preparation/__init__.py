@@ -32,8 +32,11 @@ if TYPE_CHECKING:
         SHARDS_DIR,
         BuildGroup,
         InputError,
+        PlanRef,
         PreparePlan,
+        load_plan,
         plan_preparation,
+        store_plan,
     )
     from pipelines.datasets.preparation.publishing import (
         Publication,
@@ -51,6 +54,9 @@ if TYPE_CHECKING:
 #: this package, at DAG parse time) does not import the others.
 _EXPORTS = {
     "BuildGroup": "plan",
+    "PlanRef": "plan",
+    "load_plan": "plan",
+    "store_plan": "plan",
     "BuiltShard": "shards",
     "Publication": "publishing",
     "ShardValidation": "publishing",
@@ -80,16 +86,19 @@ __all__ = [
     "BuildGroup",
     "BuiltShard",
     "InputError",
+    "PlanRef",
     "PreparePlan",
     "Publication",
     "PublishError",
     "ShardValidation",
     "build_group",
+    "load_plan",
     "plan_preparation",
     "prepare",
     "publish",
     "read_records",
     "shard_stem",
+    "store_plan",
     "validate_shard",
 ]
 

@@ -17,7 +17,7 @@ from pipelines.core.manifest import dataset_prefix, validate_name
 from pipelines.core.payloads import Payload
 from pipelines.datasets.compression import iter_decompressed, measure_levels, train_dictionary
 from pipelines.datasets.validation import Suite
-from pipelines.model.bandwidth import Workload, plan_hop
+from pipelines.model.bandwidth import MAX_MAP_LENGTH, Workload, plan_hop
 from pipelines.model.codecs import CodecSample, choose_compression
 from pipelines.storage.commit import read_commit
 
@@ -27,7 +27,17 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BuildGroup", "InputError", "PreparePlan", "list_inputs", "plan_preparation", "shard_size_for"]
+__all__ = [
+    "BuildGroup",
+    "InputError",
+    "PlanRef",
+    "PreparePlan",
+    "list_inputs",
+    "load_plan",
+    "plan_preparation",
+    "shard_size_for",
+    "store_plan",
+]
 
 
 FORMATS = ("parquet", "jsonl")
@@ -82,6 +92,11 @@ DOCS_DIR = "validation/docs"
 DICTIONARY_KEY = "dictionary.zdict"
 
 
+#: The full plans of a version, stored with it (``<prefix>/_tierflow_plan/<checksum>.json``): a
+#: reserved name, so commits keep it and manifests leave it out.
+PLAN_DIR = "_tierflow_plan"
+
+
 class InputError(errors.InputError):
     """Raw input that cannot be prepared; the message names the object (and line) at fault."""
 
@@ -119,18 +134,74 @@ class PreparePlan(Payload):
             return []
         n = len(self.groups)
         return [
-            BuildGroup(index=i, name=f"{self.dataset}/{self.version} group {i + 1}/{n}", inputs=g)
+            BuildGroup(
+                index=i,
+                name=f"{self.dataset}/{self.version} group {i + 1}/{n}",
+                count=n,
+                inputs=len(g),
+                input_bytes=sum(size for _, size in g),
+            )
             for i, g in enumerate(self.groups)
         ]
 
 
 @dataclass(frozen=True)
 class BuildGroup(Payload):
-    """One mapped build task: group ``index`` of the plan, its label, and its raw inputs ``(key, size)``."""
+    """One mapped build task: group ``index`` of ``count`` in the stored plan, and its label (never its keys)."""
 
     index: int
     name: str
-    inputs: tuple[tuple[str, int], ...]
+    count: int
+    inputs: int  #: how many raw inputs the group packs
+    input_bytes: int
+
+
+@dataclass(frozen=True)
+class PlanRef(Payload):
+    """Where a preparation's full plan is stored (its inputs, groups and suite), as XCom carries it."""
+
+    dataset: str
+    version: str
+    tier: str
+    key: str
+    checksum: str
+    groups: int
+    inputs: int
+    already_published: bool
+
+
+def store_plan(target: Tier, plan: PreparePlan) -> PlanRef:
+    """Write the full plan beside the version on ``target`` (once per content) and return its reference."""
+    data = json.dumps(plan.to_json(), sort_keys=True, separators=(",", ":")).encode()
+    digest = checksum_bytes(data)
+    key = f"{dataset_prefix(plan.dataset, plan.version)}/{PLAN_DIR}/{digest}.json"
+    if not target.exists(key):
+        target.write_bytes(key, data)
+    return PlanRef(
+        dataset=plan.dataset,
+        version=plan.version,
+        tier=target.name,
+        key=key,
+        checksum=digest,
+        groups=len(plan.groups),
+        inputs=sum(len(g) for g in plan.groups),
+        already_published=plan.already_published,
+    )
+
+
+def load_plan(target: Tier, ref: PlanRef) -> PreparePlan:
+    """The full plan ``ref`` points at, checked against its checksum.
+
+    Raises:
+        InputError: The stored plan is gone or is not the one the reference names.
+    """
+    try:
+        data = target.read_bytes(ref.key)
+    except FileNotFoundError:
+        raise InputError(f"{target.url(ref.key)}: the preparation plan is gone (replan the run)") from None
+    if checksum_bytes(data) != ref.checksum:
+        raise InputError(f"{target.url(ref.key)}: the stored plan does not match checksum {ref.checksum}")
+    return PreparePlan.from_json(json.loads(data), target.url(ref.key))
 
 
 def _input_kind(key: str) -> str | None:
@@ -185,6 +256,22 @@ def shard_size_for(
     return size, (
         f"small dataset (~{estimated_output / 2**20:.1f} MiB compressed): shards of {size / 2**20:.1f} MiB "
         f"so up to {streams} validate in parallel, never under {MIN_SHARD_BYTES / 2**20:.0f} MiB"
+    )
+
+
+def within_map_length(
+    estimated_output: int, shard_bytes: int, max_map_length: int, reasons: dict[str, str]
+) -> tuple[int, str]:
+    """The shard size grown, when needed, so ``estimated_output`` makes at most ``max_map_length`` shards.
+
+    Validation maps one task per shard, and Airflow refuses to map more than ``max_map_length``.
+    """
+    floor = math.ceil(estimated_output / max_map_length)
+    if shard_bytes >= floor:
+        return shard_bytes, reasons.get("shard_bytes", f"{shard_bytes} B")
+    return floor, (
+        f"{floor / 2**20:.0f} MiB: ~{estimated_output / 1e9:.1f} GB compressed in at most "
+        f"max_map_length {max_map_length} shards"
     )
 
 
@@ -249,6 +336,7 @@ def plan_preparation(
     threads: int = 0,
     dictionary: bool = False,
     max_groups: int = 1024,
+    max_map_length: int = MAX_MAP_LENGTH,
 ) -> PreparePlan:
     """Plan a preparation: inputs, level (from the planner unless given), shard size, groups.
 
@@ -275,12 +363,20 @@ def plan_preparation(
     level, reasons["level"] = _level(source, target, work, samples, level)
     ratio = next((s.ratio for s in samples if s.level == level), 1.0) if samples else 1.0
     speed = next((s.compress_bps for s in samples if s.level == level), 50e6) if samples else 50e6
+    estimated = int(work.bytes / max(ratio, 1.0))
     if shard_bytes is None:
-        shard_bytes, reasons["shard_bytes"] = shard_size_for(int(work.bytes / max(ratio, 1.0)), target.config)
+        shard_bytes, reasons["shard_bytes"] = shard_size_for(estimated, target.config)
+        shard_bytes, reasons["shard_bytes"] = within_map_length(estimated, shard_bytes, max_map_length, reasons)
     else:
         reasons["shard_bytes"] = f"{shard_bytes} B given"
+        if math.ceil(estimated / shard_bytes) > max_map_length:
+            raise InputError(
+                f"shard_size {shard_bytes} B makes ~{math.ceil(estimated / shard_bytes)} shards of "
+                f"~{estimated} B compressed, more than max_map_length {max_map_length}: "
+                f"use at least {math.ceil(estimated / max_map_length)} B"
+            )
     group_bytes = speed * GROUP_SECONDS
-    count = min(max_groups, max(1, math.ceil(work.bytes / group_bytes)))
+    count = min(max_groups, max_map_length, max(1, math.ceil(work.bytes / group_bytes)))
     reasons["groups"] = (
         f"{count} group(s): {work.bytes / 1e6:.1f} MB at {speed / 1e6:.0f} MB/s (level {level}, "
         f"{workers} threads) in tasks of ≤ {GROUP_SECONDS:.0f} s"
