@@ -26,6 +26,8 @@ __all__ = ["CHECKSUM_METADATA", "S3Tier"]
 
 #: User metadata key carrying the xxh3-128 checksum (``x-amz-meta-xxh3-128``).
 CHECKSUM_METADATA = "xxh3-128"
+#: Sub-prefixes listed at once when listing a tree.
+LIST_CONCURRENCY = 32
 #: Seconds to open a connection to the store before the attempt counts as failed.
 CONNECT_TIMEOUT_S = 2
 
@@ -64,6 +66,40 @@ class S3Tier(Tier):
     def _bucket_key(self, key: str) -> tuple[str, str]:
         bucket, _, full = self.path(key).partition("/")
         return bucket, full
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def _find(self, base: str) -> dict[str, dict[str, Any]]:
+        """Every object under ``base``: one delimited listing, then each common prefix listed concurrently.
+
+        A store pages a flat listing 1,000 keys at a time, one page after the other; a dataset
+        spread over sub-prefixes (shards, ranks, parts) lists as fast as the prefixes can be listed
+        side by side. Under a single level of keys it is the flat listing.
+        """
+        import asyncio
+
+        from fsspec.asyn import sync
+
+        try:
+            top = self.fs.ls(base, detail=True, refresh=True)
+        except FileNotFoundError:
+            return super()._find(base)  # nothing there (or no bucket): as the flat listing says
+        found = {o["name"]: o for o in top if o.get("type") != "directory"}
+        prefixes = [o["name"] for o in top if o.get("type") == "directory"]
+        if not prefixes:
+            return found
+        gate = asyncio.Semaphore(LIST_CONCURRENCY)
+
+        async def below(prefix: str) -> dict[str, dict[str, Any]]:
+            async with gate:
+                return cast(dict[str, dict[str, Any]], await self.fs._find(prefix, detail=True))
+
+        async def every() -> list[dict[str, dict[str, Any]]]:
+            return list(await asyncio.gather(*(below(p) for p in prefixes)))
+
+        for part in sync(self.fs.loop, every):
+            found.update(part)
+        return found
 
     # -- writing ------------------------------------------------------------------------------
 
