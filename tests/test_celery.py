@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from debian import installed
 
 from pipelines.core.config import DEFAULT_CONFIG, TierflowConfig, load_config
 from pipelines.devtools.s3server import free_port
@@ -46,27 +47,6 @@ TEMPORARY = ".tierflow-tmp-"
 FILES, FILE_SIZE = 8, 24 * 2**20
 START_TIMEOUT_S = 240
 RUN_TIMEOUT_S = 480
-
-
-def _redis_server() -> str:
-    """Debian's redis-server, installed with apt-get when absent (the test setup needs root for that)."""
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    if os.geteuid() != 0:
-        pytest.fail("redis-server is not installed and installing it needs root: apt-get install redis-server")
-    env = os.environ | {"DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env, timeout=600, capture_output=True)
-    subprocess.run(
-        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "redis-server"],
-        check=True,
-        env=env,
-        timeout=900,
-        capture_output=True,
-    )
-    found = shutil.which("redis-server")
-    assert found, "apt-get installed redis-server but it is not on PATH"
-    return found
 
 
 class Processes:
@@ -175,7 +155,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
     from pipelines.devtools.airflow_env import airflow_env
     from pipelines.devtools.s3server import EmbeddedS3
 
-    redis = _redis_server()
+    redis = installed("redis-server", "redis-server")
     home = tmp_path_factory.mktemp("celery-cluster")
     logs = home / "logs"
     logs.mkdir()

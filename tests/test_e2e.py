@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from debian import installed
 
 from pipelines.core.config import DEFAULT_CONFIG
 from pipelines.devtools.s3server import free_port
@@ -39,23 +40,7 @@ RUN_TIMEOUT_S = 300
 @pytest.fixture(scope="module")
 def chromium() -> str:
     """Debian's Chromium, installed with apt-get when absent (the test setup needs root for that)."""
-    found = shutil.which("chromium")
-    if found:
-        return found
-    if os.geteuid() != 0:
-        pytest.fail("Chromium is not installed and installing it needs root: apt-get install chromium")
-    env = os.environ | {"DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env, timeout=600, capture_output=True)
-    subprocess.run(
-        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium"],
-        check=True,
-        env=env,
-        timeout=900,
-        capture_output=True,
-    )
-    found = shutil.which("chromium")
-    assert found, "apt-get installed chromium but it is not on PATH"
-    return found
+    return installed("chromium", "chromium")
 
 
 def _cli(args: list[str], env: dict[str, str], timeout: float = 300) -> str:
