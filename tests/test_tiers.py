@@ -173,3 +173,27 @@ def test_a_missing_file_tier_root_is_an_error_unless_the_config_creates_it(test_
     assert not root.exists()
     tier.write_bytes("a/b.bin", b"x")  # a tier that may create its root does so
     assert (root / "a" / "b.bin").read_bytes() == b"x"
+
+
+def test_the_paged_s3_listing_is_exactly_the_s3fs_listing(test_config, s3_credentials) -> None:
+    """Keys that URL encoding could mangle, many pages, nested prefixes: the same objects, sizes, ETags, times."""
+    from dataclasses import replace
+
+    from pipelines.storage.s3 import list_pages
+
+    cfg = replace(test_config.tier("object"), url=f"{test_config.tier('object').url}pages-{uuid.uuid4().hex[:6]}/")
+    tier = Tier(cfg, s3_credentials[0].storage_options())
+    odd = ["a b/c+d.bin", "ünï/cödé.txt", "pct%41/x.bin", "plus+/~tilde", "sp ace.bin", "deep/a/b/c/d/e.bin"]
+    for key in odd:
+        tier.write_bytes(key, key.encode())
+    for i in range(2100):  # three pages of 1,000
+        tier.fs.pipe_file(tier.path(f"many/{i:05d}"), b"x" * (i % 7))
+    paged = list_pages(tier.fs, tier.root)
+    flat = tier.fs.find(tier.root, detail=True)
+    assert set(paged) == set(flat) and len(paged) == 2100 + len(odd)
+    for name, info in flat.items():
+        got = paged[name]
+        assert got["size"] == info["size"] and got["ETag"] == info["ETag"], name
+        assert got["LastModified"] == info["LastModified"], name
+    assert {o.key for o in tier.list()} == set(odd) | {f"many/{i:05d}" for i in range(2100)}  # Tier.list too
+    assert tier.list("nothing-here") == [] and [o.key for o in tier.list("sp ace.bin")] == ["sp ace.bin"]
