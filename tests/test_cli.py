@@ -101,6 +101,23 @@ def test_config_check(tierflow, tmp_path: Path) -> None:
     assert code == 2 and "tier 'lustre'.bandwidth.write" in one_line(err)
 
 
+def test_config_check_shows_each_node_and_which_one_this_is(tierflow, tmp_path: Path, monkeypatch) -> None:
+    nodes = tmp_path / "nodes.toml"
+    text = CONFIG.format(state=tmp_path, root=tmp_path)
+    nodes.write_text(
+        text + '\n[[node]]\nname = "n1"\n[node.tiers.localssd]\nurl = "file:///mnt/ssd1"\n[[node]]\nname = "n2"\n'
+    )
+    monkeypatch.setenv("TIERFLOW_NODE", "n1")
+    code, out, _ = tierflow("config", "check", str(nodes))
+    assert code == 0 and "node n1: queue n1; localssd at file:///mnt/ssd1 (this process: TIERFLOW_NODE)" in out
+    assert f"node n2: queue n2; localssd at file://{tmp_path}/localssd" in out
+    code, out, _ = tierflow("--json", "config", "check", str(nodes))
+    assert code == 0 and json.loads(out)["this_node"] == "n1"
+    monkeypatch.setenv("TIERFLOW_NODE", "n3")
+    code, _, err = tierflow("config", "check", str(nodes))
+    assert code == 2 and "TIERFLOW_NODE='n3'" in one_line(err) and "nodes: n1, n2" in err
+
+
 def test_datasets_publish_stage_ls_with_role_defaults_and_bad_input(tierflow, tmp_path: Path) -> None:
     src = corpus(tmp_path / "corpus")
     code, out, err = tierflow("datasets", "publish", str(src), "--name", "c", "--version", "v1", "--tier", "lustre")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from pipelines.cli.common import emit, print_table
-from pipelines.core.config import load_config
+from pipelines.core.config import TierflowConfig, load_config
 from pipelines.core.units import format_bandwidth, format_bytes
 
 __all__ = ["register"]
@@ -41,6 +41,8 @@ def cmd_config_check(args: argparse.Namespace) -> int:
             for t in cfg.tiers
         ],
         "s3_server": cfg.s3_server.endpoint_url if cfg.s3_server else None,
+        "nodes": [{"name": n.name, "queue": n.queue, **_node_tiers(cfg, n.name)} for n in cfg.nodes],
+        "this_node": cfg.node,
     }
     if args.json:
         emit(args, data, "")
@@ -67,4 +69,14 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     print_table(rows)
     if cfg.s3_server:
         print(f"embedded S3 server: {cfg.s3_server.endpoint_url} (connection {cfg.s3_server.conn_id})")
+    for node in cfg.nodes:
+        own = ", ".join(f"{tier} at {url}" for tier, url in _node_tiers(cfg, node.name)["nvme"].items())
+        here = " (this process: TIERFLOW_NODE)" if node.name == cfg.node else ""
+        print(f"node {node.name}: queue {node.queue}; {own}{here}")
     return 0
+
+
+def _node_tiers(cfg: TierflowConfig, node: str) -> dict[str, dict[str, str]]:
+    """Where node ``node`` has its node-local tiers."""
+    local = cfg.for_node(node)
+    return {"nvme": {t.name: t.url for t in local.of_kind("nvme")}}
