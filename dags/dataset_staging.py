@@ -26,7 +26,7 @@ from airflow.sdk import DAG, Param, task
 from pipelines.core.config import NodeConfig, load_config
 from pipelines.operators import CommitStagingOperator, EvictCacheOperator, PlanStagingOperator, StageShardOperator
 from pipelines.operators.assets import PUBLISHED
-from pipelines.operators.kubernetes import node_task_args, pod_sizing
+from pipelines.operators.kubernetes import node_task_args, plan_caps
 from pipelines.operators.roles import by_role
 
 #: The tier config, read when the DAG is parsed (a small TOML file, no network): the compute nodes
@@ -91,10 +91,7 @@ with DAG(
         hop_id = name.split("_", 1)[0]  # "hop2_node1" is hop 2 on node1
         # A per-node task runs on its node's queue (or in its node's pod) and checks it landed there.
         on_node = {"queue": node.queue, "node": node.name, **node_task_args(CONFIG, node.name)} if node else {}
-        caps = {}
-        if node and CONFIG.kubernetes:  # the plan stays within what the node's pod was given
-            size = pod_sizing(CONFIG, node.name)
-            caps = {"max_concurrency": size.streams, "memory_budget": size.memory_budget}
+        caps = plan_caps(CONFIG, node.name) if node else {}  # the plan stays within its node's pod
         plan = PlanStagingOperator(
             task_id=f"plan_{name}",
             dataset=f"{{{{ {WHAT}['dataset'] }}}}",

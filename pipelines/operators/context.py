@@ -17,6 +17,7 @@ __all__ = [
     "fatal_errors",
     "load_config_in_task",
     "open_tier_in_task",
+    "open_tiers",
     "open_tiers_in_task",
     "options_from_connection",
     "placement",
@@ -156,15 +157,19 @@ def open_tier_in_task(
 def open_tiers_in_task(
     config_path: str | None, *names: str | tuple[str | None, str], node: str | None = None
 ) -> list[Tier]:
-    """Load the config once (as node ``node`` sees it, when given) and open the tiers.
+    """Load the config once (as node ``node`` sees it, when given) and open the tiers (:func:`open_tiers`)."""
+    return open_tiers(load_config_in_task(config_path, node), *names)
+
+
+def open_tiers(config: TierflowConfig, *names: str | tuple[str | None, str]) -> list[Tier]:
+    """Open tiers of a loaded config; those of one connection share a session (server-side copies).
 
     Each of ``names`` is a tier name, or ``(name, kind)``: the name when given, else the config's
     tier of that kind (:meth:`~pipelines.core.config.TierflowConfig.primary`), so operators never
     spell a tier name. Object tiers' credentials come from their Airflow connections.
     """
-    config = load_config_in_task(config_path, node)
     resolved = [n if isinstance(n, str) else (n[0] or config.primary(n[1]).name) for n in names]  # type: ignore[arg-type]
-    by_connection: dict[str, dict[str, Any]] = {}  # tiers of one connection share a session (server-side copies)
+    by_connection: dict[str, dict[str, Any]] = {}
     return [open_tier_in_task(config, name, by_connection) for name in resolved]
 
 

@@ -30,7 +30,7 @@ from pipelines.model.bandwidth import DEFAULT_MEMORY_BUDGET
 if TYPE_CHECKING:
     from kubernetes.client import models as k8s
 
-__all__ = ["PodSizing", "node_pod", "node_task_args", "pod_sizing"]
+__all__ = ["PodSizing", "node_pod", "node_task_args", "plan_caps", "pod_sizing"]
 
 MiB = 2**20
 #: Names of the pod's volumes.
@@ -126,3 +126,11 @@ def node_task_args(config: TierflowConfig, node: str) -> dict[str, Any]:
     if config.kubernetes.executor:
         args["executor"] = config.kubernetes.executor
     return args
+
+
+def plan_caps(config: TierflowConfig, node: str) -> dict[str, int]:
+    """The planner arguments that keep node ``node``'s plan within its pod (none without ``[kubernetes]``)."""
+    if config.kubernetes is None:
+        return {}
+    size = pod_sizing(config, node)
+    return {"max_concurrency": size.streams, "memory_budget": size.memory_budget}

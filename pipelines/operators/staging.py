@@ -204,7 +204,7 @@ class CommitStagingOperator(BaseOperator):
 
         from pipelines.datasets.payloads import HopSummary, ShardCopy, StagingPlan
         from pipelines.datasets.staging import commit_stage
-        from pipelines.operators.context import load_config_in_task, open_tier_in_task, placement
+        from pipelines.operators.context import load_config_in_task, open_tiers, placement
 
         ti = context["ti"]
         pulled = ti.xcom_pull(task_ids=self.plan_task_id, key="plan")
@@ -224,8 +224,7 @@ class CommitStagingOperator(BaseOperator):
         copied = sum(s.copied_bytes for s in shards)
         seconds = max((s.seconds for s in shards), default=0.0)
         with fatal_errors():
-            by_connection: dict[str, dict[str, Any]] = {}
-            source, target = (open_tier_in_task(config, t, by_connection) for t in (plan.source, plan.target))
+            source, target = open_tiers(config, plan.source, plan.target)
             commit_stage(
                 source,
                 target,
@@ -285,13 +284,12 @@ class StageDatasetOperator(BaseOperator):
         """Stage; returns a :class:`~pipelines.datasets.payloads.HopSummary`."""
         from pipelines.datasets.payloads import HopSummary
         from pipelines.datasets.staging import stage_dataset
-        from pipelines.operators.context import load_config_in_task, open_tier_in_task, placement
+        from pipelines.operators.context import load_config_in_task, open_tiers, placement
 
         with fatal_errors():
             verify = native(self.verify, bool, "StageDatasetOperator.verify")
             config = load_config_in_task(self.config_path, self.node)
-            by_connection: dict[str, dict[str, Any]] = {}
-            source, target = (open_tier_in_task(config, t, by_connection) for t in (self.source, self.target))
+            source, target = open_tiers(config, self.source, self.target)
             plan, report, _ = stage_dataset(source, target, self.dataset, self.version, verify=verify)
         summary = HopSummary.planned(plan.summary()).at(**placement(config))
         if report is not None:

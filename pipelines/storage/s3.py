@@ -205,13 +205,16 @@ def list_pages(fs: Any, base: str) -> dict[str, dict[str, Any]]:
     prefix = f"{key.rstrip('/')}/" if key else ""
     sync(fs.loop, fs.set_session)
     client = fs.s3
-    verify = (fs.client_kwargs or {}).get("verify", True)
-    pool = urllib3.PoolManager(
-        cert_reqs="CERT_NONE" if verify is False else "CERT_REQUIRED",
-        ca_certs=verify if isinstance(verify, str) else None,
-        timeout=urllib3.Timeout(connect=CONNECT_TIMEOUT_S, read=60),
-        retries=urllib3.Retry(total=3, backoff_factor=0.2, status_forcelist=(500, 502, 503, 504)),
-    )
+    pool = getattr(fs, "_tierflow_list_pool", None)  # one pool per filesystem: its connections are kept
+    if pool is None:
+        verify = (fs.client_kwargs or {}).get("verify", True)
+        pool = urllib3.PoolManager(
+            cert_reqs="CERT_NONE" if verify is False else "CERT_REQUIRED",
+            ca_certs=verify if isinstance(verify, str) else None,
+            timeout=urllib3.Timeout(connect=CONNECT_TIMEOUT_S, read=60),
+            retries=urllib3.Retry(total=3, backoff_factor=0.2, status_forcelist=(500, 502, 503, 504)),
+        )
+        fs._tierflow_list_pool = pool
 
     def fetch(token: str | None) -> bytes:
         params = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": 1000, "EncodingType": "url"}
