@@ -164,10 +164,38 @@ def test_dataset_staging_runs_green_and_emits_asset_events(dagbag, test_config, 
         assert extra["manifest_checksum"] == published.manifest.checksum()
         assert extra["bytes"] == published.manifest.total_bytes and "seconds" in extra and "MBps" in extra
 
+    # The plugin's listener recorded each copy with its dataset version and DAG run (the storage page lists them).
+    from pipelines.model.observations import recent
+
+    seen = [o for o in recent(test_config, 200) if o.run_id == dr.run_id]
+    assert seen and all(o.dataset == "dagtest/v1" and o.error is None for o in seen)
+    assert sum(o.bytes for o in seen if o.target == "pfs") == published.manifest.total_bytes
+
     # A second run finds both hops already committed and copies nothing.
     again = dag.test(run_conf={"dataset": "dagtest", "version": "v1"})
     assert again.state == "success"
     assert _xcom("dataset_staging", again.run_id, "commit_hop2")["already_staged"] is True
+
+
+def test_a_failed_copy_is_recorded_with_its_error(dagbag, test_config, s3_credentials, tmp_path) -> None:
+    """A shard whose source object changed under its manifest fails; the listener records it with the error."""
+    from pipelines.datasets.staging import publish_directory
+    from pipelines.model.observations import recent
+    from pipelines.storage.tier import open_tier
+
+    src = tmp_path / "corpus"
+    src.mkdir()
+    (src / "a.bin").write_bytes(os.urandom(50_000))
+    obj = open_tier(test_config, "object", s3_credentials[0].storage_options())
+    _, published = publish_directory(str(src), obj, "dagfail", "v1")
+    key = f"{published.manifest.prefix}/a.bin"
+    obj.write_bytes(key, os.urandom(50_000))  # same size, other bytes: the copy's checksum cannot match
+    dr = dagbag.get_dag("dataset_staging").test(run_conf={"dataset": "dagfail", "version": "v1"})
+    assert dr.state == "failed"
+    failed = [o for o in recent(test_config, 200) if o.run_id == dr.run_id and o.error]
+    assert failed, [o for o in recent(test_config, 20)]
+    assert all(o.dataset == "dagfail/v1" and o.source == "object" and o.target == "pfs" for o in failed)
+    assert "a.bin" in (failed[0].error or "") and "\n" not in (failed[0].error or "")
 
 
 def test_dataset_staging_fails_clearly_for_an_unpublished_version(dagbag) -> None:
@@ -253,7 +281,8 @@ def test_dataset_preparation_then_staging_runs_green_end_to_end(dagbag, test_con
     staged = staging.test(run_conf={"dataset": extra["dataset"], "version": extra["version"]})
     assert staged.state == "success", _states(staged.run_id)
     on_nvme = read_commit(open_tier(test_config, "nvme"), "synthetic", version)
-    assert on_nvme is not None and on_nvme.manifest.checksum() == committed.manifest.checksum()
+    assert on_nvme is not None, (_states(staged.run_id), _xcom("dataset_staging", staged.run_id, "commit_hop2"))
+    assert on_nvme.manifest.checksum() == committed.manifest.checksum()
 
 
 def test_checkpoint_lifecycle_and_restore_run_green(dagbag, test_config, s3_credentials) -> None:
@@ -272,8 +301,16 @@ def test_checkpoint_lifecycle_and_restore_run_green(dagbag, test_config, s3_cred
     states = _states(dr.run_id)
     assert dr.state == "success", states
     assert sorted(v for k, v in states.items() if k[0] == "promote") == ["success"] * 3
-    rows = _events(dr.run_id)
+    every = _events(dr.run_id)
+    rows = [(name, extra) for name, extra in every if extra.get("event") != "pruned"]
     events = sorted((name, extra["step"], extra["tier"]) for name, extra in rows)
+    # What retention deleted is an event too (NVMe keeps the latest, the PFS the latest two).
+    pruned = sorted((name, extra["checkpoint"]) for name, extra in every if extra.get("event") == "pruned")
+    assert pruned == [
+        (f"tierflow/checkpoints/{run}@nvme", "step_000100"),
+        (f"tierflow/checkpoints/{run}@nvme", "step_000200"),
+        (f"tierflow/checkpoints/{run}@pfs", "step_000100"),
+    ]
     assert events == sorted(
         (f"tierflow/checkpoints/{run}@{tier}", step, tier) for step in (100, 200, 300) for tier in ("pfs", "object")
     )
@@ -295,6 +332,47 @@ def test_checkpoint_lifecycle_and_restore_run_green(dagbag, test_config, s3_cred
     assert back.committed and back.pinned_by == ("resume-1",)
     missing = dagbag.get_dag("checkpoint_restore").test(run_conf={"run": "no-such-run"})
     assert missing.state == "failed"
+
+
+def test_eviction_emits_an_asset_event_naming_what_left(airflow_db, tiers, tmp_path) -> None:
+    """An evicted version is an event of its (dataset, tier) asset with ``event: evicted``, its version and why."""
+    from airflow.dag_processing.bundles.manager import DagBundlesManager
+    from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
+
+    from pipelines.datasets.cache import touch
+    from pipelines.datasets.staging import publish_directory, stage_dataset
+    from pipelines.storage.commit import read_commit
+
+    nvme = tiers["nvme"]
+    for i, name in enumerate(("older", "newer")):
+        src = tmp_path / name
+        src.mkdir()
+        (src / "data.bin").write_bytes(os.urandom(2 * 2**20))
+        publish_directory(str(src), tiers["object"], name, "v1")
+        stage_dataset(tiers["object"], nvme, name, "v1")
+        touch(nvme, name, "v1", now=1000.0 + i)
+    need = nvme.config.capacity_bytes - 3 * 2**20  # room only once the older version has gone
+    dag_file = tmp_path / "evict_events.py"  # a user's DAG file: dag.test() runs DAGs the DB has serialized
+    dag_file.write_text(
+        "import pendulum\n"
+        "from airflow.sdk import DAG\n"
+        "from pipelines.operators import EvictCacheOperator\n"
+        "with DAG('evict_events', schedule=None, start_date=pendulum.datetime(2026, 1, 1)):\n"
+        f"    EvictCacheOperator(task_id='evict', tier='nvme', need_bytes={need}, "
+        f"config_path={str(tmp_path / 'tiers.toml')!r})\n"
+    )
+    bag = DagBag(dag_folder=str(dag_file), safe_mode=False)
+    assert bag.import_errors == {}
+    DagBundlesManager().sync_bundles_to_db()
+    sync_bag_to_db(bag, "dags-folder", None)
+    dag = bag.get_dag("evict_events")
+    dr = dag.test()
+    assert dr.state == "success", _states(dr.run_id)
+    assert read_commit(nvme, "older", "v1") is None and read_commit(nvme, "newer", "v1") is not None
+    ((asset, extra),) = _events(dr.run_id)
+    assert asset == "tierflow/older@nvme"
+    assert (extra["event"], extra["version"], extra["tier"]) == ("evicted", "v1", "nvme")
+    assert extra["why"] == "least recently used; committed on object" and extra["bytes"] >= 2 * 2**20
 
 
 def test_dags_find_tiers_by_role_under_any_names(tmp_path) -> None:

@@ -1,8 +1,10 @@
 """End to end in a real browser: the local stack (`tierflow airflow up`), Debian's Chromium, Playwright.
 
 Logs in, sees every Tierflow DAG and no import errors, triggers ``dataset_staging`` through its
-params form, waits for the run to succeed, and reads the storage-bandwidth plugin page (tier table
-and chart) inside the Airflow UI. Screenshots go to ``tests/artifacts/`` (ignored by git).
+params form, waits for the run to succeed, and reads the storage page inside the Airflow UI
+(capacity, the version just staged, the transfers and chart, the what-if; light and dark). Then
+opens every DAG's form, triggers those the stack has inputs for, and finds the checkpoints the
+lifecycle committed on the storage page. Screenshots go to ``tests/artifacts/`` (ignored by git).
 
 The stack runs in its own state directory, with the API server and the S3 server on free
 loopback ports, and is stopped at the end. Chromium is installed with apt-get when it is missing.
@@ -161,7 +163,7 @@ def test_ui_trigger_staging_and_read_the_plugin_page(stack: dict[str, Any], chro
         states = {(t["task_id"], t["map_index"]): t["state"] for t in tasks["task_instances"]}
         assert states[("commit_hop2", -1)] == "success", states
 
-        # The storage-bandwidth page, through the UI's Browse menu: tier table and chart.
+        # The storage page, through the UI's Browse menu: what is where, and the transfers just made.
         page.goto(f"{url}/")
         page.get_by_role("button", name="Browse").click()
         page.get_by_role("menuitem", name="Storage bandwidth").click()
@@ -170,10 +172,24 @@ def test_ui_trigger_staging_and_read_the_plugin_page(stack: dict[str, Any], chro
         expect(table).to_be_visible(timeout=30_000)
         rows = table.locator("tr").all_inner_texts()
         assert [r.split("\t")[0] for r in rows[1:]] == ["object", "pfs", "nvme"], rows
+        space = frame.locator("table#space tr.place")
+        assert [r.split("\t")[0] for r in space.all_inner_texts()] == ["object", "pfs", "nvme"]
+        expect(frame.locator("table#space td.used").first).to_be_visible()
+        versions = frame.locator("table#versions tr").all_inner_texts()
+        assert any(r.split("\t")[:3] == ["nvme", "synthetic", "v1"] for r in versions), versions
         chart = frame.locator("svg#chart")
         expect(chart).to_be_visible()
         assert chart.locator("rect.achieved").count() >= 1  # the staging run's copy tasks were observed
+        transfers = frame.locator("table#transfers tr.ok").all_inner_texts()
+        assert any("synthetic/v1" in r and run["dag_run_id"] in r for r in transfers), transfers
+        expect(frame.locator("div#plan table#plan-hops")).to_be_visible()  # the what-if answers its defaults
         page.screenshot(path=ARTIFACTS / "05-storage-bandwidth.png")
+        page.goto(f"{url}/storage-bandwidth/")
+        page.screenshot(path=ARTIFACTS / "05-storage-page-light.png", full_page=True)
+        page.emulate_media(color_scheme="dark")
+        page.reload()
+        assert page.locator("html").get_attribute("data-theme") == "dark"
+        page.screenshot(path=ARTIFACTS / "05-storage-page-dark.png", full_page=True)
 
 
 #: DAGs triggered from their forms with the defaults, in order (restore reads what the lifecycle
@@ -204,3 +220,12 @@ def test_every_dag_triggers_from_its_form_with_its_defaults(stack: dict[str, Any
             expect(dialog).to_be_hidden(timeout=30_000)
             run = _finished_run(url, token, dag_id)
             assert run.get("state") == "success", (dag_id, run)
+
+        # What the lifecycle committed shows on the storage page, per run and tier.
+        page.goto(f"{url}/storage-bandwidth/?refresh=1")
+        checkpoints = page.locator("table#checkpoints")
+        expect(checkpoints).to_be_visible(timeout=30_000)
+        header = checkpoints.locator("tr").first.inner_text().split("\t")
+        assert "object" in header, header
+        assert checkpoints.locator("td.committed").count() >= 1
+        page.screenshot(path=ARTIFACTS / "07-storage-checkpoints.png", full_page=True)

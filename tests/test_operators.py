@@ -35,8 +35,10 @@ def test_mapped_operators_declare_their_outlets_without_being_told() -> None:
         CHECKPOINT_ALIAS,
         PUBLISHED,
         STAGED_ALIAS,
+        EvictCacheOperator,
         PromoteCheckpointOperator,
         PublishDatasetOperator,
+        RetainCheckpointsOperator,
         StageDatasetOperator,
     )
 
@@ -48,10 +50,13 @@ def test_mapped_operators_declare_their_outlets_without_being_told() -> None:
         )
         publish = PublishDatasetOperator(task_id="publish")
         told = PromoteCheckpointOperator.partial(task_id="told", outlets=[mine]).expand(checkpoint=[{}])
+        evict = EvictCacheOperator(task_id="evict", tier="nvme", need_bytes=0)  # eviction and pruning emit too
+        retain = RetainCheckpointsOperator(task_id="retain")
     assert list(promote.outlets) == [CHECKPOINT_ALIAS]
     assert list(stage.outlets) == [STAGED_ALIAS]
     assert list(publish.outlets) == [PUBLISHED]
     assert list(told.outlets) == [mine]  # what the user declares wins
+    assert list(evict.outlets) == [STAGED_ALIAS] and list(retain.outlets) == [CHECKPOINT_ALIAS]
 
 
 def test_the_readme_holds_the_generated_operator_reference() -> None:

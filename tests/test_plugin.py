@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from pipelines.model.bandwidth import Bottleneck
@@ -40,7 +42,15 @@ def test_plugin_is_listed_with_its_view_and_no_import_errors(client, token: str)
 
 
 @pytest.mark.parametrize(
-    "path", ["/", "/api/tiers", "/api/observations", "/api/plan?source=object&target=pfs&size=1+TB"]
+    "path",
+    [
+        "/",
+        "/api/tiers",
+        "/api/observations",
+        "/api/inventory",
+        "/api/whatif?size=1+TB",
+        "/api/plan?source=object&target=pfs&size=1+TB",
+    ],
 )
 def test_every_route_requires_authentication(client, path: str) -> None:
     assert client.get(PREFIX + path).status_code == 401
@@ -73,9 +83,9 @@ def test_page_and_api_answer_with_a_token(client, token: str, test_config) -> No
             Bottleneck("object", "read", "bandwidth"),
         ),
     )
-    page = client.get(f"{PREFIX}/", params={"source": "object", "target": "pfs", "size": "1 TB"}, headers=auth)
+    page = client.get(f"{PREFIX}/", params={"size": "1 TB", "refresh": True}, headers=auth)
     assert page.status_code == 200
-    assert "<table id='tiers'>" in page.text and "<svg id='chart'" in page.text and "id='plan'" in page.text
+    assert '<table id="tiers">' in page.text and "<svg id='chart'" in page.text and 'id="plan"' in page.text
     assert client.get(f"{PREFIX}/api/observations", headers=auth).json()[-1]["achieved_MBps"] == 200.0
 
 
@@ -137,3 +147,138 @@ def test_validation_docs_are_served_from_object_storage(client, token: str, test
         f"/storage-bandwidth/docs/synthetic/{version}/..%2F..%2Fx", headers={"Authorization": f"Bearer {token}"}
     )
     assert hostile.status_code in (400, 404)
+
+
+def test_storage_page_says_what_is_where(client, token: str, test_config, s3_credentials, tmp_path) -> None:
+    """A version staged and pinned, a checkpoint promoted, a failed transfer: each where the page says."""
+    import re
+    import time
+    import uuid
+
+    from markupsafe import escape
+
+    from pipelines.checkpoints import Rules, discover, promote_through
+    from pipelines.datasets.cache import pin
+    from pipelines.datasets.staging import publish_directory, stage_dataset
+    from pipelines.devtools.corpus import write_checkpoint
+    from pipelines.model.observations import failed_transfer
+    from pipelines.storage.tier import open_tier
+
+    auth = {"Authorization": f"Bearer {token}"}
+    uid = uuid.uuid4().hex[:6]
+    obj = open_tier(test_config, "object", s3_credentials[0].storage_options())
+    nvme, pfs = open_tier(test_config, "nvme"), open_tier(test_config, "pfs")
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.bin").write_bytes(b"x" * 300_000)
+    _, published = publish_directory(str(src), obj, f"page{uid}", "v1")
+    stage_dataset(obj, nvme, f"page{uid}", "v1")
+    pin(nvme, f"page{uid}", "v1", "trainer-7", ttl_s=3600)
+    run = f"pagejob-{uid}"
+    write_checkpoint(Path(nvme.root), run, 100, shards=2, shard_bytes=4096)
+    write_checkpoint(Path(nvme.root), run, 200, shards=2, shard_bytes=4096)
+    (first,) = [c for c in discover(nvme, run=run) if c.step == 100]
+    promote_through([nvme, pfs], first, Rules())
+    hostile = f"<script>alert('{uid}')</script> refused by the endpoint"
+    record(
+        test_config,
+        failed_transfer(
+            dag_id="dataset_staging",
+            task_id="stage_hop1",
+            source="object",
+            target="pfs",
+            error=hostile,
+            dataset=f"page{uid}/v1",
+            run_id=f"manual__{uid}",
+        ),
+    )
+
+    places = {p["label"]: p for p in client.get(f"{PREFIX}/api/inventory?refresh=1", headers=auth).json()["places"]}
+    assert set(places) == {"object", "pfs", "nvme"} and all(p["reachable"] for p in places.values())
+    on_nvme = places["nvme"]
+    (version,) = [v for v in on_nvme["versions"] if v["dataset"] == f"page{uid}"]
+    assert version["committed"] and version["bytes"] >= published.manifest.total_bytes
+    ((holder, expires),) = [(p["holder"], p["expires"]) for p in version["pins"]]
+    assert holder == "trainer-7" and abs(expires - (time.time() + 3600)) < 120
+    assert on_nvme["used_bytes"] >= version["bytes"] + sum(c["bytes"] for c in on_nvme["checkpoints"])
+    assert on_nvme["free_bytes"] == min(on_nvme["capacity_bytes"] - on_nvme["used_bytes"], on_nvme["fs_free_bytes"])
+    assert places["object"]["fs_free_bytes"] is None
+    ours = {(c["name"], c["tier"]): c["status"] for p in places.values() for c in p["checkpoints"] if c["run"] == run}
+    assert ours == {
+        ("step_000100", "nvme"): "committed",
+        ("step_000200", "nvme"): "uncommitted",
+        ("step_000100", "pfs"): "committed",
+    }
+
+    page = client.get(f"{PREFIX}/", params={"size": "2 TB", "objects": 1000, "nodes": 4}, headers=auth).text
+    assert f"page{uid}" in page and "trainer-7 until " in page
+    assert str(escape(hostile)) in page and "<script>alert" not in page  # autoescaped
+    rows = re.findall(r"<tr>\s*<td>" + re.escape(run) + r"</td>(.*?)</tr>", page, re.S)
+    assert len(rows) == 2 and "committed" in rows[1] and "uncommitted" in rows[0]  # newest step first
+    assert f'href="/dags/dataset_staging/runs/manual__{uid}"' in page
+    plan = client.get(f"{PREFIX}/api/whatif", params={"size": "2 TB", "nodes": 4}, headers=auth).json()
+    assert [h["hop"] for h in plan["hops"]] == ["object -> pfs", "pfs -> nvme"]
+    # 2,000 GB read and written per hop at the configured J/GB (object 10, pfs 4, nvme 1), in kWh.
+    assert plan["energy_kWh"] == pytest.approx(2000 * (10 + 4 + 4 + 1) / 3.6e6, rel=1e-3)
+    assert f"{plan['energy_kWh']:.3f} kWh" in page and "to 4 node(s)" in page
+    bad = client.get(f"{PREFIX}/", params={"size": "2 TBs"}, headers=auth).text
+    assert re.search(r'id="plan-error"[^>]*>[^<]*unknown size unit', bad)
+
+
+@pytest.mark.unit
+def test_a_node_whose_nvme_is_not_mounted_here_is_named_and_the_rest_still_surveyed(tmp_path) -> None:
+    from pipelines.core.config import parse_config
+    from pipelines.operators.inventory import survey_all
+    from pipelines.storage.tier import open_tier
+
+    (tmp_path / "pfs").mkdir()
+    (tmp_path / "node1").mkdir()
+    config = parse_config(
+        f"""
+[[tier]]
+name = "pfs"
+kind = "pfs"
+url = "file://{tmp_path}/pfs"
+capacity = "1 GB"
+[tier.bandwidth]
+read = "1 GB/s"
+write = "1 GB/s"
+stream_read = "1 GB/s"
+stream_write = "1 GB/s"
+latency = "1 ms"
+metadata_ops = "1000/s"
+max_streams = 4
+
+[[tier]]
+name = "nvme"
+kind = "nvme"
+url = "file://{tmp_path}/nvme"
+capacity = "1 GB"
+[tier.bandwidth]
+read = "1 GB/s"
+write = "1 GB/s"
+stream_read = "1 GB/s"
+stream_write = "1 GB/s"
+latency = "1 ms"
+metadata_ops = "1000/s"
+max_streams = 4
+
+[[node]]
+name = "node1"
+[node.tiers.nvme]
+url = "file://{tmp_path}/node1"
+
+[[node]]
+name = "node2"
+[node.tiers.nvme]
+url = "file:///nonexistent/tierflow-node2"
+capacity = "2 GB"
+""",
+        base=tmp_path,
+    )
+    places = {p.label: p for p in survey_all(config, open_tier)}
+    assert list(places) == ["pfs", "nvme@node1", "nvme@node2"]
+    assert places["pfs"].reachable and places["nvme@node1"].reachable
+    node2 = places["nvme@node2"]
+    assert not node2.reachable and "/nonexistent/tierflow-node2" in (node2.error or "")
+    assert node2.capacity_bytes == 2 * 10**9 and node2.to_json()["free_bytes"] is None

@@ -29,7 +29,7 @@ from pipelines.core.errors import TierflowError
 from pipelines.core.manifest import COMMIT_MARKER, Manifest, dataset_prefix
 from pipelines.core.temporaries import STALE_TEMPORARY_S, temporaries_under
 from pipelines.storage.commit import read_commit
-from pipelines.storage.pins import live_pins, remove_pin, write_pin
+from pipelines.storage.pins import pin_expiries, remove_pin, write_pin
 from pipelines.storage.tier import Tier
 
 __all__ = [
@@ -66,6 +66,21 @@ class CacheEntry:
     last_used: float
     pinned_by: tuple[str, ...]
     abandoned: bool = False  #: uncommitted, no live writer's temporary and nothing written for STALE_TEMPORARY_S
+    pins: tuple[tuple[str, float], ...] = ()  #: ``(holder, expires)`` of each live pin
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-safe form (the CLI's ``--json``, the plugin's inventory)."""
+        return {
+            "dataset": self.dataset,
+            "version": self.version,
+            "bytes": self.bytes,
+            "committed": self.committed,
+            "manifest_checksum": self.manifest_checksum,
+            "last_used": self.last_used or None,
+            "pinned_by": list(self.pinned_by),
+            "pins": [{"holder": holder, "expires": expires} for holder, expires in self.pins],
+            "abandoned": self.abandoned,
+        }
 
 
 @dataclass(frozen=True)
@@ -184,7 +199,7 @@ def cache_entries(tier: Tier, now: float | None = None) -> list[CacheEntry]:
                 last_used = float(json.loads(tier.read_bytes(f"{prefix}/{LASTUSE}"))["last_used"])
             except (ValueError, KeyError, FileNotFoundError):
                 last_used = 0.0
-        pins = live_pins(tier, prefix, names, now)
+        pins = pin_expiries(tier, prefix, names, now)
         entries.append(
             CacheEntry(
                 dataset=dataset,
@@ -193,7 +208,8 @@ def cache_entries(tier: Tier, now: float | None = None) -> list[CacheEntry]:
                 committed=commit is not None,
                 manifest_checksum=commit.manifest.checksum() if commit else None,
                 last_used=last_used,
-                pinned_by=pins,
+                pinned_by=tuple(holder for holder, _ in pins),
+                pins=pins,
                 abandoned=commit is None
                 and now - newest[(dataset, version)] > STALE_TEMPORARY_S
                 and not live_writer(tier, prefix),

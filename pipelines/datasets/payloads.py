@@ -74,6 +74,8 @@ def _observed(done: ShardCopy | HopSummary, dag_id: str, task_id: str) -> Observ
         predicted_s=done.predicted_s * min(1.0, done.copied_bytes / done.bytes),  # objects already there cost ~0
         achieved_s=done.seconds,
         bottleneck=done.bottleneck,
+        dataset=f"{done.dataset}/{done.version}" if done.dataset else None,
+        node=getattr(done, "node", None),
     )
 
 
@@ -96,6 +98,8 @@ class ShardCopy(Payload):
     failures: int
     predicted_s: float
     bottleneck: Bottleneck
+    dataset: str = ""  #: the version copied (older payloads lack it)
+    version: str = ""
 
     @classmethod
     def of(cls, task: ShardTask, report: TransferReport) -> ShardCopy:
@@ -116,6 +120,8 @@ class ShardCopy(Payload):
             failures=len(report.failures),
             predicted_s=task.predicted_s,
             bottleneck=task.bottleneck,
+            dataset=task.dataset,
+            version=task.version,
         )
 
     def observation(self, dag_id: str, task_id: str) -> Observation | None:

@@ -19,7 +19,7 @@ from pipelines.core.payloads import Payload, PayloadError
 from pipelines.model.bandwidth import Bottleneck
 from pipelines.model.calibration import update_profile
 
-__all__ = ["ALPHA", "Observation", "fold", "recent", "record"]
+__all__ = ["ALPHA", "Observation", "failed_transfer", "fold", "recent", "record"]
 
 #: Weight of one new observation in the moving average.
 ALPHA = 0.2
@@ -43,6 +43,11 @@ class Observation(Payload):
     predicted_s: float
     achieved_s: float
     bottleneck: Bottleneck  #: what the model said would limit it: the tier and direction that learn
+    dataset: str | None = None  #: the dataset version it moved, ``<name>/<version>``
+    run_id: str | None = None  #: the DAG run it belonged to
+    node: str | None = None  #: the ``[[node]]`` it ran for (per-node hops)
+    #: Why the task failed (one line), ``None`` for a finished copy; failures are shown, never learnt from.
+    error: str | None = None
 
     @property
     def achieved_MBps(self) -> float:
@@ -53,6 +58,39 @@ class Observation(Payload):
     def predicted_MBps(self) -> float:
         """Predicted MB/s."""
         return self.bytes / self.predicted_s / 1e6 if self.predicted_s > 0 else 0.0
+
+
+def failed_transfer(
+    *,
+    dag_id: str,
+    task_id: str,
+    source: str,
+    target: str,
+    error: str,
+    bytes: int = 0,
+    predicted_s: float = 0.0,
+    bottleneck: Bottleneck | None = None,
+    dataset: str | None = None,
+    run_id: str | None = None,
+    node: str | None = None,
+) -> Observation:
+    """A failed try of a transfer task: what it was to move and why it failed (nothing achieved)."""
+    return Observation(
+        at=now(),
+        dag_id=dag_id,
+        task_id=task_id,
+        source=source,
+        target=target,
+        bytes=bytes,
+        objects=0,
+        predicted_s=predicted_s,
+        achieved_s=0.0,
+        bottleneck=bottleneck or Bottleneck(target, "write", "unknown"),
+        dataset=dataset,
+        run_id=run_id,
+        node=node,
+        error=error,
+    )
 
 
 def _path(config: TierflowConfig) -> Any:
@@ -91,7 +129,7 @@ def fold(config: TierflowConfig, observation: Observation, alpha: float = ALPHA)
     The bottleneck's tier has the bandwidths of its direction scaled (a write-bound hop on ``pfs``
     scales ``pfs``'s write bandwidths). Profiles not calibrated yet start from the configured numbers.
     """
-    if observation.bytes < MIN_BYTES or observation.achieved_s <= 0:
+    if observation.error is not None or observation.bytes < MIN_BYTES or observation.achieved_s <= 0:
         return False
     tier_name, direction = observation.bottleneck.tier, observation.bottleneck.direction
     if tier_name not in {t.name for t in config.tiers} or direction not in ("read", "write"):

@@ -187,6 +187,9 @@ class RetainCheckpointsOperator(_CheckpointOperator):
             a tier without settings gets the default for its kind (templated, a dict).
         dry_run: Log what would be deleted, delete nothing (templated, a bool).
         remove_partial: Also remove partial checkpoint directories from NVMe (templated, a bool).
+        outlets: Declared by default as the alias ``tierflow_checkpoints``: each checkpoint deleted
+            (not in a dry run) is an event of ``tierflow/checkpoints/<run>@<tier>`` with
+            ``event: pruned``, the checkpoint and the tier as extras, so the Assets view shows what left.
 
     Returns (XCom) tier name → :class:`~pipelines.checkpoints.TierPrune`.
     """
@@ -199,9 +202,10 @@ class RetainCheckpointsOperator(_CheckpointOperator):
         retention: dict[str, Any] | None = None,
         dry_run: bool = False,
         remove_partial: bool = True,
+        outlets: Sequence[Any] = (CHECKPOINT_ALIAS,),  # in the signature, so .partial() declares it too
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
+        super().__init__(outlets=list(outlets), **kwargs)
         self.retention = retention
         self.simulate = dry_run  # BaseOperator already has a dry_run() method
         self.remove_partial = remove_partial
@@ -235,6 +239,13 @@ class RetainCheckpointsOperator(_CheckpointOperator):
             self.log.info("%s: %s %s, %d objects; kept %d%s", tier, verb, what, entry.objects, len(entry.kept), note)
             if entry.partial_removed:
                 self.log.info("%s: %s partial %s", tier, verb, ", ".join(entry.partial_removed))
+        events = context.get("outlet_events")
+        if events is not None and not dry:
+            for tier, entry in summary.items():
+                for deleted in entry.deleted:
+                    run, _, name = deleted.partition("/")
+                    extra = {"event": "pruned", "checkpoint": name, "tier": tier}
+                    events[CHECKPOINT_ALIAS].add(checkpoint_asset(run, tier), extra=extra)
         return {tier: entry.to_json() for tier, entry in summary.items()}
 
 

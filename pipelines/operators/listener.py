@@ -2,13 +2,16 @@
 
 On success of a :class:`~pipelines.operators.staging.StageShardOperator` or
 :class:`~pipelines.operators.staging.StageDatasetOperator`, its summary (from XCom) is recorded as
-an observation (predicted vs achieved seconds) and folded into the bottleneck tier's profile. A
+an observation (predicted vs achieved seconds, with its dataset version, DAG run and node) and
+folded into the bottleneck tier's profile. A failed try of one is recorded with its error (one
+line) so the plugin page lists it beside the copies that finished; failures are never folded. A
 listener must never fail a task: any problem is logged and ignored.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Any
 
 from airflow.listeners import hookimpl
@@ -40,12 +43,70 @@ def on_task_instance_success(previous_state: Any, task_instance: Any) -> None:
         observation = observation_from(operator, task_instance.dag_id, task_instance.task_id, returned)
         if observation is None:
             return
-        from pipelines.core.config import load_config
-        from pipelines.model.calibration import calibrated
         from pipelines.model.observations import fold, record
 
-        config = calibrated(load_config())
+        config = _config()
+        observation = replace(
+            observation,
+            run_id=getattr(task_instance, "run_id", None),
+            node=observation.node or getattr(task_instance.task, "node", None),
+        )
         record(config, observation)
         fold(config, observation)
     except Exception:  # a listener must never fail the task it observes
         log.exception("tierflow listener: could not record the transfer")
+
+
+@hookimpl
+def on_task_instance_failed(previous_state: Any, task_instance: Any, error: Any) -> None:
+    """Record a failed try of a Tierflow transfer task with its error (shown by the plugin, never folded)."""
+    try:
+        task = getattr(task_instance, "task", None)
+        if type(task).__name__ not in TRANSFER_OPERATORS:
+            return
+        from pipelines.core.errors import one_line
+        from pipelines.model.observations import failed_transfer, record
+
+        record(
+            _config(),
+            failed_transfer(
+                dag_id=task_instance.dag_id,
+                task_id=task_instance.task_id,
+                run_id=getattr(task_instance, "run_id", None),
+                node=getattr(task, "node", None),
+                error=one_line(error) if isinstance(error, BaseException) else str(error or "failed"),
+                **_planned(task),
+            ),
+        )
+    except Exception:  # a listener must never fail the task it observes
+        log.exception("tierflow listener: could not record the failed transfer")
+
+
+def _config() -> Any:
+    from pipelines.core.config import load_config
+    from pipelines.model.calibration import calibrated
+
+    return calibrated(load_config())
+
+
+def _planned(task: Any) -> dict[str, Any]:
+    """What a failed transfer task was to move, from its rendered arguments (a shard's descriptor, a hop's names)."""
+    from pipelines.datasets.payloads import ShardTask
+
+    shard = getattr(task, "shard", None)
+    if isinstance(shard, dict):
+        s = ShardTask.from_json(shard, f"{task.task_id}.shard")
+        return {
+            "source": s.source,
+            "target": s.target,
+            "dataset": f"{s.dataset}/{s.version}",
+            "bytes": s.bytes,
+            "predicted_s": s.predicted_s,
+            "bottleneck": s.bottleneck,
+        }
+    names = {k: getattr(task, k, None) for k in ("dataset", "version", "source", "target")}
+    return {
+        "source": str(names["source"] or "?"),
+        "target": str(names["target"] or "?"),
+        "dataset": f"{names['dataset']}/{names['version']}" if names["dataset"] else None,
+    }

@@ -7,16 +7,22 @@ Registered through the ``airflow.plugins`` entry point (a pip install brings it)
   friends give planner values in templates.
 * **Listener** — :mod:`pipelines.operators.listener` records predicted vs achieved throughput of
   every transfer task and folds it into the tier profiles.
-* **UI page** — ``/storage-bandwidth/`` (a "Storage bandwidth" entry under Browse): each tier's
-  profile, recent tasks' predicted vs achieved MB/s as a chart, and a what-if form. Every route,
-  the page included, requires Airflow authentication (401 without a token); the UI's iframe sends
-  the session cookie.
+* **UI page** — ``/storage-bandwidth/`` (a "Storage bandwidth" entry under Browse) answers "what
+  is where": each tier's capacity, used and free (per node for NVMe), the dataset versions on it
+  (size, pins with their expiry, last use), checkpoints per run with each tier's copy's state,
+  recent transfers (dataset, DAG run, predicted vs achieved, the error of a failed one), the tier
+  profiles, and the cluster what-if of ``tierflow plan`` as a readable plan. It is rendered from
+  :file:`templates/storage.html` (Jinja, autoescaped) and follows the UI's light or dark mode.
+  Every route, the page included, requires Airflow authentication (401 without a token); the UI's
+  iframe sends the session cookie.
 """
 
 from __future__ import annotations
 
+import functools
 import html
 import mimetypes
+import time
 from typing import Any
 
 from airflow.api_fastapi.core_api.security import GetUserDep
@@ -24,7 +30,7 @@ from airflow.plugins_manager import AirflowPlugin
 from fastapi import FastAPI, HTTPException, Query
 from fastapi.responses import HTMLResponse, Response
 
-from pipelines.operators import listener
+from pipelines.operators import inventory, listener
 from pipelines.operators.preparation import ValidationDocsLink
 
 __all__ = ["StorageBandwidthPlugin", "app"]
@@ -68,15 +74,59 @@ def _observations(limit: int) -> list[dict[str, Any]]:
         {
             "at": o.at,
             "dag_id": o.dag_id,
+            "run_id": o.run_id,
             "task_id": o.task_id,
+            "node": o.node,
+            "dataset": o.dataset,
             "hop": f"{o.source}->{o.target}",
             "bytes": o.bytes,
+            "predicted_s": round(o.predicted_s, 3),
+            "achieved_s": round(o.achieved_s, 3),
             "predicted_MBps": round(o.predicted_MBps, 1),
             "achieved_MBps": round(o.achieved_MBps, 1),
             "bottleneck": str(o.bottleneck),
+            "error": o.error,
         }
         for o in recent(_config(), limit)
     ]
+
+
+def _open(config: Any, name: str) -> Any:
+    """Open a tier; an object tier's credentials come from its Airflow connection, else the embedded server's."""
+    from airflow.exceptions import AirflowNotFoundException
+    from airflow.models.connection import Connection
+
+    from pipelines.operators.context import options_from_connection
+    from pipelines.storage.credentials import storage_options_for
+    from pipelines.storage.tier import Tier
+
+    tier = config.tier(name)
+    if not tier.is_object:
+        return Tier(tier)
+    try:
+        options = options_from_connection(Connection.get_connection_from_secrets(tier.conn_id)) if tier.conn_id else {}
+    except AirflowNotFoundException:
+        options = storage_options_for(config, tier)
+    return Tier(tier, options)
+
+
+_SURVEYS = inventory.SurveyCache()
+
+
+def _survey(refresh: bool = False) -> tuple[float, list[inventory.Place]]:
+    """Every tier's survey (per node for node-local tiers), reused for a while."""
+    return _SURVEYS.get(lambda: inventory.survey_all(_config(), _open), refresh=refresh)
+
+
+def _whatif(size: str, objects: int, nodes: int, replicate: bool) -> dict[str, Any]:
+    """The cluster what-if of ``tierflow plan`` (one planner): object → PFS → NVMe for ``nodes`` nodes."""
+    from pipelines.core.units import UnitError, parse_size
+    from pipelines.model.whatif import Cluster, plan_cluster
+
+    try:
+        return plan_cluster(_config(), parse_size(size), objects, Cluster(nodes=nodes, replicate=replicate))
+    except (UnitError, ValueError) as exc:
+        raise HTTPException(status_code=400, detail=str(exc).strip("'\"")) from None
 
 
 def _plan(source: str, target: str, size: str, objects: int) -> dict[str, Any]:
@@ -105,6 +155,25 @@ def api_observations(user: GetUserDep, limit: int = Query(50, ge=1, le=1000)) ->
     return _observations(limit)
 
 
+@app.get("/api/inventory")
+def api_inventory(user: GetUserDep, refresh: bool = False) -> dict[str, Any]:
+    """What is where: each tier (per node for NVMe) with capacity, used and free, its versions and checkpoints."""
+    at, places = _survey(refresh)
+    return {"surveyed_at": at, "places": [p.to_json() for p in places]}
+
+
+@app.get("/api/whatif")
+def api_whatif(
+    user: GetUserDep,
+    size: str = Query(..., description="dataset size with its unit, e.g. '2 TB'"),
+    objects: int = Query(1000, ge=1),
+    nodes: int = Query(1, ge=1),
+    replicate: bool = False,
+) -> dict[str, Any]:
+    """Staging ``size`` in ``objects`` objects to ``nodes`` nodes: the hops, time, bottleneck, cost and energy."""
+    return _whatif(size, objects, nodes, replicate)
+
+
 @app.get("/api/plan")
 def api_plan(
     user: GetUserDep,
@@ -119,22 +188,11 @@ def api_plan(
 
 def _object_tier() -> Any:
     """The config's object tier, with credentials from its Airflow connection (else the embedded server's)."""
-    from airflow.exceptions import AirflowNotFoundException
-    from airflow.models.connection import Connection
-
-    from pipelines.operators.context import options_from_connection
-    from pipelines.storage.credentials import storage_options_for
-    from pipelines.storage.tier import Tier
-
     config = _config()
     tier = next((t for t in config.tiers if t.is_object), None)
     if tier is None:
         raise HTTPException(status_code=404, detail="no object tier in the tier config")
-    try:
-        options = options_from_connection(Connection.get_connection_from_secrets(tier.conn_id)) if tier.conn_id else {}
-    except AirflowNotFoundException:
-        options = storage_options_for(config, tier)
-    return Tier(tier, options)
+    return _open(config, tier.name)
 
 
 @app.get("/docs/{dataset}/{version}/{path:path}")
@@ -161,9 +219,9 @@ def _chart(points: list[dict[str, Any]]) -> str:
     if not points:
         return "<p id='chart-empty'>No transfer tasks observed yet: run <code>dataset_staging</code>.</p>"
     points = points[-16:]
-    bar, gap, left, top_pad, label_h = 22, 18, 56, 28, 64
+    bar, gap, left, top_pad, label_h = 22, 18, 56, 28, 96
     plot_h = 200
-    width = max(left + len(points) * (2 * bar + gap) + 20, 480)  # room for the legend with few tasks
+    width = max(left + len(points) * (2 * bar + gap) + 180, 480)  # room for the legend and the last label
     height = top_pad + plot_h + label_h
     top = max(max(p["predicted_MBps"], p["achieved_MBps"]) for p in points) or 1.0
     parts = []
@@ -182,11 +240,11 @@ def _chart(points: list[dict[str, Any]]) -> str:
                 f"<rect class='{key.split('_')[0]}' x='{x + j * bar:.1f}' y='{top_pad + plot_h - h:.1f}' "
                 f"width='{bar - 2}' height='{max(h, 1):.1f}' fill='{colour}'><title>{title}</title></rect>"
             )
-        label = html.escape(f"{p['hop']}")
-        lx, ly = x + bar, top_pad + plot_h + 12
+        label = html.escape(f"{p['dataset'] or ''} {p['hop']}".strip())
+        lx, ly = x + bar / 2, top_pad + plot_h + 12
         parts.append(
-            f"<text x='{lx:.1f}' y='{ly:.1f}' font-size='11' text-anchor='end' "
-            f"transform='rotate(-35 {lx:.1f} {ly:.1f})'>{label}</text>"
+            f"<text x='{lx:.1f}' y='{ly:.1f}' font-size='11' text-anchor='start' "
+            f"transform='rotate(30 {lx:.1f} {ly:.1f})'>{label}</text>"
         )
     legend = (
         f"<text x='{left}' y='14' font-size='12'>MB/s per task — "
@@ -200,66 +258,78 @@ def _chart(points: list[dict[str, Any]]) -> str:
     )
 
 
+def _when(ts: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.gmtime(ts))
+
+
+@functools.cache
+def _templates() -> Any:
+    """The page's Jinja environment (autoescaped; templates ship in the package)."""
+    import jinja2
+
+    from pipelines.core.units import format_bandwidth, format_bytes, format_duration
+
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("pipelines.operators", "templates"),
+        autoescape=jinja2.select_autoescape(["html"], default=True),
+        undefined=jinja2.StrictUndefined,
+    )
+    env.filters |= {
+        "size": format_bytes,
+        "binary": lambda n: f"{n / 2**20:g} MiB" if n >= 2**20 else format_bytes(n),  # part sizes are MiB
+        "rate": format_bandwidth,
+        "duration": format_duration,
+        "when": _when,
+    }
+    return env
+
+
 @app.get("/", response_class=HTMLResponse)
 def page(
-    user: GetUserDep, source: str | None = None, target: str | None = None, size: str = "1 TB", objects: int = 1000
+    user: GetUserDep,
+    size: str = "1 TB",
+    objects: int = Query(1000, ge=1),
+    nodes: int = Query(1, ge=1),
+    replicate: bool = False,
+    refresh: bool = False,
 ) -> str:
-    """The plugin page: tier table, chart, what-if form."""
-    tiers = _tiers()
-    columns = {
-        "name": "tier",
-        "kind": "kind",
-        "read_MBps": "read MB/s",
-        "write_MBps": "write MB/s",
-        "stream_read_MBps": "per-stream read",
-        "stream_write_MBps": "per-stream write",
-        "latency_ms": "latency ms",
-        "metadata_ops": "metadata ops/s",
-        "max_streams": "streams",
-        "calibrated_at": "calibrated",
-    }
-    head = "".join(f"<th>{label}</th>" for label in columns.values())
+    """The storage page: capacity and contents per tier, checkpoints, recent transfers, profiles, what-if."""
+    from pipelines.model.observations import recent
 
-    def cell(tier: dict[str, Any], key: str) -> str:
-        value = tier[key]
-        if key == "calibrated_at":
-            value = str(value).replace("T", " ")[:16] if value else "configured"
-        return f"<td class='{key}'>{html.escape(str(value))}</td>"
+    at, places = _survey(refresh)
+    plan, plan_error = None, None
+    try:  # the form is always answered: its defaults make a plan too
+        plan = _whatif(size, objects, nodes, replicate)
+    except HTTPException as exc:
+        plan_error = str(exc.detail)
+    transfers = list(reversed(recent(_config(), 40)))
+    return (
+        _templates()
+        .get_template("storage.html")
+        .render(
+            surveyed_at=_when(at),
+            ttl=int(inventory.SURVEY_TTL_S),
+            places=places,
+            versions=[(p.label, v) for p in places for v in p.versions],
+            checkpoints=inventory.checkpoint_matrix(places),
+            transfers=transfers,
+            chart=_chart([o for o in _observations(40) if not o["error"]]),
+            tiers=_tiers(),
+            form={"size": size, "objects": objects, "nodes": nodes, "replicate": replicate},
+            plan=plan,
+            plan_error=plan_error,
+            base=_ui_base(),
+        )
+    )
 
-    rows = "".join("<tr>" + "".join(cell(t, c) for c in columns) + "</tr>" for t in tiers)
-    names = [t["name"] for t in tiers]
 
-    def options(selected: str | None) -> str:
-        return "".join(f"<option{' selected' if n == selected else ''}>{html.escape(n)}</option>" for n in names)
+def _ui_base() -> str:
+    """The path the Airflow UI is served under ('' at the root), for links to DAG runs."""
+    from urllib.parse import urlsplit
 
-    result = ""
-    if source and target:
-        try:
-            plan = _plan(source, target, size, objects)
-            items = "".join(
-                f"<li><b>{html.escape(k)}</b>: {html.escape(str(v))}</li>" for k, v in plan.items() if k != "reasons"
-            )
-            reasons = "".join(f"<li>{html.escape(k)}: {html.escape(v)}</li>" for k, v in plan["reasons"].items())
-            result = f"<div id='plan'><ul>{items}</ul><p>Why:</p><ul>{reasons}</ul></div>"
-        except HTTPException as exc:
-            result = f"<p id='plan-error'>{html.escape(str(exc.detail))}</p>"
-    return f"""<!doctype html><html><head><meta charset='utf-8'><title>Tierflow storage bandwidth</title>
-<style>body{{font-family:system-ui,sans-serif;margin:1.2em;color:#1f2933}}h1{{font-size:1.5em}}
-h2{{font-size:1.15em;margin-top:1.4em}}table{{border-collapse:collapse;font-size:.9em}}
-td,th{{border:1px solid #d9dde2;padding:4px 8px;text-align:right}}th{{background:#f3f5f7;font-weight:600}}
-td.name,td.kind{{text-align:left}}form{{font-size:.95em}}#plan li{{margin:2px 0}}</style></head><body>
-<h1>Storage bandwidth</h1>
-<h2>Tiers</h2><table id='tiers'><tr>{head}</tr>{rows}</table>
-<h2>Recent transfer tasks: predicted vs achieved</h2>{_chart(_observations(40))}
-<h2>What if</h2>
-<form id='whatif' method='get'>
- from <select name='source'>{options(source or (names[0] if names else None))}</select>
- to <select name='target'>{options(target or (names[1] if len(names) > 1 else None))}</select>
- size <input name='size' value='{html.escape(size)}' size='8'>
- objects <input name='objects' type='number' min='1' value='{objects}'>
- <button type='submit'>Plan</button>
-</form>{result}
-</body></html>"""
+    from airflow.configuration import conf
+
+    return urlsplit(conf.get("api", "base_url", fallback="") or "").path.rstrip("/")
 
 
 def plan_concurrency(source: str, target: str, total_bytes: int, objects: int = 1) -> int:

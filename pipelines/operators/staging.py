@@ -163,7 +163,8 @@ class StageShardOperator(BaseOperator):
 def _emit(context: Any, summary: Any) -> None:
     events = context.get("outlet_events")
     if events is not None:
-        events[STAGED_ALIAS].add(dataset_asset(summary.dataset, summary.tier), extra=summary.to_json())
+        extra = {"event": "committed", **summary.to_json()}
+        events[STAGED_ALIAS].add(dataset_asset(summary.dataset, summary.tier), extra=extra)
 
 
 class CommitStagingOperator(BaseOperator):
@@ -312,6 +313,9 @@ class EvictCacheOperator(BaseOperator):
         node: The ``[[node]]`` this task belongs to (a per-node hop, on that node's queue): the
             tiers are that node's, and a worker of another node (``$TIERFLOW_NODE``) fails the task.
         config_path: Tier config file.
+        outlets: Declared by default as the alias ``tierflow_staged``: each version evicted is an
+            event of ``tierflow/<dataset>@<tier>`` with ``event: evicted``, its version, bytes, why
+            and node as extras, so the Assets view shows what left the cache.
     """
 
     template_fields: Sequence[str] = ("tier", "need_bytes", "keep")
@@ -325,9 +329,10 @@ class EvictCacheOperator(BaseOperator):
         report_only: bool = False,
         node: str | None = None,
         config_path: str | None = None,
+        outlets: Sequence[Any] = (STAGED_ALIAS,),  # in the signature, so .partial() declares it too
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
+        super().__init__(outlets=list(outlets), **kwargs)
         self.tier = tier
         self.need_bytes = need_bytes
         self.keep = keep
@@ -357,4 +362,9 @@ class EvictCacheOperator(BaseOperator):
             self.log.info("evicted %s/%s (%d bytes): %s", item["dataset"], item["version"], item["bytes"], item["why"])
         for item in report.kept:
             self.log.info("kept %s/%s (%d bytes): %s", item["dataset"], item["version"], item["bytes"], item["why"])
+        events = context.get("outlet_events")
+        if events is not None and not self.report_only:
+            for item in report.evicted:
+                extra = {"event": "evicted", "tier": self.tier, "node": self.node, **item}
+                events[STAGED_ALIAS].add(dataset_asset(item["dataset"], self.tier), extra=extra)
         return report.summary()

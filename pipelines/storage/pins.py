@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from pipelines.core.manifest import validate_name
 from pipelines.storage.tier import Tier
 
-__all__ = ["PINS", "live_pins", "remove_pin", "write_pin"]
+__all__ = ["PINS", "live_pins", "pin_expiries", "remove_pin", "write_pin"]
 
 PINS = "_tierflow_pins"
 
@@ -36,15 +36,21 @@ def remove_pin(tier: Tier, prefix: str, holder: str) -> None:
         tier.delete([key])
 
 
-def live_pins(tier: Tier, prefix: str, names: Iterable[str], now: float) -> tuple[str, ...]:
-    """Holders of unexpired pins among ``names`` (keys relative to ``prefix``, from a listing already made)."""
-    holders = []
+def pin_expiries(tier: Tier, prefix: str, names: Iterable[str], now: float) -> tuple[tuple[str, float], ...]:
+    """``(holder, expires)`` of each unexpired pin among ``names`` (keys relative to ``prefix``, listed already)."""
+    pins = []
     for rel in sorted(names):
         if rel.startswith(f"{PINS}/"):
             try:
                 data = json.loads(tier.read_bytes(f"{prefix}/{rel}"))
             except (ValueError, FileNotFoundError):
                 continue
-            if float(data.get("expires", 0)) > now:
-                holders.append(str(data.get("holder")))
-    return tuple(sorted(holders))
+            expires = float(data.get("expires", 0))
+            if expires > now:
+                pins.append((str(data.get("holder")), expires))
+    return tuple(sorted(pins))
+
+
+def live_pins(tier: Tier, prefix: str, names: Iterable[str], now: float) -> tuple[str, ...]:
+    """Holders of unexpired pins among ``names`` (keys relative to ``prefix``, from a listing already made)."""
+    return tuple(holder for holder, _ in pin_expiries(tier, prefix, names, now))
