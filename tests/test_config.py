@@ -313,3 +313,75 @@ def test_a_per_node_task_on_another_nodes_worker_fails_at_once(tmp_path: Path, m
     finally:
         log.removeHandler(handler)
     assert "TIERFLOW_NODE is not set on this worker: taking node 'node1'" in said.getvalue()
+
+
+MINIMAL = """
+[tierflow]
+state_dir = "{root}"
+[s3_server]
+port = 8533
+conn_id = "tierflow_s3"
+[[tier]]
+name = "object"
+kind = "object"
+url = "s3://bucket/x/"
+conn_id = "tierflow_s3"
+capacity = "1 GB"
+[tier.bandwidth]
+read = "1 GB/s"
+write = "1 GB/s"
+latency = "1 ms"
+metadata_ops = "100/s"
+[[tier]]
+name = "nvme"
+kind = "nvme"
+url = "file://{root}"
+capacity = "1 GB"
+[tier.bandwidth]
+read = "1 GB/s"
+write = "1 GB/s"
+latency = "1 ms"
+metadata_ops = "100/s"
+[[node]]
+name = "node1"
+[node.tiers.nvme]
+url = "file://{root}"
+[node.kubernetes]
+hostname = "h1"
+[kubernetes]
+pfs_claim = "pfs"
+"""
+
+#: Where an unknown key goes to make each table list the keys it allows, and that table's name in the reference.
+TABLES = {
+    "[tierflow]": "tierflow",
+    "[s3_server]": "s3_server",
+    'name = "object"': "tier",
+    'read = "1 GB/s"': "tier.bandwidth",
+    'name = "node1"': "node",
+    "[node.tiers.nvme]": "node.tiers.<tier>",
+    "[node.kubernetes]": "node.kubernetes",
+    "[kubernetes]": "kubernetes",
+}
+
+
+def test_the_readme_reference_names_every_key_the_config_takes(tmp_path) -> None:
+    """Each table is given an unknown key; every key its error says it allows is in the README's reference."""
+    import re
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme.split("<!-- config-reference -->", 1)[1].split("<!-- /config-reference -->", 1)[0]
+    documented = set(re.findall(r"^\| `([^`]+)` \|", block, re.M))
+    text = MINIMAL.format(root=tmp_path)
+    assert parse_config(text).nodes[0].hostname == "h1"  # the minimal config itself is valid
+    expected = set()
+    for anchor, table in TABLES.items():
+        with pytest.raises(ConfigError, match="unknown key") as err:
+            parse_config(text.replace(anchor, anchor + "\nzz_unknown = 1", 1))
+        allowed = re.search(r"allowed: ([^)]*)\)", str(err.value))
+        assert allowed, str(err.value)
+        tables_within = {"tier": {"bandwidth"}, "node": {"tiers", "kubernetes"}}.get(table, set())
+        keys = set(allowed.group(1).split(", ")) - tables_within
+        expected |= {f"{table}.{k}" for k in keys}
+    assert expected - documented == set(), "keys missing from the README's configuration reference"
+    assert documented - expected == set(), "the reference names keys the config does not take"

@@ -336,8 +336,7 @@ def test_checkpoint_lifecycle_and_restore_run_green(dagbag, test_config, s3_cred
 
 def test_eviction_emits_an_asset_event_naming_what_left(airflow_db, tiers, tmp_path) -> None:
     """An evicted version is an event of its (dataset, tier) asset with ``event: evicted``, its version and why."""
-    from airflow.dag_processing.bundles.manager import DagBundlesManager
-    from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
+    from dagfiles import load_dag_file
 
     from pipelines.datasets.cache import touch
     from pipelines.datasets.staging import publish_directory, stage_dataset
@@ -361,11 +360,7 @@ def test_eviction_emits_an_asset_event_naming_what_left(airflow_db, tiers, tmp_p
         f"    EvictCacheOperator(task_id='evict', tier='nvme', need_bytes={need}, "
         f"config_path={str(tmp_path / 'tiers.toml')!r})\n"
     )
-    bag = DagBag(dag_folder=str(dag_file), safe_mode=False)
-    assert bag.import_errors == {}
-    DagBundlesManager().sync_bundles_to_db()
-    sync_bag_to_db(bag, "dags-folder", None)
-    dag = bag.get_dag("evict_events")
+    dag = load_dag_file(dag_file, "evict_events")
     dr = dag.test()
     assert dr.state == "success", _states(dr.run_id)
     assert read_commit(nvme, "older", "v1") is None and read_commit(nvme, "newer", "v1") is not None
