@@ -1,10 +1,13 @@
 """DAG ``storage_calibration``: measure every tier and store its bandwidth profile, weekly.
 
 One mapped task per tier sweeps object sizes × concurrency through the transfer engine within a
-budget, fits latency, per-stream and aggregate bandwidth and the object rate, and stores the
-profile with a timestamp (``<state_dir>/profiles/<tier>.json``). Every planner in Tierflow then
-sizes work from these numbers. A tier that cannot be measured fails its task and keeps its old
-profile. Run it by hand after changing hardware, or let it run weekly.
+budget (three times by default; each term is the median, with its spread), fits latency,
+per-stream and aggregate bandwidth and the object rate, and stores the profile with a timestamp
+(``<state_dir>/profiles/<tier>.json``) when it agrees with the current one. A fit that disagrees
+beyond the spread (a busy minute, or changed hardware) is kept as the tier's candidate, logged as
+a warning and shown on the storage page; trigger with ``apply`` on to take it. Every planner in
+Tierflow sizes work from these numbers. A tier that cannot be measured fails its task and keeps
+its old profile. Run it by hand after changing hardware, or let it run weekly.
 """
 
 from __future__ import annotations
@@ -40,7 +43,15 @@ with DAG(
             title="Byte budget per tier",
             description="How much data each tier's sweep may move, with its unit.",
         ),
+        "repeats": Param(3, type="integer", minimum=1, maximum=9, title="Sweeps per tier", description="Median of."),
+        "apply": Param(
+            False,
+            type="boolean",
+            title="Apply a disagreeing fit",
+            description="Store the fit even where it disagrees with the current profile (else: a candidate).",
+        ),
     },
+    render_template_as_native_obj=True,
     doc_md=__doc__,
 ) as dag:
 
@@ -54,6 +65,8 @@ with DAG(
     CalibrateTierOperator.partial(
         task_id="calibrate",
         budget="{{ params.budget }}",
+        repeats="{{ params.repeats }}",
+        apply="{{ params.apply }}",
         map_index_template="{{ task.tier }}",
         execution_timeout=timedelta(minutes=15),
         max_active_tis_per_dag=1,  # one tier at a time: calibrations must not disturb each other

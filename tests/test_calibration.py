@@ -88,3 +88,72 @@ def test_unreachable_tier_fails_clearly_and_keeps_the_old_profile(
     assert load_profile(cfg, "object")[0] == old
     assert calibrated(cfg).tier("object").bandwidth.read_bps == 123e6
     assert calibrated(cfg).tier("pfs").bandwidth == cfg.tier("pfs").bandwidth
+
+
+def _fit(scale: float, spread: float = 0.05) -> object:
+    from pipelines.model.calibration import TERMS, Fit
+
+    base = load_config(None).tier("object").bandwidth
+    profile = replace(
+        base,
+        read_bps=base.read_bps * scale,
+        write_bps=base.write_bps * scale,
+        stream_read_bps=base.stream_read_bps * scale,
+        stream_write_bps=base.stream_write_bps * scale,
+    )
+    return Fit(profile, dict.fromkeys(TERMS, spread), 3, [])
+
+
+@pytest.mark.unit
+def test_a_fit_that_disagrees_is_kept_as_a_candidate_and_plans_keep_the_old_numbers(tmp_path, monkeypatch) -> None:
+    """A busy minute's fit (10x slower) never replaces a profile silently; one that agrees does; --apply takes it."""
+    from pipelines.model.calibration import load_candidate, store_fit
+
+    monkeypatch.setenv("TIERFLOW_HOME", str(tmp_path))
+    cfg = load_config(None)
+    configured = cfg.tier("object").bandwidth.read_bps
+    # Against the configured numbers (no calibration yet): a factor of ten is held back.
+    status, agreed, path = store_fit(cfg, "object", _fit(0.1))
+    assert status == "candidate" and not agreed.agrees and agreed.against == "configured profile"
+    assert path.name == "object.candidate.json"
+    assert "read" in agreed.line() and "beyond ±100%" in agreed.line()
+    assert load_profile(cfg, "object") is None and calibrated(cfg).tier("object").bandwidth.read_bps == configured
+    candidate = load_candidate(cfg, "object")
+    assert candidate is not None and candidate["profile"]["read_bps"] == pytest.approx(configured * 0.1)
+    # Within a factor of two of the configured numbers: stored, and the candidate is gone.
+    status, agreed, _ = store_fit(cfg, "object", _fit(0.7))
+    assert status == "applied" and agreed.agrees and load_candidate(cfg, "object") is None
+    assert calibrated(cfg).tier("object").bandwidth.read_bps == pytest.approx(configured * 0.7)
+    # Against a stored calibration: within the larger of its spread and 25 % agrees, beyond does not.
+    assert store_fit(cfg, "object", _fit(0.7 * 1.2))[0] == "applied"
+    status, agreed, _ = store_fit(cfg, "object", _fit(0.7 * 1.2 * 1.4))
+    assert status == "candidate" and agreed.against.startswith("calibration of ")
+    assert calibrated(cfg).tier("object").bandwidth.read_bps == pytest.approx(configured * 0.7 * 1.2)
+    wide = _fit(0.7 * 1.2 * 1.4, spread=0.5)  # a noisy fit's own spread widens the tolerance
+    assert store_fit(cfg, "object", wide)[0] == "applied"
+    # --apply takes a disagreeing fit on purpose.
+    status, agreed, _ = store_fit(cfg, "object", _fit(0.1), apply=True)
+    assert status == "applied" and not agreed.agrees
+    assert calibrated(cfg).tier("object").bandwidth.read_bps == pytest.approx(configured * 0.1)
+
+
+@pytest.mark.integration
+def test_a_repeated_calibration_keeps_each_terms_median_spread_and_sample_count(tmp_path, monkeypatch) -> None:
+    import json
+
+    from pipelines.model.calibration import TERMS, calibrate_repeated, store_fit
+
+    monkeypatch.setenv("TIERFLOW_HOME", str(tmp_path / "state"))
+    (tmp_path / "pfs").mkdir()
+    cfg = load_config(None)
+    tier = Tier(replace(cfg.tier("pfs"), url=f"file://{tmp_path}/pfs"))
+    fit = calibrate_repeated(tier, budget_bytes=16 * 2**20, budget_s=30, repeats=3)
+    assert fit.repeats == 3 and set(fit.spread) == set(TERMS) and all(v >= 0 for v in fit.spread.values())
+    singles = [s for s in fit.samples if s.direction == "read" and s.concurrency == 1]
+    assert len(singles) == 3 * 2  # two sizes per sweep, three sweeps
+    status, _, path = store_fit(cfg, "pfs", fit, apply=True)
+    stored = json.loads(path.read_text())
+    assert status == "applied" and stored["repeats"] == 3
+    assert stored["terms"]["read_bps"]["value"] == fit.profile.read_bps
+    assert stored["terms"]["read_bps"]["samples"] == len(fit.samples) // 3
+    assert [p for p in (tmp_path / "pfs").rglob("*") if p.is_file()] == []  # the sweeps removed what they wrote

@@ -435,3 +435,21 @@ def test_a_progress_bar_on_a_terminal_and_not_in_a_pipe(tierflow, tmp_path: Path
     raw.write_bytes(b"tierflow progress " * 200_000)
     code, terminal = _stderr_of(["compress", str(raw), str(tmp_path / "raw.zst")], env, on_terminal=True)
     assert code == 0 and re.search(r"compress raw\.txt: +\d+%\|", terminal), terminal
+
+
+def test_calibrate_check_stores_nothing_and_says_whether_the_fit_agrees(tierflow, tmp_path: Path) -> None:
+    """--check measures and compares, exit 1 when the fit disagrees; a plain run stores or keeps a candidate."""
+    import json
+
+    profiles = tmp_path / "state" / "profiles"
+    code, out, _ = tierflow("calibrate", "--tier", "lustre", "--repeats", "2", "--budget", "8 MiB", "--check", "--json")
+    result = json.loads(out)["profiles"]["lustre"]
+    assert result["status"] == "checked" and result["repeats"] == 2 and result["against"] == "configured profile"
+    assert code == (0 if result["agrees"] else 1)
+    assert not profiles.exists() or not list(profiles.iterdir())  # a check stores nothing
+    code, out, _ = tierflow("calibrate", "--tier", "lustre", "--repeats", "2", "--budget", "8 MiB", "--apply")
+    assert code == 0 and "stored: the fit" in out and (profiles / "lustre.json").is_file()
+    code, _, err = tierflow("calibrate", "--repeats", "0")
+    assert code == 2 and "--repeats: must be at least 1" in err.strip().splitlines()[-1]  # after the usage
+    code, _, err = tierflow("calibrate", "--check", "--apply")
+    assert code == 2 and "not allowed with argument" in err.strip().splitlines()[-1]

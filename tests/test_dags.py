@@ -207,7 +207,8 @@ def test_dataset_staging_fails_clearly_for_an_unpublished_version(dagbag) -> Non
 def test_storage_calibration_stores_profiles(dagbag, test_config) -> None:
     from pipelines.model.calibration import load_profile
 
-    dr = dagbag.get_dag("storage_calibration").test(run_conf={"tiers": ["object", "nvme"], "budget": "16 MiB"})
+    conf = {"tiers": ["object", "nvme"], "budget": "16 MiB", "repeats": 2, "apply": True}
+    dr = dagbag.get_dag("storage_calibration").test(run_conf=conf)
     assert dr.state == "success", _states(dr.run_id)
     for name in ("object", "nvme"):
         stored = load_profile(test_config, name)
@@ -215,6 +216,7 @@ def test_storage_calibration_stores_profiles(dagbag, test_config) -> None:
     assert {k for k in _states(dr.run_id) if k[0] == "calibrate"} == {("calibrate", 0), ("calibrate", 1)}
     summary = _xcom("storage_calibration", dr.run_id, "calibrate", 0)
     assert summary["tier"] == "object" and summary["stored"].endswith("profiles/object.json")
+    assert summary["status"] == "applied" and summary["repeats"] == 2 and set(summary["spread"]) >= {"read_bps"}
 
 
 def test_dataset_preparation_then_staging_runs_green_end_to_end(dagbag, test_config, s3_credentials, tmp_path) -> None:

@@ -224,6 +224,18 @@ def test_storage_page_says_what_is_where(client, token: str, test_config, s3_cre
     bad = client.get(f"{PREFIX}/", params={"size": "2 TBs"}, headers=auth).text
     assert re.search(r'id="plan-error"[^>]*>[^<]*unknown size unit', bad)
 
+    # A calibration that disagrees is held back, and the page says so beside the numbers plans use.
+    from dataclasses import replace
+
+    from pipelines.model.calibration import TERMS, Fit, store_fit
+
+    used = test_config.tier("pfs").bandwidth
+    slow = replace(used, read_bps=used.read_bps / 100, stream_read_bps=used.stream_read_bps / 100)
+    assert store_fit(test_config, "pfs", Fit(slow, dict.fromkeys(TERMS, 0.0), 1, []))[0] == "candidate"
+    (pfs_row,) = [t for t in client.get(f"{PREFIX}/api/tiers", headers=auth).json() if t["name"] == "pfs"]
+    assert pfs_row["candidate"] and "read" in pfs_row["candidate"]["why"]
+    assert "held back: the fit of" in client.get(f"{PREFIX}/", headers=auth).text
+
 
 @pytest.mark.unit
 def test_a_node_whose_nvme_is_not_mounted_here_is_named_and_the_rest_still_surveyed(tmp_path) -> None:
@@ -233,36 +245,24 @@ def test_a_node_whose_nvme_is_not_mounted_here_is_named_and_the_rest_still_surve
 
     (tmp_path / "pfs").mkdir()
     (tmp_path / "node1").mkdir()
-    config = parse_config(
+    tiers = "".join(
         f"""
 [[tier]]
-name = "pfs"
-kind = "pfs"
-url = "file://{tmp_path}/pfs"
+name = "{kind}"
+kind = "{kind}"
+url = "file://{tmp_path}/{kind}"
 capacity = "1 GB"
 [tier.bandwidth]
 read = "1 GB/s"
 write = "1 GB/s"
-stream_read = "1 GB/s"
-stream_write = "1 GB/s"
 latency = "1 ms"
 metadata_ops = "1000/s"
-max_streams = 4
-
-[[tier]]
-name = "nvme"
-kind = "nvme"
-url = "file://{tmp_path}/nvme"
-capacity = "1 GB"
-[tier.bandwidth]
-read = "1 GB/s"
-write = "1 GB/s"
-stream_read = "1 GB/s"
-stream_write = "1 GB/s"
-latency = "1 ms"
-metadata_ops = "1000/s"
-max_streams = 4
-
+"""
+        for kind in ("pfs", "nvme")
+    )
+    config = parse_config(
+        tiers
+        + f"""
 [[node]]
 name = "node1"
 [node.tiers.nvme]

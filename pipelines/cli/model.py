@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from pipelines.cli.common import UsageError, config_from_args, emit, open_named, print_table
+from pipelines.cli.common import UsageError, config_from_args, emit, open_named, positive_int, print_table
 from pipelines.core.units import format_bandwidth, format_bytes, format_duration
 
 __all__ = ["register"]
@@ -34,6 +34,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     cal.add_argument("--tier", action="append", help="tier to calibrate (repeatable; default: all)")
     cal.add_argument("--budget", default="256 MiB", help="bytes to move per tier (default '256 MiB')")
     cal.add_argument("--seconds", type=float, default=60.0, help="time budget per tier (default 60)")
+    cal.add_argument(
+        "--repeats", type=positive_int, default=3, help="sweeps per tier; each term is their median (default 3)"
+    )
+    mode = cal.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--check",
+        action="store_true",
+        help="measure and say whether the fit agrees with the stored profile; store nothing (exit 1 if not)",
+    )
+    mode.add_argument(
+        "--apply", action="store_true", help="store the fit even where it disagrees (else it is kept as a candidate)"
+    )
     cal.set_defaults(func=cmd_calibrate)
 
     pools = sub.add_parser("pools", help="Airflow pools per tier")
@@ -139,10 +151,10 @@ def _print_plan(result: dict[str, Any], size: int, objects: int, args: argparse.
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    """Measure tiers, fit and store their profiles; a tier that fails keeps its old profile."""
+    """Measure tiers, fit their profiles; store a fit that agrees (or ``--apply``), keep others as candidates."""
     from pipelines.core.errors import one_line
     from pipelines.core.units import UnitError, parse_size
-    from pipelines.model.calibration import calibrate_tier, save_profile
+    from pipelines.model.calibration import agreement, calibrate_repeated, current_profile, store_fit
 
     cfg = config_from_args(args)
     try:
@@ -159,29 +171,47 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             continue
         tier = open_named(cfg, tier_cfg.name)
         try:
-            profile, samples = calibrate_tier(tier, budget_bytes=budget, budget_s=args.seconds)
+            fit = calibrate_repeated(tier, budget_bytes=budget, budget_s=args.seconds, repeats=args.repeats)
         except Exception as exc:  # reported per tier; the stored profile is kept
             failed[tier_cfg.name] = one_line(exc)
             if not args.json:
                 print(f"{tier_cfg.name}: calibration failed, old profile kept: {one_line(exc)}", file=sys.stderr)
             continue
-        path = save_profile(cfg, tier_cfg.name, profile, samples)
+        if args.check:
+            agreed, status, path = agreement(fit, *current_profile(cfg, tier_cfg.name)), "checked", None
+        else:
+            status, agreed, written = store_fit(cfg, tier_cfg.name, fit, apply=args.apply)
+            path = str(written)
+        p = fit.profile
         profiles[tier_cfg.name] = {
-            "read_bps": profile.read_bps,
-            "write_bps": profile.write_bps,
-            "stream_read_bps": profile.stream_read_bps,
-            "stream_write_bps": profile.stream_write_bps,
-            "latency_s": profile.latency_s,
-            "metadata_ops": profile.metadata_ops,
-            "samples": len(samples),
-            "path": str(path),
+            "status": status,
+            "read_bps": p.read_bps,
+            "write_bps": p.write_bps,
+            "stream_read_bps": p.stream_read_bps,
+            "stream_write_bps": p.stream_write_bps,
+            "latency_s": p.latency_s,
+            "metadata_ops": p.metadata_ops,
+            "spread": {t: round(v, 4) for t, v in fit.spread.items()},
+            "repeats": fit.repeats,
+            "samples": len(fit.samples),
+            "path": path,
+            **agreed.to_json(),
         }
-        read = f"read {format_bandwidth(profile.read_bps)} (stream {format_bandwidth(profile.stream_read_bps)})"
-        write = f"write {format_bandwidth(profile.write_bps)} (stream {format_bandwidth(profile.stream_write_bps)})"
-        rest = f"latency {profile.latency_s * 1000:.2f} ms, metadata {profile.metadata_ops:.0f}/s"
-        lines.append(f"{tier_cfg.name}: {read}, {write}, {rest} -> {path}")
+        read = f"read {format_bandwidth(p.read_bps)} (stream {format_bandwidth(p.stream_read_bps)})"
+        write = f"write {format_bandwidth(p.write_bps)} (stream {format_bandwidth(p.stream_write_bps)})"
+        rest = f"latency {p.latency_s * 1000:.2f} ms, metadata {p.metadata_ops:.0f}/s"
+        worst = max(fit.spread.values(), default=0.0)
+        lines.append(f"{tier_cfg.name}: {read}, {write}, {rest}; spread up to {worst:.0%} over {fit.repeats} sweeps")
+        if status == "candidate":
+            lines.append(
+                f"  kept the old profile: the fit {agreed.line()}; it is kept as a candidate ({path}); "
+                f"take it with: tierflow calibrate --tier {tier_cfg.name} --apply"
+            )
+        else:
+            lines.append(f"  {'stored' if status == 'applied' else 'not stored'}: the fit {agreed.line()}")
     emit(args, {"profiles": profiles, "failed": failed}, lines)
-    return 1 if failed else 0
+    disagrees = args.check and any(not v["agrees"] for v in profiles.values())
+    return 1 if failed or disagrees else 0
 
 
 def cmd_pools(args: argparse.Namespace) -> int:

@@ -10,6 +10,15 @@ achieves on that tier. The fit:
 * **metadata rate**: the best small-object rate (objects per second, the slower of reading and
   writing), in the model's units (one operation per object on object stores, three per file).
 
+A calibration repeats the sweep (:func:`calibrate_repeated`, three times by default) and keeps
+each term's median with its spread (``(max - min) / median``) and sample count. A new fit is
+compared with what plans use now (:func:`agreement`): the stored calibration, within the larger of
+the two spreads and :data:`MIN_TOLERANCE`; or, before any calibration, the configured numbers,
+within a factor of two. A fit that agrees is stored; one that does not is kept beside it as a
+*candidate* (``<tier>.candidate.json``) and reported, and plans keep the old numbers until it is
+taken on purpose (``tierflow calibrate --apply``, the DAG's ``apply`` param): one calibration in
+a busy minute cannot move every later plan.
+
 Profiles are stored as JSON with a timestamp under ``<state_dir>/profiles/<tier>.json``;
 :func:`calibrated` lays them over the tier config (only the numbers; names, URLs and capacities
 stay as configured). A failed calibration raises and leaves the stored profile untouched.
@@ -37,14 +46,23 @@ from pipelines.storage.tier import Tier
 from pipelines.transfer import TransferSettings, copy_entries
 
 __all__ = [
+    "MIN_TOLERANCE",
+    "TERMS",
+    "Agreement",
+    "Fit",
     "Sample",
+    "agreement",
+    "calibrate_repeated",
     "calibrate_tier",
     "calibrated",
+    "current_profile",
     "describe",
     "fit_profile",
+    "load_candidate",
     "load_profile",
     "object_rate",
     "save_profile",
+    "store_fit",
 ]
 
 log = logging.getLogger(__name__)
@@ -108,24 +126,25 @@ def calibrate_tier(
         local = Tier(replace(tier.config, name="local", kind="pfs", url=f"file://{tmp}/src", conn_id=None, create=True))
         sink = Tier(replace(tier.config, name="local", kind="pfs", url=f"file://{tmp}/dst", conn_id=None, create=True))
         try:
-            for size in SIZES:
-                for c in CONCURRENCIES:
-                    if time.monotonic() - started > budget_s:
-                        break
-                    n = _objects_for(size, c, per_step)
-                    entries = [Entry(f"s{size}-c{c}/o{i:04d}", size) for i in range(n)]
-                    for e in entries:
-                        path = Path(tmp, "src", e.key)
-                        path.parent.mkdir(parents=True, exist_ok=True)
-                        path.write_bytes(os.urandom(size))
-                    settings = TransferSettings(concurrency=c, retries=0, progress_interval_s=3600)
-                    fixed = _overhead(local, tier, settings)
-                    up = copy_entries(local, "", tier, prefix, entries, settings)
-                    samples.append(Sample("write", size, n, c, max(up.seconds - fixed, up.seconds / 10)))
-                    full = [Entry(e.key, e.size, up.checksums[e.key]) for e in entries]
-                    fixed = _overhead(tier, sink, settings)
-                    down = copy_entries(tier, prefix, sink, f"c{c}-{size}", full, settings)
-                    samples.append(Sample("read", size, n, c, max(down.seconds - fixed, down.seconds / 10)))
+            # Single streams of both sizes first (the fit needs them), then the wider steps as time allows.
+            steps = [(size, 1) for size in SIZES] + [(size, c) for size in SIZES for c in CONCURRENCIES if c != 1]
+            for size, c in steps:
+                if c != 1 and time.monotonic() - started > budget_s:
+                    break
+                n = _objects_for(size, c, per_step)
+                entries = [Entry(f"s{size}-c{c}/o{i:04d}", size) for i in range(n)]
+                for e in entries:
+                    path = Path(tmp, "src", e.key)
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    path.write_bytes(os.urandom(size))
+                settings = TransferSettings(concurrency=c, retries=0, progress_interval_s=3600)
+                fixed = _overhead(local, tier, settings)
+                up = copy_entries(local, "", tier, prefix, entries, settings)
+                samples.append(Sample("write", size, n, c, max(up.seconds - fixed, up.seconds / 10)))
+                full = [Entry(e.key, e.size, up.checksums[e.key]) for e in entries]
+                fixed = _overhead(tier, sink, settings)
+                down = copy_entries(tier, prefix, sink, f"c{c}-{size}", full, settings)
+                samples.append(Sample("read", size, n, c, max(down.seconds - fixed, down.seconds / 10)))
         finally:
             try:
                 tier.delete_prefix(prefix)
@@ -133,6 +152,161 @@ def calibrate_tier(
                 log.warning("could not remove calibration objects under %s: %s", tier.url(prefix), exc)
     per_object = META_OPS_PER_OBJECT[tier.config.kind]
     return fit_profile(samples, object_rate(samples) * per_object, tier.config.bandwidth.max_streams), samples
+
+
+#: The fitted terms of a profile, compared between calibrations.
+TERMS = ("read_bps", "write_bps", "stream_read_bps", "stream_write_bps", "latency_s", "metadata_ops")
+#: Smallest relative distance that counts as a disagreement with a stored calibration (shared machines are noisy).
+MIN_TOLERANCE = 0.25
+#: Against configured numbers (a first calibration): within a factor of two either way.
+CONFIGURED_TOLERANCE = 1.0
+
+
+@dataclass(frozen=True)
+class Fit:
+    """A repeated calibration: each term's median, its spread over the repeats, and what was measured."""
+
+    profile: BandwidthProfile
+    spread: dict[str, float]  #: term → (max - min) / median over the repeats (0 for one repeat)
+    repeats: int
+    samples: list[Sample]
+
+    def terms(self) -> dict[str, dict[str, float]]:
+        """Each term with its value, spread and sample count (what the profile file keeps)."""
+        per_repeat = len(self.samples) // max(self.repeats, 1)
+        return {
+            t: {"value": getattr(self.profile, t), "spread": round(self.spread[t], 4), "samples": per_repeat}
+            for t in TERMS
+        }
+
+
+def calibrate_repeated(tier: Tier, budget_bytes: int = 256 * MiB, budget_s: float = 60.0, repeats: int = 3) -> Fit:
+    """Run the sweep ``repeats`` times (the time budget shared) and keep each term's median and spread."""
+    if repeats < 1:
+        raise ValueError(f"repeats must be at least 1 (got {repeats})")
+    fits: list[BandwidthProfile] = []
+    samples: list[Sample] = []
+    for _ in range(repeats):
+        profile, found = calibrate_tier(tier, budget_bytes=budget_bytes, budget_s=budget_s / repeats)
+        fits.append(profile)
+        samples += found
+    median: dict[str, float] = {}
+    spread: dict[str, float] = {}
+    for term in TERMS:
+        values = sorted(getattr(f, term) for f in fits)
+        mid = (
+            values[len(values) // 2]
+            if len(values) % 2
+            else (values[len(values) // 2 - 1] + values[len(values) // 2]) / 2
+        )
+        median[term] = mid
+        spread[term] = (values[-1] - values[0]) / mid if mid > 0 else 0.0
+    profile = BandwidthProfile(
+        read_bps=median["read_bps"],
+        write_bps=median["write_bps"],
+        stream_read_bps=median["stream_read_bps"],
+        stream_write_bps=median["stream_write_bps"],
+        latency_s=median["latency_s"],
+        metadata_ops=median["metadata_ops"],
+        max_streams=fits[0].max_streams,
+    )
+    return Fit(profile, spread, repeats, samples)
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """Whether a new fit agrees with what plans use now, and where it does not."""
+
+    agrees: bool
+    against: str  #: ``calibration of <when>``, ``configured profile`` or ``nothing``
+    #: term → (new value, current value, tolerance) for each term beyond its tolerance.
+    differences: dict[str, tuple[float, float, float]]
+
+    def line(self) -> str:
+        """One line for logs and the CLI."""
+        if self.agrees:
+            return f"agrees with the {self.against}"
+        parts = [
+            f"{_term_text(t, new)} against {_term_text(t, old)} (beyond ±{tol:.0%})"
+            for t, (new, old, tol) in self.differences.items()
+        ]
+        return f"disagrees with the {self.against}: " + "; ".join(parts)
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-safe form."""
+        return {
+            "agrees": self.agrees,
+            "against": self.against,
+            "differences": {
+                t: {"new": n, "current": o, "tolerance": tol} for t, (n, o, tol) in self.differences.items()
+            },
+        }
+
+
+def _term_text(term: str, value: float) -> str:
+    if term == "latency_s":
+        return f"latency {value * 1000:.2f} ms"
+    if term == "metadata_ops":
+        return f"metadata {value:,.0f}/s"
+    return f"{term.removesuffix('_bps').replace('_', ' ')} {value / 1e6:,.1f} MB/s"
+
+
+def agreement(fit: Fit, current: BandwidthProfile, current_spread: dict[str, float] | None, against: str) -> Agreement:
+    """Compare a fit with the profile plans use now; ``current_spread`` None means configured numbers."""
+    differences = {}
+    for term in TERMS:
+        new, old = getattr(fit.profile, term), getattr(current, term)
+        if current_spread is None:
+            tolerance = CONFIGURED_TOLERANCE
+        else:
+            tolerance = max(MIN_TOLERANCE, current_spread.get(term, 0.0), fit.spread.get(term, 0.0))
+        if old > 0 and new > 0 and max(new / old, old / new) - 1 > tolerance:
+            differences[term] = (new, old, tolerance)
+    return Agreement(not differences, against, differences)
+
+
+def current_profile(config: TierflowConfig, tier: str) -> tuple[BandwidthProfile, dict[str, float] | None, str]:
+    """What plans use now for ``tier``: the stored calibration (with its spread) or the configured profile."""
+    path = _profile_path(config, tier)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return config.tier(tier).bandwidth, None, "configured profile"
+    except ValueError as exc:
+        raise ValueError(f"{path}: unreadable calibrated profile ({exc})") from None
+    terms = data.get("terms") or {}
+    spread = {t: float(v.get("spread", 0.0)) for t, v in terms.items()}
+    return BandwidthProfile(**data["profile"]), spread, f"calibration of {data.get('calibrated_at', '?')}"
+
+
+def store_fit(config: TierflowConfig, tier: str, fit: Fit, apply: bool = False) -> tuple[str, Agreement, Path]:
+    """Store ``fit`` as the tier's profile when it agrees (or ``apply``), else keep it as the candidate.
+
+    Returns ``("applied" | "candidate", the agreement, the file written)``. Taking a fit removes
+    any candidate left by an earlier one.
+    """
+    path = _profile_path(config, tier)
+    with locked(path):
+        current, spread, against = current_profile(config, tier)
+        agreed = agreement(fit, current, spread, against)
+        candidate = _candidate_path(config, tier)
+        if agreed.agrees or apply:
+            written = _write_profile(config, tier, fit.profile, fit.samples, fit)
+            candidate.unlink(missing_ok=True)
+            return "applied", agreed, written
+        data = _profile_document(tier, fit.profile, fit.samples, fit)
+        data["agreement"] = agreed.to_json() | {"line": agreed.line()}
+        write_atomically(candidate, json.dumps(data, indent=2).encode())
+        return "candidate", agreed, candidate
+
+
+def load_candidate(config: TierflowConfig, tier: str) -> dict[str, Any] | None:
+    """The candidate fit kept for ``tier`` (calibrated_at, profile, agreement), or None."""
+    try:
+        data: dict[str, Any] = json.loads(_candidate_path(config, tier).read_text())
+        return data
+    except (FileNotFoundError, ValueError):
+        return None
 
 
 def object_rate(samples: list[Sample]) -> float:
@@ -192,6 +366,10 @@ def _profile_path(config: TierflowConfig, tier: str) -> Path:
     return config.state_dir / "profiles" / f"{tier}.json"
 
 
+def _candidate_path(config: TierflowConfig, tier: str) -> Path:
+    return config.state_dir / "profiles" / f"{tier}.candidate.json"
+
+
 def save_profile(config: TierflowConfig, tier: str, profile: BandwidthProfile, samples: list[Sample]) -> Path:
     """Store a fitted profile with its samples and a timestamp (whole, under the profile's lock)."""
     with locked(_profile_path(config, tier)):
@@ -216,15 +394,25 @@ def update_profile(
         return new
 
 
-def _write_profile(config: TierflowConfig, tier: str, profile: BandwidthProfile, samples: list[Sample]) -> Path:
-    path = _profile_path(config, tier)
+def _profile_document(
+    tier: str, profile: BandwidthProfile, samples: list[Sample], fit: Fit | None = None
+) -> dict[str, Any]:
     data: dict[str, Any] = {
         "tier": tier,
         "calibrated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "profile": asdict(profile),
         "samples": [asdict(s) | {"MBps": round(s.throughput_bps / 1e6, 1)} for s in samples],
     }
-    write_atomically(path, json.dumps(data, indent=2).encode())
+    if fit is not None:
+        data |= {"repeats": fit.repeats, "terms": fit.terms()}
+    return data
+
+
+def _write_profile(
+    config: TierflowConfig, tier: str, profile: BandwidthProfile, samples: list[Sample], fit: Fit | None = None
+) -> Path:
+    path = _profile_path(config, tier)
+    write_atomically(path, json.dumps(_profile_document(tier, profile, samples, fit), indent=2).encode())
     return path
 
 

@@ -48,12 +48,13 @@ def _config() -> Any:
 
 
 def _tiers() -> list[dict[str, Any]]:
-    from pipelines.model.calibration import describe, load_profile
+    from pipelines.model.calibration import describe, load_candidate, load_profile
 
     config = _config()
     out = []
     for tier in config.tiers:
         stored = load_profile(config, tier.name)
+        candidate = load_candidate(config, tier.name)
         out.append(
             {
                 "name": tier.name,
@@ -62,6 +63,13 @@ def _tiers() -> list[dict[str, Any]]:
                 "capacity_bytes": tier.capacity_bytes,
                 **describe(tier.bandwidth),
                 "calibrated_at": stored[1] if stored else None,
+                # A newer fit held back because it disagrees (plans keep the numbers above).
+                "candidate": {
+                    "calibrated_at": candidate.get("calibrated_at"),
+                    "why": (candidate.get("agreement") or {}).get("line"),
+                }
+                if candidate
+                else None,
             }
         )
     return out
