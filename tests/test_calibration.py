@@ -112,8 +112,8 @@ def test_a_fit_that_disagrees_is_kept_as_a_candidate_and_plans_keep_the_old_numb
     monkeypatch.setenv("TIERFLOW_HOME", str(tmp_path))
     cfg = load_config(None)
     configured = cfg.tier("object").bandwidth.read_bps
-    # Against the configured numbers (no calibration yet): a factor of ten is held back.
-    status, agreed, path = store_fit(cfg, "object", _fit(0.1))
+    # Against the configured numbers (no calibration yet): a noisy fit ten times off is held back.
+    status, agreed, path = store_fit(cfg, "object", _fit(0.1, spread=0.6))
     assert status == "candidate" and not agreed.agrees and agreed.against == "configured profile"
     assert path.name == "object.candidate.json"
     assert "read" in agreed.line() and "beyond ±100%" in agreed.line()
@@ -133,8 +133,11 @@ def test_a_fit_that_disagrees_is_kept_as_a_candidate_and_plans_keep_the_old_numb
     assert store_fit(cfg, "object", wide)[0] == "applied"
     # --apply takes a disagreeing fit on purpose.
     status, agreed, _ = store_fit(cfg, "object", _fit(0.1), apply=True)
-    assert status == "applied" and not agreed.agrees
+    assert status == "applied" and not agreed.agrees and "taken on purpose" in agreed.line()
     assert calibrated(cfg).tier("object").bandwidth.read_bps == pytest.approx(configured * 0.1)
+    # A first fit steady over its sweeps replaces configured guesses, however far off they were.
+    status, agreed, _ = store_fit(cfg, "pfs", _fit(3.0, spread=0.1))
+    assert status == "applied" and not agreed.agrees and "steady over 3 sweeps" in agreed.line()
 
 
 @pytest.mark.integration

@@ -14,10 +14,12 @@ A calibration repeats the sweep (:func:`calibrate_repeated`, three times by defa
 each term's median with its spread (``(max - min) / median``) and sample count. A new fit is
 compared with what plans use now (:func:`agreement`): the stored calibration, within the larger of
 the two spreads and :data:`MIN_TOLERANCE`; or, before any calibration, the configured numbers,
-within a factor of two. A fit that agrees is stored; one that does not is kept beside it as a
-*candidate* (``<tier>.candidate.json``) and reported, and plans keep the old numbers until it is
-taken on purpose (``tierflow calibrate --apply``, the DAG's ``apply`` param): one calibration in
-a busy minute cannot move every later plan.
+within a factor of two. A fit that agrees is stored, and so is a first fit that is steady over its
+sweeps (every term's spread within :data:`MIN_TOLERANCE`: a stable measurement of the real tier
+beats a hand-written guess). Any other is kept beside the profile as a *candidate*
+(``<tier>.candidate.json``) and reported, and plans keep the old numbers until it is taken on
+purpose (``tierflow calibrate --apply``, the DAG's ``apply`` param): one calibration in a busy
+minute cannot move every later plan.
 
 Profiles are stored as JSON with a timestamp under ``<state_dir>/profiles/<tier>.json``;
 :func:`calibrated` lays them over the tier config (only the numbers; names, URLs and capacities
@@ -221,6 +223,7 @@ class Agreement:
     against: str  #: ``calibration of <when>``, ``configured profile`` or ``nothing``
     #: term → (new value, current value, tolerance) for each term beyond its tolerance.
     differences: dict[str, tuple[float, float, float]]
+    note: str = ""  #: why a fit that disagrees was stored all the same
 
     def line(self) -> str:
         """One line for logs and the CLI."""
@@ -230,7 +233,7 @@ class Agreement:
             f"{_term_text(t, new)} against {_term_text(t, old)} (beyond ±{tol:.0%})"
             for t, (new, old, tol) in self.differences.items()
         ]
-        return f"disagrees with the {self.against}: " + "; ".join(parts)
+        return f"disagrees with the {self.against}: " + "; ".join(parts) + (f"; {self.note}" if self.note else "")
 
     def to_json(self) -> dict[str, Any]:
         """JSON-safe form."""
@@ -290,7 +293,19 @@ def store_fit(config: TierflowConfig, tier: str, fit: Fit, apply: bool = False) 
         current, spread, against = current_profile(config, tier)
         agreed = agreement(fit, current, spread, against)
         candidate = _candidate_path(config, tier)
-        if agreed.agrees or apply:
+        # Configured numbers are a guess: a first fit that is steady over its sweeps replaces them.
+        steady = spread is None and fit.repeats > 1 and max(fit.spread.values(), default=1.0) <= MIN_TOLERANCE
+        if agreed.agrees or apply or steady:
+            if not agreed.agrees:
+                why = (
+                    "taken on purpose (apply)"
+                    if apply
+                    else (
+                        f"taken: steady over {fit.repeats} sweeps (spread at most {MIN_TOLERANCE:.0%}), "
+                        "it replaces the configured numbers"
+                    )
+                )
+                agreed = replace(agreed, note=why)
             written = _write_profile(config, tier, fit.profile, fit.samples, fit)
             candidate.unlink(missing_ok=True)
             return "applied", agreed, written
