@@ -143,6 +143,7 @@ class StageShardOperator(BaseOperator):
 
     def execute(self, context: Any) -> dict[str, Any]:
         """Copy the shard; returns the copy summary (small)."""
+        from pipelines.core.units import format_bytes, format_duration
         from pipelines.datasets.payloads import ShardCopy, ShardTask
         from pipelines.datasets.staging import stage_shard
         from pipelines.transfer import TransferSettings
@@ -150,13 +151,23 @@ class StageShardOperator(BaseOperator):
         with fatal_errors():
             s = ShardTask.from_json(self.shard, "StageShardOperator.shard")
             verify = native(self.verify, bool, "StageShardOperator.verify")
-            self.log.info("%s", s.name)
+            self.log.info(
+                "%s: %s at %d stream(s), %s parts; predicted %s (%s)",
+                s.name,
+                format_bytes(s.bytes),
+                s.concurrency,
+                f"{s.part_size / 2**20:g} MiB",  # part sizes are whole MiB
+                format_duration(s.predicted_s),
+                s.bottleneck,
+            )
             settings = TransferSettings(
                 concurrency=s.concurrency, part_size=s.part_size, verify=verify, fsync=self.fsync
             )
             source, target = open_tiers_in_task(self.config_path, s.source, s.target, node=self.node)
             report = stage_shard(source, target, s.dataset, s.version, s.index, s.count, s.manifest_checksum, settings)
-        self.log.info("shard %d/%d: %s", s.index + 1, s.count, report.line())
+        self.log.info(
+            "shard %d/%d: %s; predicted %s", s.index + 1, s.count, report.line(), format_duration(s.predicted_s)
+        )
         return ShardCopy.of(s, report).to_json()
 
 
