@@ -32,6 +32,7 @@ import datetime as dt
 import json
 import logging
 import os
+import statistics
 import tempfile
 import time
 import uuid
@@ -196,11 +197,7 @@ def calibrate_repeated(tier: Tier, budget_bytes: int = 256 * MiB, budget_s: floa
     spread: dict[str, float] = {}
     for term in TERMS:
         values = sorted(getattr(f, term) for f in fits)
-        mid = (
-            values[len(values) // 2]
-            if len(values) % 2
-            else (values[len(values) // 2 - 1] + values[len(values) // 2]) / 2
-        )
+        mid = statistics.median(values)
         median[term] = mid
         spread[term] = (values[-1] - values[0]) / mid if mid > 0 else 0.0
     profile = BandwidthProfile(

@@ -75,7 +75,8 @@ def _tiers() -> list[dict[str, Any]]:
     return out
 
 
-def _observations(limit: int) -> list[dict[str, Any]]:
+def _observations(limit: int, found: list[Any] | None = None) -> list[dict[str, Any]]:
+    """Recent observations as JSON rows; ``found`` reuses observations already read."""
     from pipelines.model.observations import recent
 
     return [
@@ -95,7 +96,7 @@ def _observations(limit: int) -> list[dict[str, Any]]:
             "bottleneck": str(o.bottleneck),
             "error": o.error,
         }
-        for o in recent(_config(), limit)
+        for o in (found if found is not None else recent(_config(), limit))
     ]
 
 
@@ -310,7 +311,8 @@ def page(
         plan = _whatif(size, objects, nodes, replicate)
     except HTTPException as exc:
         plan_error = str(exc.detail)
-    transfers = list(reversed(recent(_config(), 40)))
+    observed = recent(_config(), 40)  # read once: the table (newest first) and the chart
+    transfers = list(reversed(observed))
     return (
         _templates()
         .get_template("storage.html")
@@ -321,7 +323,7 @@ def page(
             versions=[(p.label, v) for p in places for v in p.versions],
             checkpoints=inventory.checkpoint_matrix(places),
             transfers=transfers,
-            chart=_chart([o for o in _observations(40) if not o["error"]]),
+            chart=_chart([o for o in _observations(40, observed) if not o["error"]]),
             tiers=_tiers(),
             form={"size": size, "objects": objects, "nodes": nodes, "replicate": replicate},
             plan=plan,
