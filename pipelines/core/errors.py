@@ -161,7 +161,7 @@ def one_line(exc: BaseException) -> str:
     An object store that cannot be reached or has no credentials is said so, naming the
     endpoint and what to check, rather than in botocore's words.
     """
-    explained = _unreachable(exc)
+    explained = _unreachable(exc) or _server_fault(exc)
     if explained:
         return explained
     text = str(exc).strip().strip("'\"")
@@ -192,6 +192,28 @@ _CHECK_ENDPOINT = (
     "check the endpoint (AWS_ENDPOINT_URL, the tier's connection, or copy's --endpoint-url) and that it is up "
     "(the embedded one: tierflow s3 serve)"
 )
+
+
+#: S3 error codes of a fault on the server's side (s3fs raises them as OSError EREMOTEIO or EBUSY).
+_SERVER_S3_CODES = frozenset({"500", "502", "503", "504", "InternalError", "ServiceUnavailable", "SlowDown"})
+
+
+def _server_fault(exc: BaseException) -> str | None:
+    """One line for a request the object store failed on its side (5xx), after the retries gave up."""
+    for link in _chain(exc):
+        code = _s3_code(link)
+        if code not in _SERVER_S3_CODES:
+            continue
+        response: dict[str, Any] = getattr(link, "response", {})
+        status = response.get("ResponseMetadata", {}).get("HTTPStatusCode") or code
+        message = response.get("Error", {}).get("Message") or code
+        request = getattr(link, "operation_name", "") or "a request"
+        return (
+            f"the object store failed {request} ({status} {message}), still after retries: "
+            "a fault on the server's side (busy, restarting or out of disk): check the server, then run again "
+            "(a rerun resumes)"
+        )
+    return None
 
 
 def _unreachable(exc: BaseException) -> str | None:

@@ -334,9 +334,11 @@ def copy_entries(
         part_size=settings.part_size,
     )
     started = time.monotonic()
-    _clear_what_dead_copies_left(dst, dst_prefix, report.destination)
+    # The listings before the first byte are retried like the objects: a server restarting under
+    # the copy answers 500 for a moment, which is no reason to give up.
+    retrying(lambda: _clear_what_dead_copies_left(dst, dst_prefix, report.destination), settings, report.destination)
     copier = _Copier(src, src_prefix, dst, dst_prefix, settings)
-    todo = _not_yet_there(copier, dst, dst_prefix, entries, report, c)
+    todo = retrying(lambda: _not_yet_there(copier, dst, dst_prefix, entries, report, c), settings, report.destination)
     progress = Progress(
         sum(e.size for e in todo), f"{report.source} -> {report.destination}", settings.progress_interval_s, len(todo)
     )

@@ -6,6 +6,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
+from typing import TypeVar
 
 from pipelines.core.errors import Outcome, classify
 from pipelines.transfer.report import TransferSettings
@@ -14,13 +15,15 @@ log = logging.getLogger(__name__)
 
 __all__ = ["is_fatal", "retrying"]
 
+T = TypeVar("T")
+
 
 def is_fatal(exc: BaseException) -> bool:
     """Whether no retry can mend ``exc`` (:func:`pipelines.core.errors.classify`)."""
     return classify(exc) is not Outcome.TRANSIENT
 
 
-def retrying(fn: Callable[[], str], settings: TransferSettings, what: str) -> str:
+def retrying(fn: Callable[[], T], settings: TransferSettings, what: str) -> T:
     """Call ``fn`` until it succeeds, a fatal error, or ``settings.retries`` retries (backoff with jitter)."""
     attempt = 0
     while True:

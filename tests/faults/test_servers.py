@@ -81,8 +81,8 @@ def test_credentials_revoked_mid_upload_fail_in_one_line_and_leave_nothing_parti
         else:  # refused with the old key, or the server was down longer than the retries last
             one_line(err)
             # SeaweedFS may also answer 500 InternalError while it starts again: the server's fault,
-            # still reported in one line (the copy retries it first, then gives up).
-            causes = ("denied", "InvalidAccessKeyId", "403", "credentials", "connect", "Connection", "internal error")
+            # still reported in one line naming it so (the copy retries it first, then gives up).
+            causes = ("denied", "InvalidAccessKeyId", "403", "credentials", "connect", "Connection", "server's side")
             assert any(w in err for w in causes), f"{where}: {err}"
         store = own_store(own_server)
         partial = check_copy(store, prefix, source)
