@@ -30,6 +30,7 @@ def test_list_and_run_one(tmp_path: Path) -> None:
         "scale",
         "soak",
         "staging_copy",
+        "validation_memory",
         "validation_speed",
     }
     assert "(only when named)" in next(line for line in listed.splitlines() if line.startswith("soak "))

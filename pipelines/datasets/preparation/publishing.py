@@ -15,7 +15,7 @@ from pipelines.core.checksum import checksum_bytes, checksum_file
 from pipelines.core.errors import TierflowError
 from pipelines.core.manifest import Entry, Manifest, dataset_prefix
 from pipelines.core.payloads import Payload
-from pipelines.datasets.validation import ShardReport, Suite, validate_local_shard
+from pipelines.datasets.validation import ShardReport, Suite, iter_shard, validate_local_shard
 from pipelines.storage.commit import commit, read_commit
 
 if TYPE_CHECKING:
@@ -250,8 +250,6 @@ def read_records(tier: Tier, dataset: str, version: str, workdir: str | None = N
     Raises:
         FileNotFoundError: The version is not committed on ``tier``.
     """
-    from pipelines.datasets.validation import read_shard
-
     found = read_commit(tier, dataset, version)
     if found is None:
         raise FileNotFoundError(f"{dataset}/{version} is not committed on {tier.url()}")
@@ -265,7 +263,8 @@ def read_records(tier: Tier, dataset: str, version: str, workdir: str | None = N
                 continue
             local = os.path.join(tmp, posixpath.basename(entry.key))
             tier.get_file(f"{prefix}/{entry.key}", local)
-            yield from read_shard(local, entry.key, suite, dictionary).to_pylist()
+            for batch in iter_shard(local, entry.key, suite, dictionary):
+                yield from batch.to_pylist()
             os.unlink(local)
 
 

@@ -14,7 +14,7 @@ from pipelines.core.checksum import checksum_bytes, checksum_file
 from pipelines.core.manifest import dataset_prefix
 from pipelines.core.payloads import Payload
 from pipelines.datasets.compression import compress_file
-from pipelines.datasets.validation import Suite
+from pipelines.datasets.validation import Finding, Suite
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -176,12 +176,13 @@ def build_group(
 
 
 def validate_integrity(path: str, name: str, suite: Suite, dictionary: bytes | None) -> str | None:
-    """Decode a freshly written shard whole; None when it reads back with the suite's schema, else why not."""
-    from pipelines.datasets.validation import check_schema, read_shard
+    """Decode a freshly written shard, batch by batch; None when it reads back with the suite's schema, else why not."""
+    from pipelines.datasets.validation import check_schema, iter_shard
 
+    drift: list[Finding] = []
     try:
-        table = read_shard(path, name, suite, dictionary)
+        for batch in iter_shard(path, name, suite, dictionary):
+            drift = drift or check_schema(batch.schema, suite, name)
     except ValueError as exc:
         return str(exc)
-    drift = check_schema(table.schema, suite, name)
     return "; ".join(f.detail for f in drift) or None
