@@ -11,7 +11,7 @@ import pytest
 from botocore.exceptions import ClientError
 from s3fs.errors import translate_boto_error
 
-from pipelines.core.errors import InputError, Outcome, classify, exit_code, one_line
+from pipelines.core.errors import InputError, Outcome, classify, exit_code, is_server_fault, one_line
 
 pytestmark = pytest.mark.unit
 
@@ -35,7 +35,7 @@ def s3_error(status: int, code: str, message: str, operation: str = "ListObjects
 )
 def test_a_server_side_fault_is_retried_and_reads_as_the_servers_fault(status: int, code: str, message: str) -> None:
     exc = s3_error(status, code, message)
-    assert classify(exc) is Outcome.TRANSIENT
+    assert classify(exc) is Outcome.TRANSIENT and is_server_fault(exc)
     line = one_line(exc)
     assert "\n" not in line and "Errno" not in line, line
     assert f"ListObjectsV2 ({status} {message})" in line and "server's side" in line, line
@@ -56,4 +56,5 @@ def test_a_server_side_fault_is_retried_and_reads_as_the_servers_fault(status: i
 def test_classification_and_exit_codes(exc: BaseException, outcome: Outcome, code: int) -> None:
     assert classify(exc) is outcome
     assert exit_code(exc) == code
+    assert not is_server_fault(exc)
     assert "\n" not in one_line(exc)

@@ -29,6 +29,7 @@ __all__ = [
     "TierflowError",
     "classify",
     "exit_code",
+    "is_server_fault",
     "one_line",
 ]
 
@@ -196,6 +197,11 @@ _CHECK_ENDPOINT = (
 
 #: S3 error codes of a fault on the server's side (s3fs raises them as OSError EREMOTEIO or EBUSY).
 _SERVER_S3_CODES = frozenset({"500", "502", "503", "504", "InternalError", "ServiceUnavailable", "SlowDown"})
+
+
+def is_server_fault(exc: BaseException) -> bool:
+    """Whether the object store failed the request on its side (5xx: busy, restarting, throttling)."""
+    return any(_s3_code(link) in _SERVER_S3_CODES for link in _chain(exc))
 
 
 def _server_fault(exc: BaseException) -> str | None:

@@ -36,6 +36,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from pipelines.core.checksum import checksum_file
+from pipelines.core.errors import is_server_fault
 from pipelines.core.manifest import Entry
 from pipelines.model.bandwidth import HopPlan
 from pipelines.storage.local import LocalTier
@@ -334,11 +335,13 @@ def copy_entries(
         part_size=settings.part_size,
     )
     started = time.monotonic()
-    # The listings before the first byte are retried like the objects: a server restarting under
-    # the copy answers 500 for a moment, which is no reason to give up.
-    retrying(lambda: _clear_what_dead_copies_left(dst, dst_prefix, report.destination), settings, report.destination)
+    # The listings before the first byte are retried when the store fails them on its side (a server
+    # restarting under the copy answers 500 for a moment); an endpoint that cannot be reached at
+    # all is said at once, in one line.
+    where, only = report.destination, is_server_fault
+    retrying(lambda: _clear_what_dead_copies_left(dst, dst_prefix, where), settings, where, only)
     copier = _Copier(src, src_prefix, dst, dst_prefix, settings)
-    todo = retrying(lambda: _not_yet_there(copier, dst, dst_prefix, entries, report, c), settings, report.destination)
+    todo = retrying(lambda: _not_yet_there(copier, dst, dst_prefix, entries, report, c), settings, where, only)
     progress = Progress(
         sum(e.size for e in todo), f"{report.source} -> {report.destination}", settings.progress_interval_s, len(todo)
     )

@@ -23,15 +23,23 @@ def is_fatal(exc: BaseException) -> bool:
     return classify(exc) is not Outcome.TRANSIENT
 
 
-def retrying(fn: Callable[[], T], settings: TransferSettings, what: str) -> T:
-    """Call ``fn`` until it succeeds, a fatal error, or ``settings.retries`` retries (backoff with jitter)."""
+def retrying(
+    fn: Callable[[], T],
+    settings: TransferSettings,
+    what: str,
+    only: Callable[[BaseException], bool] | None = None,
+) -> T:
+    """Call ``fn`` until it succeeds, a fatal error, or ``settings.retries`` retries (backoff with jitter).
+
+    ``only`` narrows which transient failures are retried (the others are raised at once).
+    """
     attempt = 0
     while True:
         try:
             return fn()
         except Exception as exc:  # classified below: fatal errors are not retried
             attempt += 1
-            if is_fatal(exc) or attempt > settings.retries:
+            if is_fatal(exc) or attempt > settings.retries or (only is not None and not only(exc)):
                 raise
             delay = settings.backoff_s * 2 ** (attempt - 1) * random.uniform(0.5, 1.5)
             log.warning("%s: %s (attempt %d of %d), retrying in %.1f s", what, exc, attempt, settings.retries, delay)
