@@ -8,10 +8,10 @@ import logging
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from pipelines.core.config import TierflowConfig, TierKind, load_config
 from pipelines.core.errors import InputError
 
 if TYPE_CHECKING:
+    from pipelines.core.config import TierflowConfig, TierKind
     from pipelines.devtools.s3server import EmbeddedS3
     from pipelines.storage.tier import Tier
 
@@ -36,6 +36,7 @@ class UsageError(InputError):
 
 def config_from_args(args: argparse.Namespace) -> TierflowConfig:
     """The tier config with calibrated profiles laid over it (``tierflow calibrate`` stores them)."""
+    from pipelines.core.config import load_config
     from pipelines.model.calibration import calibrated
 
     return calibrated(load_config(getattr(args, "config", None)))

@@ -29,6 +29,17 @@ def _version() -> str:
         return "unknown (not installed)"
 
 
+class _Version(argparse.Action):
+    """``--version``, with the installed version looked up only when asked (importlib.metadata costs ~40 ms)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help="print the version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: object, values: object, opt: object = None) -> None:
+        print(f"tierflow {_version()}")
+        parser.exit()
+
+
 def _global_options(parser: argparse.ArgumentParser, top: bool) -> None:
     """``--config`` and ``--json``; under a subcommand they only override what was given before it."""
     config_default: object = None if top else argparse.SUPPRESS
@@ -59,7 +70,7 @@ def _leaves(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``tierflow`` command."""
     parser = argparse.ArgumentParser(prog="tierflow", description=__doc__.splitlines()[0])
-    parser.add_argument("--version", action="version", version=f"tierflow {_version()}")
+    parser.add_argument("--version", action=_Version)
     _global_options(parser, top=True)
     sub = parser.add_subparsers(dest="command", required=True)
     for group in (config, copy, datasets, checkpoints, codec, cache, model, dev):

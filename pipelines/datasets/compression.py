@@ -22,11 +22,11 @@ from typing import TYPE_CHECKING, BinaryIO, cast
 
 from pipelines.core.errors import IntegrityError
 from pipelines.core.state import written_whole
-from pipelines.model.codecs import CodecSample
 
 if TYPE_CHECKING:
     import zstandard
 
+    from pipelines.model.codecs import CodecSample
     from pipelines.transfer.progress import Progress
 
 __all__ = [
@@ -282,6 +282,8 @@ def measure_levels(sample: bytes, levels: Sequence[int] = DEFAULT_LEVELS, thread
     ``threads`` is zstd's worker count (0 = one per CPU, as the compressor would run).
     """
     import zstandard
+
+    from pipelines.model.codecs import CodecSample
 
     if not sample:
         raise ValueError("cannot measure compression on an empty sample")
