@@ -128,3 +128,34 @@ def test_a_missing_remote_source_is_an_error_and_a_rerun_skips_what_is_there(
     # The same prefix on the same store, or a prefix inside the source, is refused.
     same = run(user_env, "copy", f"{base}/up", f"{base}/up/")
     assert same.returncode == 2 and "source and destination are the same place" in one_line(same.stderr)
+
+
+#: What a copy between a local file and S3 must not import: s3fs and its stack (~0.5 s here).
+HEAVY = ("s3fs", "aiobotocore", "botocore", "boto3", "aiohttp")
+
+
+def test_a_one_object_copy_either_way_needs_neither_s3fs_nor_botocore(
+    user_env: dict[str, str], tiers, tmp_path: Path
+) -> None:
+    """HEAD, listing and cleanup before the bytes go through the native client that moves them (#12 item 1)."""
+    probe = (
+        "import json, sys\n"
+        "from pipelines.cli.main import main\n"
+        "code = main(sys.argv[1:])\n"
+        f"print(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}} & set({HEAVY!r}))), file=sys.stderr)\n"
+        "sys.exit(code)\n"
+    )
+    base = tiers["object"].url(f"lean-{tmp_path.name}")
+    (tmp_path / "one.bin").write_bytes(os.urandom(300_000))
+    for args in (
+        (str(tmp_path / "one.bin"), f"{base}/"),  # upload: listing and unfinished uploads of the prefix
+        (f"{base}/one.bin", str(tmp_path / "back")),  # download: one HEAD names the object
+        (str(tmp_path / "one.bin"), f"{base}/"),  # a rerun: the stored checksum by HEAD
+    ):
+        done = subprocess.run(
+            [sys.executable, "-c", probe, "copy", *args, "--json"], env=user_env, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stderr.splitlines()[-1]) == [], (args, done.stderr)
+    assert (tmp_path / "back" / "one.bin").read_bytes() == (tmp_path / "one.bin").read_bytes()
+    assert json.loads(done.stdout)["skipped_objects"] == 1

@@ -188,12 +188,65 @@ def test_the_paged_s3_listing_is_exactly_the_s3fs_listing(test_config, s3_creden
         tier.write_bytes(key, key.encode())
     for i in range(2100):  # three pages of 1,000
         tier.fs.pipe_file(tier.path(f"many/{i:05d}"), b"x" * (i % 7))
-    paged = list_pages(tier.fs, tier.root)
     flat = tier.fs.find(tier.root, detail=True)
-    assert set(paged) == set(flat) and len(paged) == 2100 + len(odd)
-    for name, info in flat.items():
-        got = paged[name]
-        assert got["size"] == info["size"] and got["ETag"] == info["ETag"], name
-        assert got["LastModified"] == info["LastModified"], name
+    assert tier.native is not None
+    for way, paged in (
+        ("presigned", list_pages(tier.fs, tier.root)),
+        ("native", tier._native_find(tier.native, tier.root)),
+    ):
+        assert set(paged) == set(flat) and len(paged) == 2100 + len(odd), way
+        for name, info in flat.items():
+            got = paged[name]
+            assert got["size"] == info["size"] and got["ETag"] == info["ETag"], (way, name)
+            assert got["LastModified"] == info["LastModified"], (way, name)
     assert {o.key for o in tier.list()} == set(odd) | {f"many/{i:05d}" for i in range(2100)}  # Tier.list too
     assert tier.list("nothing-here") == [] and [o.key for o in tier.list("sp ace.bin")] == ["sp ace.bin"]
+
+
+def test_the_native_metadata_answers_are_s3fs_answers(test_config, s3_credentials) -> None:
+    """HEAD, small GETs, exact-object and empty listings, unfinished uploads: the CRT client says what s3fs says."""
+    from dataclasses import replace
+
+    from pipelines.storage.s3 import CHECKSUM_METADATA
+
+    cfg = replace(test_config.tier("object"), url=f"{test_config.tier('object').url}meta-{uuid.uuid4().hex[:6]}/")
+    tier = Tier(cfg, s3_credentials[0].storage_options())
+    assert tier.native is not None
+    key = "d ir/ob+ject.bin"
+    tier.fs.pipe_file(tier.path(key), b"x" * 1234, Metadata={CHECKSUM_METADATA: "abc123"})
+    tier.write_bytes("plain.bin", b"no checksum")
+    info = tier.fs.info(tier.path(key))
+    stat = tier.stat(key)
+    assert (stat.key, stat.size, stat.mtime) == (key, 1234, info["LastModified"].timestamp())
+    assert tier.stored_checksum(key) == "abc123" and tier.stored_checksum("plain.bin") is None
+    assert tier.read_bytes("plain.bin") == b"no checksum"
+    for missing in (tier.stat, tier.stored_checksum, tier.read_bytes):
+        with pytest.raises(FileNotFoundError, match="nosuch"):
+            missing("nosuch/thing")
+    with pytest.raises(FileNotFoundError):
+        tier.stat("d ir")  # a prefix is not an object
+    exact = tier._native_find(tier.native, tier.path(key))
+    assert set(exact) == set(tier.fs.find(tier.path(key), detail=True)) == {tier.path(key)}
+    assert tier._native_find(tier.native, tier.path("nothing-here")) == {}
+    bucket, full = tier.path("up/big.bin").split("/", 1)
+    started = tier.fs.call_s3("create_multipart_upload", Bucket=bucket, Key=full)
+    try:
+        uploads = list(tier.unfinished_uploads("up"))
+        assert [(u["Key"], u["UploadId"]) for u in uploads] == [(full, started["UploadId"])]
+        assert uploads[0]["Initiated"].tzinfo is not None  # compared with now by the cleanup
+    finally:
+        tier.abort_upload({"Key": full, "UploadId": started["UploadId"]})
+    assert list(tier.unfinished_uploads("up")) == []
+
+
+def test_what_the_native_client_cannot_answer_is_asked_through_s3fs(test_config, s3_credentials) -> None:
+    """Refused credentials: the native client gives up and s3fs raises the error the error map names."""
+    from dataclasses import replace
+
+    good = s3_credentials[0].storage_options()
+    tier = Tier(replace(test_config.tier("object")), {**good, "secret": "wrong-secret"})
+    assert tier.native is not None
+    with pytest.raises(PermissionError):
+        tier.list()
+    with pytest.raises(PermissionError):
+        tier.stat("any/key")

@@ -139,12 +139,12 @@ def _entries(src: Tier, prefix: str, only: str | None) -> tuple[str, list[Entry]
         return prefix, [Entry(only, os.path.getsize(src.path(f"{prefix}/{only}" if prefix else only)))]
     if src.config.is_object and prefix:  # one object, named by its key? (one HEAD)
         try:
-            info = src.fs.info(src.path(prefix))
+            info = src.stat(prefix)
         except FileNotFoundError:
-            info = {}
-        if info.get("type") == "file":
+            pass  # a prefix: listed below
+        else:
             parent, _, name = prefix.rpartition("/")
-            return parent, [Entry(name, int(info["size"]))]
+            return parent, [Entry(name, info.size)]
     return prefix, source_entries(src, prefix)
 
 

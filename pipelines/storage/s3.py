@@ -1,7 +1,12 @@
-"""The S3 backend (``s3://``): S3, MinIO, SeaweedFS and other S3-compatible stores, through s3fs.
+"""The S3 backend (``s3://``): S3, MinIO, SeaweedFS and other S3-compatible stores.
 
-s3fs serves listings, metadata, deletes, small objects and server-side copies; the bulk bytes of
-large transfers go through the AWS Common Runtime client (:mod:`pipelines.storage.s3crt`). The
+Two clients: the AWS Common Runtime (:mod:`pipelines.storage.s3crt`) moves the bytes of
+transfers and answers what a copy asks before them (HEAD, listings, unfinished uploads, small
+GETs); s3fs serves everything else (writes of small objects, deletes, server-side copies) and
+whatever the native client cannot answer — an error there is asked again through s3fs, whose
+errors the error map names in one line. s3fs (with aiobotocore and its event loop, ~0.5 s to
+import and set up) is only imported when first needed, so a copy of one object starts in a
+fraction of that. The
 object-store operations the engine needs beyond the :class:`~pipelines.storage.tier.Tier`
 interface are methods here, so that other object stores can offer the same ones: the stored
 checksum (user metadata ``xxh3-128``), uploads and downloads of local files, server-side copies,
@@ -14,14 +19,18 @@ import contextlib
 import logging
 import os
 import tempfile
+import threading
 from collections.abc import Iterable, Iterator
-from typing import Any, BinaryIO, cast
-
-import fsspec
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from pipelines.core.config import TierConfig
 from pipelines.storage.credentials import CRT_CREDENTIALS
-from pipelines.storage.tier import Tier
+from pipelines.storage.tier import ObjectInfo, Tier, _mtime
+
+if TYPE_CHECKING:
+    from fsspec.spec import AbstractFileSystem
+
+    from pipelines.storage.s3crt import CrtMover
 
 __all__ = ["CHECKSUM_METADATA", "S3Tier", "list_pages"]
 
@@ -60,7 +69,47 @@ class S3Tier(Tier):
         if not options.get("anon"):
             config_kwargs.setdefault("signature_version", "s3v4")
         options["config_kwargs"] = config_kwargs
-        self.fs = fsspec.filesystem("s3", **{k: v for k, v in options.items() if k != CRT_CREDENTIALS})
+        self._opening = threading.Lock()
+        self._fs: AbstractFileSystem | None = None
+        self._native_client: CrtMover | bool | None = False  # False: not tried yet
+
+    @property
+    def fs(self) -> AbstractFileSystem:
+        """The s3fs filesystem, created (and s3fs imported) on first use."""
+        with self._opening:
+            if self._fs is None:
+                import fsspec
+
+                options = {k: v for k, v in self.storage_options.items() if k != CRT_CREDENTIALS}
+                self._fs = fsspec.filesystem("s3", **options)
+            return self._fs
+
+    @property
+    def native(self) -> CrtMover | None:
+        """The CRT client for metadata requests, or None when it cannot serve these options (s3fs does)."""
+        with self._opening:
+            if self._native_client is False:
+                self._native_client = None
+                from pipelines.storage.s3crt import CrtMover, crt_available
+
+                if crt_available(self.storage_options) and _fast_listing_applies(self.storage_options):
+                    self._native_client = CrtMover(
+                        self.storage_options, 16, 8 * 2**20, retries=False, connect_timeout_ms=CONNECT_TIMEOUT_S * 1000
+                    )
+            return cast("CrtMover | None", self._native_client)
+
+    def _natively(self, what: str, ask: Any) -> tuple[bool, Any]:
+        """``(True, answer)`` from the native client, or ``(False, None)`` when s3fs must be asked instead."""
+        from pipelines.storage.s3crt import NativeUnavailable
+
+        client = self.native
+        if client is None:
+            return False, None
+        try:
+            return True, ask(client)
+        except NativeUnavailable as exc:
+            log.debug("%s: asking s3fs (%s)", what, exc)
+            return False, None
 
     @property
     def bucket(self) -> str:
@@ -74,22 +123,62 @@ class S3Tier(Tier):
     # -- reading ------------------------------------------------------------------------------
 
     def _find(self, base: str) -> dict[str, dict[str, Any]]:
-        """Every object under ``base``, listed page by page through :func:`list_pages` when it can.
+        """Every object under ``base``, listed page by page by the native client, else :func:`list_pages`.
 
         botocore spends ~100 µs parsing each listed object (12 s for 100,000 here, where the
-        server answers in 2); the pages are fetched by presigned ``ListObjectsV2`` URLs instead
-        (signed by the same client, so credentials, region and addressing are the client's), the
-        next page in flight while this one is parsed. Anything it cannot serve (an exact object,
-        nothing there, an error, a proxy) is listed through s3fs, whose errors are the ones to show.
+        server answers in 2); the pages are fetched by the CRT client (or, where it cannot sign
+        for these options, by presigned ``ListObjectsV2`` URLs from s3fs's client) and parsed with
+        ElementTree, the next page in flight while this one is parsed. What neither can serve
+        (an error, a proxy, an exact object for the presigned path) is listed through s3fs, whose
+        errors are the ones to show.
         """
         if not _fast_listing_applies(self.storage_options):
             return super()._find(base)
+        done, found = self._natively(base, lambda native: self._native_find(native, base))
+        if done:
+            return cast(dict[str, dict[str, Any]], found)
         try:
             found = list_pages(self.fs, base)
         except Exception as exc:  # the s3fs listing below raises the error worth showing, if any
             log.debug("%s: fast listing unavailable (%s): listing through s3fs", base, exc)
             return super()._find(base)
         return found or super()._find(base)
+
+    @staticmethod
+    def _native_find(native: CrtMover, base: str) -> dict[str, dict[str, Any]]:
+        """s3fs's ``find`` through the native client: the objects under ``base/``, else ``base`` itself."""
+        from pipelines.storage.s3crt import object_info
+
+        bucket, _, key = base.partition("/")
+        found = native.list_objects(bucket, f"{key.rstrip('/')}/" if key else "")
+        if found or not key:
+            return found
+        headers = native.head(base)  # an object named exactly by the prefix, or nothing there
+        return {} if headers is None else {base: object_info(base, headers)}
+
+    def stat(self, key: str) -> ObjectInfo:
+        """Size and modification time of one object (one HEAD).
+
+        Raises:
+            FileNotFoundError: No such object (a prefix with objects under it is not one).
+        """
+        from pipelines.storage.s3crt import object_info
+
+        done, headers = self._natively(key, lambda native: native.head(self.path(key)))
+        if not done:
+            return super().stat(key)
+        if headers is None:
+            raise FileNotFoundError(f"{self.url(key)}: no such object")
+        return ObjectInfo(key, int(headers.get("content-length", 0)), _mtime(object_info(key, headers)))
+
+    def read_bytes(self, key: str) -> bytes:
+        """Read a whole (small) object in one GET."""
+        done, body = self._natively(key, lambda native: native.get(self.path(key)))
+        if not done:
+            return super().read_bytes(key)
+        if body is None:
+            raise FileNotFoundError(f"{self.url(key)}: no such object")
+        return cast(bytes, body)
 
     # -- writing ------------------------------------------------------------------------------
 
@@ -119,9 +208,18 @@ class S3Tier(Tier):
     # -- what the engine needs of an object store ------------------------------------------
 
     def stored_checksum(self, key: str) -> str | None:
-        """The xxh3-128 the object carries in its metadata, if any (one HEAD)."""
-        value = self.fs.metadata(self.path(key)).get(CHECKSUM_METADATA)
-        return str(value) if value else None
+        """The xxh3-128 the object carries in its metadata, if any (one HEAD).
+
+        Raises:
+            FileNotFoundError: No such object.
+        """
+        done, headers = self._natively(key, lambda native: native.head(self.path(key)))
+        if not done:
+            value = self.fs.metadata(self.path(key)).get(CHECKSUM_METADATA)
+            return str(value) if value else None
+        if headers is None:
+            raise FileNotFoundError(f"{self.url(key)}: no such object")
+        return headers.get(f"x-amz-meta-{CHECKSUM_METADATA}") or None
 
     def upload_file(self, local_path: str, key: str, checksum: str, part_size: int, concurrency: int) -> None:
         """Upload a finished local file with its checksum in the metadata (s3fs; the CRT path is faster)."""
@@ -161,6 +259,10 @@ class S3Tier(Tier):
     def unfinished_uploads(self, prefix: str) -> Iterator[dict[str, Any]]:
         """Unfinished multipart uploads under ``prefix``: ``Key`` (bucket-relative), ``UploadId``, ``Initiated``."""
         bucket, full = self._bucket_key(prefix) if prefix else (self.bucket, self.root.partition("/")[2])
+        done, uploads = self._natively(prefix, lambda native: list(native.list_uploads(bucket, full)))
+        if done:
+            yield from uploads
+            return
         kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": full}
         while True:
             page = self.fs.call_s3("list_multipart_uploads", **kwargs)
@@ -178,7 +280,6 @@ class S3Tier(Tier):
             )
 
 
-_S3_NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
 _PROXY_ENV = ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy")
 
 
@@ -193,13 +294,12 @@ def list_pages(fs: Any, base: str) -> dict[str, dict[str, Any]]:
     Raises:
         OSError: A page came back with another status than 200 (the caller lists through s3fs).
     """
-    import urllib.parse
-    import xml.etree.ElementTree as ET
     from concurrent.futures import ThreadPoolExecutor
-    from datetime import datetime
 
     import urllib3
     from fsspec.asyn import sync
+
+    from pipelines.storage.s3crt import add_listed, read_list_page
 
     bucket, _, key = base.partition("/")
     prefix = f"{key.rstrip('/')}/" if key else ""
@@ -230,22 +330,9 @@ def list_pages(fs: Any, base: str) -> dict[str, dict[str, Any]]:
     with ThreadPoolExecutor(max_workers=1) as ahead:
         page = fetch(None)
         while True:
-            root = ET.fromstring(page)
-            token = root.findtext(f"{_S3_NS}NextContinuationToken")
-            truncated = root.findtext(f"{_S3_NS}IsTruncated") == "true"
+            root, token, truncated = read_list_page(page)
             following = ahead.submit(fetch, token) if truncated and token else None  # in flight while we parse
-            for item in root.iter(f"{_S3_NS}Contents"):
-                name = urllib.parse.unquote_plus(item.findtext(f"{_S3_NS}Key") or "")
-                if not name or name.endswith("/"):
-                    continue  # a "directory" placeholder, not an object
-                modified = item.findtext(f"{_S3_NS}LastModified")
-                found[f"{bucket}/{name}"] = {
-                    "name": f"{bucket}/{name}",
-                    "type": "file",
-                    "size": int(item.findtext(f"{_S3_NS}Size") or 0),
-                    "ETag": item.findtext(f"{_S3_NS}ETag"),
-                    "LastModified": datetime.fromisoformat(modified) if modified else None,
-                }
+            add_listed(root, bucket, found)
             if following is None:
                 if truncated:
                     raise OSError(f"ListObjectsV2 {bucket}/{prefix}: truncated page without a continuation token")

@@ -28,15 +28,16 @@ import posixpath
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, cast
-
-from fsspec.spec import AbstractFileSystem
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from pipelines.core.checksum import checksum_stream
 from pipelines.core.config import TierConfig, TierflowConfig
 from pipelines.core.keys import safe_key
 from pipelines.core.temporaries import TMP_MARKER, temporary_name
 from pipelines.storage.credentials import storage_options_for
+
+if TYPE_CHECKING:
+    from fsspec.spec import AbstractFileSystem
 
 __all__ = [
     "TMP_MARKER",
