@@ -130,8 +130,8 @@ def test_a_missing_remote_source_is_an_error_and_a_rerun_skips_what_is_there(
     assert same.returncode == 2 and "source and destination are the same place" in one_line(same.stderr)
 
 
-#: What a copy between a local file and S3 must not import: s3fs and its stack (~0.5 s here).
-HEAVY = ("s3fs", "aiobotocore", "botocore", "boto3", "aiohttp")
+#: What a copy between a local file and S3 must not import: s3fs and its stack (~0.5 s here), fsspec (~35 ms).
+HEAVY = ("s3fs", "aiobotocore", "botocore", "boto3", "aiohttp", "fsspec")
 
 
 def test_a_one_object_copy_either_way_needs_neither_s3fs_nor_botocore(

@@ -250,3 +250,31 @@ def test_what_the_native_client_cannot_answer_is_asked_through_s3fs(test_config,
         tier.list()
     with pytest.raises(PermissionError):
         tier.stat("any/key")
+
+
+def test_the_local_listing_is_what_fsspec_lists(test_config, tmp_path: Path) -> None:
+    """Files, nested directories, symlinks to a file, a directory and nothing: the same entries and fields."""
+    from dataclasses import replace
+
+    import fsspec
+
+    root = tmp_path / "tier"
+    (root / "a" / "b").mkdir(parents=True)
+    (root / "a" / "b" / "x.bin").write_bytes(b"12345")
+    (root / "y.bin").write_bytes(b"yo")
+    (root / "empty").mkdir()
+    (root / "to-dir").symlink_to(root / "a")
+    (root / "to-file").symlink_to(root / "y.bin")
+    (root / "broken").symlink_to(root / "nothing")
+    tier = Tier(replace(test_config.tier("pfs"), url=f"file://{root}"))
+    ours = tier._find(str(root))
+    theirs = fsspec.filesystem("file").find(str(root), detail=True)
+    assert set(ours) == set(theirs) == {str(root / k) for k in ("a/b/x.bin", "y.bin", "to-dir", "to-file", "broken")}
+    for path, info in theirs.items():
+        assert {k: ours[path][k] for k in ("size", "type", "mtime", "ino")} == {
+            k: info[k] for k in ("size", "type", "mtime", "ino")
+        }, path
+    assert tier._find(str(root / "y.bin")) == {} and tier._find(str(root / "nothing")) == {}
+    assert tier.stat("a/b/x.bin").size == 5 and tier.read_bytes("y.bin") == b"yo"
+    with pytest.raises(FileNotFoundError, match="is a directory"):
+        tier.stat("a")

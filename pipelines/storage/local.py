@@ -12,16 +12,19 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import stat
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, BinaryIO, cast
-
-import fsspec
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from pipelines.core.config import ConfigError, TierConfig
+from pipelines.core.keys import safe_key
 from pipelines.core.state import fsync_dir
 from pipelines.core.temporaries import temporary_name
-from pipelines.storage.tier import Tier
+from pipelines.storage.tier import ObjectInfo, Tier
+
+if TYPE_CHECKING:
+    from fsspec.spec import AbstractFileSystem
 
 __all__ = ["LocalTier"]
 
@@ -35,8 +38,17 @@ class LocalTier(Tier):
         self, config: TierConfig, storage_options: dict[str, Any] | None = None, spool_dir: str | None = None
     ) -> None:
         super().__init__(config, storage_options, spool_dir)
-        self.fs = fsspec.filesystem("file", auto_mkdir=True)
+        self._fs: AbstractFileSystem | None = None
         self.require_root()
+
+    @property
+    def fs(self) -> AbstractFileSystem:
+        """The local filesystem of fsspec, for what the tier does not do with ``os`` itself (imported on first use)."""
+        if self._fs is None:
+            import fsspec
+
+            self._fs = fsspec.filesystem("file", auto_mkdir=True)
+        return self._fs
 
     def require_root(self) -> None:
         """Make sure the root is there: created if the config allows it, else an error.
@@ -63,9 +75,54 @@ class LocalTier(Tier):
             os.makedirs(parent, exist_ok=True)
 
     def _find(self, base: str) -> dict[str, dict[str, Any]]:
+        """Every entry under ``base`` that is not a directory, as fsspec's ``find`` gives it.
+
+        Walked with ``os.scandir`` (one ``lstat`` per entry, which the directory read mostly
+        answers); symlinks are listed, not followed, with their target's size (0 when broken).
+        """
+        found: dict[str, dict[str, Any]] = {}
         if not os.path.isdir(base):
-            return {}
-        return super()._find(base)
+            return found
+        pending = [base]
+        while pending:
+            directory = pending.pop()
+            try:
+                entries = os.scandir(directory)
+            except FileNotFoundError:
+                continue  # removed while we walked
+            with entries:
+                for entry in entries:
+                    try:
+                        if entry.is_dir(follow_symlinks=False):
+                            pending.append(entry.path)
+                            continue
+                        found[entry.path] = _entry_info(
+                            entry.path, entry.stat(follow_symlinks=False), entry.is_symlink()
+                        )
+                    except FileNotFoundError:
+                        continue  # removed while we walked
+        return found
+
+    def stat(self, key: str) -> ObjectInfo:
+        """Size and modification time of one file.
+
+        Raises:
+            FileNotFoundError: No such file (a directory is not one).
+        """
+        path = self.path(key)
+        info = os.stat(path)
+        if stat.S_ISDIR(info.st_mode):
+            raise FileNotFoundError(f"{self.url(key)} is a directory, not an object")
+        return ObjectInfo(safe_key(key), info.st_size, info.st_mtime)
+
+    def open_read(self, key: str) -> BinaryIO:
+        """Open a file for streaming reads."""
+        return open(self.path(key), "rb")
+
+    def read_bytes(self, key: str) -> bytes:
+        """Read a whole (small) file."""
+        with open(self.path(key), "rb") as fh:
+            return fh.read()
 
     @contextlib.contextmanager
     def staged_path(self, key: str, fsync: bool = False) -> Iterator[str]:
@@ -116,3 +173,15 @@ class LocalTier(Tier):
         removed = super().delete_prefix(prefix)
         shutil.rmtree(self.path(prefix), ignore_errors=True)
         return removed
+
+
+def _entry_info(path: str, st: os.stat_result, link: bool) -> dict[str, Any]:
+    """The info fsspec gives of a listed entry (the fields Tierflow reads), from its ``lstat``."""
+    size = st.st_size
+    if link:
+        try:
+            size = os.stat(path).st_size
+        except OSError:
+            size = 0
+    kind = "file" if stat.S_ISREG(st.st_mode) else "other"
+    return {"name": path, "size": size, "type": kind, "islink": link, "mtime": st.st_mtime, "ino": st.st_ino}
