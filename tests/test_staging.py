@@ -567,3 +567,44 @@ def test_cache_capacity_eviction_and_pins(tiers: dict[str, Tier], tmp_path: Path
     pin(nvme, "old", "v1", "job-42", ttl_s=1, now=time.time() - 10)
     report = ensure_space(nvme, 5 * MiB, [tiers["object"]])
     assert [e["dataset"] for e in report.evicted] == ["old"]
+
+
+def test_small_downloads_in_flight_at_once_finish_or_fail_one_by_one(
+    tiers: dict[str, Tier], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Object -> local small objects all go through the CRT at once; what fails there is copied one by one.
+
+    A manifest that lies about one object's checksum and another's size: both fail where they are
+    finished (in the CRT's callback), are tried again one by one, and are reported, while the
+    empty object (never asked for by range) and the rest land whole, with no temporaries.
+    """
+    src = tmp_path / "src"
+    sizes = {f"s/{i:03d}.bin": 1 + i * 4099 for i in range(60)} | {"empty.bin": 0, "p/q/r/deep.bin": 7}
+    write_files(src, sizes)
+    local = Tier(replace(tiers["pfs"].config, url=f"file://{src}"))
+    settings = TransferSettings(concurrency=4, part_size=PART, retries=1)
+    entries = list_local_source(str(src))
+    copy_entries(local, "", tiers["object"], "at-once", entries, settings)
+    lying = [
+        replace(e, checksum="0" * 32)
+        if e.key == "s/003.bin"
+        else replace(e, size=e.size + 1)
+        if e.key == "s/004.bin"
+        else e
+        for e in entries
+    ]
+    dest = tmp_path / "dest"
+    down = Tier(replace(tiers["pfs"].config, url=f"file://{dest}"))
+    with caplog.at_level("DEBUG", logger="pipelines.transfer.engine"), pytest.raises(TransferError) as failed:
+        copy_entries(tiers["object"], "at-once", down, "", lying, settings)
+    again = sorted(r.getMessage().split(":")[0] for r in caplog.records if "copied again one by one" in r.getMessage())
+    assert again == ["s/003.bin", "s/004.bin"]  # failed where the CRT finished them, then one by one
+    report = failed.value.report
+    assert sorted(f.key for f in report.failures) == ["s/003.bin", "s/004.bin"]
+    assert report.copied_objects == len(entries) - 2
+    assert not (dest / "s/003.bin").exists() and not (dest / "s/004.bin").exists()
+    assert leftovers(dest) == []
+    (src / "s/003.bin").unlink()
+    (src / "s/004.bin").unlink()
+    same_tree(src, dest)
+    assert (dest / "empty.bin").read_bytes() == b""

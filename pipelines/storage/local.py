@@ -131,24 +131,32 @@ class LocalTier(Tier):
         The temporary name is in the destination directory, so the final rename is atomic; an
         exception (or a failed fsync) removes it and leaves nothing under ``key``.
         """
-        path = self.path(key)
-        parent = os.path.dirname(path)
-        self._make_parent(parent)
-        tmp = temporary_name(path)
+        tmp = self.stage(key)
         try:
             yield tmp
-            if fsync:
-                fd = os.open(tmp, os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-            os.replace(tmp, path)
-            if fsync:
-                fsync_dir(parent)
+            self.publish(tmp, key, fsync)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
+
+    def stage(self, key: str) -> str:
+        """A temporary path in ``key``'s directory (created if need be), for :meth:`publish` or removal."""
+        path = self.path(key)
+        self._make_parent(os.path.dirname(path))
+        return temporary_name(path)
+
+    def publish(self, tmp: str, key: str, fsync: bool = False) -> None:
+        """Rename a finished temporary from :meth:`stage` to ``key`` (fsyncing it and its directory, if asked)."""
+        path = self.path(key)
+        if fsync:
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        os.replace(tmp, path)
+        if fsync:
+            fsync_dir(os.path.dirname(path))
 
     @contextlib.contextmanager
     def writer(self, key: str, fsync: bool = False) -> Iterator[BinaryIO]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import errno
 import os
 from collections.abc import Iterator
+from concurrent.futures import Future
 from datetime import datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -312,11 +313,19 @@ class CrtMover:
             raise _translate(exc, f"upload to {path}") from exc
 
     def download(self, path: str, local_path: str) -> tuple[str, int] | None:
-        """GET ``bucket/key`` into ``local_path`` (ranged parts in parallel), hashing the bytes as they arrive.
+        """GET ``bucket/key`` into ``local_path``; blocks until done (see :meth:`start_download`)."""
+        return self.start_download(path, local_path).result()
+
+    def start_download(self, path: str, local_path: str) -> Future[tuple[str, int] | None]:
+        """Start a GET of ``bucket/key`` into ``local_path`` (ranged parts in parallel), hashed as the bytes arrive.
 
         The CRT delivers the body in order, so the xxh3-128 is computed on the way and the file
-        needs no second read; returns ``(checksum, size)``, or None if the body ever arrived out
-        of order (the caller then hashes the file). Blocks until done.
+        needs no second read. The returned future ends with ``(checksum, size)``, or None if the
+        body ever arrived out of order (the caller then hashes the file), or with the error as
+        the rest of Tierflow classifies it; its callbacks run on a CRT thread.
+
+        Raises:
+            OSError: ``local_path`` cannot be created (nothing was requested).
         """
         import threading
 
@@ -327,6 +336,7 @@ class CrtMover:
         hasher = Hasher()
         state: dict[str, Any] = {"next": 0, "in_order": True, "error": None}
         lock = threading.Lock()
+        outcome: Future[tuple[str, int] | None] = Future()
         fd = os.open(local_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
 
         def on_body(chunk: bytes, offset: int, **_: Any) -> None:
@@ -338,7 +348,7 @@ class CrtMover:
                     while view:  # pwrite may write less than asked (a nearly full disk)
                         written = os.pwrite(fd, view, at)
                         view, at = view[written:], at + written
-                except OSError as exc:  # e.g. ENOSPC: raised below, once the request has ended
+                except OSError as exc:  # e.g. ENOSPC: raised once the request has ended
                     state["error"] = exc
                     return
                 if offset != state["next"]:
@@ -347,21 +357,26 @@ class CrtMover:
                     hasher.update(chunk)
                 state["next"] = max(state["next"], offset + len(chunk))
 
+        def finished(done: Future[None]) -> None:
+            os.close(fd)
+            failed = done.exception()
+            if state["error"] is not None:
+                outcome.set_exception(state["error"])
+            elif failed is not None:  # translated to builtins for the engine's error classification
+                outcome.set_exception(_translate(failed, f"download of {path}"))
+            else:
+                outcome.set_result((hasher.hexdigest(), hasher.size) if state["in_order"] else None)
+
         try:
             request = self._client.make_request(
                 type=S3RequestType.GET_OBJECT, request=self._request("GET", path, []), on_body=on_body
             )
-            try:
-                request.finished_future.result()
-            except Exception as exc:  # translated to builtins for the engine's error classification
-                if state["error"] is not None:
-                    raise state["error"] from exc
-                raise _translate(exc, f"download of {path}") from exc
-        finally:
+        except BaseException:
             os.close(fd)
-        if state["error"] is not None:
-            raise state["error"]
-        return (hasher.hexdigest(), hasher.size) if state["in_order"] else None
+            raise
+        outcome.request = request  # type: ignore[attr-defined]  # kept alive until it ends
+        request.finished_future.add_done_callback(finished)
+        return outcome
 
 
 def object_info(path: str, headers: dict[str, str]) -> dict[str, Any]:

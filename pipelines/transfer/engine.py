@@ -28,12 +28,13 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import logging
 import os
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from pipelines.core.checksum import checksum_file
 from pipelines.core.errors import is_server_fault
@@ -212,6 +213,71 @@ class _Copier:
         progress.add(entry.size)
         return digest
 
+    def downloads_at_once(self) -> bool:
+        """Whether small objects can all be in flight through the CRT at once (object -> local, no read-back)."""
+        s, d = self.src.config.is_object, self.dst.config.is_object
+        return s and not d and "src" in self.crt and not self.settings.verify and not self.settings.fsync
+
+    def download_at_once(
+        self, entries: Sequence[Entry], progress: Progress, copied: Callable[[Entry, str], None]
+    ) -> list[Entry]:
+        """Download small objects with every one in flight through the CRT (``concurrency`` at a time).
+
+        Each is finished in its request's callback (size and checksum checked, then the one rename
+        that makes it visible): no thread per object and no hand-off between threads, which cost
+        ~25 % of the wall time of 2,000 x 256 KiB here. Returns the entries that failed or were
+        not tried (empty objects); the caller copies them one by one, with retries, and reports
+        what still fails.
+        """
+        dst, mover = _local(self.dst), self.crt["src"]
+        slots = threading.BoundedSemaphore(max(1, self.settings.concurrency))
+        lock, idle = threading.Lock(), threading.Condition()
+        left: list[Entry] = [e for e in entries if e.size == 0]  # a ranged GET of nothing is refused
+        in_flight = [0]
+
+        def finish(entry: Entry, src_key: str, dst_key: str, tmp: str, done: Future[tuple[str, int] | None]) -> None:
+            try:
+                digest, size = done.result() or checksum_file(tmp)
+                on_disk = os.path.getsize(tmp)
+                if on_disk != size:  # what was hashed must be what is on disk
+                    raise OSError(errno.EIO, f"{self.dst.url(dst_key)}: wrote {on_disk} B of {size} B")
+                self._check(self.src.url(src_key), entry, digest, size)
+                dst.publish(tmp, dst_key)
+                copied(entry, digest)
+                progress.add(entry.size)
+            except Exception as exc:  # tried again one by one, where it is retried and reported
+                log.debug("%s: %s (copied again one by one)", entry.key, exc)
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                with lock:
+                    left.append(entry)
+            finally:
+                slots.release()
+                with idle:
+                    in_flight[0] -= 1
+                    idle.notify_all()
+
+        for entry in entries:
+            if entry.size == 0:
+                continue
+            src_key, dst_key = join_key(self.src_prefix, entry.key), join_key(self.dst_prefix, entry.key)
+            slots.acquire()
+            try:
+                tmp = dst.stage(dst_key)
+                started = mover.start_download(self.src.path(src_key), tmp)
+            except Exception as exc:  # e.g. the directory cannot be created: said by the one-by-one copy
+                log.debug("%s: %s (copied again one by one)", entry.key, exc)
+                slots.release()
+                with lock:
+                    left.append(entry)
+                continue
+            with idle:
+                in_flight[0] += 1
+            started.add_done_callback(functools.partial(finish, entry, src_key, dst_key, tmp))
+        with idle:
+            idle.wait_for(lambda: in_flight[0] == 0)
+        return left
+
     def _local_to_object(self, src_key: str, dst_key: str, entry: Entry, progress: Progress, inner: int) -> str:
         with self._opened_source(src_key) as path:
             digest, size = checksum_file(path)
@@ -354,6 +420,9 @@ def copy_entries(
             with lock:
                 report.failures.append(Failure(entry.key, f"{type(exc).__name__}: {exc}", is_fatal(exc)))
             return
+        copied(entry, digest)
+
+    def copied(entry: Entry, digest: str) -> None:
         with lock:
             report.checksums[entry.key] = digest
             report.copied_objects += 1
@@ -362,6 +431,8 @@ def copy_entries(
     large = [e for e in todo if e.size > 2 * settings.part_size]
     small = [e for e in todo if e.size <= 2 * settings.part_size]
     try:
+        if small and copier.downloads_at_once():
+            small = copier.download_at_once(small, progress, copied)
         if small:
             with ThreadPoolExecutor(max_workers=min(c, len(small)), thread_name_prefix="tierflow-copy") as pool:
                 list(pool.map(lambda e: run(e, 1), small))
