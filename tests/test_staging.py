@@ -608,3 +608,51 @@ def test_small_downloads_in_flight_at_once_finish_or_fail_one_by_one(
     (src / "s/004.bin").unlink()
     same_tree(src, dest)
     assert (dest / "empty.bin").read_bytes() == b""
+
+
+def test_a_rerun_upload_trusts_the_index_only_while_file_and_object_are_unchanged(
+    tiers: dict[str, Tier], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The upload index (pipelines.transfer.seen) skips unread what it proved, and nothing it cannot prove.
+
+    A file rewritten in place with its size and mtime put back (which a size-and-time sync misses)
+    and an object replaced by another writer are both sent again; a rerun that changes nothing
+    makes no HEAD at all (counted by a spy that still asks the store).
+    """
+    src = tmp_path / "src"
+    sizes = {f"d/{i:03d}.bin": 100 + i for i in range(30)} | {"big.bin": 3 * PART}
+    write_files(src, sizes)
+    local = Tier(replace(tiers["pfs"].config, url=f"file://{src}"))
+    obj = tiers["object"]
+    settings = TransferSettings(concurrency=4, part_size=PART)
+    entries = list_local_source(str(src))
+    first = copy_entries(local, "", obj, "indexed", entries, settings)
+    assert first.copied_objects == 31
+    heads: list[str] = []
+    asked = S3Tier.stored_checksum
+
+    def counted(self: S3Tier, key: str) -> str | None:
+        heads.append(key)
+        return asked(self, key)
+
+    monkeypatch.setattr(S3Tier, "stored_checksum", counted)
+    again = copy_entries(local, "", obj, "indexed", entries, settings)
+    assert (again.copied_objects, again.skipped_objects, heads) == (0, 31, [])
+    assert again.checksums == first.checksums  # the multipart object's ETag came back with its upload too
+    # Rewritten in place, same size, mtime put back: the ctime moved, so it is hashed and sent again.
+    path = src / "d/005.bin"
+    before = path.stat()
+    path.write_bytes(os.urandom(before.st_size))
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    # Replaced on the store by another writer (same size, other bytes, no checksum metadata).
+    obj.fs.pipe_file(obj.path("indexed/d/007.bin"), os.urandom(sizes["d/007.bin"]))
+    changed = copy_entries(local, "", obj, "indexed", list_local_source(str(src)), settings)
+    assert (changed.copied_objects, changed.skipped_objects) == (2, 29)
+    assert obj.read_bytes("indexed/d/005.bin") == path.read_bytes()
+    assert obj.read_bytes("indexed/d/007.bin") == (src / "d/007.bin").read_bytes()
+    # An unreadable index is a cold start, not an error: everything is proved again by hash and HEAD.
+    for index in (Path(os.environ["TIERFLOW_HOME"]) / "cache" / "uploads").glob("*.json"):
+        index.write_text("{not json")
+    heads.clear()
+    cold = copy_entries(local, "", obj, "indexed", list_local_source(str(src)), settings)
+    assert (cold.copied_objects, cold.skipped_objects, len(heads)) == (0, 31, 31)

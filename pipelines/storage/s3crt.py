@@ -297,20 +297,33 @@ class CrtMover:
                 "upload-id-marker": root.findtext(f"{_S3_NS}NextUploadIdMarker") or "",
             }
 
-    def upload(self, local_path: str, path: str, metadata: dict[str, str] | None = None) -> None:
-        """PUT a finished local file to ``bucket/key`` (multipart above two parts). Blocks until done."""
+    def upload(self, local_path: str, path: str, metadata: dict[str, str] | None = None) -> str | None:
+        """PUT a finished local file to ``bucket/key`` (multipart above two parts). Blocks until done.
+
+        Returns the new object's ETag (without quotes) when the store gave one.
+        """
         from awscrt.s3 import S3RequestType
 
         size = os.path.getsize(local_path)
         headers = [("Content-Length", str(size)), ("Content-Type", "application/octet-stream")]
         headers += [(f"x-amz-meta-{k}", v) for k, v in (metadata or {}).items()]
+        answered: dict[str, str] = {}
+
+        def on_headers(status_code: int, headers: list[tuple[str, str]], **_: Any) -> None:
+            answered.update((k.lower(), v) for k, v in headers)
+
         request = self._client.make_request(
-            type=S3RequestType.PUT_OBJECT, request=self._request("PUT", path, headers), send_filepath=local_path
+            type=S3RequestType.PUT_OBJECT,
+            request=self._request("PUT", path, headers),
+            send_filepath=local_path,
+            on_headers=on_headers,
         )
         try:
             request.finished_future.result()
         except Exception as exc:  # translated to builtins for the engine's error classification
             raise _translate(exc, f"upload to {path}") from exc
+        etag = answered.get("etag")
+        return etag.strip('"') if etag else None
 
     def download(self, path: str, local_path: str) -> tuple[str, int] | None:
         """GET ``bucket/key`` into ``local_path``; blocks until done (see :meth:`start_download`)."""

@@ -37,13 +37,14 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from pipelines.core.checksum import checksum_file
+from pipelines.core.config import state_dir
 from pipelines.core.errors import is_server_fault
 from pipelines.core.manifest import Entry
 from pipelines.model.bandwidth import HopPlan
 from pipelines.storage.local import LocalTier
 from pipelines.storage.s3 import CHECKSUM_METADATA, S3Tier
 from pipelines.storage.s3crt import CrtMover, crt_available
-from pipelines.storage.tier import Tier
+from pipelines.storage.tier import ObjectInfo, Tier
 from pipelines.transfer.cleanup import (
     ABANDONED_UPLOAD_S,
     join_key,
@@ -55,6 +56,7 @@ from pipelines.transfer.local import LARGE_LOCAL_FILE, copy_hashing, kernel_copy
 from pipelines.transfer.progress import Progress
 from pipelines.transfer.report import ChecksumMismatch, Failure, TransferError, TransferReport, TransferSettings
 from pipelines.transfer.retry import is_fatal, retrying
+from pipelines.transfer.seen import UploadIndex, identity
 
 log = logging.getLogger(__name__)
 
@@ -88,23 +90,34 @@ class _Copier:
         for role, tier in (("src", src), ("dst", dst)):
             if tier.config.is_object and settings.use_crt and crt_available(tier.storage_options):
                 self.crt[role] = CrtMover(tier.storage_options, settings.concurrency, settings.part_size)
+        # Uploads from local files: what earlier copies wrote or verified, so a rerun need not hash and HEAD it.
+        self.seen: UploadIndex | None = None
+        if not src.config.is_object and dst.config.is_object and settings.upload_index:
+            self.seen = UploadIndex.for_destination(state_dir(), dst.url(dst_prefix) if dst_prefix else dst.url())
 
     # -- resume -------------------------------------------------------------------------------
 
-    def already_there(self, entry: Entry, existing: dict[str, int]) -> str | None:
+    def already_there(self, entry: Entry, existing: dict[str, ObjectInfo]) -> str | None:
         """The checksum the destination already holds this object with, or None when it must be copied.
 
         The checksum wanted is the manifest's; without one (a plain directory or prefix), the
         source's own: a local file is hashed, which costs less than sending it again, and an
-        object's stored checksum is read by HEAD. Local to local without a manifest is always
-        copied: hashing both files costs about what copying them does.
+        object's stored checksum is read by HEAD — unless the upload index
+        (:mod:`pipelines.transfer.seen`) holds the proof already: the same local file and the
+        same object version as when it was last verified. Local to local without a manifest is
+        always copied: hashing both files costs about what copying them does.
         """
         key = join_key(self.dst_prefix, entry.key)
-        if existing.get(key) != entry.size:
+        listed = existing.get(key)
+        if listed is None or listed.size != entry.size:
             return None
+        src_key = join_key(self.src_prefix, entry.key)
+        known = self.known_there(entry, existing)
+        if known is not None:
+            return known
+        source = identity(self.src.path(src_key)) if self.seen is not None else None
         want = entry.checksum
         if want is None:
-            src_key = join_key(self.src_prefix, entry.key)
             if self.src.config.is_object:
                 want = _object(self.src).stored_checksum(src_key)
             elif self.dst.config.is_object:
@@ -116,7 +129,24 @@ class _Copier:
             have = _object(self.dst).stored_checksum(key)
         else:
             have = checksum_file(self.dst.path(key))[0]
-        return want if have == want else None
+        if have != want:
+            return None
+        if self.seen is not None and source is not None:
+            self.seen.record(key, source, want, listed.version)
+        return want
+
+    def known_there(self, entry: Entry, existing: dict[str, ObjectInfo]) -> str | None:
+        """The checksum the upload index proves the destination holds this object with, or None."""
+        key = join_key(self.dst_prefix, entry.key)
+        listed = existing.get(key)
+        if self.seen is None or listed is None or listed.size != entry.size:
+            return None
+        try:
+            source = identity(self.src.path(join_key(self.src_prefix, entry.key)))
+        except FileNotFoundError:
+            return None
+        known = self.seen.verified(key, source, listed.version)
+        return known if known is not None and entry.checksum in (None, known) else None
 
     # -- one object ---------------------------------------------------------------------------
 
@@ -280,12 +310,16 @@ class _Copier:
 
     def _local_to_object(self, src_key: str, dst_key: str, entry: Entry, progress: Progress, inner: int) -> str:
         with self._opened_source(src_key) as path:
+            source = identity(path)  # before the hash: a change while it is read changes the ctime
             digest, size = checksum_file(path)
             self._check(self.src.url(src_key), entry, digest, size)
+            etag = None
             if "dst" in self.crt:
-                self.crt["dst"].upload(path, self.dst.path(dst_key), {CHECKSUM_METADATA: digest})
+                etag = self.crt["dst"].upload(path, self.dst.path(dst_key), {CHECKSUM_METADATA: digest})
             else:
                 _object(self.dst).upload_file(path, dst_key, digest, self.settings.part_size, inner)
+        if self.seen is not None:
+            self.seen.record(dst_key, source, digest, etag)
         progress.add(entry.size)
         return digest
 
@@ -344,9 +378,9 @@ def _not_yet_there(
     copier: _Copier, dst: Tier, dst_prefix: str, entries: Sequence[Entry], report: TransferReport, concurrency: int
 ) -> list[Entry]:
     """The entries still to copy; those already at the destination and verified are counted as skipped (resume)."""
-    existing = {o.key: o.size for o in dst.list(dst_prefix)} if entries else {}
+    existing = {o.key: o for o in dst.list(dst_prefix)} if entries else {}
     # Only objects of the right size can already be there; their checksums are checked in parallel.
-    candidates = [e for e in entries if existing.get(join_key(dst_prefix, e.key)) == e.size]
+    candidates = [e for e in entries if getattr(existing.get(join_key(dst_prefix, e.key)), "size", None) == e.size]
 
     def there(entry: Entry) -> str | None:
         try:
@@ -354,9 +388,15 @@ def _not_yet_there(
         except FileNotFoundError:
             return None
 
+    present: dict[str, str] = {}
+    if copier.seen is not None:  # the upload index answers from stats alone: no threads needed for those
+        known = {e.key: copier.known_there(e, existing) for e in candidates}
+        present = {k: digest for k, digest in known.items() if digest}
+        candidates = [e for e in candidates if e.key not in present]
     workers = max(1, min(concurrency, len(candidates)))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tierflow-check") as pool:
-        present = {e.key: digest for e, digest in zip(candidates, pool.map(there, candidates), strict=True) if digest}
+        checked = zip(candidates, pool.map(there, candidates), strict=True)
+        present |= {e.key: digest for e, digest in checked if digest}
     todo: list[Entry] = []
     for entry in entries:
         if entry.key in present:
@@ -440,6 +480,8 @@ def copy_entries(
             run(entry, c)
     finally:
         progress.close()
+        if copier.seen is not None:
+            copier.seen.save()
     report.seconds = time.monotonic() - started
     report.failures.sort(key=lambda f: f.key)
     if report.failures:

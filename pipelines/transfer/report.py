@@ -27,6 +27,8 @@ class TransferSettings:
     backoff_s: float = 0.5
     progress_interval_s: float = 5.0
     use_crt: bool = True
+    #: Uploads from local files remember what they wrote (:mod:`pipelines.transfer.seen`) so reruns skip it unread.
+    upload_index: bool = True
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
