@@ -176,6 +176,7 @@ def run(ctx: BenchContext) -> list[Comparison]:
             measured.run("down", downloads, round_)
             shutil.rmtree(down_to, ignore_errors=True)  # before the local copies: the disk holds both
             if shape.local:
+                down_to.mkdir()
                 copies = {
                     "tierflow": [*tierflow, str(src), str(down_to / "ltf")],
                     "cp -r": ["cp", "-r", str(src), str(down_to / "lcp")],

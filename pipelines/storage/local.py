@@ -132,12 +132,15 @@ class LocalTier(Tier):
         exception (or a failed fsync) removes it and leaves nothing under ``key``.
         """
         tmp = self.stage(key)
+        published = False
         try:
             yield tmp
             self.publish(tmp, key, fsync)
+            published = True
         finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
+            if not published:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
 
     def stage(self, key: str) -> str:
         """A temporary path in ``key``'s directory (created if need be), for :meth:`publish` or removal."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import threading
 
 from pipelines.core.checksum import Hasher
 
@@ -19,20 +20,43 @@ COPY_BLOCK = 8 * 2**20
 LARGE_LOCAL_FILE = 16 * 2**20
 
 
-def copy_hashing(src: str, dst: str) -> tuple[str, int]:
-    """Copy a local file through one buffer, hashing what passes; returns checksum and size.
+#: Each copying thread's buffer: allocated once (zeroing 8 MiB costs ~0.5 ms, more than copying a small file).
+_buffers = threading.local()
+
+
+def _buffer() -> bytearray:
+    buf: bytearray | None = getattr(_buffers, "buf", None)
+    if buf is None:
+        buf = _buffers.buf = bytearray(COPY_BLOCK)
+    return buf
+
+
+def copy_hashing(src: str | int, dst: str) -> tuple[str, int]:
+    """Copy a local file (a path, or a descriptor read from its start) through one buffer, hashing what passes.
+
+    Returns checksum and size.
 
     Raises:
         OSError: A write failed, or the file on disk is not as long as what was read.
     """
     hasher = Hasher()
-    buf = bytearray(COPY_BLOCK)
+    buf = _buffer()
     view = memoryview(buf)
-    with open(src, "rb", buffering=0) as fin, open(dst, "wb", buffering=0) as fout:
-        while n := fin.readinto(buf):
-            hasher.update(view[:n])
-            _write_all(fout.fileno(), view[:n])
-        on_disk = os.fstat(fout.fileno()).st_size
+    fin = os.open(src, os.O_RDONLY | os.O_CLOEXEC) if isinstance(src, str) else src
+    try:
+        fout = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        try:
+            at = 0
+            while n := os.preadv(fin, [buf], at):
+                at += n
+                hasher.update(view[:n])
+                _write_all(fout, view[:n])
+            on_disk = os.fstat(fout).st_size
+        finally:
+            os.close(fout)
+    finally:
+        if isinstance(src, str):
+            os.close(fin)
     if on_disk != hasher.size:
         raise OSError(errno.EIO, f"{dst}: wrote {on_disk} B of {hasher.size} B")
     return hasher.hexdigest(), hasher.size
