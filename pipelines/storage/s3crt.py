@@ -371,6 +371,7 @@ class CrtMover:
                 state["next"] = max(state["next"], offset + len(chunk))
 
         def finished(done: Future[None]) -> None:
+            outcome.request = None  # type: ignore[attr-defined]  # the cycle through it would hold the CRT's memory
             os.close(fd)
             failed = done.exception()
             if state["error"] is not None:
