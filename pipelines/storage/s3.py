@@ -24,6 +24,7 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from pipelines.core.config import TierConfig
+from pipelines.core.keys import safe_key
 from pipelines.storage.credentials import CRT_CREDENTIALS
 from pipelines.storage.tier import ObjectInfo, Tier, _mtime
 
@@ -169,7 +170,7 @@ class S3Tier(Tier):
             return super().stat(key)
         if headers is None:
             raise FileNotFoundError(f"{self.url(key)}: no such object")
-        return ObjectInfo(key, int(headers.get("content-length", 0)), _mtime(object_info(key, headers)))
+        return ObjectInfo(safe_key(key), int(headers.get("content-length", 0)), _mtime(object_info(key, headers)))
 
     def read_bytes(self, key: str) -> bytes:
         """Read a whole (small) object in one GET."""
