@@ -108,19 +108,15 @@ class _Copier:
 
         The checksum wanted is the manifest's; without one (a plain directory or prefix), the
         source's own: a local file is hashed, which costs less than sending it again, and an
-        object's stored checksum is read by HEAD — unless the upload index
-        (:mod:`pipelines.transfer.seen`) holds the proof already: the same local file and the
-        same object version as when it was last verified. Local to local without a manifest is
-        always copied: hashing both files costs about what copying them does.
+        object's stored checksum is read by HEAD. What the upload index proves (:meth:`known_there`)
+        the caller asks first, without threads; what this proves is recorded there. Local to local
+        without a manifest is always copied: hashing both files costs about what copying them does.
         """
         key = join_key(self.dst_prefix, entry.key)
         listed = existing.get(key)
         if listed is None or listed.size != entry.size:
             return None
-        src_key = join_key(self.src_prefix, entry.key)
-        known = self.known_there(entry, existing)
-        if known is not None:
-            return known
+        src_key = join_key(self.src_prefix, entry.key)  # the upload index was asked first (known_there)
         source = identity(self.src.path(src_key)) if self.seen is not None else None
         want = entry.checksum
         if want is None:
