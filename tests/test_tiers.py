@@ -58,8 +58,10 @@ def test_checksum_matches_content(tier: Tier) -> None:
     data = uuid.uuid4().bytes * 100_000  # 1.6 MB, more than one read block of s3fs' small reads
     tier.write_bytes("c.bin", data)
     assert tier.checksum("c.bin") == (checksum_bytes(data), len(data))
-    tier.write_bytes("c.bin", data[:-1] + b"\x00")
-    assert tier.checksum("c.bin")[0] != checksum_bytes(data)
+    changed = data[:-1] + bytes([data[-1] ^ 0xFF])  # one byte that surely differs (a uuid byte may be 0)
+    tier.write_bytes("c.bin", changed)
+    assert checksum_bytes(changed) != checksum_bytes(data)
+    assert tier.checksum("c.bin") == (checksum_bytes(changed), len(changed))
 
 
 def test_streamed_write_is_atomic(tier: Tier) -> None:
