@@ -74,6 +74,24 @@ def s3_credentials(session_dir: Path) -> Iterator[tuple[object, str]]:
 
 
 @pytest.fixture(scope="session")
+def gcs_options(session_dir: Path) -> Iterator[dict[str, object]]:
+    """Storage options of a real GCS emulator (``gcp-storage-emulator``) with the bucket ``tierflow-test``."""
+    from tests.emulators import gcs_emulator
+
+    with gcs_emulator(session_dir / "gcs", "tierflow-test") as options:
+        yield options
+
+
+@pytest.fixture(scope="session")
+def azure_options(session_dir: Path) -> Iterator[dict[str, object]]:
+    """Storage options of a real Azurite blob service with the container ``tierflow-test``."""
+    from tests.emulators import azurite
+
+    with azurite(session_dir / "azurite", REPO / ".tierflow" / "test-tools", "tierflow-test") as options:
+        yield options
+
+
+@pytest.fixture(scope="session")
 def test_config_path(session_dir: Path, s3_credentials: tuple[object, str]) -> Path:
     """A tier config file with an object tier on the test server and PFS/NVMe tiers in temporary directories.
 

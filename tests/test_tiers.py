@@ -18,13 +18,20 @@ class Boom(RuntimeError):
     pass
 
 
-@pytest.fixture(params=["object", "pfs", "nvme"])
+@pytest.fixture(params=["object", "pfs", "nvme", "gcs", "azure"])
 def tier(request: pytest.FixtureRequest, test_config, s3_credentials) -> Tier:
-    """A tier of each kind, rooted at a fresh prefix so tests do not see each other's objects."""
+    """A tier of each kind and store, rooted at a fresh prefix so tests do not see each other's objects.
+
+    ``object`` is S3 (SeaweedFS); ``gcs`` and ``azure`` are object tiers on the GCS emulator and Azurite.
+    """
     from dataclasses import replace
 
-    cfg = test_config.tier(request.param)
     sub = f"t-{uuid.uuid4().hex[:8]}"
+    if request.param in ("gcs", "azure"):
+        scheme = {"gcs": "gs", "azure": "az"}[request.param]
+        cfg = replace(test_config.tier("object"), name=request.param, url=f"{scheme}://tierflow-test/{sub}/")
+        return Tier(cfg, request.getfixturevalue(f"{request.param}_options"))
+    cfg = test_config.tier(request.param)
     scheme, _, rest = cfg.url.partition("://")
     cfg = replace(cfg, url=f"{scheme}://{rest.rstrip('/')}/{sub}/")
     options = s3_credentials[0].storage_options() if cfg.is_object else None

@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add this module's commands to the ``tierflow`` parser."""
     copy = sub.add_parser(
         "copy",
-        help="copy everything under SRC to DST (s3://bucket/prefix or local paths)",
+        help="copy everything under SRC to DST (s3://, gs://, az://bucket/prefix or local paths)",
         description="Copy everything under SRC (a directory or prefix; a single file lands as DST/its name) "
         "to DST. Objects already at DST with the same size and checksum are skipped.",
     )
@@ -108,14 +108,14 @@ def _open(cfg: TierflowConfig, url: str, args: argparse.Namespace) -> tuple[Tier
     options = None
     if tier_cfg.is_object:
         options = storage_options_for(cfg, tier_cfg)
-        if args.endpoint_url:
+        if args.endpoint_url and tier_cfg.scheme == "s3":
             options = {**options, "endpoint_url": args.endpoint_url}
     return Tier(tier_cfg, options), prefix
 
 
 def _refuse_overlap(src: Tier, src_prefix: str, dst: Tier, dst_prefix: str) -> None:
     """SRC and DST the same place, or DST inside SRC (a copy that would copy itself), is refused."""
-    if src.config.is_object != dst.config.is_object:
+    if src.config.is_object != dst.config.is_object or type(src) is not type(dst):  # other stores
         return
     if src.config.is_object and src.storage_options.get("endpoint_url") != dst.storage_options.get("endpoint_url"):
         return

@@ -31,6 +31,7 @@ from pipelines.core.units import UnitError, parse_bandwidth, parse_duration, par
 __all__ = [
     "DEFAULT_CONFIG",
     "NODE_ENV",
+    "OBJECT_SCHEMES",
     "BandwidthProfile",
     "ConfigError",
     "KubernetesConfig",
@@ -60,6 +61,10 @@ _NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 _CONN_ID = re.compile(r"^[A-Za-z0-9_.-]{1,250}$")
 _K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+#: URL schemes of object tiers: S3 and S3-compatible stores, Google Cloud Storage, Azure Blob Storage.
+OBJECT_SCHEMES = ("s3", "gs", "gcs", "az", "abfs")
+_OBJECT_URLS = "s3://bucket/prefix, gs://bucket/prefix or az://container/prefix"
 
 T = TypeVar("T")
 
@@ -123,14 +128,19 @@ class TierConfig:
 
     @property
     def is_object(self) -> bool:
-        """Whether the tier is an object store (reached through s3fs)."""
+        """Whether the tier is an object store (S3, GCS or Azure Blob)."""
         return self.kind == "object"
+
+    @property
+    def scheme(self) -> str:
+        """The URL scheme: ``s3``, ``gs``, ``az`` (see :data:`OBJECT_SCHEMES`) or ``file``."""
+        return self.url.partition("://")[0]
 
     @property
     def root(self) -> str:
         """The tier's root as an fsspec path: ``bucket/prefix`` or ``/absolute/path``, no trailing slash."""
         if self.is_object:
-            return self.url[len("s3://") :].rstrip("/")
+            return self.url.partition("://")[2].rstrip("/")
         return self.url[len("file://") :].rstrip("/") or "/"
 
     @property
@@ -543,15 +553,15 @@ class _Reader:
     def url(self, field: str, kind: TierKind, value: object, state: Path) -> str:
         url = self.string(field, value)
         if kind == "object":
-            if not url.startswith("s3://"):
-                raise self.fail(field, "an object tier needs an s3://bucket/prefix URL", url)
-            rest = url[len("s3://") :]
+            scheme, sep, rest = url.partition("://")
+            if not sep or scheme not in OBJECT_SCHEMES:
+                raise self.fail(field, f"an object tier needs a URL like {_OBJECT_URLS}", url)
             bucket, _, prefix = rest.partition("/")
             if not _BUCKET.match(bucket) or ".." in bucket:
                 raise self.fail(field, "bucket names are 3-63 characters of a-z, 0-9, '.' and '-'", bucket)
             if any(part in ("", ".", "..") for part in prefix.rstrip("/").split("/")) and prefix.strip("/"):
                 raise self.fail(field, "the prefix has an empty, '.' or '..' segment", url)
-            return f"s3://{bucket}/{prefix.strip('/')}".rstrip("/") + "/"
+            return f"{scheme}://{bucket}/{prefix.strip('/')}".rstrip("/") + "/"
         if not url.startswith("file://"):
             raise self.fail(field, f"a {kind} tier needs a file:///absolute/path URL", url)
         path_text = url[len("file://") :].replace("{state_dir}", str(state))

@@ -235,7 +235,7 @@ def _unreachable(exc: BaseException) -> str | None:
         )
     link = _chain_has(exc, "EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError")
     if link is None:
-        return None
+        return _unreachable_over_http(exc)
     url = str(getattr(link, "kwargs", {}).get("endpoint_url", ""))
     scheme, _, rest = url.partition("://")
     endpoint = f"{scheme}://{rest.split('/', 1)[0]}" if rest else "the object store"
@@ -250,3 +250,26 @@ def _unreachable(exc: BaseException) -> str | None:
     else:
         why = "cannot connect"
     return f"cannot reach {endpoint} ({why}): {_CHECK_ENDPOINT}"
+
+
+#: What to check when a GCS or Azure endpoint cannot be reached.
+_CHECK_OTHER_ENDPOINT = (
+    "check the tier's connection or storage options (STORAGE_EMULATOR_HOST for a GCS emulator, "
+    "AZURE_STORAGE_CONNECTION_STRING for Azure) and that the service is up"
+)
+
+
+def _unreachable_over_http(exc: BaseException) -> str | None:
+    """One line for a GCS (gcsfs: aiohttp) or Azure (azure-core) endpoint that cannot be reached."""
+    link = _chain_has(exc, "ClientConnectorError", "ServiceRequestError")
+    if link is None:
+        return None
+    host, port = getattr(link, "host", None), getattr(link, "port", None)
+    endpoint = f"{host}:{port}" if host else "the object store"
+    if _chain_has(exc, "gaierror", "ClientConnectorDNSError"):
+        why = "host not found"
+    elif _chain_has(exc, "ConnectionRefusedError") or "refused" in str(link).lower():
+        why = "connection refused"
+    else:
+        why = "cannot connect"
+    return f"cannot reach {endpoint} ({why}): {_CHECK_OTHER_ENDPOINT}"

@@ -1,4 +1,4 @@
-"""Storage backends by URL scheme: ``file`` (local POSIX) and ``s3``; others register here.
+"""Storage backends by URL scheme: ``file`` (local POSIX), ``s3``, ``gs`` and ``az``; others register here.
 
 A backend is a :class:`~pipelines.storage.tier.Tier` subclass; ``Tier(config)`` returns the one
 registered for the scheme of ``config.url``. Backends are imported on first use, so opening a
@@ -16,6 +16,10 @@ __all__ = ["backend_for", "register_backend", "schemes"]
 _BACKENDS: dict[str, str | type[Tier]] = {
     "file": "pipelines.storage.local:LocalTier",
     "s3": "pipelines.storage.s3:S3Tier",
+    "gs": "pipelines.storage.gcs:GcsTier",
+    "gcs": "pipelines.storage.gcs:GcsTier",
+    "az": "pipelines.storage.azure:AzureTier",
+    "abfs": "pipelines.storage.azure:AzureTier",
 }
 
 

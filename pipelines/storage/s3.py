@@ -6,11 +6,10 @@ GETs); s3fs serves everything else (writes of small objects, deletes, server-sid
 whatever the native client cannot answer — an error there is asked again through s3fs, whose
 errors the error map names in one line. s3fs (with aiobotocore and its event loop, ~0.5 s to
 import and set up) is only imported when first needed, so a copy of one object starts in a
-fraction of that. The
-object-store operations the engine needs beyond the :class:`~pipelines.storage.tier.Tier`
-interface are methods here, so that other object stores can offer the same ones: the stored
-checksum (user metadata ``xxh3-128``), uploads and downloads of local files, server-side copies,
-and unfinished multipart uploads.
+fraction of that. What the engine needs of an object store is
+:class:`~pipelines.storage.objects.ObjectTier`'s; S3 overrides it where S3 differs: the stored
+checksum read from a HEAD (``x-amz-meta-xxh3-128``), uploads and downloads with planned part size
+and concurrency, and unfinished multipart uploads, which hold storage until aborted.
 """
 
 from __future__ import annotations
@@ -18,15 +17,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import tempfile
-import threading
-from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any, BinaryIO, cast
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, cast
 
 from pipelines.core.config import TierConfig
 from pipelines.core.keys import safe_key
 from pipelines.storage.credentials import CRT_CREDENTIALS
-from pipelines.storage.tier import ObjectInfo, Tier, _mtime
+from pipelines.storage.objects import CHECKSUM_METADATA, ObjectTier
+from pipelines.storage.tier import ObjectInfo, _mtime
 
 if TYPE_CHECKING:
     from fsspec.spec import AbstractFileSystem
@@ -37,24 +35,22 @@ __all__ = ["CHECKSUM_METADATA", "S3Tier", "list_pages"]
 
 log = logging.getLogger(__name__)
 
-#: User metadata key carrying the xxh3-128 checksum (``x-amz-meta-xxh3-128``).
-CHECKSUM_METADATA = "xxh3-128"
 #: Seconds to open a connection to the store before the attempt counts as failed.
 CONNECT_TIMEOUT_S = 2
 
 
-class S3Tier(Tier):
+class S3Tier(ObjectTier):
     """A bucket and key prefix on an S3-compatible store."""
 
     scheme = "s3"
+    protocol = "s3"
+    identity_options = ("endpoint_url", "key", "secret", "profile", "session")  # one connection's tiers share a session
 
     def __init__(
         self, config: TierConfig, storage_options: dict[str, Any] | None = None, spool_dir: str | None = None
     ) -> None:
         super().__init__(config, storage_options, spool_dir)
         options = self.storage_options
-        # Listings must be fresh: another process may have written since (resume, concurrent runs).
-        options.setdefault("use_listings_cache", False)
         # Tierflow verifies its own xxh3 checksums; botocore's default CRC on every request costs
         # CPU and some S3-compatible servers reject the headers.
         config_kwargs = dict(options.get("config_kwargs") or {})
@@ -70,20 +66,14 @@ class S3Tier(Tier):
         if not options.get("anon"):
             config_kwargs.setdefault("signature_version", "s3v4")
         options["config_kwargs"] = config_kwargs
-        self._opening = threading.Lock()
-        self._fs: AbstractFileSystem | None = None
         self._native_client: CrtMover | bool | None = False  # False: not tried yet
 
-    @property
-    def fs(self) -> AbstractFileSystem:
-        """The s3fs filesystem, created (and s3fs imported) on first use."""
-        with self._opening:
-            if self._fs is None:
-                import fsspec
+    def _make_fs(self) -> AbstractFileSystem:
+        """The s3fs filesystem (s3fs is imported on first use)."""
+        import fsspec
 
-                options = {k: v for k, v in self.storage_options.items() if k != CRT_CREDENTIALS}
-                self._fs = fsspec.filesystem("s3", **options)
-            return self._fs
+        options = {k: v for k, v in self.storage_options.items() if k != CRT_CREDENTIALS}
+        return fsspec.filesystem("s3", **options)
 
     @property
     def native(self) -> CrtMover | None:
@@ -111,15 +101,6 @@ class S3Tier(Tier):
         except NativeUnavailable as exc:
             log.debug("%s: asking s3fs (%s)", what, exc)
             return False, None
-
-    @property
-    def bucket(self) -> str:
-        """The tier's bucket."""
-        return self.root.partition("/")[0]
-
-    def _bucket_key(self, key: str) -> tuple[str, str]:
-        bucket, _, full = self.path(key).partition("/")
-        return bucket, full
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -181,31 +162,6 @@ class S3Tier(Tier):
             raise FileNotFoundError(f"{self.url(key)}: no such object")
         return cast(bytes, body)
 
-    # -- writing ------------------------------------------------------------------------------
-
-    @contextlib.contextmanager
-    def writer(self, key: str, fsync: bool = False) -> Iterator[BinaryIO]:
-        """Spool to a local temporary file (bounded memory), uploaded whole once the block exits cleanly."""
-        with tempfile.NamedTemporaryFile(prefix="tierflow-spool-", dir=self.spool_dir) as spool:
-            yield cast(BinaryIO, spool)
-            spool.flush()
-            self.fs.put_file(spool.name, self.path(key))
-
-    def write_bytes(self, key: str, data: bytes, fsync: bool = False) -> None:
-        """Write a small object in one PUT."""
-        self.fs.pipe_file(self.path(key), data)
-
-    def put_file(self, local_path: str | os.PathLike[str], key: str, fsync: bool = False) -> None:
-        """Upload a finished local file to ``key`` (a whole PUT or a completed multipart upload)."""
-        self.fs.put_file(str(local_path), self.path(key))
-
-    def delete(self, keys: Iterable[str]) -> int:
-        """Delete objects (batched: s3fs sends up to 1,000 keys per request). Returns how many were asked."""
-        paths = [self.path(k) for k in keys]
-        if paths:
-            self.fs.rm(paths)
-        return len(paths)
-
     # -- what the engine needs of an object store ------------------------------------------
 
     def stored_checksum(self, key: str) -> str | None:
@@ -236,7 +192,7 @@ class S3Tier(Tier):
         """Download an object to a local path (ranged parts in parallel)."""
         self.fs.get_file(self.path(key), local_path, chunksize=part_size, max_concurrency=concurrency)
 
-    def copy_within(self, src_key: str, dst: S3Tier, dst_key: str, checksum: str, stored: str | None) -> None:
+    def copy_within(self, src_key: str, dst: ObjectTier, dst_key: str, checksum: str, stored: str | None) -> None:
         """Server-side copy to ``dst`` (same store), setting the checksum metadata if the source lacks it."""
         self.fs.copy(self.path(src_key), dst.path(dst_key))
         if stored != checksum:
@@ -249,13 +205,6 @@ class S3Tier(Tier):
                 Metadata={CHECKSUM_METADATA: checksum},
                 MetadataDirective="REPLACE",
             )
-
-    def same_store(self, other: Tier) -> bool:
-        """Whether ``other`` is on the same endpoint with the same credentials (server-side copies work)."""
-        if not isinstance(other, S3Tier):
-            return False
-        keys = ("endpoint_url", "key", "secret", "profile", "session")  # one connection's tiers share a session
-        return all(self.storage_options.get(k) == other.storage_options.get(k) for k in keys)
 
     def unfinished_uploads(self, prefix: str) -> Iterator[dict[str, Any]]:
         """Unfinished multipart uploads under ``prefix``: ``Key`` (bucket-relative), ``UploadId``, ``Initiated``."""

@@ -11,9 +11,11 @@ needs and a raw filesystem leaves to the caller:
 * checksums are computed by streaming (bounded memory) with :mod:`pipelines.core.checksum`.
 
 Backends, chosen by the URL scheme of the tier (:mod:`pipelines.storage.registry`):
-:class:`pipelines.storage.local.LocalTier` (``file://``: PFS and NVMe, POSIX) and
-:class:`pipelines.storage.s3.S3Tier` (``s3://``, through s3fs, with the CRT bulk path in
-:mod:`pipelines.storage.s3crt`). ``Tier(config, ...)`` returns the backend for the config's URL.
+:class:`pipelines.storage.local.LocalTier` (``file://``: PFS and NVMe, POSIX) and the object
+stores, :class:`pipelines.storage.objects.ObjectTier`'s subclasses: :class:`pipelines.storage.s3.S3Tier`
+(``s3://``, through s3fs, with the CRT bulk path in :mod:`pipelines.storage.s3crt`),
+:class:`pipelines.storage.gcs.GcsTier` (``gs://``, gcsfs) and :class:`pipelines.storage.azure.AzureTier`
+(``az://``, adlfs). ``Tier(config, ...)`` returns the backend for the config's URL.
 
 Object-store credentials come from the caller's storage options (the Airflow operators turn a
 connection into them), else from the embedded server's credentials when the tier uses its
@@ -31,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from pipelines.core.checksum import checksum_stream
-from pipelines.core.config import TierConfig, TierflowConfig
+from pipelines.core.config import OBJECT_SCHEMES, TierConfig, TierflowConfig
 from pipelines.core.keys import safe_key
 from pipelines.core.temporaries import TMP_MARKER, temporary_name
 from pipelines.storage.credentials import storage_options_for
@@ -63,24 +65,28 @@ def tier_for_url(config: TierflowConfig, url: str) -> tuple[TierConfig, str]:
     """The tier a URL or local path lies in, and the key prefix within it.
 
     A URL under a configured tier's root resolves to that tier (and its credentials); any other
-    ``s3://bucket/prefix`` or local path becomes an ad-hoc tier rooted there, with the bandwidth
-    profile of the first configured tier of the same kind (for planning).
+    object URL (``s3://``, ``gs://``, ``az://``: bucket and prefix) or local path becomes an ad-hoc
+    tier rooted there, with the bandwidth profile of the first configured tier of the same kind
+    (for planning).
 
     Raises:
-        ValueError: The URL is neither ``s3://bucket[/prefix]`` nor a local path.
+        ValueError: The URL is neither an object URL with a bucket nor a local path.
     """
     from dataclasses import replace
 
-    if url.startswith("s3://"):
-        kind, root = "object", url[len("s3://") :].strip("/")
-    elif "://" in url and not url.startswith("file://"):
-        raise ValueError(f"unsupported URL {url!r}: use s3://bucket/prefix or a local path")
+    scheme, sep, rest = url.partition("://")
+    if sep and scheme in OBJECT_SCHEMES:
+        kind, root = "object", rest.strip("/")
+    elif sep and scheme != "file":
+        raise ValueError(f"unsupported URL {url!r}: use s3://, gs:// or az://bucket/prefix, or a local path")
     else:
         kind, root = "file", os.path.abspath(url.removeprefix("file://"))
         if os.path.isfile(root):
             raise ValueError(f"{root} is a file: copy works on directories and prefixes (give its directory)")
     for tier in config.tiers:
         if (tier.is_object) != (kind == "object"):
+            continue
+        if kind == "object" and _STORE.get(tier.scheme, tier.scheme) != _STORE.get(scheme, scheme):
             continue
         if root == tier.root or root.startswith(tier.root.rstrip("/") + "/"):
             return tier, root[len(tier.root) :].strip("/")
@@ -89,7 +95,7 @@ def tier_for_url(config: TierflowConfig, url: str) -> tuple[TierConfig, str]:
     same_kind = [t for t in config.tiers if t.is_object == (kind == "object")]
     like = same_kind[0] if same_kind else config.tiers[0]
     if kind == "object":
-        adhoc = replace(like, name="adhoc-object", kind="object", url=f"s3://{root}/", conn_id="adhoc")
+        adhoc = replace(like, name="adhoc-object", kind="object", url=f"{scheme}://{root}/", conn_id="adhoc")
     else:
         adhoc = replace(  # a copy creates its destination directory, as cp -r does
             like,
@@ -100,6 +106,10 @@ def tier_for_url(config: TierflowConfig, url: str) -> tuple[TierConfig, str]:
             create=True,
         )
     return adhoc, ""
+
+
+#: Schemes that name the same store (gcsfs takes gs:// and gcs://, adlfs az:// and abfs://).
+_STORE = {"gcs": "gs", "abfs": "az"}
 
 
 def open_tier(config: TierflowConfig, name: str, storage_options: dict[str, Any] | None = None) -> Tier:
@@ -269,7 +279,7 @@ def _version(info: dict[str, Any]) -> str | None:
 
 
 def _mtime(info: dict[str, Any]) -> float | None:
-    value = info.get("mtime", info.get("LastModified"))
+    value = info.get("mtime", info.get("LastModified", info.get("last_modified")))
     if value is None:
         return None
     if hasattr(value, "timestamp"):

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.core.temporaries import host_tag, process_alive, process_started, temporaries_under
-from pipelines.storage.s3 import S3Tier
+from pipelines.storage.objects import ObjectTier
 from pipelines.storage.tier import Tier
 
 __all__ = [
@@ -156,7 +156,7 @@ def reap_multipart_uploads(
     which a concurrent copy on this or another node may still be writing.
     """
     result = Reaped()
-    if not isinstance(tier, S3Tier):
+    if not isinstance(tier, ObjectTier):
         return result
     live, dead = _leases(lease_directory())
     now = time.time() if now is None else now

@@ -44,6 +44,7 @@ from pipelines.core.errors import is_server_fault
 from pipelines.core.manifest import Entry
 from pipelines.model.bandwidth import HopPlan
 from pipelines.storage.local import LocalTier
+from pipelines.storage.objects import ObjectTier
 from pipelines.storage.s3 import CHECKSUM_METADATA, S3Tier
 from pipelines.storage.s3crt import CrtMover, crt_available
 from pipelines.storage.tier import ObjectInfo, Tier
@@ -68,9 +69,9 @@ _HAS_PROC = os.path.isdir("/proc/self/fd")
 __all__ = ["copy_entries", "copy_prefix", "source_entries"]
 
 
-def _object(tier: Tier) -> S3Tier:
-    """The object-store side of a hop (the engine's object operations are the S3 backend's)."""
-    if not isinstance(tier, S3Tier):
+def _object(tier: Tier) -> ObjectTier:
+    """The object-store side of a hop (S3, GCS, Azure: :class:`~pipelines.storage.objects.ObjectTier`)."""
+    if not isinstance(tier, ObjectTier):
         raise TypeError(f"{tier}: not an object store this engine can drive")
     return tier
 
@@ -89,11 +90,11 @@ class _Copier:
         self.src, self.dst = src, dst
         self.src_prefix, self.dst_prefix = src_prefix, dst_prefix
         self.settings = settings
-        self.server_side = isinstance(src, S3Tier) and src.same_store(dst)
+        self.server_side = isinstance(src, ObjectTier) and src.same_store(dst)
         # The bulk data path between local files and an object store (see pipelines.storage.s3crt).
         self.crt: dict[str, CrtMover] = {}
         for role, tier in (("src", src), ("dst", dst)):
-            if tier.config.is_object and settings.use_crt and crt_available(tier.storage_options):
+            if isinstance(tier, S3Tier) and settings.use_crt and crt_available(tier.storage_options):
                 self.crt[role] = CrtMover(tier.storage_options, settings.concurrency, settings.part_size)
         self._real_root: str | None = None
         # Uploads from local files: what earlier copies wrote or verified, so a rerun need not hash and HEAD it.
