@@ -195,3 +195,50 @@ def test_the_copy_command_names_a_missing_bucket_and_an_unreachable_service(
     assert refused.returncode == 1
     assert only_line(refused.stderr).startswith("tierflow copy: cannot reach 127.0.0.1:1 (connection refused): ")
     assert not (tmp_path / "x").exists()
+
+
+def test_airflow_connections_give_each_store_its_options(
+    gcs_options, azure_options, test_config, tmp_path: Path
+) -> None:
+    """google_cloud_platform and wasb connections, as users write them, open working tiers (emulators here)."""
+    from airflow.models.connection import Connection
+
+    from pipelines.operators.context import options_from_connection
+
+    gcp = Connection(
+        conn_id="gcs_emulator",
+        conn_type="google_cloud_platform",
+        extra={"endpoint_url": gcs_options["endpoint_url"], "anon": True, "project": "tierflow-test"},
+    )
+    wasb = Connection(
+        conn_id="azurite", conn_type="wasb", extra={"connection_string": azure_options["connection_string"]}
+    )
+    for store, conn in (("gs", gcp), ("az", wasb)):
+        options = options_from_connection(conn)
+        cfg = replace(test_config.tier("object"), url=f"{store}://tierflow-test/conn-{uuid.uuid4().hex[:6]}/")
+        tier = Tier(cfg, options)
+        tier.write_bytes("a.txt", b"through the connection")
+        assert tier.read_bytes("a.txt") == b"through the connection"
+    # The other ways users fill these connections in, and the one that cannot work.
+    keyfile = {"type": "service_account", "project_id": "p", "client_email": "x@p.iam.gserviceaccount.com"}
+    assert options_from_connection(
+        Connection(conn_id="g", conn_type="google_cloud_platform", extra={"keyfile_dict": json.dumps(keyfile)})
+    ) == {"token": keyfile}
+    assert options_from_connection(
+        Connection(conn_id="g", conn_type="google_cloud_platform", extra={"extra__google_cloud_platform__project": "p"})
+    ) == {"token": "google_default", "project": "p"}
+    assert options_from_connection(Connection(conn_id="w", conn_type="wasb", login="acct", password="k")) == {
+        "account_name": "acct",
+        "account_key": "k",
+    }
+    principal = Connection(
+        conn_id="w", conn_type="wasb", login="cid", password="s", extra={"tenant_id": "t", "account_name": "acct"}
+    )
+    assert options_from_connection(principal) == {
+        "tenant_id": "t",
+        "client_id": "cid",
+        "client_secret": "s",
+        "account_name": "acct",
+    }
+    with pytest.raises(PermissionError, match="connection 'w': no storage account"):
+        options_from_connection(Connection(conn_id="w", conn_type="wasb"))

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 
 def s3_storage_options(conn_id: str) -> dict[str, Any]:
-    """Storage options for an object tier from its Airflow ``aws`` connection (see :func:`options_from_connection`).
+    """Storage options for an object tier from its Airflow connection (see :func:`options_from_connection`).
 
     Raises:
         airflow.sdk.exceptions.AirflowRuntimeError: The connection does not exist (its message names it);
@@ -41,6 +41,85 @@ def s3_storage_options(conn_id: str) -> dict[str, Any]:
 
 
 def options_from_connection(conn: Any) -> dict[str, Any]:
+    """Storage options for an object tier from its Airflow connection (task SDK or core model), by connection type.
+
+    ``aws`` (the default) goes through the amazon provider (:func:`aws_options`);
+    ``google_cloud_platform`` gives gcsfs options (:func:`gcs_options`); ``wasb`` gives adlfs
+    options (:func:`azure_options`).
+    """
+    kind = getattr(conn, "conn_type", None) or "aws"
+    if kind == "google_cloud_platform":
+        return gcs_options(conn)
+    if kind == "wasb":
+        return azure_options(conn)
+    return aws_options(conn)
+
+
+def _extra(conn: Any, prefix: str) -> dict[str, Any]:
+    """The connection's extra, with the provider's old ``extra__<type>__`` prefixes removed."""
+    extra = dict(conn.extra_dejson or {})
+    return {k.removeprefix(prefix): v for k, v in extra.items()}
+
+
+def gcs_options(conn: Any) -> dict[str, Any]:
+    """Storage options for gcsfs from a ``google_cloud_platform`` connection, its fields as the provider has them.
+
+    ``keyfile_dict`` (the service account's JSON) or ``key_path`` (a file holding it) become the
+    token; neither means Application Default Credentials (``google_default``). ``project`` is the
+    billing project; ``endpoint_url`` in extra (Tierflow's own) points at an emulator, where
+    ``anon: true`` skips credentials.
+    """
+    import json
+
+    extra = _extra(conn, "extra__google_cloud_platform__")
+    options: dict[str, Any] = {}
+    keyfile = extra.get("keyfile_dict")
+    if keyfile:
+        options["token"] = json.loads(keyfile) if isinstance(keyfile, str) else dict(keyfile)
+    elif extra.get("key_path"):
+        options["token"] = str(extra["key_path"])
+    elif extra.get("anon"):
+        options["token"] = "anon"
+    else:
+        options["token"] = "google_default"
+    if extra.get("project"):
+        options["project"] = str(extra["project"])
+    if extra.get("endpoint_url"):
+        options["endpoint_url"] = str(extra["endpoint_url"])
+    return options
+
+
+def azure_options(conn: Any) -> dict[str, Any]:
+    """Storage options for adlfs from a ``wasb`` connection, read as the azure provider defines its fields.
+
+    ``connection_string`` in extra wins; else the account is the login (or the host's account
+    name) with the password as its key, or ``sas_token``, or a service principal
+    (``tenant_id`` in extra, the login as client id and the password as its secret); with none
+    of them, adlfs uses Azure's default credential.
+
+    Raises:
+        PermissionError: The connection names no storage account (named).
+    """
+    extra = _extra(conn, "extra__wasb__")
+    if extra.get("connection_string"):
+        return {"connection_string": str(extra["connection_string"])}
+    options: dict[str, Any] = {}
+    if extra.get("tenant_id") and conn.login and conn.password:
+        options |= {"tenant_id": extra["tenant_id"], "client_id": conn.login, "client_secret": conn.password}
+        account = extra.get("account_name") or (conn.host or "").split(".", 1)[0].removeprefix("https://")
+    else:
+        account = conn.login or extra.get("account_name")
+        if conn.password:
+            options["account_key"] = conn.password
+    if not account:
+        raise PermissionError(f"connection {conn.conn_id!r}: no storage account (login, account_name or a host)")
+    options["account_name"] = account
+    if extra.get("sas_token"):
+        options["sas_token"] = str(extra["sas_token"])
+    return options
+
+
+def aws_options(conn: Any) -> dict[str, Any]:
     """Storage options for an object tier from an ``aws`` connection (task SDK or core model), via the amazon provider.
 
     The provider resolves the credentials as it does for its own operators: keys (login/password or
