@@ -74,6 +74,14 @@ def s3_credentials(session_dir: Path) -> Iterator[tuple[object, str]]:
 
 
 @pytest.fixture(scope="session")
+def dagbag(airflow_db, test_config_path):
+    """The DAGs of dags/, parsed once for the session."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(REPO / "dags"), safe_mode=False)
+
+
+@pytest.fixture(scope="session")
 def gcs_options(session_dir: Path) -> Iterator[dict[str, object]]:
     """Storage options of a real GCS emulator (``gcp-storage-emulator``) with the bucket ``tierflow-test``."""
     from tests.emulators import gcs_emulator

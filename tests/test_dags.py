@@ -61,13 +61,6 @@ def _events(run_id: str) -> list[tuple[str, dict]]:
     return [(name, dict(extra)) for name, extra in rows]
 
 
-@pytest.fixture(scope="session")
-def dagbag(airflow_db, test_config_path):
-    from airflow.dag_processing.dagbag import DagBag
-
-    return DagBag(dag_folder=str(REPO / "dags"), safe_mode=False)
-
-
 def test_dags_import_without_errors(dagbag) -> None:
     assert dagbag.import_errors == {}
     assert "tier_health" in dagbag.dag_ids

@@ -50,6 +50,7 @@ def test_plugin_is_listed_with_its_view_and_no_import_errors(client, token: str)
         "/api/inventory",
         "/api/whatif?size=1+TB",
         "/api/plan?source=object&target=pfs&size=1+TB",
+        "/metrics",
     ],
 )
 def test_every_route_requires_authentication(client, path: str) -> None:

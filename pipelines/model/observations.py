@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -19,7 +20,7 @@ from pipelines.core.payloads import Payload, PayloadError
 from pipelines.model.bandwidth import Bottleneck
 from pipelines.model.calibration import update_profile
 
-__all__ = ["ALPHA", "Observation", "failed_transfer", "fold", "recent", "record"]
+__all__ = ["ALPHA", "Observation", "every", "failed_transfer", "fold", "recent", "record"]
 
 #: Weight of one new observation in the moving average.
 ALPHA = 0.2
@@ -121,6 +122,19 @@ def recent(config: TierflowConfig, limit: int = 50) -> list[Observation]:
         except (ValueError, PayloadError):
             continue
     return out
+
+
+def every(config: TierflowConfig) -> Iterator[Observation]:
+    """Every observation, oldest first, read line by line (the metrics' counters sum them all)."""
+    path = _path(config)
+    if not path.exists():
+        return
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            try:
+                yield Observation.from_json(json.loads(line))
+            except (ValueError, PayloadError):
+                continue
 
 
 def fold(config: TierflowConfig, observation: Observation, alpha: float = ALPHA) -> bool:

@@ -15,6 +15,8 @@ Registered through the ``airflow.plugins`` entry point (a pip install brings it)
   :file:`templates/storage.html` (Jinja, autoescaped) and follows the UI's light or dark mode.
   Every route, the page included, requires Airflow authentication (401 without a token); the UI's
   iframe sends the session cookie.
+* **Metrics** — ``/storage-bandwidth/metrics`` in Prometheus's text format
+  (:mod:`pipelines.operators.metrics`), for a scraper holding an Airflow token.
 """
 
 from __future__ import annotations
@@ -156,6 +158,16 @@ def _plan(source: str, target: str, size: str, objects: int) -> dict[str, Any]:
 def api_tiers(user: GetUserDep) -> list[dict[str, Any]]:
     """Each tier's profile (calibrated where measured)."""
     return _tiers()
+
+
+@app.get("/metrics")
+def metrics(user: GetUserDep) -> Response:
+    """Prometheus metrics (:mod:`pipelines.operators.metrics`): transfers per hop, and what is on each tier."""
+    from pipelines.model.observations import every
+    from pipelines.operators.metrics import CONTENT_TYPE, exposition
+
+    _, places = _survey()
+    return Response(exposition(every(_config()), places), media_type=CONTENT_TYPE)
 
 
 @app.get("/api/observations")
