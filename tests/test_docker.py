@@ -56,7 +56,10 @@ def _mounts(service: dict) -> dict[str, str]:
 def test_services_and_pinned_images(compose) -> None:
     services = compose["services"]
     assert (
-        set(services) == {"postgres", "redis", "minio", "minio-init", "seaweedfs", "seaweedfs-init"} | AIRFLOW | WORKERS
+        set(services)
+        == {"postgres", "redis", "minio", "minio-init", "seaweedfs", "seaweedfs-init", "prometheus", "grafana"}
+        | AIRFLOW
+        | WORKERS
     )
     for name, svc in services.items():
         image = svc.get("image")
@@ -110,6 +113,9 @@ def test_connection_buckets_and_tier_paths_agree_with_the_tier_config(compose, t
     declared = set(compose["volumes"])
     for name, svc in services.items():
         for volume in _mounts(svc).values():
+            if volume.startswith("./"):  # a file or directory of docker/, bound read-only
+                assert (DOCKER / volume).exists(), f"{name} mounts {volume}, which is not in docker/"
+                continue
             assert volume in declared, f"{name} mounts undeclared volume {volume}"
     # Node-local NVMe: each node's worker consumes the node's queue and has a volume of its own at the tier path.
     assert [n.queue for n in tiers.nodes] == ["node1", "node2"]
@@ -151,3 +157,35 @@ def test_dags_under_the_docker_config_use_only_queues_a_worker_serves(compose, t
     assert set(found["queues"]) <= served and {"node1", "node2"} <= set(found["queues"])
     assert found["nvme"] == ["stage_hop2_node1", "stage_hop2_node2"]
     assert set(found["pools"]) - {"default_pool"} <= {t.pool for t in tiers.tiers}
+
+
+def test_the_monitoring_profile_scrapes_tierflow_and_every_dashboard_query_names_a_tierflow_metric(compose) -> None:
+    from pipelines.model.bandwidth import Bottleneck
+    from pipelines.model.observations import Observation
+    from pipelines.operators.inventory import Place
+    from pipelines.operators.metrics import exposition
+
+    services = compose["services"]
+    assert services["prometheus"]["profiles"] == services["grafana"]["profiles"] == ["monitoring"]
+    scrape = yaml.safe_load((DOCKER / "prometheus" / "prometheus.yml").read_text())["scrape_configs"][0]
+    assert scrape["metrics_path"] == "/storage-bandwidth/metrics"
+    assert scrape["static_configs"][0]["targets"] == ["airflow-apiserver:8080"]
+    # What Tierflow emits: the sample names of one exposition with a transfer, a failure and a tier.
+    done = Observation(1.0, "d", "t", "object", "pfs", 10, 1, 1.0, 2.0, Bottleneck("object", "read", "latency"))
+    failed = Observation(2.0, "d", "t", "object", "pfs", 0, 0, 1.0, 0.0, done.bottleneck, error="boom")
+    text = exposition([done, failed], [Place("pfs", "pfs", None, "file:///x", 100)]).decode()
+    emitted = {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE ")}
+    dashboard = json.loads((DOCKER / "grafana" / "dashboards" / "tierflow.json").read_text())
+    queried = set()
+    for panel in dashboard["panels"]:
+        assert panel["targets"], panel["title"]
+        for target in panel["targets"]:
+            names = set(re.findall(r"tierflow_[a-z_]+", target["expr"]))
+            assert names, f"panel {panel['title']!r} queries no Tierflow metric"
+            queried |= names
+    assert queried <= emitted, f"the dashboard queries metrics Tierflow does not emit: {sorted(queried - emitted)}"
+    assert {n for n in emitted if not n.endswith("_created")} <= queried, "a Tierflow metric has no panel"
+    provisioned = yaml.safe_load((DOCKER / "grafana" / "provisioning" / "datasources" / "prometheus.yaml").read_text())
+    assert {d["uid"] for d in provisioned["datasources"]} == {
+        t["datasource"]["uid"] for p in dashboard["panels"] for t in p["targets"]
+    }

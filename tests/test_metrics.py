@@ -163,3 +163,45 @@ def test_prometheus_scrapes_what_a_staging_run_moved(dagbag, test_config, s3_cre
         assert versions and min(versions.values()) >= 1
         error = scraped(base, 'tierflow_prediction_error_ratio{source="object",target="pfs"}')
         assert len(error) == 1 and next(iter(error.values())) > -1  # achieved / predicted - 1, for the last copy
+
+
+def test_a_transfer_is_sent_through_airflows_statsd_metrics(tmp_path: Path) -> None:
+    """The listener's numbers reach a StatsD server (a UDP socket here) when Airflow's [metrics] say so."""
+    import sys
+
+    listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.settimeout(10)
+    code = (
+        "from pipelines.model.bandwidth import Bottleneck\n"
+        "from pipelines.model.observations import Observation, failed_transfer\n"
+        "from pipelines.operators.listener import emit_metrics\n"
+        "b = Bottleneck('object', 'read', 'x')\n"
+        "emit_metrics(Observation(1.0, 'd', 't', 'object', 'pfs', 1000, 3, 1.0, 2.0, b))\n"
+        "emit_metrics(failed_transfer(dag_id='d', task_id='t', run_id=None, node=None, error='boom',"
+        " source='pfs', target='nvme'))\n"
+    )
+    env = os.environ | {
+        "AIRFLOW__METRICS__STATSD_ON": "True",
+        "AIRFLOW__METRICS__STATSD_HOST": "127.0.0.1",
+        "AIRFLOW__METRICS__STATSD_PORT": str(listener.getsockname()[1]),
+        "AIRFLOW__METRICS__STATSD_PREFIX": "airflow",
+    }
+    try:
+        done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        received = set()
+        with contextlib.suppress(TimeoutError):
+            while "airflow.tierflow.transfer.failures.pfs.nvme:1|c" not in received:
+                received.add(listener.recv(4096).decode())
+    finally:
+        listener.close()
+    assert {
+        "airflow.tierflow.transfer.tasks.object.pfs:1|c",
+        "airflow.tierflow.transfer.bytes.object.pfs:1000|c",
+        "airflow.tierflow.transfer.objects.object.pfs:3|c",
+        "airflow.tierflow.transfer.duration.object.pfs:2000.000000|ms",
+        "airflow.tierflow.transfer.predicted.object.pfs:1000.000000|ms",
+        "airflow.tierflow.transfer.prediction_error.object.pfs:1.0|g",
+        "airflow.tierflow.transfer.failures.pfs.nvme:1|c",
+    } <= received

@@ -53,8 +53,35 @@ def on_task_instance_success(previous_state: Any, task_instance: Any) -> None:
         )
         record(config, observation)
         fold(config, observation)
+        emit_metrics(observation)
     except Exception:  # a listener must never fail the task it observes
         log.exception("tierflow listener: could not record the transfer")
+
+
+def emit_metrics(observation: Any) -> None:
+    """Send a transfer's numbers through Airflow's metrics (StatsD or OpenTelemetry, as ``[metrics]`` says).
+
+    Names are ``tierflow.transfer.<what>.<source>.<target>`` (plain StatsD keeps no tags) and carry
+    ``source`` and ``target`` tags too (OpenTelemetry, DogStatsD); nothing is sent when Airflow's
+    metrics are off. The plugin's Prometheus endpoint serves the same numbers from the observation log.
+    """
+    from datetime import timedelta
+
+    from airflow.sdk.observability import stats
+
+    tags = {"source": observation.source, "target": observation.target}
+    hop = f"{observation.source}.{observation.target}"
+    if observation.error is not None:
+        stats.incr(f"tierflow.transfer.failures.{hop}", tags=tags)
+        return
+    stats.incr(f"tierflow.transfer.tasks.{hop}", tags=tags)
+    stats.incr(f"tierflow.transfer.bytes.{hop}", count=observation.bytes, tags=tags)
+    stats.incr(f"tierflow.transfer.objects.{hop}", count=observation.objects, tags=tags)
+    stats.timing(f"tierflow.transfer.duration.{hop}", timedelta(seconds=observation.achieved_s), tags=tags)
+    stats.timing(f"tierflow.transfer.predicted.{hop}", timedelta(seconds=observation.predicted_s), tags=tags)
+    if observation.predicted_s > 0:
+        error = observation.achieved_s / observation.predicted_s - 1
+        stats.gauge(f"tierflow.transfer.prediction_error.{hop}", error, tags=tags)
 
 
 @hookimpl
@@ -67,17 +94,16 @@ def on_task_instance_failed(previous_state: Any, task_instance: Any, error: Any)
         from pipelines.core.errors import one_line
         from pipelines.model.observations import failed_transfer, record
 
-        record(
-            _config(),
-            failed_transfer(
-                dag_id=task_instance.dag_id,
-                task_id=task_instance.task_id,
-                run_id=getattr(task_instance, "run_id", None),
-                node=getattr(task, "node", None),
-                error=one_line(error) if isinstance(error, BaseException) else str(error or "failed"),
-                **_planned(task),
-            ),
+        failed = failed_transfer(
+            dag_id=task_instance.dag_id,
+            task_id=task_instance.task_id,
+            run_id=getattr(task_instance, "run_id", None),
+            node=getattr(task, "node", None),
+            error=one_line(error) if isinstance(error, BaseException) else str(error or "failed"),
+            **_planned(task),
         )
+        record(_config(), failed)
+        emit_metrics(failed)
     except Exception:  # a listener must never fail the task it observes
         log.exception("tierflow listener: could not record the failed transfer")
 
