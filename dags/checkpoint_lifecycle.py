@@ -58,6 +58,12 @@ with DAG(
             None, type=["null", "string"], title="Extra name pattern", description="Regex, one group: the step."
         ),
         "marker": Param(None, type=["null", "string"], title="Extra completion marker", description="A file name."),
+        "mlflow_run_id": Param(
+            None,
+            type=["null", "string"],
+            title="MLflow training run",
+            description="With [lineage] in the tier config: tag each promoted copy on this MLflow run.",
+        ),
     },
     render_template_as_native_obj=True,
     doc_md=__doc__,
@@ -67,6 +73,7 @@ with DAG(
         task_id="promote",
         map_index_template="{{ task.checkpoint['run'] }}/{{ task.checkpoint['name'] }}",
         outlets=[CHECKPOINT_ALIAS],  # a mapped task's outlets must be known when the DAG is parsed
+        mlflow_run_id="{{ params.mlflow_run_id }}",
         **COMMON,
     ).expand(checkpoint=discover.output)
     retain = RetainCheckpointsOperator(

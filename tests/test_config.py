@@ -350,6 +350,8 @@ url = "file://{root}"
 hostname = "h1"
 [kubernetes]
 pfs_claim = "pfs"
+[lineage]
+mlflow_tracking_uri = "sqlite:///mlflow.db"
 """
 
 #: Where an unknown key goes to make each table list the keys it allows, and that table's name in the reference.
@@ -362,6 +364,7 @@ TABLES = {
     "[node.tiers.nvme]": "node.tiers.<tier>",
     "[node.kubernetes]": "node.kubernetes",
     "[kubernetes]": "kubernetes",
+    "[lineage]": "lineage",
 }
 
 

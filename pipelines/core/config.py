@@ -35,6 +35,7 @@ __all__ = [
     "BandwidthProfile",
     "ConfigError",
     "KubernetesConfig",
+    "LineageConfig",
     "NodeConfig",
     "NodeTier",
     "S3ServerConfig",
@@ -241,6 +242,20 @@ class KubernetesConfig:
 
 
 @dataclass(frozen=True)
+class LineageConfig:
+    """Where committed dataset versions and promoted checkpoints are reported (``[lineage]``).
+
+    Attributes:
+        mlflow_tracking_uri: The MLflow tracking server or store (``http://mlflow:5000``,
+            ``sqlite:///mlflow.db``, ``databricks``); MLflow's own environment supplies its credentials.
+        mlflow_experiment: The experiment that dataset versions are logged in, as runs of their own.
+    """
+
+    mlflow_tracking_uri: str
+    mlflow_experiment: str = "tierflow"
+
+
+@dataclass(frozen=True)
 class TierflowConfig:
     """A loaded, validated tier configuration."""
 
@@ -253,6 +268,8 @@ class TierflowConfig:
     node: str | None = None
     #: Per-node tasks as Kubernetes pods (``[kubernetes]``), ``None`` when not declared.
     kubernetes: KubernetesConfig | None = None
+    #: Lineage reporting (``[lineage]``), ``None`` when not declared (nothing is reported).
+    lineage: LineageConfig | None = None
     #: The tiers as the file declares them, once :meth:`for_node` gave ``tiers`` a node's values.
     declared_tiers: tuple[TierConfig, ...] = field(default=(), repr=False, compare=False)
 
@@ -428,7 +445,7 @@ class _Reader:
         return value
 
     def config(self, data: dict[str, Any]) -> TierflowConfig:
-        self.table(data, "", {"tierflow", "s3_server", "tier", "node", "kubernetes"}, {"tier"})
+        self.table(data, "", {"tierflow", "s3_server", "tier", "node", "kubernetes", "lineage"}, {"tier"})
         settings = self.table(data.get("tierflow", {}), "tierflow", {"state_dir"}, set())
         raw_state = settings.get("state_dir")
         if raw_state is not None:
@@ -446,8 +463,23 @@ class _Reader:
             seen.add(tier.name)
         nodes = self.nodes(data.get("node", []), tiers, state)
         kube = self.kubernetes(data["kubernetes"]) if "kubernetes" in data else None
+        lineage = None
+        if "lineage" in data:
+            table = self.table(
+                data["lineage"], "lineage", {"mlflow_tracking_uri", "mlflow_experiment"}, {"mlflow_tracking_uri"}
+            )
+            lineage = LineageConfig(
+                mlflow_tracking_uri=self.string("lineage.mlflow_tracking_uri", table["mlflow_tracking_uri"]),
+                mlflow_experiment=self.string("lineage.mlflow_experiment", table.get("mlflow_experiment", "tierflow")),
+            )
         return TierflowConfig(
-            source=self.source, state_dir=state, tiers=tiers, s3_server=server, nodes=nodes, kubernetes=kube
+            source=self.source,
+            state_dir=state,
+            tiers=tiers,
+            s3_server=server,
+            nodes=nodes,
+            kubernetes=kube,
+            lineage=lineage,
         )
 
     def kubernetes(self, raw: object) -> KubernetesConfig:

@@ -14,7 +14,8 @@ from typing import Any
 from airflow.sdk import Asset, AssetAlias, BaseOperator
 
 from pipelines.core.payloads import native
-from pipelines.operators.context import fatal_errors
+from pipelines.operators.context import fatal_errors, load_config_in_task
+from pipelines.operators.lineage import report_checkpoint
 
 __all__ = [
     "CHECKPOINT_ALIAS",
@@ -129,6 +130,8 @@ class PromoteCheckpointOperator(_CheckpointOperator):
         outlets: Declared by default as the alias ``tierflow_checkpoints`` (also for ``.partial()``):
             each committed copy is an event of ``tierflow/checkpoints/<run>@<tier>`` through it, with
             step, metrics, tier, bytes, checkpoint and seconds as extras.
+        mlflow_run_id: The MLflow run that trains this checkpoint (templated): with ``[lineage]`` in the
+            tier config, each committed copy is tagged on it (``tierflow.checkpoint.<name>.<tier>``).
         **kwargs: The shared checkpoint arguments and ``BaseOperator``'s.
 
     Returns (XCom) one :class:`~pipelines.checkpoints.PromoteResult` per hop (run, checkpoint, step,
@@ -136,17 +139,19 @@ class PromoteCheckpointOperator(_CheckpointOperator):
     is no longer complete on NVMe.
     """
 
-    template_fields: Sequence[str] = (*_CheckpointOperator.template_fields, "checkpoint")
+    template_fields: Sequence[str] = (*_CheckpointOperator.template_fields, "checkpoint", "mlflow_run_id")
 
     def __init__(
         self,
         *,
         checkpoint: dict[str, Any],
         outlets: Sequence[Any] = (CHECKPOINT_ALIAS,),  # in the signature, so .partial() (a mapped task) declares it too
+        mlflow_run_id: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(outlets=list(outlets), **kwargs)
         self.checkpoint = checkpoint
+        self.mlflow_run_id = mlflow_run_id
 
     def execute(self, context: Any) -> list[dict[str, Any]]:
         """Promote; returns one summary per hop and emits one asset event per committed copy."""
@@ -163,6 +168,12 @@ class PromoteCheckpointOperator(_CheckpointOperator):
             if not found or found[0].state != "complete":
                 raise AirflowSkipException(f"{run}/{name} is no longer complete on {tiers[0].name}")
             results = promote_through(tiers, found[0], rules)
+            config = load_config_in_task(self.config_path)
+        by_name = {t.name: t for t in tiers}
+        training_run = native(self.mlflow_run_id or None, str | None, "PromoteCheckpointOperator.mlflow_run_id")
+        for r in results:
+            if not r.already:
+                report_checkpoint(self, config, r, by_name[r.source], by_name[r.target], training_run)
         events = context.get("outlet_events")
         for r in results:
             done = "already committed there" if r.already else f"{r.copied_bytes} bytes copied in {r.seconds:.2f} s"

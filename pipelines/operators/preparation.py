@@ -15,7 +15,8 @@ from airflow.sdk import BaseOperator, BaseOperatorLink
 
 from pipelines.core.payloads import native
 from pipelines.operators.assets import PUBLISHED
-from pipelines.operators.context import fatal_errors, open_tiers_in_task
+from pipelines.operators.context import fatal_errors, load_config_in_task, open_tiers_in_task
+from pipelines.operators.lineage import report_dataset
 
 __all__ = [
     "BuildShardsOperator",
@@ -339,7 +340,7 @@ class PublishDatasetOperator(BaseOperator):
             validations = [ShardValidation.from_json(v, f"XCom of {self.validate_task_id}") for v in validated if v]
             fraction = native(self.max_failed_fraction, float, "PublishDatasetOperator.max_failed_fraction")
             (target,) = open_tiers_in_task(self.config_path, plan.target)
-            _, published = publish(target, plan, shards, validations, self.policy, fraction)
+            commit, published = publish(target, plan, shards, validations, self.policy, fraction)
         quarantined = f"; quarantined {', '.join(published.quarantined)}" if published.quarantined else ""
         self.log.info(
             "published %s/%s on %s: %d shards, %d rows, %d bytes (ratio %.2f, zstd level %d)%s",
@@ -357,4 +358,8 @@ class PublishDatasetOperator(BaseOperator):
         events = context.get("outlet_events")
         if events is not None:
             events[PUBLISHED].extra = summary
+        manifest = commit.manifest
+        report_dataset(
+            self, load_config_in_task(self.config_path), None, target, plan.dataset, plan.version, manifest.checksum()
+        )
         return summary

@@ -19,6 +19,7 @@ from airflow.sdk import Asset, AssetAlias, BaseOperator
 
 from pipelines.core.payloads import native
 from pipelines.operators.context import fatal_errors, open_tiers_in_task
+from pipelines.operators.lineage import report_dataset
 
 __all__ = [
     "STAGED_ALIAS",
@@ -248,6 +249,7 @@ class CommitStagingOperator(BaseOperator):
         summary = summary.copied(len(shards), sum(s.copied_objects for s in shards), copied, seconds)
         self.log.info("%s", summary.line())
         _emit(context, summary)
+        report_dataset(self, config, source, target, plan.dataset, plan.version, plan.manifest_checksum)
         return summary.to_json()
 
 
@@ -307,6 +309,7 @@ class StageDatasetOperator(BaseOperator):
         if report is not None:
             summary = summary.copied(1, report.copied_objects, report.copied_bytes, report.seconds)
             _emit(context, summary)
+            report_dataset(self, config, source, target, self.dataset, self.version, plan.manifest_checksum)
         self.log.info("%s", summary.line())
         return summary.to_json()
 
