@@ -42,11 +42,21 @@ def local_tier(test_config, name: str, root: Path) -> Tier:
     return Tier(replace(test_config.tier(name), url=f"file://{root}"))
 
 
+def random_bytes(size: int) -> bytes:
+    """Random bytes that do not end in CR: gcp-storage-emulator drops a final CR of an uploaded body.
+
+    (Its multipart parser strips it: 65,535 of 65,536 bytes kept, reproduced here; the engine's
+    checksums catch it, so a random test payload would fail one run in a few.)
+    """
+    data = os.urandom(size)
+    return data[:-1] + b"x" if data.endswith(b"\r") else data
+
+
 def write_files(root: Path, sizes: dict[str, int]) -> None:
     for key, size in sizes.items():
         path = root / key
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(os.urandom(size))
+        path.write_bytes(random_bytes(size))
 
 
 def tree(root: Path) -> dict[str, str]:
@@ -104,7 +114,7 @@ def test_a_rerun_of_a_plain_directory_copy_skips_by_stored_checksum(
     assert (first.copied_objects, first.skipped_objects) == (21, 0)
     again = copy_entries(local, "", obj, "plain", entries, settings)
     assert (again.copied_objects, again.skipped_objects) == (0, 21)
-    (src / "d/007.bin").write_bytes(os.urandom(sizes["d/007.bin"]))  # same size, other bytes: sent again
+    (src / "d/007.bin").write_bytes(random_bytes(sizes["d/007.bin"]))  # same size, other bytes: sent again
     changed = copy_entries(local, "", obj, "plain", list_local_source(str(src)), settings)
     assert (changed.copied_objects, changed.skipped_objects) == (1, 20)
     # Download from the bare prefix, then again: the second finds everything there.
