@@ -363,6 +363,12 @@ def test_eviction_emits_an_asset_event_naming_what_left(airflow_db, tiers, tmp_p
     assert asset == "tierflow/older@nvme"
     assert (extra["event"], extra["version"], extra["tier"]) == ("evicted", "v1", "nvme")
     assert extra["why"] == "least recently used; committed on object" and extra["bytes"] >= 2 * 2**20
+    # ... and counted for the metrics (tierflow_cache_evictions_total).
+    from pipelines.core.config import load_config
+    from pipelines.operators.metrics import every_event
+
+    counted = [e for e in every_event(load_config(tmp_path / "tiers.toml").state_dir) if e["kind"] == "eviction"]
+    assert counted and (counted[-1]["labels"]["tier"], counted[-1]["bytes"]) == ("nvme", extra["bytes"])
 
 
 def test_dags_find_tiers_by_role_under_any_names(tmp_path) -> None:

@@ -205,3 +205,42 @@ def test_a_transfer_is_sent_through_airflows_statsd_metrics(tmp_path: Path) -> N
         "airflow.tierflow.transfer.prediction_error.object.pfs:1.0|g",
         "airflow.tierflow.transfer.failures.pfs.nvme:1|c",
     } <= received
+
+
+def test_the_exposition_counts_failures_by_outcome_and_the_recorded_events(tmp_path: Path) -> None:
+    """Plain data in, Prometheus text out: failed tries by outcome, evictions, validations, quarantines."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from pipelines.model.bandwidth import Bottleneck
+    from pipelines.model.observations import Observation, failed_transfer
+    from pipelines.operators.metrics import every_event, exposition, record_event
+
+    done = Observation(1.0, "d", "t", "object", "pfs", 4000, 2, 1.0, 2.0, Bottleneck("object", "read", "x"))
+    failures = [
+        failed_transfer(dag_id="d", task_id="t", source="object", target="pfs", error="e", outcome=outcome)
+        for outcome in ("transient", "transient", "fatal")
+    ]
+    record_event(tmp_path, "eviction", {"tier": "nvme", "node": "node1"}, bytes=100)
+    record_event(tmp_path, "eviction", {"tier": "nvme", "node": "node1"}, bytes=50)
+    for result in ("passed", "passed", "failed"):
+        record_event(tmp_path, "validation", {"result": result})
+    record_event(tmp_path, "quarantine", {}, shards=1)
+    with (tmp_path / "metric-events.jsonl").open("a") as fh:
+        fh.write("not json\n")  # a torn line is skipped
+    text = exposition([done, *failures], [], every_event(tmp_path)).decode()
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if not s.name.endswith("_created")
+    }
+    hop = (("source", "object"), ("target", "pfs"))
+    assert samples[("tierflow_transfer_failures_total", (("outcome", "fatal"), *hop))] == 1
+    assert samples[("tierflow_transfer_failures_total", (("outcome", "transient"), *hop))] == 2
+    assert samples[("tierflow_transfer_bytes_total", hop)] == 4000
+    assert samples[("tierflow_prediction_error_ratio", hop)] == 1.0
+    assert samples[("tierflow_cache_evictions_total", (("node", "node1"), ("tier", "nvme")))] == 2
+    assert samples[("tierflow_cache_evicted_bytes_total", (("node", "node1"), ("tier", "nvme")))] == 150
+    assert samples[("tierflow_validations_total", (("result", "failed"),))] == 1
+    assert samples[("tierflow_validations_total", (("result", "passed"),))] == 2
+    assert samples[("tierflow_quarantined_shards_total", ())] == 1

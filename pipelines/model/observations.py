@@ -49,6 +49,8 @@ class Observation(Payload):
     node: str | None = None  #: the ``[[node]]`` it ran for (per-node hops)
     #: Why the task failed (one line), ``None`` for a finished copy; failures are shown, never learnt from.
     error: str | None = None
+    #: What the failure means (:class:`~pipelines.core.errors.Outcome`: ``transient`` is retried, ``fatal`` is not).
+    outcome: str | None = None
 
     @property
     def achieved_MBps(self) -> float:
@@ -74,8 +76,9 @@ def failed_transfer(
     dataset: str | None = None,
     run_id: str | None = None,
     node: str | None = None,
+    outcome: str | None = None,
 ) -> Observation:
-    """A failed try of a transfer task: what it was to move and why it failed (nothing achieved)."""
+    """A failed try of a transfer task: what it was to move, why it failed and what that means (nothing achieved)."""
     return Observation(
         at=now(),
         dag_id=dag_id,
@@ -91,6 +94,7 @@ def failed_transfer(
         run_id=run_id,
         node=node,
         error=error,
+        outcome=outcome,
     )
 
 

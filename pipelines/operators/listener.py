@@ -91,7 +91,7 @@ def on_task_instance_failed(previous_state: Any, task_instance: Any, error: Any)
         task = getattr(task_instance, "task", None)
         if type(task).__name__ not in TRANSFER_OPERATORS:
             return
-        from pipelines.core.errors import one_line
+        from pipelines.core.errors import classify, one_line
         from pipelines.model.observations import failed_transfer, record
 
         failed = failed_transfer(
@@ -100,12 +100,22 @@ def on_task_instance_failed(previous_state: Any, task_instance: Any, error: Any)
             run_id=getattr(task_instance, "run_id", None),
             node=getattr(task, "node", None),
             error=one_line(error) if isinstance(error, BaseException) else str(error or "failed"),
+            outcome=_outcome(error, classify),
             **_planned(task),
         )
         record(_config(), failed)
         emit_metrics(failed)
     except Exception:  # a listener must never fail the task it observes
         log.exception("tierflow listener: could not record the failed transfer")
+
+
+def _outcome(error: Any, classify: Any) -> str | None:
+    """``fatal`` or ``transient`` for a task's failure (an ``AirflowFailException`` is the operator's own "fatal")."""
+    if not isinstance(error, BaseException):
+        return None
+    if type(error).__name__ == "AirflowFailException":
+        return "fatal"
+    return str(classify(error).value)
 
 
 def _config() -> Any:

@@ -20,18 +20,63 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["CONTENT_TYPE", "exposition"]
+__all__ = ["CONTENT_TYPE", "every_event", "exposition", "record_event"]
 
 #: The Prometheus text format's content type.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
+#: What the counters of evictions, validations and quarantines are summed from, beside the observation log.
+EVENTS_FILE = "metric-events.jsonl"
+#: The kinds of event, and the numbers each carries.
+EVENT_KINDS = {"eviction": ("bytes",), "validation": (), "quarantine": ("shards",)}
 
-def exposition(observations: Iterable[Any], places: Iterable[Any]) -> bytes:
+
+def record_event(state_dir: Any, kind: str, labels: dict[str, str], **values: float) -> None:
+    """Append one event (an eviction, a shard's validation, a quarantine) for the metrics to count.
+
+    One JSON line per event; every worker appends to the same file in the state directory. A
+    failure to record is logged, never raised: metrics never fail the work they count.
+    """
+    import json
+    import logging
+    from pathlib import Path
+
+    try:
+        path = Path(state_dir) / EVENTS_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps({"kind": kind, "labels": labels, **values}) + "\n")
+    except OSError as exc:
+        logging.getLogger(__name__).warning("metrics: could not record a %s event: %s", kind, exc)
+
+
+def every_event(state_dir: Any) -> list[dict[str, Any]]:
+    """Every recorded event, oldest first (unreadable lines skipped)."""
+    import json
+    from pathlib import Path
+
+    path = Path(state_dir) / EVENTS_FILE
+    if not path.exists():
+        return []
+    out = []
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(event, dict) and event.get("kind") in EVENT_KINDS:
+                out.append(event)
+    return out
+
+
+def exposition(observations: Iterable[Any], places: Iterable[Any], events: Iterable[dict[str, Any]] = ()) -> bytes:
     """The metrics in Prometheus's text format.
 
     Args:
         observations: Every :class:`~pipelines.model.observations.Observation`, oldest first.
         places: The survey's :class:`~pipelines.operators.inventory.Place` per tier (and node).
+        events: Every event of :func:`record_event` (evictions, validations, quarantines).
     """
     from prometheus_client import CollectorRegistry, generate_latest
     from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -43,7 +88,11 @@ def exposition(observations: Iterable[Any], places: Iterable[Any]) -> bytes:
         "tierflow_transfer_seconds", "Seconds of transfers, achieved and as predicted", labels=[*hop, "kind"]
     )
     tasks = CounterMetricFamily("tierflow_transfer_tasks", "Transfer tasks finished, per hop", labels=hop)
-    failures = CounterMetricFamily("tierflow_transfer_failures", "Transfer tasks that failed, per hop", labels=hop)
+    failures = CounterMetricFamily(
+        "tierflow_transfer_failures",
+        "Failed tries of transfer tasks, per hop and outcome (transient: retried; fatal: not)",
+        labels=[*hop, "outcome"],
+    )
     rate = GaugeMetricFamily(
         "tierflow_transfer_last_throughput_bytes_per_second",
         "The last finished transfer's throughput, achieved and predicted",
@@ -55,11 +104,12 @@ def exposition(observations: Iterable[Any], places: Iterable[Any]) -> bytes:
         labels=hop,
     )
     totals: dict[tuple[str, str], dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    failed: dict[tuple[str, str, str], int] = defaultdict(int)
     last: dict[tuple[str, str], Any] = {}
     for o in observations:
         key = (o.source, o.target)
         if o.error is not None:
-            totals[key]["failures"] += 1
+            failed[(o.source, o.target, o.outcome or "unknown")] += 1
             continue
         t = totals[key]
         t["bytes"] += o.bytes
@@ -75,7 +125,8 @@ def exposition(observations: Iterable[Any], places: Iterable[Any]) -> bytes:
         seconds.add_metric([*labels, "achieved"], t["achieved"])
         seconds.add_metric([*labels, "predicted"], t["predicted"])
         tasks.add_metric(labels, t["tasks"])
-        failures.add_metric(labels, t["failures"])
+    for (source, target, outcome), n in sorted(failed.items()):
+        failures.add_metric([source, target, outcome], n)
     for key, o in sorted(last.items()):
         labels = list(key)
         if o.achieved_s > 0:
@@ -105,7 +156,53 @@ def exposition(observations: Iterable[Any], places: Iterable[Any]) -> bytes:
         for state, n in _count(c.status for c in place.checkpoints).items():  # committed, damaged, uncommitted, ...
             checkpoints.add_metric([*labels, state], n)
 
-    families = [moved, objects, seconds, tasks, failures, rate, error, capacity, used, reachable, versions, checkpoints]
+    evictions = CounterMetricFamily(
+        "tierflow_cache_evictions", "Dataset versions evicted from a cache tier", labels=where
+    )
+    evicted = CounterMetricFamily("tierflow_cache_evicted_bytes", "Bytes evicted from a cache tier", labels=where)
+    validations = CounterMetricFamily(
+        "tierflow_validations", "Shards validated, by result (passed, failed)", labels=["result"]
+    )
+    quarantined = CounterMetricFamily("tierflow_quarantined_shards", "Shards quarantined when a version was published")
+    counted: dict[tuple[str, ...], dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    for event in events:
+        tags: dict[str, Any] = event.get("labels") or {}
+        if event["kind"] == "eviction":
+            where_evicted = ("eviction", str(tags.get("tier", "")), str(tags.get("node", "")))
+            counted[where_evicted]["n"] += 1
+            counted[where_evicted]["bytes"] += float(event.get("bytes", 0))
+        elif event["kind"] == "validation":
+            counted[("validation", str(tags.get("result", "")))]["n"] += 1
+        else:
+            counted[("quarantine",)]["n"] += float(event.get("shards", 0))
+    counted[("quarantine",)]["n"] += 0  # a counter that exists from the first scrape
+    for what, value in sorted(counted.items()):
+        if what[0] == "eviction":
+            evictions.add_metric(list(what[1:]), value["n"])
+            evicted.add_metric(list(what[1:]), value["bytes"])
+        elif what[0] == "validation":
+            validations.add_metric([what[1]], value["n"])
+        else:
+            quarantined.add_metric([], value["n"])
+
+    families = [
+        moved,
+        objects,
+        seconds,
+        tasks,
+        failures,
+        rate,
+        error,
+        capacity,
+        used,
+        reachable,
+        versions,
+        checkpoints,
+        evictions,
+        evicted,
+        validations,
+        quarantined,
+    ]
 
     class _Snapshot:
         def collect(self) -> Iterable[Any]:

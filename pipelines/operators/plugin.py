@@ -164,10 +164,11 @@ def api_tiers(user: GetUserDep) -> list[dict[str, Any]]:
 def metrics(user: GetUserDep) -> Response:
     """Prometheus metrics (:mod:`pipelines.operators.metrics`): transfers per hop, and what is on each tier."""
     from pipelines.model.observations import every
-    from pipelines.operators.metrics import CONTENT_TYPE, exposition
+    from pipelines.operators.metrics import CONTENT_TYPE, every_event, exposition
 
     _, places = _survey()
-    return Response(exposition(every(_config()), places), media_type=CONTENT_TYPE)
+    config = _config()
+    return Response(exposition(every(config), places, every_event(config.state_dir)), media_type=CONTENT_TYPE)
 
 
 @app.get("/api/observations")

@@ -276,6 +276,10 @@ class ValidateShardOperator(BaseOperator):
         route = docs_route(plan.dataset, plan.version, shard.key)
         self.docs_url = base.rstrip("/") + route if validation.docs else ""
         report = validation.report
+        from pipelines.operators.metrics import record_event
+
+        state = load_config_in_task(self.config_path).state_dir
+        record_event(state, "validation", {"result": "passed" if report.passed else "failed"})
         if not report.passed and self.policy == "fail":
             raise AirflowFailException(
                 f"{shard.key} failed validation: " + " | ".join(f.line() for f in report.findings)
@@ -358,6 +362,11 @@ class PublishDatasetOperator(BaseOperator):
         events = context.get("outlet_events")
         if events is not None:
             events[PUBLISHED].extra = summary
+        if published.quarantined:
+            from pipelines.operators.metrics import record_event
+
+            state = load_config_in_task(self.config_path).state_dir
+            record_event(state, "quarantine", {}, shards=len(published.quarantined))
         manifest = commit.manifest
         report_dataset(
             self, load_config_in_task(self.config_path), None, target, plan.dataset, plan.version, manifest.checksum()

@@ -376,6 +376,13 @@ class EvictCacheOperator(BaseOperator):
             self.log.info("evicted %s/%s (%d bytes): %s", item["dataset"], item["version"], item["bytes"], item["why"])
         for item in report.kept:
             self.log.info("kept %s/%s (%d bytes): %s", item["dataset"], item["version"], item["bytes"], item["why"])
+        if not self.report_only:
+            from pipelines.operators.metrics import record_event
+
+            for item in report.evicted:
+                record_event(
+                    config.state_dir, "eviction", {"tier": self.tier, "node": self.node or ""}, bytes=item["bytes"]
+                )
         events = context.get("outlet_events")
         if events is not None and not self.report_only:
             for item in report.evicted:
