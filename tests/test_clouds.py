@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import uuid
 from dataclasses import replace
 from pathlib import Path
@@ -23,6 +21,7 @@ from pipelines.datasets.staging import publish_directory, stage_dataset
 from pipelines.storage.commit import build_manifest
 from pipelines.storage.tier import TMP_MARKER, Tier
 from pipelines.transfer import TransferSettings, copy_entries
+from tests.test_cli_s3 import one_line, run
 
 pytestmark = pytest.mark.integration
 
@@ -150,18 +149,6 @@ def test_copies_between_s3_gcs_and_azure_relay_through_local_disk(
     assert tree(tmp_path / "dest") == tree(src)
 
 
-def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pipelines.cli", *args], env=env, capture_output=True, text=True, timeout=300
-    )
-
-
-def only_line(err: str) -> str:
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1 and "Traceback" not in err, err
-    return lines[0]
-
-
 @pytest.fixture
 def cloud_env(gcs_options, azure_options, tmp_path: Path) -> dict[str, str]:
     """A user's environment for the other clouds: the variables gcsfs and adlfs read themselves."""
@@ -179,11 +166,11 @@ def test_the_copy_command_moves_between_local_gcs_and_azure(cloud_env: dict[str,
     run_id = uuid.uuid4().hex[:8]
     gs, az = f"gs://tierflow-test/cli-{run_id}", f"az://tierflow-test/cli-{run_id}"
     for a, b in ((str(src), gs), (gs, az), (az, str(tmp_path / "back"))):
-        done = run_cli(cloud_env, "copy", "--json", a, b)
+        done = run(cloud_env, "copy", "--json", a, b)
         assert done.returncode == 0, done.stderr
         assert json.loads(done.stdout)["copied_objects"] == 2
     assert tree(tmp_path / "back") == tree(src)
-    again = run_cli(cloud_env, "copy", "--json", str(src), gs)  # a rerun: both found with their checksums
+    again = run(cloud_env, "copy", "--json", str(src), gs)  # a rerun: both found with their checksums
     assert again.returncode == 0 and json.loads(again.stdout)["skipped_objects"] == 2
 
 
@@ -192,18 +179,18 @@ def test_the_copy_command_names_a_missing_bucket_and_an_unreachable_service(
 ) -> None:
     src = tmp_path / "src"
     write_files(src, {"a.bin": 10})
-    missing = run_cli(cloud_env, "copy", "gs://no-such-bucket-9/x", str(tmp_path / "x"))
+    missing = run(cloud_env, "copy", "gs://no-such-bucket-9/x", str(tmp_path / "x"))
     assert missing.returncode == 1
-    assert only_line(missing.stderr) == (
+    assert one_line(missing.stderr) == (
         "tierflow copy: gs://no-such-bucket-9/x: not found (is there a bucket 'no-such-bucket-9'?)"
     )
-    no_container = run_cli(cloud_env, "copy", str(src), "az://no-such-container-9/x")
+    no_container = run(cloud_env, "copy", str(src), "az://no-such-container-9/x")
     assert no_container.returncode == 1
     assert "no container 'no-such-container-9' in this storage account" in no_container.stderr
     assert "Traceback" not in no_container.stderr and "<Error>" not in no_container.stderr
-    refused = run_cli(cloud_env | {"STORAGE_EMULATOR_HOST": "http://127.0.0.1:1"}, "copy", "gs://b-9/x", str(src))
+    refused = run(cloud_env | {"STORAGE_EMULATOR_HOST": "http://127.0.0.1:1"}, "copy", "gs://b-9/x", str(src))
     assert refused.returncode == 1
-    assert only_line(refused.stderr).startswith("tierflow copy: cannot reach 127.0.0.1:1 (connection refused): ")
+    assert one_line(refused.stderr).startswith("tierflow copy: cannot reach 127.0.0.1:1 (connection refused): ")
     assert not (tmp_path / "x").exists()
 
 

@@ -243,13 +243,17 @@ def _unreachable(exc: BaseException) -> str | None:
         why = "no answer in time"
     elif type(link).__name__ == "ConnectTimeoutError":
         why = "connection timed out"
-    elif _chain_has(exc, "gaierror", "ClientConnectorDNSError"):
-        why = "host not found"
-    elif _chain_has(exc, "ConnectionRefusedError"):
-        why = "connection refused"
     else:
-        why = "cannot connect"
+        why = _why_not_connected(exc, link)
     return f"cannot reach {endpoint} ({why}): {_CHECK_ENDPOINT}"
+
+
+def _why_not_connected(exc: BaseException, link: BaseException) -> str:
+    if _chain_has(exc, "gaierror", "ClientConnectorDNSError"):
+        return "host not found"
+    if _chain_has(exc, "ConnectionRefusedError") or "refused" in str(link).lower():
+        return "connection refused"
+    return "cannot connect"
 
 
 #: What to check when a GCS or Azure endpoint cannot be reached.
@@ -266,10 +270,4 @@ def _unreachable_over_http(exc: BaseException) -> str | None:
         return None
     host, port = getattr(link, "host", None), getattr(link, "port", None)
     endpoint = f"{host}:{port}" if host else "the object store"
-    if _chain_has(exc, "gaierror", "ClientConnectorDNSError"):
-        why = "host not found"
-    elif _chain_has(exc, "ConnectionRefusedError") or "refused" in str(link).lower():
-        why = "connection refused"
-    else:
-        why = "cannot connect"
-    return f"cannot reach {endpoint} ({why}): {_CHECK_OTHER_ENDPOINT}"
+    return f"cannot reach {endpoint} ({_why_not_connected(exc, link)}): {_CHECK_OTHER_ENDPOINT}"

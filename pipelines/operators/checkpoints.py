@@ -13,6 +13,7 @@ from typing import Any
 
 from airflow.sdk import Asset, AssetAlias, BaseOperator
 
+from pipelines.core.config import TierflowConfig
 from pipelines.core.payloads import native
 from pipelines.operators.context import fatal_errors, load_config_in_task
 from pipelines.operators.lineage import report_checkpoint
@@ -45,15 +46,16 @@ def _rules(op: _CheckpointOperator) -> Any:
     return Rules.with_extras(pattern, marker, grace)
 
 
-def _chain(config_path: str | None, target: str | None = None) -> list[Any]:
+def _chain(config_or_path: str | TierflowConfig | None, target: str | None = None) -> list[Any]:
     """The tiers from NVMe to object storage (one of each kind), then ``target`` if asked, from one config load.
 
+    ``config_or_path``: a config loaded already, or its path (None: the default).
     ``target=""`` means the config's NVMe tier, whatever its name.
     """
     from pipelines.checkpoints import chain
-    from pipelines.operators.context import load_config_in_task, open_tier_in_task
+    from pipelines.operators.context import open_tier_in_task
 
-    config = load_config_in_task(config_path)
+    config = config_or_path if isinstance(config_or_path, TierflowConfig) else load_config_in_task(config_or_path)
     extra = [] if target is None else [target or config.primary("nvme").name]
     return [open_tier_in_task(config, name) for name in [*chain(config), *extra]]
 
@@ -163,12 +165,12 @@ class PromoteCheckpointOperator(_CheckpointOperator):
             ref = CheckpointRef.from_json(self.checkpoint, "PromoteCheckpointOperator.checkpoint")
             run, name = ref.run, ref.name
             rules = _rules(self)
-            tiers = _chain(self.config_path)
+            config = load_config_in_task(self.config_path)
+            tiers = _chain(config)
             found = [c for c in discover(tiers[0], rules, run) if c.name == name]
             if not found or found[0].state != "complete":
                 raise AirflowSkipException(f"{run}/{name} is no longer complete on {tiers[0].name}")
             results = promote_through(tiers, found[0], rules)
-            config = load_config_in_task(self.config_path)
         by_name = {t.name: t for t in tiers}
         training_run = native(self.mlflow_run_id or None, str | None, "PromoteCheckpointOperator.mlflow_run_id")
         for r in results:

@@ -15,7 +15,7 @@ from airflow.sdk import BaseOperator, BaseOperatorLink
 
 from pipelines.core.payloads import native
 from pipelines.operators.assets import PUBLISHED
-from pipelines.operators.context import fatal_errors, load_config_in_task, open_tiers_in_task
+from pipelines.operators.context import fatal_errors, load_config_in_task, open_tiers, open_tiers_in_task
 from pipelines.operators.lineage import report_dataset
 
 __all__ = [
@@ -270,7 +270,8 @@ class ValidateShardOperator(BaseOperator):
         plan = _plan(context, self.plan_task_id, self.config_path)
         with fatal_errors():
             shard = BuiltShard.from_json(self.shard, "ValidateShardOperator.shard")
-            (target,) = open_tiers_in_task(self.config_path, plan.target)
+            config = load_config_in_task(self.config_path)
+            (target,) = open_tiers(config, plan.target)
             validation = validate_shard(target, plan, shard, plan.suite())
         base = conf.get("api", "base_url", fallback="") or ""
         route = docs_route(plan.dataset, plan.version, shard.key)
@@ -278,8 +279,7 @@ class ValidateShardOperator(BaseOperator):
         report = validation.report
         from pipelines.operators.metrics import record_event
 
-        state = load_config_in_task(self.config_path).state_dir
-        record_event(state, "validation", {"result": "passed" if report.passed else "failed"})
+        record_event(config.state_dir, "validation", {"result": "passed" if report.passed else "failed"})
         if not report.passed and self.policy == "fail":
             raise AirflowFailException(
                 f"{shard.key} failed validation: " + " | ".join(f.line() for f in report.findings)
@@ -343,7 +343,8 @@ class PublishDatasetOperator(BaseOperator):
             validated = ti.xcom_pull(task_ids=[self.validate_task_id]) or []
             validations = [ShardValidation.from_json(v, f"XCom of {self.validate_task_id}") for v in validated if v]
             fraction = native(self.max_failed_fraction, float, "PublishDatasetOperator.max_failed_fraction")
-            (target,) = open_tiers_in_task(self.config_path, plan.target)
+            config = load_config_in_task(self.config_path)
+            (target,) = open_tiers(config, plan.target)
             commit, published = publish(target, plan, shards, validations, self.policy, fraction)
         quarantined = f"; quarantined {', '.join(published.quarantined)}" if published.quarantined else ""
         self.log.info(
@@ -365,10 +366,7 @@ class PublishDatasetOperator(BaseOperator):
         if published.quarantined:
             from pipelines.operators.metrics import record_event
 
-            state = load_config_in_task(self.config_path).state_dir
-            record_event(state, "quarantine", {}, shards=len(published.quarantined))
+            record_event(config.state_dir, "quarantine", {}, shards=len(published.quarantined))
         manifest = commit.manifest
-        report_dataset(
-            self, load_config_in_task(self.config_path), None, target, plan.dataset, plan.version, manifest.checksum()
-        )
+        report_dataset(self, config, None, target, plan.dataset, plan.version, manifest.checksum())
         return summary

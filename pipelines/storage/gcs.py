@@ -71,13 +71,3 @@ class GcsTier(ObjectTier):
         """Upload a finished local file (resumable, in chunks of the planned part size) with its checksum."""
         chunk = max(_CHUNK_UNIT, part_size // _CHUNK_UNIT * _CHUNK_UNIT)
         self.fs.put_file(local_path, self.path(key), metadata={self.checksum_metadata: checksum}, chunksize=chunk)
-
-    def stored_checksum(self, key: str) -> str | None:
-        """The xxh3-128 in the object's custom metadata, if any (one metadata GET).
-
-        Raises:
-            FileNotFoundError: No such object.
-        """
-        info: dict[str, Any] = self.fs.info(self.path(key))
-        value = (info.get("metadata") or {}).get(self.checksum_metadata)
-        return str(value) if value else None
