@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from pipelines.model.bandwidth import Bottleneck
-from pipelines.model.observations import Observation, fold, recent, record
+from pipelines.model.observations import Observation, record
 
 pytestmark = pytest.mark.integration
 
@@ -87,38 +87,8 @@ def test_page_and_api_answer_with_a_token(client, token: str, test_config) -> No
     page = client.get(f"{PREFIX}/", params={"size": "1 TB", "refresh": True}, headers=auth)
     assert page.status_code == 200
     assert '<table id="tiers">' in page.text and "<svg id='chart'" in page.text and 'id="plan"' in page.text
+    assert "<svg id='error-chart'" in page.text and "class='error-point'" in page.text
     assert client.get(f"{PREFIX}/api/observations", headers=auth).json()[-1]["achieved_MBps"] == 200.0
-
-
-@pytest.mark.unit
-def test_fold_moves_the_bottleneck_profile_toward_what_was_achieved(tmp_path, monkeypatch) -> None:
-    from pipelines.core.config import load_config
-    from pipelines.model.calibration import calibrated, load_profile
-
-    monkeypatch.setenv("TIERFLOW_HOME", str(tmp_path))
-    config = load_config()
-    before = config.tier("object").bandwidth.read_bps
-    slow = Observation(
-        0,
-        "d",
-        "t",
-        "object",
-        "pfs",
-        10**9,
-        10,
-        predicted_s=5.0,
-        achieved_s=10.0,
-        bottleneck=Bottleneck("object", "read", "bandwidth"),
-    )
-    assert fold(config, slow)
-    after = load_profile(config, "object")[0]
-    assert after.read_bps == pytest.approx(before * (1 - 0.2 + 0.2 * 0.5))
-    assert after.write_bps == config.tier("object").bandwidth.write_bps
-    assert calibrated(config).tier("object").bandwidth.read_bps == after.read_bps
-    tiny = Observation(0, "d", "t", "object", "pfs", 1000, 1, 5.0, 10.0, Bottleneck("object", "read", "bandwidth"))
-    assert not fold(config, tiny)
-    record(config, slow)
-    assert recent(config)[-1] == slow
 
 
 def test_validation_docs_are_served_from_object_storage(client, token: str, test_config, s3_credentials) -> None:

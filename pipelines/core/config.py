@@ -80,6 +80,10 @@ class UnknownTierError(ConfigError, KeyError):
     __str__ = ValueError.__str__  # the message as it is, not quoted as a KeyError's
 
 
+#: Uncertainty of hand-written bandwidth numbers that no calibration has checked: a factor of two.
+CONFIGURED_UNCERTAINTY = 1.0
+
+
 @dataclass(frozen=True)
 class BandwidthProfile:
     """What a tier can sustain; the bandwidth model reads these numbers and calibration replaces them.
@@ -92,7 +96,21 @@ class BandwidthProfile:
         latency_s: Time to first byte of one request, seconds.
         metadata_ops: Metadata operations (list, stat, create, delete) per second.
         max_streams: Most concurrent streams the tier should be given.
+        read_correction: Learnt read speed-up over the calibrated numbers (1 until learnt).
+        write_correction: Learnt write speed-up over the calibrated numbers (1 until learnt).
+        uncertainty: Relative uncertainty of predictions from this profile.
     """
+
+    #: The fields calibration measures (stored in profile files); the others are learnt or derived.
+    MEASURED = (
+        "read_bps",
+        "write_bps",
+        "stream_read_bps",
+        "stream_write_bps",
+        "latency_s",
+        "metadata_ops",
+        "max_streams",
+    )
 
     read_bps: float
     write_bps: float
@@ -101,6 +119,14 @@ class BandwidthProfile:
     latency_s: float
     metadata_ops: float
     max_streams: int
+    #: Learnt from observed transfers, never configured nor calibrated: how much faster (above 1) or
+    #: slower (below 1) the tier ran than its calibrated numbers predict, per direction; every term of
+    #: that end of a hop is divided by it (:func:`pipelines.model.observations.corrections`).
+    read_correction: float = 1.0
+    write_correction: float = 1.0
+    #: Relative uncertainty of a prediction from this profile: half the calibration's spread, or of
+    #: the learnt correction's samples, whichever is larger (1.0 for configured, uncalibrated numbers).
+    uncertainty: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -621,5 +647,6 @@ class _Reader:
             latency_s=self.parse(f"{field}.latency", table["latency"], parse_duration),
             metadata_ops=self.parse(f"{field}.metadata_ops", table["metadata_ops"], parse_rate),
             max_streams=self.integer(f"{field}.max_streams", table.get("max_streams", 64), 1, 100_000),
+            uncertainty=CONFIGURED_UNCERTAINTY,
         )
         return profile

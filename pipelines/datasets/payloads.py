@@ -57,6 +57,7 @@ class ShardTask(Payload):
     bytes: int  #: this shard's bytes
     predicted_s: float  #: this shard's share of the hop's predicted time
     bottleneck: Bottleneck
+    correction: float = 1.0  #: the learnt factor the prediction used (see :class:`HopSizing`)
 
 
 def _observed(done: ShardCopy | HopSummary, dag_id: str, task_id: str) -> Observation | None:
@@ -74,6 +75,7 @@ def _observed(done: ShardCopy | HopSummary, dag_id: str, task_id: str) -> Observ
         predicted_s=done.predicted_s * min(1.0, done.copied_bytes / done.bytes),  # objects already there cost ~0
         achieved_s=done.seconds,
         bottleneck=done.bottleneck,
+        correction=done.correction,
         dataset=f"{done.dataset}/{done.version}" if done.dataset else None,
         node=getattr(done, "node", None),
     )
@@ -100,6 +102,7 @@ class ShardCopy(Payload):
     bottleneck: Bottleneck
     dataset: str = ""  #: the version copied (older payloads lack it)
     version: str = ""
+    correction: float = 1.0  #: the learnt factor the prediction used
 
     @classmethod
     def of(cls, task: ShardTask, report: TransferReport) -> ShardCopy:
@@ -122,6 +125,7 @@ class ShardCopy(Payload):
             bottleneck=task.bottleneck,
             dataset=task.dataset,
             version=task.version,
+            correction=task.correction,
         )
 
     def observation(self, dag_id: str, task_id: str) -> Observation | None:
@@ -151,6 +155,7 @@ class HopSummary(Payload):
     MBps: float | None = None
     node: str | None = None  #: the ``[[node]]`` whose tier this is (per-node hops)
     worker: str | None = None  #: who committed it: ``<node>@<host>``, else the host
+    correction: float = 1.0  #: the learnt factor the prediction used
 
     @classmethod
     def planned(cls, plan: StagingPlan) -> HopSummary:
@@ -167,6 +172,7 @@ class HopSummary(Payload):
             predicted_MBps=plan.hop.predicted_MBps,
             bottleneck=plan.hop.bottleneck,
             already_staged=plan.already_staged,
+            correction=plan.hop.correction,
         )
 
     def at(self, node: str | None, worker: str | None) -> HopSummary:

@@ -101,6 +101,7 @@ class StagePlan:
                 bytes=size,
                 predicted_s=round(predicted * size / self.bytes if self.bytes else predicted / count, 3),
                 bottleneck=self.hop.predicted.bottleneck,
+                correction=self.hop.predicted.binding.correction,
             )
             for i, size in enumerate(sizes)
         ]

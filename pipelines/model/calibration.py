@@ -23,7 +23,8 @@ minute cannot move every later plan.
 
 Profiles are stored as JSON with a timestamp under ``<state_dir>/profiles/<tier>.json``;
 :func:`calibrated` lays them over the tier config (only the numbers; names, URLs and capacities
-stay as configured). A failed calibration raises and leaves the stored profile untouched.
+stay as configured) together with what observed transfers taught since
+(:mod:`pipelines.model.observations`). A failed calibration raises and leaves the stored profile untouched.
 """
 
 from __future__ import annotations
@@ -36,7 +37,6 @@ import statistics
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -61,6 +61,7 @@ __all__ = [
     "current_profile",
     "describe",
     "fit_profile",
+    "learnt",
     "load_candidate",
     "load_profile",
     "object_rate",
@@ -276,7 +277,7 @@ def current_profile(config: TierflowConfig, tier: str) -> tuple[BandwidthProfile
         raise ValueError(f"{path}: unreadable calibrated profile ({exc})") from None
     terms = data.get("terms") or {}
     spread = {t: float(v.get("spread", 0.0)) for t, v in terms.items()}
-    return BandwidthProfile(**data["profile"]), spread, f"calibration of {data.get('calibrated_at', '?')}"
+    return _profile(data), spread, f"calibration of {data.get('calibrated_at', '?')}"
 
 
 def store_fit(config: TierflowConfig, tier: str, fit: Fit, apply: bool = False) -> tuple[str, Agreement, Path]:
@@ -371,6 +372,9 @@ def describe(profile: BandwidthProfile) -> dict[str, Any]:
         "latency_ms": round(profile.latency_s * 1000, 3),
         "metadata_ops": round(profile.metadata_ops, 1),
         "max_streams": profile.max_streams,
+        "read_correction": round(profile.read_correction, 3),
+        "write_correction": round(profile.write_correction, 3),
+        "uncertainty": round(profile.uncertainty, 3),
     }
 
 
@@ -388,31 +392,13 @@ def save_profile(config: TierflowConfig, tier: str, profile: BandwidthProfile, s
         return _write_profile(config, tier, profile, samples)
 
 
-def update_profile(
-    config: TierflowConfig, tier: str, change: Callable[[BandwidthProfile], BandwidthProfile | None]
-) -> BandwidthProfile | None:
-    """Read, change and store a tier's profile as one step under its lock (so concurrent updates all count).
-
-    ``change`` receives the stored profile (the configured one when none is stored) and returns the
-    new one, or None to leave it as it is. Returns what was stored, or None.
-    """
-    path = _profile_path(config, tier)
-    with locked(path):
-        found = load_profile(config, tier)
-        current = found[0] if found else config.tier(tier).bandwidth
-        new = change(current)
-        if new is not None:
-            _write_profile(config, tier, new, [])
-        return new
-
-
 def _profile_document(
     tier: str, profile: BandwidthProfile, samples: list[Sample], fit: Fit | None = None
 ) -> dict[str, Any]:
     data: dict[str, Any] = {
         "tier": tier,
         "calibrated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "profile": asdict(profile),
+        "profile": _measured(profile),
         "samples": [asdict(s) | {"MBps": round(s.throughput_bps / 1e6, 1)} for s in samples],
     }
     if fit is not None:
@@ -433,17 +419,78 @@ def load_profile(config: TierflowConfig, tier: str) -> tuple[BandwidthProfile, s
     path = _profile_path(config, tier)
     try:
         data = json.loads(path.read_text())
-        return BandwidthProfile(**data["profile"]), str(data["calibrated_at"])
+        return _profile(data), str(data["calibrated_at"])
     except FileNotFoundError:
         return None
     except (ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"{path}: unreadable calibrated profile ({exc})") from None
 
 
-def calibrated(config: TierflowConfig) -> TierflowConfig:
-    """The config with every calibrated tier's bandwidth profile replaced by its stored measurement."""
+def _measured(profile: BandwidthProfile) -> dict[str, Any]:
+    """The fields of a profile that calibration measures (what a profile file stores)."""
+    return {k: v for k, v in asdict(profile).items() if k in BandwidthProfile.MEASURED}
+
+
+def _profile(data: dict[str, Any]) -> BandwidthProfile:
+    """The profile a profile file stores (learnt fields, if an older file has them, are ignored)."""
+    return BandwidthProfile(**{k: v for k, v in data["profile"].items() if k in BandwidthProfile.MEASURED})
+
+
+def _epoch(iso: str) -> float | None:
+    try:
+        return dt.datetime.fromisoformat(iso).timestamp()
+    except ValueError:
+        return None
+
+
+def _stored(config: TierflowConfig) -> dict[str, tuple[BandwidthProfile, dict[str, float], float | None]]:
+    """Each calibrated tier's stored profile, its terms' spreads and when it was calibrated (epoch s)."""
+    stored = {}
+    for tier in config.tiers:
+        path = _profile_path(config, tier.name)
+        try:
+            data = json.loads(path.read_text())
+            spread = {t: float(v.get("spread", 0.0)) for t, v in (data.get("terms") or {}).items()}
+            stored[tier.name] = (_profile(data), spread, _epoch(str(data["calibrated_at"])))
+        except FileNotFoundError:
+            continue
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"{path}: unreadable calibrated profile ({exc})") from None
+    return stored
+
+
+def learnt(config: TierflowConfig, observed: list[Any] | None = None) -> dict[tuple[str, str], Any]:
+    """What observed transfers taught per (tier, direction) since each tier's last calibration, with the samples.
+
+    ``observed`` defaults to the end of the observation log.
+    """
+    from pipelines.model.observations import corrections
+
+    return corrections(config, {name: found[2] for name, found in _stored(config).items()}, observed)
+
+
+def calibrated(config: TierflowConfig, observed: list[Any] | None = None) -> TierflowConfig:
+    """The config plans use: calibration (else configured numbers) and the correction learnt since.
+
+    Each tier's stored calibration, else its configured numbers, with the correction learnt from
+    the transfers observed since (:func:`learnt`).
+    Each profile also carries its uncertainty: half the largest spread of its calibration's
+    terms, or of the samples of a correction in force, whichever is larger.
+    """
+    from pipelines.model.observations import corrections
+
+    stored = _stored(config)
+    taught = corrections(config, {name: found[2] for name, found in stored.items()}, observed)
     tiers = []
     for tier in config.tiers:
-        found = load_profile(config, tier.name)
-        tiers.append(replace(tier, bandwidth=found[0]) if found else tier)
+        profile, spread, _ = stored.get(tier.name, (tier.bandwidth, None, None))
+        uncertainty = profile.uncertainty if spread is None else max(spread.values(), default=0.0) / 2
+        read, write = taught[(tier.name, "read")], taught[(tier.name, "write")]
+        for c in (read, write):
+            if c.factor != 1.0:
+                uncertainty = max(uncertainty, c.spread / 2)
+        profile = replace(
+            profile, read_correction=read.factor, write_correction=write.factor, uncertainty=round(uncertainty, 4)
+        )
+        tiers.append(replace(tier, bandwidth=profile))
     return replace(config, tiers=tuple(tiers))

@@ -1,33 +1,59 @@
-"""Observed transfers: what the model predicted and what a task achieved, and learning from them.
+"""Observed transfers, kept as data, and what the model learns from them.
 
 Every Tierflow transfer task's outcome is appended to ``<state_dir>/observations.jsonl`` (by the
-plugin's listener). :func:`fold` moves the profile of the end that bound the prediction toward
-what was achieved, as an exponentially weighted moving average: the bandwidths of that end are
-scaled by ``1 - alpha + alpha * predicted / achieved``. Small transfers (under ``MIN_BYTES``) say
-more about task start-up than about the tier and are recorded but not folded.
+plugin's listener): tier, direction, bytes, objects, seconds, the prediction it was made against
+and the learnt factor that prediction used. Nothing is folded into the stored profiles: they hold
+what calibration measured, and :func:`corrections` derives from the log, whenever a plan is made,
+how much faster or slower each tier and direction runs than its calibration says — with the
+samples it used (provenance), so the plugin page can show why a plan changed.
+
+The correction of a tier's direction is the median, over the last :data:`WINDOW` eligible
+observations since the tier was last calibrated, of *calibrated prediction ÷ achieved time*
+(the recorded prediction times the factor it used, so learning does not compound its own
+corrections). It applies once :data:`MIN_SAMPLES` agree enough to count, and is bounded by
+:data:`MAX_CORRECTION` either way. Small transfers (under :data:`MIN_BYTES`) say more about task
+start-up than about the tier, and failed ones say nothing of its speed: both are recorded, never
+learnt from. A new calibration starts learning afresh.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import statistics
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from pipelines.core.config import BandwidthProfile, TierflowConfig
+from pipelines.core.config import TierflowConfig
 from pipelines.core.payloads import Payload, PayloadError
 from pipelines.model.bandwidth import Bottleneck
-from pipelines.model.calibration import update_profile
 
-__all__ = ["ALPHA", "Observation", "every", "failed_transfer", "fold", "recent", "record"]
+__all__ = [
+    "MIN_BYTES",
+    "MIN_SAMPLES",
+    "WINDOW",
+    "Correction",
+    "Observation",
+    "corrections",
+    "every",
+    "failed_transfer",
+    "recent",
+    "record",
+    "tail",
+]
 
-#: Weight of one new observation in the moving average.
-ALPHA = 0.2
-#: Transfers smaller than this are not folded into profiles.
+#: Transfers smaller than this are not learnt from.
 MIN_BYTES = 64 * 2**20
-#: Limits on one step: a single odd task cannot move a profile by more than this factor.
-MAX_STEP = 2.0
+#: Observations a correction needs before it applies (one odd task never moves a plan).
+MIN_SAMPLES = 3
+#: The latest this many eligible observations make a correction.
+WINDOW = 9
+#: A correction stays within this factor either way (beyond it, recalibrate).
+MAX_CORRECTION = 4.0
+#: How much of the log's end is read when learning (about 2,500 observations).
+TAIL_BYTES = 2**20
 
 
 @dataclass(frozen=True)
@@ -51,6 +77,8 @@ class Observation(Payload):
     error: str | None = None
     #: What the failure means (:class:`~pipelines.core.errors.Outcome`: ``transient`` is retried, ``fatal`` is not).
     outcome: str | None = None
+    #: The learnt factor ``predicted_s`` was made with, for the bottleneck's tier and direction.
+    correction: float = 1.0
 
     @property
     def achieved_MBps(self) -> float:
@@ -111,21 +139,11 @@ def record(config: TierflowConfig, observation: Observation) -> None:
 
 
 def recent(config: TierflowConfig, limit: int = 50) -> list[Observation]:
-    """The latest observations, oldest first.
+    """The latest observations (at most ``limit``, from the end of the log), oldest first.
 
     Unreadable lines, and those written before the bottleneck was structured, are skipped.
     """
-    try:
-        lines = _path(config).read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        return []
-    out = []
-    for line in lines[-limit:]:
-        try:
-            out.append(Observation.from_json(json.loads(line)))
-        except (ValueError, PayloadError):
-            continue
-    return out
+    return tail(config)[-limit:] if limit > 0 else []
 
 
 def every(config: TierflowConfig) -> Iterator[Observation]:
@@ -141,27 +159,135 @@ def every(config: TierflowConfig) -> Iterator[Observation]:
                 continue
 
 
-def fold(config: TierflowConfig, observation: Observation, alpha: float = ALPHA) -> bool:
-    """Fold an observation into the stored profile of the bottleneck's tier; returns whether it changed.
+def tail(config: TierflowConfig, max_bytes: int = TAIL_BYTES) -> list[Observation]:
+    """The observations in the last ``max_bytes`` of the log, oldest first (a cut first line is skipped)."""
+    try:
+        with open(_path(config), "rb") as fh:
+            size = fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, size - max_bytes))
+            data = fh.read()
+    except FileNotFoundError:
+        return []
+    lines = data.split(b"\n")
+    if size > max_bytes:
+        lines = lines[1:]  # begins mid-line
+    out = []
+    for line in lines:
+        try:
+            out.append(Observation.from_json(json.loads(line)))
+        except (ValueError, PayloadError):
+            continue
+    return out
 
-    The bottleneck's tier has the bandwidths of its direction scaled (a write-bound hop on ``pfs``
-    scales ``pfs``'s write bandwidths). Profiles not calibrated yet start from the configured numbers.
+
+@dataclass(frozen=True)
+class LearntSample:
+    """One observation a correction is made of."""
+
+    at: float
+    dag_id: str
+    task_id: str
+    run_id: str | None
+    bytes: int
+    #: What the calibrated numbers alone predicted ÷ what was achieved (above 1: faster than calibrated).
+    ratio: float
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-safe form."""
+        return {
+            "at": self.at,
+            "dag_id": self.dag_id,
+            "task_id": self.task_id,
+            "run_id": self.run_id,
+            "bytes": self.bytes,
+            "ratio": round(self.ratio, 4),
+        }
+
+
+@dataclass(frozen=True)
+class Correction:
+    """What observed transfers teach about one tier's direction, and which transfers taught it."""
+
+    tier: str
+    direction: str
+    samples: tuple[LearntSample, ...]  #: the window used, oldest first
+    since: float | None  #: when the tier was last calibrated (epoch s); None: never
+
+    @property
+    def factor(self) -> float:
+        """The speed-up to apply (1 until :data:`MIN_SAMPLES` observations are in)."""
+        if len(self.samples) < MIN_SAMPLES:
+            return 1.0
+        median = statistics.median(s.ratio for s in self.samples)
+        return min(MAX_CORRECTION, max(1 / MAX_CORRECTION, median))
+
+    @property
+    def spread(self) -> float:
+        """``(max - min) / median`` of the samples' ratios (0 with fewer than two)."""
+        if len(self.samples) < 2:
+            return 0.0
+        ratios = [s.ratio for s in self.samples]
+        return (max(ratios) - min(ratios)) / statistics.median(ratios)
+
+    def line(self) -> str:
+        """One line for logs and the plugin page."""
+        n = len(self.samples)
+        if n < MIN_SAMPLES:
+            return f"{self.tier} {self.direction}: learning ({n} of {MIN_SAMPLES} observations), calibration as is"
+        return (
+            f"{self.tier} {self.direction}: {self.factor:.2f}x the calibrated speed, median of {n} observations "
+            f"(spread {self.spread:.0%})"
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-safe form (the plugin's API)."""
+        return {
+            "tier": self.tier,
+            "direction": self.direction,
+            "factor": round(self.factor, 4),
+            "spread": round(self.spread, 4),
+            "since": self.since,
+            "samples": [s.to_json() for s in self.samples],
+            "line": self.line(),
+        }
+
+
+def learns_from(observation: Observation, tiers: set[str]) -> bool:
+    """Whether an observation says something of its bottleneck tier's speed."""
+    return (
+        observation.error is None
+        and observation.bytes >= MIN_BYTES
+        and observation.achieved_s > 0
+        and observation.predicted_s > 0
+        and observation.bottleneck.tier in tiers
+        and observation.bottleneck.direction in ("read", "write")
+    )
+
+
+def corrections(
+    config: TierflowConfig,
+    since: Mapping[str, float | None],
+    observed: list[Observation] | None = None,
+) -> dict[tuple[str, str], Correction]:
+    """Each tier's learnt correction per direction, from the observations after its last calibration.
+
+    ``since`` maps a tier to when it was calibrated (epoch seconds; None or absent: never, so
+    every observation counts). ``observed`` defaults to the end of the log.
     """
-    if observation.error is not None or observation.bytes < MIN_BYTES or observation.achieved_s <= 0:
-        return False
-    tier_name, direction = observation.bottleneck.tier, observation.bottleneck.direction
-    if tier_name not in {t.name for t in config.tiers} or direction not in ("read", "write"):
-        return False
-    ratio = min(MAX_STEP, max(1 / MAX_STEP, observation.predicted_s / observation.achieved_s))
-    scale = 1 - alpha + alpha * ratio
-
-    def scaled(profile: BandwidthProfile) -> BandwidthProfile:
-        if direction == "read":
-            return replace(profile, read_bps=profile.read_bps * scale, stream_read_bps=profile.stream_read_bps * scale)
-        return replace(profile, write_bps=profile.write_bps * scale, stream_write_bps=profile.stream_write_bps * scale)
-
-    update_profile(config, tier_name, scaled)  # read, scale and store under the profile's lock
-    return True
+    tiers = {t.name for t in config.tiers}
+    found: dict[tuple[str, str], list[LearntSample]] = {}
+    for o in observed if observed is not None else tail(config):
+        if not learns_from(o, tiers) or o.at < (since.get(o.bottleneck.tier) or 0.0):
+            continue
+        key = (o.bottleneck.tier, o.bottleneck.direction)
+        # The recorded prediction already used a correction: undo it to compare with calibration alone.
+        ratio = o.predicted_s * o.correction / o.achieved_s
+        found.setdefault(key, []).append(LearntSample(o.at, o.dag_id, o.task_id, o.run_id, o.bytes, ratio))
+    return {
+        (tier, d): Correction(tier, d, tuple(found.get((tier, d), [])[-WINDOW:]), since.get(tier))
+        for tier in sorted(tiers)
+        for d in ("read", "write")
+    }
 
 
 def now() -> float:

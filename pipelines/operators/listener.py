@@ -2,10 +2,11 @@
 
 On success of a :class:`~pipelines.operators.staging.StageShardOperator` or
 :class:`~pipelines.operators.staging.StageDatasetOperator`, its summary (from XCom) is recorded as
-an observation (predicted vs achieved seconds, with its dataset version, DAG run and node) and
-folded into the bottleneck tier's profile. A failed try of one is recorded with its error (one
-line) so the plugin page lists it beside the copies that finished; failures are never folded. A
-listener must never fail a task: any problem is logged and ignored.
+an observation (predicted vs achieved seconds, with its dataset version, DAG run and node);
+later plans learn from the log (:func:`pipelines.model.observations.corrections`), the stored
+profiles stay as calibrated. A failed try of one is recorded with its error (one line) so the
+plugin page lists it beside the copies that finished; failures are never learnt from. A listener
+must never fail a task: any problem is logged and ignored.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def observation_from(operator: str, dag_id: str, task_id: str, returned: Any) ->
 
 @hookimpl
 def on_task_instance_success(previous_state: Any, task_instance: Any) -> None:
-    """Record and fold the outcome of a Tierflow transfer task."""
+    """Record the outcome of a Tierflow transfer task (plans learn from the record)."""
     try:
         operator = type(getattr(task_instance, "task", None)).__name__
         if operator not in TRANSFER_OPERATORS:
@@ -43,7 +44,7 @@ def on_task_instance_success(previous_state: Any, task_instance: Any) -> None:
         observation = observation_from(operator, task_instance.dag_id, task_instance.task_id, returned)
         if observation is None:
             return
-        from pipelines.model.observations import fold, record
+        from pipelines.model.observations import record
 
         config = _config()
         observation = replace(
@@ -51,8 +52,7 @@ def on_task_instance_success(previous_state: Any, task_instance: Any) -> None:
             run_id=getattr(task_instance, "run_id", None),
             node=observation.node or getattr(task_instance.task, "node", None),
         )
-        record(config, observation)
-        fold(config, observation)
+        record(config, observation)  # plans learn from the log (observations.corrections)
         emit_metrics(observation)
     except Exception:  # a listener must never fail the task it observes
         log.exception("tierflow listener: could not record the transfer")
@@ -86,7 +86,7 @@ def emit_metrics(observation: Any) -> None:
 
 @hookimpl
 def on_task_instance_failed(previous_state: Any, task_instance: Any, error: Any) -> None:
-    """Record a failed try of a Tierflow transfer task with its error (shown by the plugin, never folded)."""
+    """Record a failed try of a Tierflow transfer task with its error (shown by the plugin, never learnt from)."""
     try:
         task = getattr(task_instance, "task", None)
         if type(task).__name__ not in TRANSFER_OPERATORS:

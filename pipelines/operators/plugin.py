@@ -6,7 +6,7 @@ Registered through the ``airflow.plugins`` entry point (a pip install brings it)
 * **Macros** — ``{{ macros.tierflow.plan_concurrency('object', 'pfs', 10**12, 5000) }}`` and
   friends give planner values in templates.
 * **Listener** — :mod:`pipelines.operators.listener` records predicted vs achieved throughput of
-  every transfer task and folds it into the tier profiles.
+  every transfer task; plans learn a correction per tier and direction from that record.
 * **UI page** — ``/storage-bandwidth/`` (a "Storage bandwidth" entry under Browse) answers "what
   is where": each tier's capacity, used and free (per node for NVMe), the dataset versions on it
   (size, pins with their expiry, last use), checkpoints per run with each tier's copy's state,
@@ -50,12 +50,18 @@ def _config() -> Any:
 
 
 def _tiers() -> list[dict[str, Any]]:
-    from pipelines.model.calibration import describe, load_candidate, load_profile
+    """Each tier's profile as plans use it: calibration, when it was made, what was learnt since and from what."""
+    from pipelines.core.config import load_config
+    from pipelines.model.calibration import calibrated, describe, learnt, load_candidate, load_profile
+    from pipelines.model.observations import tail
 
-    config = _config()
+    configured = load_config()
+    observed = tail(configured)  # read once for the profiles and what they learnt
+    config = calibrated(configured, observed)
+    taught = learnt(configured, observed)
+    stored = {t.name: load_profile(config, t.name) for t in config.tiers}
     out = []
     for tier in config.tiers:
-        stored = load_profile(config, tier.name)
         candidate = load_candidate(config, tier.name)
         out.append(
             {
@@ -64,7 +70,8 @@ def _tiers() -> list[dict[str, Any]]:
                 "url": tier.url,
                 "capacity_bytes": tier.capacity_bytes,
                 **describe(tier.bandwidth),
-                "calibrated_at": stored[1] if stored else None,
+                "calibrated_at": found[1] if (found := stored[tier.name]) else None,
+                "learnt": [taught[(tier.name, d)].to_json() for d in ("read", "write")],
                 # A newer fit held back because it disagrees (plans keep the numbers above).
                 "candidate": {
                     "calibrated_at": candidate.get("calibrated_at"),
@@ -280,6 +287,71 @@ def _chart(points: list[dict[str, Any]]) -> str:
     )
 
 
+#: Colours of the prediction-error series (one per tier and direction).
+SERIES_COLOURS = ("#1f6feb", "#d97706", "#16a34a", "#9333ea", "#dc2626", "#0891b2")
+
+
+def _error_chart(observed: list[Any]) -> str:
+    """Inline SVG: prediction error (achieved ÷ predicted − 1) of each finished transfer over time.
+
+    One series per bottleneck tier and direction, with the ±10 % band the model aims for.
+    """
+    points = [o for o in observed if o.error is None and o.predicted_s > 0 and o.achieved_s > 0]
+    if not points:
+        return "<p id='error-chart-empty'>No finished transfers yet: the prediction error is drawn once there are.</p>"
+    left, top_pad, plot_w, plot_h, limit = 56, 28, 640, 180, 1.0
+    width, height = left + plot_w + 200, top_pad + plot_h + 30
+    t0, t1 = min(o.at for o in points), max(o.at for o in points)
+
+    def x(at: float) -> float:
+        return left + (plot_w * (at - t0) / (t1 - t0) if t1 > t0 else plot_w / 2)
+
+    def y(error: float) -> float:
+        return top_pad + plot_h / 2 * (1 - max(-limit, min(limit, error)) / limit)
+
+    parts = [
+        f"<rect class='band' x='{left}' y='{y(0.1):.1f}' width='{plot_w}' height='{y(-0.1) - y(0.1):.1f}' "
+        "fill='#16a34a' fill-opacity='0.12'><title>within ±10 %</title></rect>"
+    ]
+    for error in (-1.0, -0.5, 0.0, 0.5, 1.0):
+        parts.append(
+            f"<line x1='{left - 4}' x2='{left + plot_w}' y1='{y(error):.1f}' y2='{y(error):.1f}' stroke='#e3e6ea'/>"
+            f"<text x='{left - 8}' y='{y(error) + 4:.1f}' font-size='11' text-anchor='end'>{error:+.0%}</text>"
+        )
+    series: dict[str, list[Any]] = {}
+    for o in points:
+        series.setdefault(f"{o.bottleneck.tier} {o.bottleneck.direction}", []).append(o)
+    for i, (name, found) in enumerate(sorted(series.items())):
+        colour = SERIES_COLOURS[i % len(SERIES_COLOURS)]
+        coords = " ".join(f"{x(o.at):.1f},{y(o.achieved_s / o.predicted_s - 1):.1f}" for o in found)
+        parts.append(f"<polyline fill='none' stroke='{colour}' stroke-width='1.5' points='{coords}'/>")
+        for o in found:
+            error = o.achieved_s / o.predicted_s - 1
+            title = html.escape(f"{_when(o.at)} {o.dag_id}.{o.task_id} ({name}): {error:+.0%}")
+            parts.append(
+                f"<circle class='error-point' cx='{x(o.at):.1f}' cy='{y(error):.1f}' r='3' fill='{colour}'>"
+                f"<title>{title}</title></circle>"
+            )
+        parts.append(
+            f"<text x='{left + plot_w + 12}' y='{top_pad + 14 + 16 * i}' font-size='12' fill='{colour}'>"
+            f"■ {html.escape(name)} ({len(found)})</text>"
+        )
+    parts.append(
+        f"<text x='{left}' y='{top_pad + plot_h + 22}' font-size='11'>{_when(t0)}</text>"
+        f"<text x='{left + plot_w}' y='{top_pad + plot_h + 22}' font-size='11' text-anchor='end'>{_when(t1)}</text>"
+    )
+    legend = (
+        f"<text x='{left}' y='14' font-size='12'>prediction error (achieved ÷ predicted − 1) per bottleneck "
+        "tier and direction; above 0: slower than predicted</text>"
+    )
+    return (
+        f"<svg id='error-chart' width='{width}' height='{height}' role='img' aria-label='prediction error over time'>"
+        + legend
+        + "".join(parts)
+        + "</svg>"
+    )
+
+
 def _when(ts: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.gmtime(ts))
 
@@ -324,7 +396,8 @@ def page(
         plan = _whatif(size, objects, nodes, replicate)
     except HTTPException as exc:
         plan_error = str(exc.detail)
-    observed = recent(_config(), 40)  # read once: the table (newest first) and the chart
+    history = recent(_config(), 400)  # read once: the error chart, the table (newest first) and the bars
+    observed = history[-40:]
     transfers = list(reversed(observed))
     return (
         _templates()
@@ -337,6 +410,7 @@ def page(
             checkpoints=inventory.checkpoint_matrix(places),
             transfers=transfers,
             chart=_chart([o for o in _observations(40, observed) if not o["error"]]),
+            error_chart=_error_chart(history),
             tiers=_tiers(),
             form={"size": size, "objects": objects, "nodes": nodes, "replicate": replicate},
             plan=plan,
