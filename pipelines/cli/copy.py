@@ -41,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_copy(args: argparse.Namespace) -> int:
     """Copy SRC to DST with the transfer engine; print one summary line (or JSON)."""
-    from pipelines.core.units import parse_size
+    from pipelines.core.units import format_prediction, parse_size
     from pipelines.transfer import TransferError, copy_prefix
 
     quiet_logging(args.verbose)
@@ -80,7 +80,8 @@ def cmd_copy(args: argparse.Namespace) -> int:
     emit(
         args,
         _summary(report, plan, args),
-        f"copied {report.line()}; predicted {plan.predicted_s:.2f} s ({plan.predicted.bottleneck}), "
+        f"copied {report.line()}; predicted {format_prediction(plan.predicted_s, plan.predicted.binding.uncertainty)} "
+        f"({plan.predicted.bottleneck}), "
         f"concurrency {report.concurrency}, part size {part}",
     )
     return 0

@@ -13,6 +13,7 @@ or ``field(metadata={"json": "key"})``. Standard library only.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 import typing
 from typing import Any, TypeVar, Union
@@ -22,6 +23,13 @@ from pipelines.core.errors import InputError
 __all__ = ["Payload", "PayloadError", "native"]
 
 P = TypeVar("P", bound="Payload")
+
+
+@functools.cache
+def _shape(cls: type) -> tuple[dict[str, Any], tuple[tuple[dataclasses.Field[Any], str], ...]]:
+    """A payload class's resolved type hints and its init fields with their JSON keys (resolved once per class)."""
+    fields = tuple((f, _key(f)) for f in dataclasses.fields(cls) if f.init)
+    return typing.get_type_hints(cls), fields
 
 
 class PayloadError(InputError):
@@ -117,12 +125,9 @@ class Payload:
             raise PayloadError(
                 f"{where}: expected a {cls.__name__} (an object), got {type(data).__name__} {data!r:.80}"
             )
-        hints = typing.get_type_hints(cls)
+        hints, fields = _shape(cls)  # type: ignore[arg-type]
         values: dict[str, Any] = {}
-        for f in dataclasses.fields(cls):  # type: ignore[arg-type]
-            if not f.init:
-                continue
-            key = _key(f)
+        for f, key in fields:
             if key not in data:
                 if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                     raise PayloadError(f"{where}: {cls.__name__} has no field {key!r} (got {sorted(data)})")

@@ -15,6 +15,7 @@ __all__ = [
     "format_bandwidth",
     "format_bytes",
     "format_duration",
+    "format_prediction",
     "parse_bandwidth",
     "parse_duration",
     "parse_rate",
@@ -128,3 +129,8 @@ def format_duration(seconds: float) -> str:
     if seconds < 7200:
         return f"{seconds / 60:.1f} min"
     return f"{seconds / 3600:.1f} h"
+
+
+def format_prediction(seconds: float, uncertainty: float) -> str:
+    """A predicted duration with its relative uncertainty: ``"4.2 s ± 15 %"`` (no ± when it is unknown)."""
+    return f"{format_duration(seconds)} ± {uncertainty:.0%}" if uncertainty > 0 else format_duration(seconds)

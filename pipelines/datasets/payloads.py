@@ -58,6 +58,7 @@ class ShardTask(Payload):
     predicted_s: float  #: this shard's share of the hop's predicted time
     bottleneck: Bottleneck
     correction: float = 1.0  #: the learnt factor the prediction used (see :class:`HopSizing`)
+    uncertainty: float = 0.0  #: relative uncertainty of ``predicted_s``
 
 
 def _observed(done: ShardCopy | HopSummary, dag_id: str, task_id: str) -> Observation | None:

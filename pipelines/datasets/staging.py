@@ -102,6 +102,7 @@ class StagePlan:
                 predicted_s=round(predicted * size / self.bytes if self.bytes else predicted / count, 3),
                 bottleneck=self.hop.predicted.bottleneck,
                 correction=self.hop.predicted.binding.correction,
+                uncertainty=self.hop.predicted.binding.uncertainty,
             )
             for i, size in enumerate(sizes)
         ]

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import statistics
 import time
 from collections.abc import Iterator, Mapping
@@ -159,8 +160,12 @@ def every(config: TierflowConfig) -> Iterator[Observation]:
                 continue
 
 
-def tail(config: TierflowConfig, max_bytes: int = TAIL_BYTES) -> list[Observation]:
-    """The observations in the last ``max_bytes`` of the log, oldest first (a cut first line is skipped)."""
+def tail(config: TierflowConfig, max_bytes: int = TAIL_BYTES, learnable: bool = False) -> list[Observation]:
+    """The observations in the last ``max_bytes`` of the log, oldest first (a cut first line is skipped).
+
+    ``learnable`` reads only finished transfers of :data:`MIN_BYTES` or more, skipping the others
+    by a look at their text (plans read the log's end every time: most lines are small shards).
+    """
     try:
         with open(_path(config), "rb") as fh:
             size = fh.seek(0, os.SEEK_END)
@@ -173,11 +178,22 @@ def tail(config: TierflowConfig, max_bytes: int = TAIL_BYTES) -> list[Observatio
         lines = lines[1:]  # begins mid-line
     out = []
     for line in lines:
+        if learnable and not _may_teach(line):
+            continue
         try:
             out.append(Observation.from_json(json.loads(line)))
         except (ValueError, PayloadError):
             continue
     return out
+
+
+_BYTES = re.compile(rb'"bytes": (\d+)')
+
+
+def _may_teach(line: bytes) -> bool:
+    """A look at a log line's text: a finished transfer big enough to learn from (JSON decides the rest)."""
+    found = _BYTES.search(line)
+    return found is not None and int(found[1]) >= MIN_BYTES and b'"error": null' in line
 
 
 @dataclass(frozen=True)
@@ -276,7 +292,7 @@ def corrections(
     """
     tiers = {t.name for t in config.tiers}
     found: dict[tuple[str, str], list[LearntSample]] = {}
-    for o in observed if observed is not None else tail(config):
+    for o in observed if observed is not None else tail(config, learnable=True):
         if not learns_from(o, tiers) or o.at < (since.get(o.bottleneck.tier) or 0.0):
             continue
         key = (o.bottleneck.tier, o.bottleneck.direction)

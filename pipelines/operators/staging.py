@@ -144,7 +144,7 @@ class StageShardOperator(BaseOperator):
 
     def execute(self, context: Any) -> dict[str, Any]:
         """Copy the shard; returns the copy summary (small)."""
-        from pipelines.core.units import format_bytes, format_duration
+        from pipelines.core.units import format_bytes, format_duration, format_prediction
         from pipelines.datasets.payloads import ShardCopy, ShardTask
         from pipelines.datasets.staging import stage_shard
         from pipelines.transfer import TransferSettings
@@ -158,7 +158,7 @@ class StageShardOperator(BaseOperator):
                 format_bytes(s.bytes),
                 s.concurrency,
                 f"{s.part_size / 2**20:g} MiB",  # part sizes are whole MiB
-                format_duration(s.predicted_s),
+                format_prediction(s.predicted_s, s.uncertainty),
                 s.bottleneck,
             )
             settings = TransferSettings(
