@@ -18,6 +18,7 @@ from typing import Any
 import pendulum
 from airflow.sdk import DAG, Param, TriggerRule, task
 
+from pipelines.operators import deadlines
 from pipelines.operators.checkpoints import (
     CHECKPOINT_ALIAS,
     DiscoverCheckpointsOperator,
@@ -64,7 +65,15 @@ with DAG(
             title="MLflow training run",
             description="With [lineage] in the tier config: tag each promoted copy on this MLflow run.",
         ),
+        deadlines.PARAM: Param(
+            None,
+            type=["null", "string"],
+            title="Deadline",
+            description="Finish within this long after the run is queued, e.g. '30min': copies are planned to "
+            "(the fewest streams that do) and Airflow's deadline alert fires if the run is late. Empty: none.",
+        ),
     },
+    deadline=deadlines.alert(),  # the run's deadline param, as an Airflow deadline alert
     render_template_as_native_obj=True,
     doc_md=__doc__,
 ) as dag:
@@ -74,6 +83,7 @@ with DAG(
         map_index_template="{{ task.checkpoint['run'] }}/{{ task.checkpoint['name'] }}",
         outlets=[CHECKPOINT_ALIAS],  # a mapped task's outlets must be known when the DAG is parsed
         mlflow_run_id="{{ params.mlflow_run_id }}",
+        deadline="{{ params.deadline }}",
         **COMMON,
     ).expand(checkpoint=discover.output)
     retain = RetainCheckpointsOperator(

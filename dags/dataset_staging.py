@@ -24,7 +24,13 @@ import pendulum
 from airflow.sdk import DAG, Param, task
 
 from pipelines.core.config import NodeConfig, load_config
-from pipelines.operators import CommitStagingOperator, EvictCacheOperator, PlanStagingOperator, StageShardOperator
+from pipelines.operators import (
+    CommitStagingOperator,
+    EvictCacheOperator,
+    PlanStagingOperator,
+    StageShardOperator,
+    deadlines,
+)
 from pipelines.operators.assets import PUBLISHED
 from pipelines.operators.kubernetes import node_task_args, plan_caps
 from pipelines.operators.roles import by_role
@@ -59,7 +65,16 @@ with DAG(
             description="Hop 1 goes source → first target; hop 2 (optional) first → second target.",
         ),
         "verify": Param(False, type="boolean", title="Verify", description="Read every copied object back."),
+        deadlines.PARAM: Param(
+            None,
+            type=["null", "string"],
+            title="Deadline",
+            description="Finish within this long after the run is queued, e.g. '6h': each hop is planned to (the "
+            "fewest streams that do, else a warning naming what would), each copy's timeout comes from its plan, "
+            "and Airflow's deadline alert fires if the run is late. Empty: none.",
+        ),
     },
+    deadline=deadlines.alert(),  # the run's deadline param, as an Airflow deadline alert
     render_template_as_native_obj=True,
     doc_md=__doc__,
 ) as dag:
@@ -98,6 +113,8 @@ with DAG(
             version=f"{{{{ {WHAT}['version'] }}}}",
             source=f"{{{{ {WHAT}['{source_key}'] }}}}",
             target=f"{{{{ {WHAT}['{hop_id}'] }}}}",
+            deadline="{{ params.deadline }}",
+            then=f"{{{{ {WHAT}['hop2'] }}}}" if hop_id == "hop1" else None,
             **caps,
             **on_node,
         )

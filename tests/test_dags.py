@@ -170,6 +170,63 @@ def test_dataset_staging_runs_green_and_emits_asset_events(dagbag, test_config, 
     assert _xcom("dataset_staging", again.run_id, "commit_hop2")["already_staged"] is True
 
 
+def _plan_xcom(dag_id: str, run_id: str, task_id: str) -> dict:
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        row = session.scalars(
+            select(XComModel).where(XComModel.run_id == run_id, XComModel.task_id == task_id, XComModel.key == "plan")
+        ).one()
+        return XComModel.deserialize_value(row)
+
+
+def test_a_deadline_plans_each_hop_sets_timeouts_and_an_airflow_deadline_alert(
+    dagbag, test_config, s3_credentials, tmp_path
+) -> None:
+    """The run's deadline param: each hop planned within its share, copy timeouts from the plan, an alert on the run.
+
+    dag.test() cannot run a DAG that carries its deadline alert (an Airflow 3.3 bug, see
+    pipelines.operators.deadlines), so the alert's reference is evaluated here on the run dag.test() made.
+    """
+    from airflow.models import DagRun
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    from pipelines.datasets.staging import publish_directory
+    from pipelines.operators.deadlines import RunDeadlineParam
+    from pipelines.storage.tier import open_tier
+
+    src = tmp_path / "corpus"
+    src.mkdir()
+    for i in range(6):
+        (src / f"{i:03d}.bin").write_bytes(os.urandom(4096 * (i + 1)))
+    obj = open_tier(test_config, "object", s3_credentials[0].storage_options())
+    publish_directory(str(src), obj, "deadlined", "v1")
+    dag = dagbag.get_dag("dataset_staging")
+    dr = dag.test(run_conf={"dataset": "deadlined", "version": "v1", "deadline": "2h"})
+    assert dr.state == "success", _states(dr.run_id)
+    hop1 = _plan_xcom("dataset_staging", dr.run_id, "plan_hop1")["hop"]
+    hop2 = _plan_xcom("dataset_staging", dr.run_id, "plan_hop2")["hop"]
+    # Hop 1 was given its share of the two hops' time, hop 2 what was left: both within two hours.
+    assert 0 < hop1["deadline_s"] < 7200 and 0 < hop2["deadline_s"] <= 7200 and hop1["meets_deadline"]
+    assert hop1["concurrency"] == 1  # a loose deadline takes the fewest streams that finish in time
+    shard = _xcom("dataset_staging", dr.run_id, "plan_hop1")[0]
+    assert shard["timeout_s"] >= 300  # the copy's execution_timeout comes from the plan
+    with create_session() as session:
+        run = session.scalar(select(DagRun).where(DagRun.run_id == dr.run_id))
+        due = RunDeadlineParam()._evaluate_with(session=session, dag_id="dataset_staging", run_id=dr.run_id)
+        assert due is not None and abs((due - (run.queued_at or run.run_after)).total_seconds() - 7200) < 1
+
+    # Without the param a run has no deadline; a value that is not a duration fails the plan in one line.
+    plain = dag.test(run_conf={"dataset": "deadlined", "version": "v1"})
+    with create_session() as session:
+        assert RunDeadlineParam()._evaluate_with(session=session, dag_id="dataset_staging", run_id=plain.run_id) is None
+    bad = dag.test(run_conf={"dataset": "deadlined", "version": "v1", "deadline": "soon"})
+    assert bad.state == "failed" and _states(bad.run_id)[("plan_hop1", -1)] == "failed"
+
+
 def test_a_failed_copy_is_recorded_with_its_error(dagbag, test_config, s3_credentials, tmp_path) -> None:
     """A shard whose source object changed under its manifest fails; the listener records it with the error."""
     from pipelines.datasets.staging import publish_directory
@@ -409,3 +466,26 @@ print(json.dumps({{
         "retention": ["localssd", "lustre", "s3main"],
         "restore_target": "localssd",
     }
+
+
+def test_the_deadline_alert_is_on_the_dags_and_its_reference_registered(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Parsed as the DAG processor does, both DAGs carry the alert; Airflow finds its reference through the plugin."""
+    import importlib.util
+
+    from airflow.serialization.helpers import find_registered_custom_deadline_reference
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    from pipelines.operators.deadlines import ALERT, RunDeadlineParam
+
+    monkeypatch.setenv("TIERFLOW_DEADLINE_ALERTS", "1")
+    for name in ("dataset_staging", "checkpoint_lifecycle"):
+        spec = importlib.util.spec_from_file_location(f"deadline_check_{name}", REPO / "dags" / f"{name}.py")
+        assert spec and spec.loader
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        dag = module.dag
+        assert dag.deadline == ALERT or dag.deadline == [ALERT]
+        assert "deadline" in dag.params
+        (encoded,) = DagSerialization.serialize_dag(dag)["deadline"]
+        path = encoded["reference"]["__class_path"]
+        assert find_registered_custom_deadline_reference(path) is RunDeadlineParam

@@ -72,7 +72,12 @@ def _what_to_copy(
 
 
 def promote(
-    src: Tier, dst: Tier, ckpt: Checkpoint, rules: Rules = Rules(), settings: TransferSettings | None = None
+    src: Tier,
+    dst: Tier,
+    ckpt: Checkpoint,
+    rules: Rules = Rules(),
+    settings: TransferSettings | None = None,
+    deadline_s: float | None = None,
 ) -> PromoteResult:
     """Copy one complete checkpoint from ``src`` to ``dst`` and commit it there (marker last).
 
@@ -108,7 +113,7 @@ def promote(
         raise CheckpointError(
             f"{dst.url(prefix)} is committed with different content than {src.url(prefix)}; refusing to overwrite"
         )
-    settings = settings or planned_settings(src, dst, entries)
+    settings = settings or planned_settings(src, dst, entries, deadline_s)
     try:
         report = copy_entries(src, prefix, dst, prefix, entries, settings)
     except TransferError:
@@ -147,10 +152,18 @@ def _unchanged(src: Tier, prefix: str, before: Mapping[str, int]) -> None:
         )
 
 
-def planned_settings(src: Tier, dst: Tier, entries: Sequence[Entry]) -> TransferSettings:
+def planned_settings(
+    src: Tier, dst: Tier, entries: Sequence[Entry], deadline_s: float | None = None
+) -> TransferSettings:
+    """The engine's settings from the model's plan of the copy (the fewest streams that meet a deadline, if any)."""
     from pipelines.model.bandwidth import Workload, plan_hop
 
-    return TransferSettings.from_plan(plan_hop(src.config, dst.config, Workload.from_sizes(e.size for e in entries)))
+    if deadline_s is not None and deadline_s <= 0:
+        raise CheckpointError(f"{src.name} -> {dst.name}: the run's deadline has passed ({-deadline_s:.0f} s ago)")
+    plan = plan_hop(src.config, dst.config, Workload.from_sizes(e.size for e in entries), deadline_s=deadline_s)
+    if plan.meets_deadline is False:
+        log.warning("%s -> %s will be late: %s", src.name, dst.name, plan.reasons["deadline"])
+    return TransferSettings.from_plan(plan)
 
 
 def to_promote(
@@ -176,14 +189,24 @@ def to_promote(
 
 
 def promote_through(
-    tiers: Sequence[Tier], ckpt: Checkpoint, rules: Rules = Rules(), settings: TransferSettings | None = None
+    tiers: Sequence[Tier],
+    ckpt: Checkpoint,
+    rules: Rules = Rules(),
+    settings: TransferSettings | None = None,
+    deadline_at: float | None = None,
 ) -> list[PromoteResult]:
-    """Promote one checkpoint hop by hop along ``tiers`` (NVMe → PFS → object storage)."""
+    """Promote one checkpoint hop by hop along ``tiers`` (NVMe → PFS → object storage).
+
+    ``deadline_at`` (``time.monotonic()`` seconds): each hop is planned to finish within an equal
+    share of the time left.
+    """
     from dataclasses import replace
 
     results = []
     current = ckpt
-    for src, dst in itertools.pairwise(tiers):
-        results.append(promote(src, dst, current, rules, settings))
+    hops = list(itertools.pairwise(tiers))
+    for i, (src, dst) in enumerate(hops):
+        share = None if deadline_at is None else (deadline_at - time.monotonic()) / (len(hops) - i)
+        results.append(promote(src, dst, current, rules, settings, deadline_s=share))
         current = replace(current, tier=dst.name)
     return results

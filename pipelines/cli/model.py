@@ -28,6 +28,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     plan.add_argument("--price-per-1000-requests", type=float, default=0.0004, help="price per 1,000 requests")
     plan.add_argument("--joules-per-gb", default="object=10,pfs=4,nvme=1", help="energy per GB per tier")
     plan.add_argument("--sample", help="a local file of the data: zstd levels are measured on it to decide compression")
+    plan.add_argument(
+        "--deadline", help="finish within this long, e.g. '6h': the fewest streams that do; else what would"
+    )
+    plan.add_argument(
+        "--optimize",
+        choices=["cost", "energy"],
+        help="among plans that meet the deadline (raw, or each zstd level of --sample), pick the cheapest",
+    )
+    plan.add_argument(
+        "--idle-watts-per-node",
+        type=float,
+        default=0.0,
+        help="power a compute node draws while it waits for the data (e.g. 6000 for an 8-GPU node); counts in energy",
+    )
+    plan.add_argument(
+        "--compress-watts-per-node", type=float, default=100.0, help="power of a node's CPU while it compresses"
+    )
     plan.set_defaults(func=cmd_plan)
 
     cal = sub.add_parser("calibrate", help="measure each tier and store its fitted bandwidth profile")
@@ -55,7 +72,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     """Offline what-if: plan staging a dataset through a cluster of the configured tiers."""
-    from pipelines.core.units import UnitError, parse_bandwidth, parse_size
+    from pipelines.core.units import UnitError, parse_bandwidth, parse_duration, parse_size
     from pipelines.model.whatif import Cluster, Costs, plan_cluster
 
     cfg = config_from_args(args)
@@ -75,8 +92,17 @@ def cmd_plan(args: argparse.Namespace) -> int:
             from pipelines.datasets.compression import measure_levels, read_sample
 
             codecs = measure_levels(read_sample(args.sample))
-        costs = Costs(args.price_per_gb, args.price_per_1000_requests, energy)
-        result = plan_cluster(cfg, size, objects, cluster, costs, codecs=codecs)
+        costs = Costs(
+            args.price_per_gb,
+            args.price_per_1000_requests,
+            energy,
+            idle_watts_per_node=args.idle_watts_per_node,
+            compress_watts_per_node=args.compress_watts_per_node,
+        )
+        deadline = _option(args.deadline, "--deadline", parse_duration)
+        result = plan_cluster(
+            cfg, size, objects, cluster, costs, codecs=codecs, deadline_s=deadline, optimize=args.optimize
+        )
     except (UnitError, ValueError) as exc:
         raise UsageError(str(exc)) from None
     except OSError as exc:
@@ -86,6 +112,18 @@ def cmd_plan(args: argparse.Namespace) -> int:
     else:
         _print_plan(result, size, objects, args)
     return 0
+
+
+def _option(value: str | None, name: str, parse: Any) -> Any:
+    """An option's value parsed, or None when not given; a bad value names the option."""
+    from pipelines.core.units import UnitError
+
+    if value is None:
+        return None
+    try:
+        return parse(value)
+    except UnitError as exc:
+        raise UsageError(f"{name}: {exc}") from None
 
 
 def _print_plan(result: dict[str, Any], size: int, objects: int, args: argparse.Namespace) -> None:
@@ -147,7 +185,41 @@ def _print_plan(result: dict[str, Any], size: int, objects: int, args: argparse.
         f"bottleneck {result['bottleneck']}; ${result['cost']:,.2f}; {result['energy_kWh']:,.3f} kWh"
     )
     coefficients = ", ".join(f"{tier} {j:g} J/GB" for tier, j in result["energy_J_per_GB"].items())
-    print(f"energy from {coefficients} (read at the source plus written at the destination; --joules-per-gb)")
+    idle = (
+        f"; {result['idle_watts_per_node']:g} W per waiting node: {result['idle_energy_kWh']:,.3f} kWh"
+        if result["idle_watts_per_node"]
+        else ""
+    )
+    print(f"energy from {coefficients} (read at the source plus written at the destination; --joules-per-gb){idle}")
+    if "deadline" in result:
+        d = result["deadline"]
+        if d["meets"]:
+            print(
+                f"deadline {format_duration(d['seconds'])}: met, {format_duration(d['spare_s'])} to spare "
+                "(each hop at the fewest streams that finish in time)"
+            )
+        else:
+            print(f"deadline {format_duration(d['seconds'])}: missed by {format_duration(-d['spare_s'])}")
+            for hop, advice in d["advice"].items():
+                print(f"  widen {hop}: " + "; ".join(advice))
+    if "optimize" in result:
+        o = result["optimize"]
+        options: list[tuple[str, ...]] = [("compression", "time", "cost", "energy", "meets deadline", "")]
+        for alt in o["alternatives"]:
+            meets = {None: "—", True: "yes", False: "no"}[alt["meets_deadline"]]
+            chosen = "<- chosen" if o["chosen"] == alt else ""
+            options.append(
+                (
+                    alt["compression"],
+                    format_duration(alt["seconds"]),
+                    f"${alt['cost']:,.2f}",
+                    f"{alt['energy_kWh']:,.3f} kWh",
+                    meets,
+                    chosen,
+                )
+            )
+        print(f"optimized for {o['by']}: {o['reason']}")
+        print_table(options)
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:

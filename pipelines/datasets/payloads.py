@@ -59,6 +59,7 @@ class ShardTask(Payload):
     bottleneck: Bottleneck
     correction: float = 1.0  #: the learnt factor the prediction used (see :class:`HopSizing`)
     uncertainty: float = 0.0  #: relative uncertainty of ``predicted_s``
+    timeout_s: float = 0.0  #: the copy task's execution_timeout from the plan (0: none)
 
 
 def _observed(done: ShardCopy | HopSummary, dag_id: str, task_id: str) -> Observation | None:

@@ -103,6 +103,7 @@ class StagePlan:
                 bottleneck=self.hop.predicted.bottleneck,
                 correction=self.hop.predicted.binding.correction,
                 uncertainty=self.hop.predicted.binding.uncertainty,
+                timeout_s=round(self.hop.execution_timeout_s, 1),
             )
             for i, size in enumerate(sizes)
         ]
@@ -123,8 +124,20 @@ class StagePlan:
         )
 
 
-def plan_stage(source: Tier, target: Tier, dataset: str, version: str, **planner: Any) -> StagePlan:
+def plan_stage(
+    source: Tier,
+    target: Tier,
+    dataset: str,
+    version: str,
+    *,
+    deadline_s: float | None = None,
+    then: Tier | None = None,
+    **planner: Any,
+) -> StagePlan:
     """Plan copying a committed dataset version from ``source`` to ``target``.
+
+    ``deadline_s`` is the time left for the staging; with ``then`` (the tier a later hop copies
+    ``target`` to) it is shared between the two hops in proportion to their fastest predictions.
 
     When ``target`` holds the version committed with other content (it was replaced upstream), its
     old marker is removed here, before any shard copies: readers see no version rather than a
@@ -147,7 +160,14 @@ def plan_stage(source: Tier, target: Tier, dataset: str, version: str, **planner
             manifest.checksum(),
         )
         target.delete([f"{manifest.prefix}/{COMMIT_MARKER}"])
-    hop = plan_hop(source.config, target.config, Workload.from_sizes(e.size for e in manifest.entries), **planner)
+    work = Workload.from_sizes(e.size for e in manifest.entries)
+    if deadline_s is not None and then is not None and deadline_s > 0:
+        this = plan_hop(source.config, target.config, work, **planner).predicted_s
+        later = plan_hop(target.config, then.config, work, **planner).predicted_s
+        deadline_s *= this / (this + later) if this + later > 0 else 0.5
+    if deadline_s is not None and deadline_s <= 0:
+        raise ValueError(f"{dataset}/{version}: the run's deadline has passed ({-deadline_s:.0f} s ago)")
+    hop = plan_hop(source.config, target.config, work, deadline_s=deadline_s, **planner)
     needed = 0 if already else space_needed(target, manifest)
     if target.config.kind != "nvme":  # a cache makes room by eviction (ensure_space), a staging area refuses
         require_space(target, needed, f"{dataset}/{version}")

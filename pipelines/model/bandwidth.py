@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 from pipelines.core.config import BandwidthProfile, TierConfig
 from pipelines.core.payloads import Payload
-from pipelines.core.units import format_duration
+from pipelines.core.units import format_bandwidth, format_duration
 
 __all__ = [
     "MAX_MAP_LENGTH",
@@ -40,6 +40,7 @@ __all__ = [
     "HopSizing",
     "StagingPrediction",
     "Workload",
+    "deadline_advice",
     "part_size_for",
     "plan_hop",
     "predict_hop",
@@ -109,6 +110,17 @@ class Workload:
         """``objects`` objects of ``size`` bytes each."""
         bucket = 1 << max(0, (size - 1).bit_length()) if size > 0 else 0
         return cls(objects * size, objects, size if objects else 0, ((bucket, objects),) if objects else ())
+
+    def compressed(self, ratio: float) -> Workload:
+        """The same objects at ``1 / ratio`` of their bytes (after compression at ``ratio``)."""
+        if ratio == 1.0:
+            return self
+        return Workload(
+            bytes=math.ceil(self.bytes / ratio),
+            objects=self.objects,
+            largest=math.ceil(self.largest / ratio),
+            histogram=tuple((max(1, math.ceil(b / ratio)), n) for b, n in self.histogram),
+        )
 
     def requests(self, part_size: int) -> int:
         """Data requests to move every object in parts of ``part_size`` (one per small object)."""
@@ -307,6 +319,15 @@ class HopPlan:
     execution_timeout_s: float
     predicted: HopPrediction
     reasons: dict[str, str] = field(default_factory=dict)
+    #: The time the hop was given (seconds from planning), None without a deadline.
+    deadline_s: float | None = None
+    #: What would let a hop that cannot meet its deadline meet it (empty when it meets it).
+    advice: tuple[str, ...] = ()
+
+    @property
+    def meets_deadline(self) -> bool | None:
+        """Whether the prediction finishes within the deadline (None without one)."""
+        return None if self.deadline_s is None else self.predicted_s <= self.deadline_s
 
     @property
     def predicted_s(self) -> float:
@@ -330,6 +351,9 @@ class HopPlan:
             reasons=dict(self.reasons),
             correction=round(self.predicted.binding.correction, 4),
             uncertainty=round(self.predicted.binding.uncertainty, 3),
+            deadline_s=None if self.deadline_s is None else round(self.deadline_s, 1),
+            meets_deadline=self.meets_deadline,
+            advice=list(self.advice),
         )
 
 
@@ -354,6 +378,49 @@ class HopSizing(Payload):
     correction: float = 1.0
     #: Relative uncertainty of ``predicted_s``.
     uncertainty: float = 0.0
+    deadline_s: float | None = None  #: the time the hop was given, if any
+    meets_deadline: bool | None = None
+    advice: list[str] = field(default_factory=list)  #: what would meet a deadline this plan misses
+
+
+def deadline_advice(
+    source: TierConfig, destination: TierConfig, prediction: HopPrediction, deadline_s: float, streams_limit: int
+) -> tuple[str, ...]:
+    """What would let a hop predicted past its deadline finish in time, from the resource that binds it.
+
+    Each line names the tier, the direction and how much more of the binding resource it takes;
+    per-node tiers (NVMe) can also be widened by adding nodes.
+    """
+    factor = prediction.seconds / deadline_s if deadline_s > 0 else math.inf
+    end = prediction.binding
+    tier = source if end.tier == source.name and end.direction == "read" else destination
+    bw = tier.bandwidth
+    work = prediction.workload
+    out = []
+    if end.bound == "bandwidth":
+        have = bw.read_bps if end.direction == "read" else bw.write_bps
+        nodes = f", or {math.ceil(factor * 10) / 10:g}x the nodes (its bandwidth is per node)"
+        out.append(
+            f"{tier.name} {end.direction} of at least {format_bandwidth(have * factor)} (it has "
+            f"{format_bandwidth(have)}): a faster {tier.name} tier" + (nodes if tier.kind == "nvme" else "")
+        )
+    elif end.bound in ("stream", "latency"):
+        needed = math.ceil(prediction.concurrency * factor)
+        if needed <= streams_limit:
+            out.append(f"{needed} streams instead of {prediction.concurrency}")
+        else:
+            out.append(
+                f"{needed} streams (the limit of {source.name}/{destination.name} is {streams_limit}: "
+                f"raise max_streams, or spread the hop over {math.ceil(needed / streams_limit)} nodes)"
+            )
+    else:
+        out.append(
+            f"{tier.name} {'requests' if tier.is_object else 'metadata operations'} at "
+            f"{bw.metadata_ops * factor:,.0f}/s (it has {bw.metadata_ops:,.0f}/s), or fewer, larger objects "
+            f"(at most {max(1, math.floor(work.objects / factor)):,} instead of {work.objects:,})"
+        )
+    out.append(f"or a deadline of {format_duration(prediction.seconds)} or more")
+    return tuple(out)
 
 
 def plan_hop(
@@ -365,8 +432,18 @@ def plan_hop(
     target_task_s: float = DEFAULT_TARGET_TASK_S,
     max_map_length: int = MAX_MAP_LENGTH,
     max_concurrency: int | None = None,
+    deadline_s: float | None = None,
 ) -> HopPlan:
-    """Size a hop: concurrency, part size, shards, pool slots and timeout from the model."""
+    """Size a hop: concurrency, part size, shards, pool slots and timeout from the model.
+
+    Without a deadline the concurrency is the smallest that reaches :data:`ASYMPTOTE_SHARE` of the
+    best throughput. With ``deadline_s`` (seconds the hop may take) it is the smallest whose
+    prediction finishes in time, leaving the rest of the tiers' streams to other work; a hop that
+    cannot finish in time runs at its fastest and the plan says what would let it
+    (:attr:`HopPlan.advice`).
+    """
+    if deadline_s is not None and deadline_s <= 0:
+        raise ValueError(f"the deadline has passed (the hop was given {deadline_s:.0f} s)")
     limit = min(source.bandwidth.max_streams, destination.bandwidth.max_streams)
     if max_concurrency is not None:
         limit = max(1, min(limit, max_concurrency))
@@ -381,12 +458,18 @@ def plan_hop(
     best = predict_hop(source, destination, work, c_max, part).seconds
     concurrency = c_max
     for c in range(1, c_max + 1):
-        if predict_hop(source, destination, work, c, part).seconds * ASYMPTOTE_SHARE <= best:
+        seconds = predict_hop(source, destination, work, c, part).seconds
+        if (seconds <= deadline_s) if deadline_s is not None else (seconds * ASYMPTOTE_SHARE <= best):
             concurrency = c
             break
     part, part_reason = part_size_for(work.largest, concurrency, memory_budget)
     prediction = predict_hop(source, destination, work, concurrency, part)
-    if concurrency == c_max and c_max == limit:
+    if deadline_s is not None and best <= deadline_s:
+        c_reason = (
+            f"{concurrency}: the fewest that finish within the deadline of {format_duration(deadline_s)} "
+            f"({format_duration(prediction.seconds)}); {prediction.bottleneck}"
+        )
+    elif concurrency == c_max and c_max == limit:
         c_reason = f"{concurrency}: {limit_reason}; {prediction.bottleneck}"
     elif concurrency == c_max:
         requests = f"{useful} request{'' if useful == 1 else 's'}"
@@ -396,6 +479,19 @@ def plan_hop(
             f"{concurrency}: the smallest reaching {ASYMPTOTE_SHARE:.0%} of the best throughput "
             f"({c_max} streams: {format_duration(best)}); {prediction.bottleneck}"
         )
+    advice: tuple[str, ...] = ()
+    reasons: dict[str, str] = {}
+    if deadline_s is not None:
+        if prediction.seconds <= deadline_s:
+            reasons["deadline"] = (
+                f"meets the deadline: {format_duration(prediction.seconds)} of {format_duration(deadline_s)}"
+            )
+        else:
+            advice = deadline_advice(source, destination, prediction, deadline_s, limit)
+            reasons["deadline"] = (
+                f"cannot meet the deadline: {format_duration(prediction.seconds)} at its fastest against "
+                f"{format_duration(deadline_s)}, {prediction.bottleneck}; it would take " + "; ".join(advice)
+            )
     total = prediction.seconds
     shards = max(1, min(max_map_length, max(1, work.objects), math.ceil(total / target_task_s)))
     if shards == max_map_length and total / shards > target_task_s:
@@ -420,7 +516,10 @@ def plan_hop(
         pool_slots=slots,
         execution_timeout_s=timeout,
         predicted=prediction,
-        reasons={
+        deadline_s=deadline_s,
+        advice=advice,
+        reasons=reasons
+        | {
             "concurrency": c_reason,
             "part_size": part_reason,
             "shards": s_reason,

@@ -6,7 +6,6 @@ The codec's speed and ratio come from a measurement on a sample of the real data
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -44,12 +43,7 @@ def choose_compression(
     for s in samples:
         if s.ratio <= 0 or s.compress_bps <= 0:
             raise ValueError(f"codec sample for level {s.level} must have positive speed and ratio")
-        smaller = Workload(
-            bytes=math.ceil(work.bytes / s.ratio),
-            objects=work.objects,
-            largest=math.ceil(work.largest / s.ratio),
-            histogram=tuple((max(1, math.ceil(b / s.ratio)), n) for b, n in work.histogram),
-        )
+        smaller = work.compressed(s.ratio)
         t = work.bytes / s.compress_bps + predict_hop(source, destination, smaller, concurrency).seconds
         if best is None or t < best[0]:
             best = (t, s)

@@ -24,6 +24,7 @@ from pipelines.model.bandwidth import (
     HopPlan,
     Workload,
     plan_hop,
+    predict_hop,
 )
 from pipelines.model.codecs import CodecSample, choose_compression
 
@@ -43,11 +44,18 @@ class Cluster:
 
 @dataclass(frozen=True)
 class Costs:
-    """Prices and energy: per GB moved out of object storage, per 1,000 requests, joules per GB per tier."""
+    """Prices and energy.
+
+    Dollars per GB moved out of object storage and per 1,000 requests; joules per GB read or
+    written on each tier; the power the compute nodes draw while they wait for the data (for a GPU
+    node this term usually dominates), and the power of a node's CPU while it compresses.
+    """
 
     price_per_gb: float = 0.0
     price_per_1000_requests: float = 0.0004
     joules_per_gb: tuple[tuple[str, float], ...] = (("object", 10.0), ("pfs", 4.0), ("nvme", 1.0))
+    idle_watts_per_node: float = 0.0
+    compress_watts_per_node: float = 100.0
 
 
 def _scaled(tier: TierConfig, aggregate: float | None, streams_factor: int) -> TierConfig:
@@ -142,10 +150,22 @@ def plan_cluster(
     costs: Costs = Costs(),
     max_map_length: int = 1024,
     codecs: Sequence[CodecSample] = (),
+    deadline_s: float | None = None,
+    optimize: str | None = None,
 ) -> dict[str, Any]:
-    """Plan staging ``dataset_bytes`` in ``objects`` equal objects through the cluster; JSON-safe result."""
+    """Plan staging ``dataset_bytes`` in ``objects`` equal objects through the cluster; JSON-safe result.
+
+    With ``deadline_s`` each hop is sized to finish in time (the fewest streams that do), and the
+    result says whether the staging meets it and, if not, which hop to widen and what would do it.
+    With ``optimize`` (``cost`` or ``energy``) and measured ``codecs``, the alternatives (raw or
+    each zstd level) are listed and the cheapest that meets the deadline is chosen.
+    """
     if dataset_bytes <= 0 or objects <= 0 or cluster.nodes <= 0:
         raise ValueError("dataset size, object count and node count must be positive")
+    if optimize not in (None, "cost", "energy"):
+        raise ValueError(f"optimize must be 'cost' or 'energy' (got {optimize!r})")
+    if deadline_s is not None and deadline_s <= 0:
+        raise ValueError(f"the deadline must be in the future (got {deadline_s} s)")
     base = {kind: config.of_kind(kind) for kind in ("object", "pfs", "nvme")}
     missing = [k for k, v in base.items() if not v]
     if missing:
@@ -160,13 +180,18 @@ def plan_cluster(
     for (src, dst), work in ((("object", "pfs"), first), (("pfs", "nvme"), second)):
         # Streams span every node, and so does the memory their parts use.
         plan: HopPlan = plan_hop(
-            tiers[src], tiers[dst], work, max_map_length=max_map_length, memory_budget=DEFAULT_MEMORY_BUDGET * nodes
+            tiers[src],
+            tiers[dst],
+            work,
+            max_map_length=max_map_length,
+            memory_budget=DEFAULT_MEMORY_BUDGET * nodes,
+            deadline_s=deadline_s,
         )
-        requests = work.requests(plan.part_size) if tiers[src].is_object or tiers[dst].is_object else work.objects
+        requests = _requests(tiers[src], tiers[dst], work, plan.part_size)
         per_node_bps = cluster.nvme_bps_per_node or base["nvme"][0].bandwidth.write_bps
         limits = _limits(tiers[src], tiers[dst], work, nodes, per_node_bps)
         gb = work.bytes / 1e9
-        cost = (gb * costs.price_per_gb if src == "object" else 0.0) + requests / 1000 * costs.price_per_1000_requests
+        cost = _cost(tiers[src], tiers[dst], work, plan.part_size, costs)
         hops.append(
             {
                 "hop": f"{tiers[src].name} -> {tiers[dst].name}",
@@ -185,6 +210,8 @@ def plan_cluster(
                 "reasons": plan.reasons,
                 "limits": limits,
                 "per_node": _per_node(work, nodes, plan.predicted_s, limits) if dst == "nvme" else None,
+                "meets_deadline": plan.meets_deadline,
+                "advice": list(plan.advice),
             }
         )
     if codecs:  # compress before the first hop? (codec speed scales with the nodes doing it)
@@ -198,7 +225,21 @@ def plan_cluster(
         }
     times = [h["predicted_s"] for h in hops]
     shards = max(h["shards"] for h in hops)
-    return {
+    pipelined = max(times) + (sum(times) - max(times)) / shards
+    idle_kWh = nodes * costs.idle_watts_per_node * pipelined / 3.6e6
+    extra: dict[str, Any] = {}
+    if deadline_s is not None:
+        late = [h for h in hops if not h["meets_deadline"]]
+        extra["deadline"] = {
+            "seconds": deadline_s,
+            "meets": pipelined <= deadline_s,
+            "spare_s": deadline_s - pipelined,
+            "widen": [h["hop"] for h in late],
+            "advice": {h["hop"]: h["advice"] for h in late},
+        }
+    if optimize is not None:
+        extra["optimize"] = _alternatives(tiers, first, second, hops, costs, codecs, nodes, deadline_s, optimize)
+    return extra | {
         "dataset_bytes": dataset_bytes,
         "objects": objects,
         "nodes": nodes,
@@ -213,9 +254,79 @@ def plan_cluster(
         },
         "hops": hops,
         "sequential_s": sum(times),
-        "pipelined_s": max(times) + (sum(times) - max(times)) / shards,
+        "pipelined_s": pipelined,
         "bottleneck": max(hops, key=lambda h: h["predicted_s"])["bottleneck"],
         "cost": round(sum(h["cost"] for h in hops), 4),
-        "energy_kWh": round(sum(h["energy_kWh"] for h in hops), 6),
+        "energy_kWh": round(sum(h["energy_kWh"] for h in hops) + idle_kWh, 6),
+        "idle_energy_kWh": round(idle_kWh, 6),
         "energy_J_per_GB": dict(joules),
+        "idle_watts_per_node": costs.idle_watts_per_node,
     }
+
+
+def _alternatives(
+    tiers: dict[str, TierConfig],
+    first: Workload,
+    second: Workload,
+    hops: list[dict[str, Any]],
+    costs: Costs,
+    codecs: Sequence[CodecSample],
+    nodes: int,
+    deadline_s: float | None,
+    optimize: str,
+) -> dict[str, Any]:
+    """Raw and each measured zstd level: time, dollars and kWh; the cheapest that meets the deadline is chosen.
+
+    Compressed shards stay compressed on every tier (they are what training reads), so both hops
+    move ``1 / ratio`` of the bytes; compressing takes the nodes' CPUs first, at the measured speed.
+    """
+    joules = dict(costs.joules_per_gb)
+    options: list[dict[str, Any]] = []
+    for codec in (None, *codecs):
+        ratio = codec.ratio if codec else 1.0
+        compress_s = first.bytes / (codec.compress_bps * nodes) if codec else 0.0
+        times, cost, kwh = [], 0.0, 0.0
+        for (src, dst), work, hop in ((("object", "pfs"), first, hops[0]), (("pfs", "nvme"), second, hops[1])):
+            smaller = work.compressed(ratio)
+            seconds = predict_hop(tiers[src], tiers[dst], smaller, hop["concurrency"], hop["part_size"]).seconds
+            times.append(seconds)
+            cost += _cost(tiers[src], tiers[dst], smaller, hop["part_size"], costs)
+            kwh += smaller.bytes / 1e9 * (joules.get(src, 0.0) + joules.get(dst, 0.0)) / 3.6e6
+        shards = max(h["shards"] for h in hops)
+        total = compress_s + max(times) + (sum(times) - max(times)) / shards
+        kwh += (nodes * costs.compress_watts_per_node * compress_s + nodes * costs.idle_watts_per_node * total) / 3.6e6
+        options.append(
+            {
+                "compression": f"zstd level {codec.level} (ratio {codec.ratio:.2f})" if codec else "raw",
+                "level": codec.level if codec else None,
+                "seconds": total,
+                "cost": round(cost, 4),
+                "energy_kWh": round(kwh, 6),
+                "meets_deadline": None if deadline_s is None else total <= deadline_s,
+            }
+        )
+    key = "cost" if optimize == "cost" else "energy_kWh"
+    eligible = [o for o in options if o["meets_deadline"] is not False]
+    chosen = min(eligible, key=lambda o: (o[key], o["seconds"])) if eligible else None
+    return {
+        "by": optimize,
+        "chosen": chosen,
+        "alternatives": options,
+        "reason": (
+            f"{chosen['compression']}: the {'cheapest' if optimize == 'cost' else 'least energy'} of "
+            f"{len(eligible)} plan(s){' that meet the deadline' if deadline_s is not None else ''}"
+            if chosen
+            else "no alternative meets the deadline"
+        ),
+    }
+
+
+def _requests(src: TierConfig, dst: TierConfig, work: Workload, part_size: int) -> int:
+    """Requests a hop makes: parts to or from an object store, else one per object."""
+    return work.requests(part_size) if src.is_object or dst.is_object else work.objects
+
+
+def _cost(src: TierConfig, dst: TierConfig, work: Workload, part_size: int, costs: Costs) -> float:
+    """Dollars of a hop: the GB read out of object storage and its requests."""
+    gb_out = work.bytes / 1e9 if src.is_object else 0.0
+    return gb_out * costs.price_per_gb + _requests(src, dst, work, part_size) / 1000 * costs.price_per_1000_requests

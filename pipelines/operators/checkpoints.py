@@ -8,6 +8,7 @@ a checksum mismatch, a missing checkpoint or a bad setting fails it for good.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -134,6 +135,8 @@ class PromoteCheckpointOperator(_CheckpointOperator):
             step, metrics, tier, bytes, checkpoint and seconds as extras.
         mlflow_run_id: The MLflow run that trains this checkpoint (templated): with ``[lineage]`` in the
             tier config, each committed copy is tagged on it (``tierflow.checkpoint.<name>.<tier>``).
+        deadline: Promote within this long after the run was queued, e.g. ``"30min"`` (templated;
+            empty: none): each hop takes the fewest streams that finish in time, or warns.
         **kwargs: The shared checkpoint arguments and ``BaseOperator``'s.
 
     Returns (XCom) one :class:`~pipelines.checkpoints.PromoteResult` per hop (run, checkpoint, step,
@@ -141,7 +144,12 @@ class PromoteCheckpointOperator(_CheckpointOperator):
     is no longer complete on NVMe.
     """
 
-    template_fields: Sequence[str] = (*_CheckpointOperator.template_fields, "checkpoint", "mlflow_run_id")
+    template_fields: Sequence[str] = (
+        *_CheckpointOperator.template_fields,
+        "checkpoint",
+        "mlflow_run_id",
+        "deadline",
+    )
 
     def __init__(
         self,
@@ -149,17 +157,20 @@ class PromoteCheckpointOperator(_CheckpointOperator):
         checkpoint: dict[str, Any],
         outlets: Sequence[Any] = (CHECKPOINT_ALIAS,),  # in the signature, so .partial() (a mapped task) declares it too
         mlflow_run_id: str | None = None,
+        deadline: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(outlets=list(outlets), **kwargs)
         self.checkpoint = checkpoint
         self.mlflow_run_id = mlflow_run_id
+        self.deadline = deadline
 
     def execute(self, context: Any) -> list[dict[str, Any]]:
         """Promote; returns one summary per hop and emits one asset event per committed copy."""
         from airflow.sdk.exceptions import AirflowSkipException
 
         from pipelines.checkpoints import CheckpointRef, discover, promote_through
+        from pipelines.operators.deadlines import PARAM, seconds_left
 
         with fatal_errors():
             ref = CheckpointRef.from_json(self.checkpoint, "PromoteCheckpointOperator.checkpoint")
@@ -170,7 +181,10 @@ class PromoteCheckpointOperator(_CheckpointOperator):
             found = [c for c in discover(tiers[0], rules, run) if c.name == name]
             if not found or found[0].state != "complete":
                 raise AirflowSkipException(f"{run}/{name} is no longer complete on {tiers[0].name}")
-            results = promote_through(tiers, found[0], rules)
+            run_of = context.get("dag_run")
+            left = seconds_left({PARAM: self.deadline}, getattr(run_of, "queued_at", None))
+            deadline_at = None if left is None else time.monotonic() + left
+            results = promote_through(tiers, found[0], rules, deadline_at=deadline_at)
         by_name = {t.name: t for t in tiers}
         training_run = native(self.mlflow_run_id or None, str | None, "PromoteCheckpointOperator.mlflow_run_id")
         for r in results:

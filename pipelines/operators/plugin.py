@@ -32,7 +32,7 @@ from airflow.plugins_manager import AirflowPlugin
 from fastapi import FastAPI, HTTPException, Query
 from fastapi.responses import HTMLResponse, Response
 
-from pipelines.operators import inventory, listener
+from pipelines.operators import deadlines, inventory, listener
 from pipelines.operators.preparation import ValidationDocsLink
 
 __all__ = ["StorageBandwidthPlugin", "app"]
@@ -450,6 +450,8 @@ class StorageBandwidthPlugin(AirflowPlugin):
     name = "tierflow"
     macros = [plan_concurrency, plan_shards, plan_timeout_s]
     listeners = [listener]
+    # Airflow evaluates custom deadline references only when a plugin registers them.
+    deadline_references = [deadlines.RunDeadlineParam]
     operator_extra_links = [ValidationDocsLink()]
     fastapi_apps = [{"app": app, "url_prefix": URL_PREFIX, "name": "Tierflow storage bandwidth"}]
     external_views = [

@@ -13,6 +13,7 @@ raised for Airflow to retry.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import Asset, AssetAlias, BaseOperator
@@ -58,12 +59,17 @@ class PlanStagingOperator(BaseOperator):
         target_task_s: How long one mapped copy task should run.
         max_concurrency: Most streams the plan may choose (e.g. what the task's pod was sized for).
         memory_budget: Bytes of part buffers the plan may hold in flight (default: the planner's).
+        deadline: Finish the staging within this long after the run was queued, e.g. ``"6h"``
+            (templated; empty: no deadline): the plan takes the fewest streams that finish in
+            time, or warns with what would.
+        then: The tier a later hop copies this hop's target to (templated): the deadline is
+            shared between the two hops.
         node: The ``[[node]]`` this task belongs to (a per-node hop, on that node's queue): the
             tiers are that node's, and a worker of another node (``$TIERFLOW_NODE``) fails the task.
         config_path: Tier config file; default ``$TIERFLOW_CONFIG``, else the packaged default.
     """
 
-    template_fields: Sequence[str] = ("dataset", "version", "source", "target")
+    template_fields: Sequence[str] = ("dataset", "version", "source", "target", "deadline", "then")
 
     def __init__(
         self,
@@ -75,6 +81,8 @@ class PlanStagingOperator(BaseOperator):
         target_task_s: float = 600.0,
         max_concurrency: int | None = None,
         memory_budget: int | None = None,
+        deadline: str | None = None,
+        then: str | None = None,
         node: str | None = None,
         config_path: str | None = None,
         **kwargs: Any,
@@ -87,6 +95,8 @@ class PlanStagingOperator(BaseOperator):
         self.target_task_s = target_task_s
         self.max_concurrency = max_concurrency
         self.memory_budget = memory_budget
+        self.deadline = deadline
+        self.then = then
         self.node = node
         self.config_path = config_path
 
@@ -98,13 +108,31 @@ class PlanStagingOperator(BaseOperator):
 
         if not self.target:
             raise AirflowSkipException("no target tier for this hop")
+        from pipelines.operators.deadlines import PARAM, seconds_left
+
         with fatal_errors():
-            source, target = open_tiers_in_task(self.config_path, self.source, self.target, node=self.node)
+            names = [self.source, self.target, *([self.then] if self.then else [])]
+            source, target, *later = open_tiers_in_task(self.config_path, *names, node=self.node)
+            then = later[0] if later else None
             caps = {"max_concurrency": self.max_concurrency, "memory_budget": self.memory_budget}
             planner = {k: v for k, v in caps.items() if v is not None}
-            plan = plan_stage(source, target, self.dataset, self.version, target_task_s=self.target_task_s, **planner)
+            run = context.get("dag_run")
+            started = getattr(run, "queued_at", None) or getattr(run, "start_date", None)
+            left = seconds_left({PARAM: self.deadline}, started)
+            plan = plan_stage(
+                source,
+                target,
+                self.dataset,
+                self.version,
+                target_task_s=self.target_task_s,
+                deadline_s=left,
+                then=then,
+                **planner,
+            )
         for choice, reason in plan.hop.reasons.items():
             self.log.info("plan %s: %s", choice, reason)
+        if plan.hop.meets_deadline is False and not plan.already_staged:
+            self.log.warning("plan: this hop will be late: %s", plan.hop.reasons["deadline"])
         context["ti"].xcom_push(key="plan", value=plan.summary().to_json())
         return [shard.to_json() for shard in plan.shards()]
 
@@ -142,6 +170,16 @@ class StageShardOperator(BaseOperator):
         self.node = node
         self.config_path = config_path
 
+    def pre_execute(self, context: Any) -> None:
+        """The shard's ``execution_timeout`` from its plan (unless the DAG set one): Airflow applies it next."""
+        from pipelines.core.units import format_duration
+        from pipelines.datasets.payloads import ShardTask
+
+        timeout_s = ShardTask.from_json(self.shard, "StageShardOperator.shard").timeout_s
+        if self.execution_timeout is None and timeout_s > 0:
+            self.execution_timeout = timedelta(seconds=timeout_s)
+            self.log.info("execution timeout %s from the plan", format_duration(timeout_s))
+
     def execute(self, context: Any) -> dict[str, Any]:
         """Copy the shard; returns the copy summary (small)."""
         from pipelines.core.units import format_bytes, format_duration, format_prediction
@@ -162,7 +200,11 @@ class StageShardOperator(BaseOperator):
                 s.bottleneck,
             )
             settings = TransferSettings(
-                concurrency=s.concurrency, part_size=s.part_size, verify=verify, fsync=self.fsync
+                concurrency=s.concurrency,
+                part_size=s.part_size,
+                verify=verify,
+                fsync=self.fsync,
+                expected_s=s.predicted_s,  # a copy falling behind its plan says so
             )
             source, target = open_tiers_in_task(self.config_path, s.source, s.target, node=self.node)
             report = stage_shard(source, target, s.dataset, s.version, s.index, s.count, s.manifest_checksum, settings)

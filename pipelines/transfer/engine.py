@@ -494,9 +494,10 @@ def copy_entries(
     retrying(lambda: _clear_what_dead_copies_left(dst, dst_prefix, where), settings, where, only)
     copier = _Copier(src, src_prefix, dst, dst_prefix, settings)
     todo = retrying(lambda: _not_yet_there(copier, dst, dst_prefix, entries, report, c), settings, where, only)
-    progress = Progress(
-        sum(e.size for e in todo), f"{report.source} -> {report.destination}", settings.progress_interval_s, len(todo)
-    )
+    todo_bytes, all_bytes = sum(e.size for e in todo), sum(e.size for e in entries)
+    expected = settings.expected_s * todo_bytes / all_bytes if settings.expected_s and all_bytes else None
+    label = f"{report.source} -> {report.destination}"
+    progress = Progress(todo_bytes, label, settings.progress_interval_s, len(todo), expected_s=expected)
     lock = threading.Lock()
 
     def run(entry: Entry, inner: int) -> None:

@@ -18,7 +18,10 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Progress", "terminal_progress"]
+__all__ = ["LATE_MARGIN", "Progress", "terminal_progress"]
+
+#: How far past its plan a copy may be heading before it says so.
+LATE_MARGIN = 0.25
 
 #: Set inside :func:`terminal_progress`: new Progress instances draw a bar there.
 _terminal: dict[str, Any] = {"on": False}
@@ -48,10 +51,16 @@ class Progress:
         label: What moves (``source -> destination``).
         interval: Seconds between log lines.
         objects: Objects to move (shown on the bar).
+        expected_s: The planned duration: once the copy is a quarter of the way there and its rate
+            says it will end more than :data:`LATE_MARGIN` after it, one warning gives the lateness.
     """
 
-    def __init__(self, total: int, label: str, interval: float, objects: int = 0) -> None:
+    def __init__(
+        self, total: int, label: str, interval: float, objects: int = 0, expected_s: float | None = None
+    ) -> None:
         self.total = total
+        self.expected_s = expected_s
+        self.warned = False
         self.objects_total = objects
         self.label = label
         self.interval = interval
@@ -87,6 +96,28 @@ class Progress:
                 rate / 1e6,
                 eta,
             )
+            self._behind(elapsed, eta, rate)
+
+    def _behind(self, elapsed: float, eta: float, rate: float) -> None:
+        """Warn once when the rate so far puts the end more than LATE_MARGIN past the plan."""
+        if self.warned or not self.expected_s or elapsed < self.expected_s / 4:
+            return
+        finish = elapsed + eta
+        if finish <= self.expected_s * (1 + LATE_MARGIN):
+            return
+        self.warned = True
+        late = finish - self.expected_s
+        from pipelines.core.units import format_duration
+
+        log.warning(
+            "%s: behind plan: at %.1f MB/s it ends in %s, %s later than the %s planned (%.0f%% late)",
+            self.label,
+            rate / 1e6,
+            format_duration(eta),
+            format_duration(late),
+            format_duration(self.expected_s),
+            100 * late / self.expected_s,
+        )
 
     def close(self) -> None:
         """Finish the bar, if there is one (the summary line follows it)."""

@@ -29,6 +29,8 @@ class TransferSettings:
     use_crt: bool = True
     #: Uploads from local files remember what they wrote (:mod:`pipelines.transfer.seen`) so reruns skip it unread.
     upload_index: bool = True
+    #: What the plan predicted for this copy, in seconds: a copy falling behind it logs a warning with its lateness.
+    expected_s: float | None = None
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
@@ -38,8 +40,8 @@ class TransferSettings:
 
     @classmethod
     def from_plan(cls, plan: HopPlan, **overrides: Any) -> TransferSettings:
-        """Settings sized by the planner."""
-        return cls(concurrency=plan.concurrency, part_size=plan.part_size, **overrides)
+        """Settings sized by the planner, for a copy of the whole hop."""
+        return cls(concurrency=plan.concurrency, part_size=plan.part_size, expected_s=plan.predicted_s, **overrides)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,150 @@
+"""Plans that meet a deadline: the fewest streams that finish in time, or what would let them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipelines.core.config import load_config
+from pipelines.model.bandwidth import Workload, plan_hop
+from pipelines.model.codecs import CodecSample
+from pipelines.model.whatif import Cluster, Costs, plan_cluster
+
+pytestmark = pytest.mark.unit
+
+CONFIG = load_config(None)
+MiB = 2**20
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    objects=st.integers(1, 200_000),
+    size=st.integers(1, 2**31),
+    deadline_s=st.floats(0.01, 1e6),
+    hop=st.sampled_from([("object", "pfs"), ("pfs", "nvme"), ("nvme", "object"), ("pfs", "pfs")]),
+)
+def test_a_plan_that_says_it_meets_its_deadline_never_predicts_past_it(
+    objects: int, size: int, deadline_s: float, hop: tuple[str, str]
+) -> None:
+    work = Workload.uniform(objects, size)
+    src, dst = CONFIG.tier(hop[0]), CONFIG.tier(hop[1])
+    plan = plan_hop(src, dst, work, deadline_s=deadline_s)
+    if plan.meets_deadline:
+        assert plan.predicted_s <= deadline_s and not plan.advice
+        # and it is the fewest streams that do: one fewer would be late
+        if plan.concurrency > 1:
+            slower = plan_hop(src, dst, work, max_concurrency=plan.concurrency - 1)
+            assert slower.predicted_s > deadline_s or slower.concurrency < plan.concurrency - 1
+    else:
+        assert plan.predicted_s > deadline_s and plan.advice
+        assert plan.predicted_s == pytest.approx(plan_hop(src, dst, work).predicted.seconds, rel=0.06)
+        assert "cannot meet the deadline" in plan.reasons["deadline"]
+
+
+@pytest.mark.parametrize(
+    ("hop", "work", "deadline_s", "says"),
+    [
+        pytest.param(("object", "pfs"), Workload.uniform(4000, 256 * MiB), 600, "object read of at least", id="bw"),
+        pytest.param(("object", "pfs"), Workload.uniform(200_000, 64 * 1024), 5, "object requests at", id="requests"),
+        pytest.param(("pfs", "nvme"), Workload.uniform(200_000, 4096), 1, "metadata operations at", id="metadata"),
+        pytest.param(("object", "pfs"), Workload.uniform(8, MiB), 0.01, "16 streams instead of 8", id="streams"),
+    ],
+)
+def test_a_missed_deadline_names_what_would_meet_it(hop, work: Workload, deadline_s: float, says: str) -> None:
+    plan = plan_hop(CONFIG.tier(hop[0]), CONFIG.tier(hop[1]), work, deadline_s=deadline_s)
+    assert plan.meets_deadline is False
+    assert says in plan.advice[0], plan.advice
+    assert plan.advice[-1].startswith("or a deadline of")
+    assert plan.summary().meets_deadline is False and plan.summary().advice == list(plan.advice)
+
+
+def test_a_loose_deadline_takes_fewer_streams_than_the_fastest_plan() -> None:
+    work = Workload.uniform(4000, 256 * MiB)
+    fastest = plan_hop(CONFIG.tier("object"), CONFIG.tier("pfs"), work)
+    loose = plan_hop(CONFIG.tier("object"), CONFIG.tier("pfs"), work, deadline_s=fastest.predicted_s * 4)
+    assert loose.meets_deadline and loose.concurrency < fastest.concurrency
+    assert loose.predicted_s > fastest.predicted_s
+    assert "fewest that finish within the deadline" in loose.reasons["concurrency"]
+    with pytest.raises(ValueError, match="deadline has passed"):
+        plan_hop(CONFIG.tier("object"), CONFIG.tier("pfs"), work, deadline_s=0)
+
+
+def test_the_cluster_plan_says_which_hop_to_widen() -> None:
+    cluster = Cluster(nodes=64)
+    met = plan_cluster(CONFIG, 10**12, 4000, cluster, deadline_s=30 * 24 * 3600)
+    assert met["deadline"]["meets"] and met["deadline"]["spare_s"] > 0 and met["deadline"]["widen"] == []
+    missed = plan_cluster(CONFIG, 200 * 10**12, 800_000, cluster, deadline_s=6 * 3600)
+    d = missed["deadline"]
+    assert not d["meets"] and d["spare_s"] < 0 and d["widen"]
+    assert all(d["advice"][hop] for hop in d["widen"])
+
+
+def test_optimize_picks_the_cheapest_plan_that_meets_the_deadline_and_counts_waiting_nodes() -> None:
+    codecs = [CodecSample(1, 2e9, 3.0), CodecSample(19, 5e6, 4.5)]  # fast and modest, slow and small
+    costs = Costs(price_per_gb=0.02, idle_watts_per_node=6000)
+    result = plan_cluster(
+        CONFIG, 10**13, 40_000, Cluster(nodes=16), costs, codecs=codecs, deadline_s=24 * 3600, optimize="energy"
+    )
+    options = {o["level"]: o for o in result["optimize"]["alternatives"]}
+    assert set(options) == {None, 1, 19}
+    assert options[19]["meets_deadline"] is False  # 10 TB at 5 MB/s x 16 nodes: ~35 h of compressing alone
+    chosen = result["optimize"]["chosen"]
+    assert chosen["meets_deadline"] is not False
+    assert chosen["energy_kWh"] == min(o["energy_kWh"] for o in options.values() if o["meets_deadline"] is not False)
+    # Idle power of 16 nodes x 6 kW over the staging: the energy is at least that.
+    assert result["idle_energy_kWh"] == pytest.approx(16 * 6000 * result["pipelined_s"] / 3.6e6, rel=1e-3)
+    by_cost = plan_cluster(
+        CONFIG, 10**13, 40_000, Cluster(nodes=16), costs, codecs=codecs, deadline_s=24 * 3600, optimize="cost"
+    )
+    cheapest = by_cost["optimize"]["chosen"]
+    assert cheapest["cost"] == min(o["cost"] for o in by_cost["optimize"]["alternatives"] if o["meets_deadline"])
+
+
+def tierflow(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", *args], capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def test_plan_deadline_from_the_command_line() -> None:
+    done = tierflow("plan", "--dataset-size", "200 TB", "--nodes", "64", "--deadline", "6h")
+    assert done.returncode == 0, done.stderr
+    assert "deadline 6.0 h: missed by" in done.stdout and "widen object -> pfs:" in done.stdout
+    as_json = json.loads(tierflow("plan", "--dataset-size", "2 TB", "--deadline", "700 h", "--json").stdout)
+    assert as_json["deadline"]["meets"] and as_json["deadline"]["seconds"] == 700 * 3600
+    bad = tierflow("plan", "--dataset-size", "2 TB", "--deadline", "6x")
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "--deadline: unknown duration unit" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
+@pytest.mark.parametrize(
+    ("expected_s", "late"),
+    [
+        pytest.param(0.04, True, id="heading-far-past-its-plan"),
+        pytest.param(60.0, False, id="on-plan"),
+        pytest.param(None, False, id="no-plan"),
+    ],
+)
+def test_a_copy_behind_its_plan_says_how_late_it_will_be_once(
+    expected_s: float | None, late: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    import time
+
+    from pipelines.transfer.progress import Progress
+
+    progress = Progress(1000, "object -> pfs", interval=0.0, objects=10, expected_s=expected_s)
+    with caplog.at_level("INFO", logger="pipelines.transfer.progress"):
+        for _ in range(3):
+            time.sleep(0.02)
+            progress.add(10)  # 10 bytes per 20 ms: 1,000 bytes take about 2 s
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    if late:
+        (line,) = warnings  # once, not at every progress line
+        assert "object -> pfs: behind plan:" in line and "later than the 40 ms planned" in line and "% late" in line
+    else:
+        assert warnings == []
