@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -148,3 +149,55 @@ def test_a_copy_behind_its_plan_says_how_late_it_will_be_once(
         assert "object -> pfs: behind plan:" in line and "later than the 40 ms planned" in line and "% late" in line
     else:
         assert warnings == []
+
+
+@pytest.mark.parametrize(
+    ("cluster", "demand", "size", "short", "binds"),
+    [
+        pytest.param(Cluster(nodes=4), 100e6, 256 * MiB, set(), {}, id="every-tier-feeds-a-small-job"),
+        pytest.param(Cluster(nodes=64), 2e9, 256 * MiB, {"object", "pfs", "nvme"}, {"object": "bandwidth"}, id="big"),
+        pytest.param(
+            Cluster(nodes=64, object_bps=4e11, pfs_bps=1e12, nvme_bps_per_node=7e9),
+            3000 * MiB,
+            MiB,
+            {"object", "pfs"},
+            {"object": "requests", "pfs": "metadata"},
+            id="small-samples-bound-by-request-rates",
+        ),
+    ],
+)
+def test_can_each_tier_feed_the_nodes(cluster, demand: float, size: int, short: set, binds: dict) -> None:
+    from pipelines.model.whatif import feed
+
+    result = feed(CONFIG, cluster, demand, size)
+    rows = {r["tier"]: r for r in result["tiers"]}
+    assert {t for t, r in rows.items() if not r["feeds"]} == short
+    for tier, resource in binds.items():
+        assert rows[tier]["binds"] == resource
+    for r in rows.values():
+        assert r["headroom"] == pytest.approx(r["deliver_Bps"] / r["need_Bps"])
+        assert r["need_Bps"] == pytest.approx(demand * (1 if r["scope"] == "per node" else cluster.nodes))
+    assert (result["verdict"] == "every tier can feed it") == (not short)
+
+
+def test_more_nodes_never_leave_more_headroom_on_a_shared_tier() -> None:
+    from pipelines.model.whatif import feed
+
+    headroom = [
+        {r["tier"]: r["headroom"] for r in feed(CONFIG, Cluster(nodes=n), 1e8, 64 * MiB)["tiers"]} for n in (1, 8, 64)
+    ]
+    for a, b in itertools.pairwise(headroom):
+        assert b["object"] <= a["object"] and b["pfs"] <= a["pfs"]
+
+
+def test_plan_demand_from_the_command_line() -> None:
+    done = tierflow("plan", "--demand", "3000/s x 1 MiB", "--nodes", "8", "--json")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["object_size"] == MiB and result["demand_Bps_per_node"] == pytest.approx(3000 * MiB)
+    per_accelerator = json.loads(tierflow("plan", "--demand", "250 MB/s", "--accelerators", "8", "--json").stdout)
+    assert per_accelerator["demand_Bps_per_node"] == pytest.approx(2e9)
+    bad = tierflow("plan", "--demand", "fast")
+    assert bad.returncode == 2 and bad.stderr.startswith("tierflow plan: --demand:") and "Traceback" not in bad.stderr
+    neither = tierflow("plan")
+    assert neither.returncode == 2 and "--dataset-size" in neither.stderr and "--demand" in neither.stderr

@@ -50,6 +50,7 @@ def test_plugin_is_listed_with_its_view_and_no_import_errors(client, token: str)
         "/api/inventory",
         "/api/whatif?size=1+TB",
         "/api/plan?source=object&target=pfs&size=1+TB",
+        "/api/feed?demand=2+GB/s",
         "/metrics",
     ],
 )
@@ -89,6 +90,15 @@ def test_page_and_api_answer_with_a_token(client, token: str, test_config) -> No
     assert '<table id="tiers">' in page.text and "<svg id='chart'" in page.text and 'id="plan"' in page.text
     assert "<svg id='error-chart'" in page.text and "class='error-point'" in page.text
     assert client.get(f"{PREFIX}/api/observations", headers=auth).json()[-1]["achieved_MBps"] == 200.0
+    # The what-if takes a deadline and what the nodes read (the same planner as tierflow plan).
+    asked = {"size": "200 TB", "objects": 800000, "nodes": 64, "deadline": "6h", "demand": "3000/s x 1 MiB"}
+    page = client.get(f"{PREFIX}/", params=asked, headers=auth).text
+    assert 'id="plan-deadline"' in page and "missed by" in page and "Widen object -&gt; pfs" in page
+    assert 'id="plan-feed"' in page and "falls short" in page
+    fed = client.get(f"{PREFIX}/api/feed", params={"demand": "1 MB/s", "nodes": 2}, headers=auth).json()
+    assert [r["tier"] for r in fed["tiers"]] == ["object", "pfs", "nvme"] and fed["verdict"] == "every tier can feed it"
+    bad = client.get(f"{PREFIX}/api/feed", params={"demand": "fast"}, headers=auth)
+    assert bad.status_code == 400 and bad.json()["detail"].startswith("demand:")
 
 
 def test_validation_docs_are_served_from_object_storage(client, token: str, test_config, s3_credentials) -> None:

@@ -16,7 +16,15 @@ __all__ = ["register"]
 def register(sub: argparse._SubParsersAction) -> None:
     """Add this module's commands to the ``tierflow`` parser."""
     plan = sub.add_parser("plan", help="offline what-if: stage a dataset through a cluster of these tiers")
-    plan.add_argument("--dataset-size", required=True, help="e.g. '200 TB'")
+    plan.add_argument("--dataset-size", help="e.g. '200 TB' (required unless --demand is given)")
+    plan.add_argument(
+        "--demand",
+        help="what each node reads while training, e.g. '2 GB/s' or '3000/s x 1 MiB' (samples/s x sample size): "
+        "can each tier feed the nodes, and with what headroom",
+    )
+    plan.add_argument(
+        "--accelerators", type=positive_int, help="--demand is per accelerator, this many of them per node"
+    )
     plan.add_argument("--objects", type=int, help="object count (default: size / --object-size)")
     plan.add_argument("--object-size", default="256 MiB", help="mean object size if --objects is not given")
     plan.add_argument("--nodes", type=int, default=1, help="compute nodes, each with its own NVMe")
@@ -76,6 +84,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from pipelines.model.whatif import Cluster, Costs, plan_cluster
 
     cfg = config_from_args(args)
+    if args.demand:
+        return _cmd_feed(cfg, args)
+    if not args.dataset_size:
+        raise UsageError("give --dataset-size (what to stage) or --demand (what the nodes read)")
     try:
         size = parse_size(args.dataset_size)
         objects = args.objects or max(1, round(size / parse_size(args.object_size)))
@@ -111,6 +123,52 @@ def cmd_plan(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=2))
     else:
         _print_plan(result, size, objects, args)
+    return 0
+
+
+def _cmd_feed(cfg: Any, args: argparse.Namespace) -> int:
+    """Can each tier feed the nodes' reads? One row per tier with its headroom and what binds."""
+    from pipelines.core.units import UnitError, parse_bandwidth, parse_size
+    from pipelines.model.whatif import Cluster, feed, parse_demand
+
+    try:
+        per_node, sample = parse_demand(args.demand)
+        per_node *= args.accelerators or 1
+        object_size = sample or parse_size(args.object_size)
+        cluster = Cluster(
+            nodes=args.nodes,
+            object_bps=parse_bandwidth(args.object_bw) if args.object_bw else None,
+            pfs_bps=parse_bandwidth(args.pfs_bw) if args.pfs_bw else None,
+            nvme_bps_per_node=parse_bandwidth(args.nvme_bw) if args.nvme_bw else None,
+        )
+        result = feed(cfg, cluster, per_node, object_size)
+    except UnitError as exc:
+        raise UsageError(f"--demand: {exc}") from None
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(
+        f"{args.nodes} node(s) reading {format_bandwidth(per_node)} each"
+        f"{f' ({args.accelerators} accelerators)' if args.accelerators else ''} in objects of "
+        f"{format_bytes(object_size)}"
+    )
+    rows: list[tuple[str, ...]] = [("tier", "scope", "can deliver", "needed", "headroom", "binds", "feeds")]
+    for r in result["tiers"]:
+        rows.append(
+            (
+                r["tier"],
+                r["scope"],
+                format_bandwidth(r["deliver_Bps"]),
+                format_bandwidth(r["need_Bps"]),
+                f"{r['headroom']:.3g}x",
+                r["binds"],
+                "yes" if r["feeds"] else "no",
+            )
+        )
+    print_table(rows)
+    print(result["verdict"])
     return 0
 
 

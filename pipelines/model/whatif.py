@@ -28,7 +28,7 @@ from pipelines.model.bandwidth import (
 )
 from pipelines.model.codecs import CodecSample, choose_compression
 
-__all__ = ["Cluster", "Costs", "plan_cluster"]
+__all__ = ["Cluster", "Costs", "feed", "parse_demand", "plan_cluster"]
 
 
 @dataclass(frozen=True)
@@ -330,3 +330,89 @@ def _cost(src: TierConfig, dst: TierConfig, work: Workload, part_size: int, cost
     """Dollars of a hop: the GB read out of object storage and its requests."""
     gb_out = work.bytes / 1e9 if src.is_object else 0.0
     return gb_out * costs.price_per_gb + _requests(src, dst, work, part_size) / 1000 * costs.price_per_1000_requests
+
+
+def _deliverable(tier: TierConfig, object_size: int) -> tuple[float, str]:
+    """Bytes/s a tier can read out to readers of ``object_size``-byte objects, and the resource that binds.
+
+    At the streams it would run with (its ``max_streams``): the aggregate bandwidth, the streams
+    (each pays the request latency per object), or the request/metadata rate, whichever is lowest.
+    """
+    bw = tier.bandwidth
+    learnt = bw.read_correction
+    per_stream = object_size / (bw.latency_s + object_size / bw.stream_read_bps)
+    limits = {
+        "bandwidth": bw.read_bps,
+        "streams": bw.max_streams * per_stream,
+        "requests" if tier.is_object else "metadata": bw.metadata_ops
+        / META_OPS_PER_OBJECT.get(tier.kind, 1.0)
+        * object_size,
+    }
+    binds = min(limits, key=lambda k: limits[k])
+    return limits[binds] * learnt, binds
+
+
+def feed(config: TierflowConfig, cluster: Cluster, demand_bps_per_node: float, object_size: int) -> dict[str, Any]:
+    """Whether each tier can feed ``cluster.nodes`` readers of ``demand_bps_per_node`` each (JSON-safe).
+
+    Shared tiers (object store, PFS) serve every node from one aggregate; a node-local tier
+    (NVMe) serves its own node. Per tier: what it can deliver, what is needed, the headroom
+    (deliverable ÷ needed) and the resource that binds.
+    """
+    if demand_bps_per_node <= 0 or object_size <= 0 or cluster.nodes <= 0:
+        raise ValueError("the demand, the object size and the node count must be positive")
+    base = {kind: config.of_kind(kind) for kind in ("object", "pfs", "nvme")}
+    missing = [k for k, v in base.items() if not v]
+    if missing:
+        raise ValueError(f"{config.source}: the config declares no {', '.join(missing)} tier to take a profile from")
+    scaled = _cluster_tiers({k: v[0] for k, v in base.items()}, cluster)
+    rows = []
+    for kind in ("object", "pfs", "nvme"):
+        per_node = kind == "nvme"
+        tier = base[kind][0] if per_node else scaled[kind]
+        if per_node and cluster.nvme_bps_per_node:
+            tier = _scaled(tier, cluster.nvme_bps_per_node, 1)
+        deliver, binds = _deliverable(tier, object_size)
+        need = demand_bps_per_node if per_node else demand_bps_per_node * cluster.nodes
+        rows.append(
+            {
+                "tier": tier.name,
+                "scope": "per node" if per_node else "shared",
+                "deliver_Bps": deliver,
+                "need_Bps": need,
+                "headroom": deliver / need,
+                "binds": binds,
+                "feeds": deliver >= need,
+            }
+        )
+    short = [r for r in rows if not r["feeds"]]
+    return {
+        "nodes": cluster.nodes,
+        "demand_Bps_per_node": demand_bps_per_node,
+        "object_size": object_size,
+        "tiers": rows,
+        "feeds_from": [r["tier"] for r in rows if r["feeds"]],
+        "verdict": (
+            "every tier can feed it"
+            if not short
+            else "; ".join(f"{r['tier']} falls short ({r['headroom']:.3g}x, bound by {r['binds']})" for r in short)
+        ),
+    }
+
+
+def parse_demand(text: str) -> tuple[float, int | None]:
+    """What a node reads: ``'2 GB/s'``, or ``'3000/s x 1 MiB'`` (samples/s x sample size).
+
+    Returns bytes per second and the sample size when one is given.
+
+    Raises:
+        UnitError: Not a bandwidth nor a rate times a size.
+    """
+    from pipelines.core.units import parse_bandwidth, parse_rate, parse_size
+
+    lowered = text.replace("X", "x").replace("×", "x")
+    if "x" in lowered:
+        rate, size = (part.strip() for part in lowered.split("x", 1))
+        sample = parse_size(size)
+        return parse_rate(rate) * sample, sample
+    return parse_bandwidth(text), None

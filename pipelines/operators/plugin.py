@@ -136,15 +136,33 @@ def _survey(refresh: bool = False) -> tuple[float, list[inventory.Place]]:
     return _SURVEYS.get(lambda: inventory.survey_all(_config(), _open), refresh=refresh)
 
 
-def _whatif(size: str, objects: int, nodes: int, replicate: bool) -> dict[str, Any]:
+def _whatif(size: str, objects: int, nodes: int, replicate: bool, deadline: str = "") -> dict[str, Any]:
     """The cluster what-if of ``tierflow plan`` (one planner): object → PFS → NVMe for ``nodes`` nodes."""
-    from pipelines.core.units import UnitError, parse_size
+    from pipelines.core.units import UnitError, parse_duration, parse_size
     from pipelines.model.whatif import Cluster, plan_cluster
 
     try:
-        return plan_cluster(_config(), parse_size(size), objects, Cluster(nodes=nodes, replicate=replicate))
+        return plan_cluster(
+            _config(),
+            parse_size(size),
+            objects,
+            Cluster(nodes=nodes, replicate=replicate),
+            deadline_s=parse_duration(deadline) if deadline else None,
+        )
     except (UnitError, ValueError) as exc:
         raise HTTPException(status_code=400, detail=str(exc).strip("'\"")) from None
+
+
+def _feed(demand: str, nodes: int, object_size: str) -> dict[str, Any]:
+    """Whether each tier can feed ``nodes`` nodes reading ``demand`` each (``tierflow plan --demand``)."""
+    from pipelines.core.units import UnitError, parse_size
+    from pipelines.model.whatif import Cluster, feed, parse_demand
+
+    try:
+        per_node, sample = parse_demand(demand)
+        return feed(_config(), Cluster(nodes=nodes), per_node, sample or parse_size(object_size))
+    except (UnitError, ValueError) as exc:
+        raise HTTPException(status_code=400, detail=f"demand: {str(exc).strip(chr(39))}") from None
 
 
 def _plan(source: str, target: str, size: str, objects: int) -> dict[str, Any]:
@@ -198,9 +216,21 @@ def api_whatif(
     objects: int = Query(1000, ge=1),
     nodes: int = Query(1, ge=1),
     replicate: bool = False,
+    deadline: str = Query("", description="finish within this long, e.g. '6h' (empty: no deadline)"),
 ) -> dict[str, Any]:
     """Staging ``size`` in ``objects`` objects to ``nodes`` nodes: the hops, time, bottleneck, cost and energy."""
-    return _whatif(size, objects, nodes, replicate)
+    return _whatif(size, objects, nodes, replicate, deadline)
+
+
+@app.get("/api/feed")
+def api_feed(
+    user: GetUserDep,
+    demand: str = Query(..., description="what each node reads, e.g. '2 GB/s' or '3000/s x 1 MiB'"),
+    nodes: int = Query(1, ge=1),
+    object_size: str = Query("256 MiB", description="object size when the demand gives no sample size"),
+) -> dict[str, Any]:
+    """Whether each tier can feed ``nodes`` nodes reading ``demand`` each: headroom and what binds, per tier."""
+    return _feed(demand, nodes, object_size)
 
 
 @app.get("/api/plan")
@@ -386,14 +416,17 @@ def page(
     nodes: int = Query(1, ge=1),
     replicate: bool = False,
     refresh: bool = False,
+    deadline: str = "",
+    demand: str = "",
 ) -> str:
     """The storage page: capacity and contents per tier, checkpoints, recent transfers, profiles, what-if."""
     from pipelines.model.observations import recent
 
     at, places = _survey(refresh)
-    plan, plan_error = None, None
+    plan, plan_error, fed = None, None, None
     try:  # the form is always answered: its defaults make a plan too
-        plan = _whatif(size, objects, nodes, replicate)
+        plan = _whatif(size, objects, nodes, replicate, deadline)
+        fed = _feed(demand, nodes, f"{max(1, round(plan['dataset_bytes'] / objects))} B") if demand else None
     except HTTPException as exc:
         plan_error = str(exc.detail)
     history = recent(_config(), 400)  # read once: the error chart, the table (newest first) and the bars
@@ -412,7 +445,15 @@ def page(
             chart=_chart([o for o in _observations(40, observed) if not o["error"]]),
             error_chart=_error_chart(history),
             tiers=_tiers(),
-            form={"size": size, "objects": objects, "nodes": nodes, "replicate": replicate},
+            form={
+                "size": size,
+                "objects": objects,
+                "nodes": nodes,
+                "replicate": replicate,
+                "deadline": deadline,
+                "demand": demand,
+            },
+            fed=fed,
             plan=plan,
             plan_error=plan_error,
             base=_ui_base(),
