@@ -24,12 +24,16 @@ def test_fit_recovers_latency_and_stream_bandwidth() -> None:
     samples = [
         Sample(d, size, 10, c, t(size, 10, c)) for d in ("read", "write") for size in (2**16, 2**24) for c in (1, 4)
     ]
-    profile = fit_profile(samples, metadata_ops=1000, max_streams=8)
+    samples += [Sample("write", 2**16, 10, 4, t(2**16, 10, 4) * 2)]  # writes of small objects at half the rate
+    profile = fit_profile(samples, max_streams=8)
     assert profile.latency_s == pytest.approx(latency, rel=1e-6)
+    assert profile.latency("write") == pytest.approx(latency, rel=1e-6)
+    assert profile.ops("read") == pytest.approx(10 / t(2**16, 10, 4))
+    assert profile.ops("write") == pytest.approx(10 / t(2**16, 10, 4))  # the best of the write samples
     assert profile.stream_read_bps == pytest.approx(stream, rel=1e-6)
     assert profile.read_bps == pytest.approx(max(s.throughput_bps for s in samples))
     with pytest.raises(ValueError, match="single-stream"):
-        fit_profile(samples[:1], 1, 1)
+        fit_profile(samples[:1], 1)
 
 
 def _valid(profile) -> None:

@@ -321,6 +321,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             "stream_write_bps": p.stream_write_bps,
             "latency_s": p.latency_s,
             "metadata_ops": p.metadata_ops,
+            "write_latency_s": p.latency("write"),
+            "write_ops": p.ops("write"),
             "spread": {t: round(v, 4) for t, v in fit.spread.items()},
             "repeats": fit.repeats,
             "samples": len(fit.samples),
@@ -329,7 +331,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         }
         read = f"read {format_bandwidth(p.read_bps)} (stream {format_bandwidth(p.stream_read_bps)})"
         write = f"write {format_bandwidth(p.write_bps)} (stream {format_bandwidth(p.stream_write_bps)})"
-        rest = f"latency {p.latency_s * 1000:.2f} ms, metadata {p.metadata_ops:.0f}/s"
+        rest = (
+            f"latency {p.latency_s * 1000:.2f} ms read / {p.latency('write') * 1000:.2f} ms write, "
+            f"{p.metadata_ops:.0f}/s read / {p.ops('write'):.0f}/s write operations"
+        )
         worst = max(fit.spread.values(), default=0.0)
         lines.append(f"{tier_cfg.name}: {read}, {write}, {rest}; spread up to {worst:.0%} over {fit.repeats} sweeps")
         if status == "candidate":

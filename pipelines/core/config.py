@@ -93,9 +93,13 @@ class BandwidthProfile:
         write_bps: Aggregate write bandwidth, bytes per second.
         stream_read_bps: Bandwidth one stream (one connection or file handle) reaches when reading.
         stream_write_bps: Bandwidth one stream reaches when writing.
-        latency_s: Time to first byte of one request, seconds.
-        metadata_ops: Metadata operations (list, stat, create, delete) per second.
+        latency_s: Time to first byte of one request, seconds (reads; writes too unless ``write_latency_s``).
+        metadata_ops: Metadata operations (list, stat, create, delete) per second; on object stores,
+            requests per second (reads; writes too unless ``write_ops``).
         max_streams: Most concurrent streams the tier should be given.
+        write_latency_s: Time to first byte of one write request, when it differs from a read's
+            (an object store's PUT and GET, calibration measures both).
+        write_ops: Write operations per second (PUT, or create+rename), when they differ from reads.
         read_correction: Learnt read speed-up over the calibrated numbers (1 until learnt).
         write_correction: Learnt write speed-up over the calibrated numbers (1 until learnt).
         uncertainty: Relative uncertainty of predictions from this profile.
@@ -110,6 +114,8 @@ class BandwidthProfile:
         "latency_s",
         "metadata_ops",
         "max_streams",
+        "write_latency_s",
+        "write_ops",
     )
 
     read_bps: float
@@ -119,6 +125,8 @@ class BandwidthProfile:
     latency_s: float
     metadata_ops: float
     max_streams: int
+    write_latency_s: float | None = None
+    write_ops: float | None = None
     #: Learnt from observed transfers, never configured nor calibrated: how much faster (above 1) or
     #: slower (below 1) the tier ran than its calibrated numbers predict, per direction; every term of
     #: that end of a hop is divided by it (:func:`pipelines.model.observations.corrections`).
@@ -127,6 +135,14 @@ class BandwidthProfile:
     #: Relative uncertainty of a prediction from this profile: half the calibration's spread, or of
     #: the learnt correction's samples, whichever is larger (1.0 for configured, uncalibrated numbers).
     uncertainty: float = 0.0
+
+    def latency(self, direction: str) -> float:
+        """Time to first byte of one request in ``direction`` (``read`` or ``write``)."""
+        return self.write_latency_s if direction == "write" and self.write_latency_s is not None else self.latency_s
+
+    def ops(self, direction: str) -> float:
+        """Requests (object stores) or metadata operations (file tiers) per second in ``direction``."""
+        return self.write_ops if direction == "write" and self.write_ops is not None else self.metadata_ops
 
 
 @dataclass(frozen=True)
@@ -632,7 +648,8 @@ class _Reader:
 
     def bandwidth(self, field: str, raw: object) -> BandwidthProfile:
         required = {"read", "write", "latency", "metadata_ops"}
-        table = self.table(raw, field, required | {"stream_read", "stream_write", "max_streams"}, required)
+        optional = {"stream_read", "stream_write", "max_streams", "write_latency", "write_metadata_ops"}
+        table = self.table(raw, field, required | optional, required)
         read = self.parse(f"{field}.read", table["read"], parse_bandwidth)
         write = self.parse(f"{field}.write", table["write"], parse_bandwidth)
         stream_read = self.parse(f"{field}.stream_read", table.get("stream_read", table["read"]), parse_bandwidth)
@@ -647,6 +664,16 @@ class _Reader:
             latency_s=self.parse(f"{field}.latency", table["latency"], parse_duration),
             metadata_ops=self.parse(f"{field}.metadata_ops", table["metadata_ops"], parse_rate),
             max_streams=self.integer(f"{field}.max_streams", table.get("max_streams", 64), 1, 100_000),
+            write_latency_s=(
+                self.parse(f"{field}.write_latency", table["write_latency"], parse_duration)
+                if "write_latency" in table
+                else None
+            ),
+            write_ops=(
+                self.parse(f"{field}.write_metadata_ops", table["write_metadata_ops"], parse_rate)
+                if "write_metadata_ops" in table
+                else None
+            ),
             uncertainty=CONFIGURED_UNCERTAINTY,
         )
         return profile

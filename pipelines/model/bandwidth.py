@@ -216,7 +216,7 @@ def _end(tier: TierConfig, direction: str, work: Workload, concurrency: int, par
     aggregate = bw.read_bps if direction == "read" else bw.write_bps
     stream = bw.stream_read_bps if direction == "read" else bw.stream_write_bps
     requests = work.requests(part_size) if tier.is_object else work.objects
-    latency_total = requests * bw.latency_s
+    latency_total = requests * bw.latency(direction)
     stream_total = latency_total + work.bytes / stream
     # What observed transfers taught on top of calibration: a tier that ran 1.3x faster than its
     # calibrated numbers say takes 1/1.3 of every term.
@@ -226,7 +226,7 @@ def _end(tier: TierConfig, direction: str, work: Workload, concurrency: int, par
         direction=direction,
         bandwidth_s=work.bytes / aggregate / learnt,
         stream_s=stream_total / concurrency / learnt,
-        metadata_s=work.objects * META_OPS_PER_OBJECT[tier.kind] / bw.metadata_ops / learnt,
+        metadata_s=work.objects * META_OPS_PER_OBJECT[tier.kind] / bw.ops(direction) / learnt,
         latency_share=latency_total / stream_total if stream_total > 0 else 0.0,
         correction=learnt,
         uncertainty=bw.uncertainty,
@@ -414,9 +414,10 @@ def deadline_advice(
                 f"raise max_streams, or spread the hop over {math.ceil(needed / streams_limit)} nodes)"
             )
     else:
+        ops = bw.ops(end.direction)
         out.append(
             f"{tier.name} {'requests' if tier.is_object else 'metadata operations'} at "
-            f"{bw.metadata_ops * factor:,.0f}/s (it has {bw.metadata_ops:,.0f}/s), or fewer, larger objects "
+            f"{ops * factor:,.0f}/s (it has {ops:,.0f}/s), or fewer, larger objects "
             f"(at most {max(1, math.floor(work.objects / factor)):,} instead of {work.objects:,})"
         )
     out.append(f"or a deadline of {format_duration(prediction.seconds)} or more")

@@ -155,11 +155,31 @@ def calibrate_tier(
             except Exception as exc:  # never hide the measurement's own error behind the cleanup's
                 log.warning("could not remove calibration objects under %s: %s", tier.url(prefix), exc)
     per_object = META_OPS_PER_OBJECT[tier.config.kind]
-    return fit_profile(samples, object_rate(samples) * per_object, tier.config.bandwidth.max_streams), samples
+    return fit_profile(samples, tier.config.bandwidth.max_streams, per_object), samples
 
 
 #: The fitted terms of a profile, compared between calibrations.
-TERMS = ("read_bps", "write_bps", "stream_read_bps", "stream_write_bps", "latency_s", "metadata_ops")
+TERMS = (
+    "read_bps",
+    "write_bps",
+    "stream_read_bps",
+    "stream_write_bps",
+    "latency_s",
+    "metadata_ops",
+    "write_latency_s",
+    "write_ops",
+)
+
+
+def term(profile: BandwidthProfile, name: str) -> float:
+    """A fitted term's value (the write latency and rate are the read ones where a profile has none of its own)."""
+    if name == "write_latency_s":
+        return profile.latency("write")
+    if name == "write_ops":
+        return profile.ops("write")
+    return float(getattr(profile, name))
+
+
 #: Smallest relative distance that counts as a disagreement with a stored calibration (shared machines are noisy).
 MIN_TOLERANCE = 0.25
 #: Against configured numbers (a first calibration): within a factor of two either way.
@@ -179,7 +199,7 @@ class Fit:
         """Each term with its value, spread and sample count (what the profile file keeps)."""
         per_repeat = len(self.samples) // max(self.repeats, 1)
         return {
-            t: {"value": getattr(self.profile, t), "spread": round(self.spread[t], 4), "samples": per_repeat}
+            t: {"value": term(self.profile, t), "spread": round(self.spread[t], 4), "samples": per_repeat}
             for t in TERMS
         }
 
@@ -196,11 +216,11 @@ def calibrate_repeated(tier: Tier, budget_bytes: int = 256 * MiB, budget_s: floa
         samples += found
     median: dict[str, float] = {}
     spread: dict[str, float] = {}
-    for term in TERMS:
-        values = sorted(getattr(f, term) for f in fits)
+    for name in TERMS:
+        values = sorted(term(f, name) for f in fits)
         mid = statistics.median(values)
-        median[term] = mid
-        spread[term] = (values[-1] - values[0]) / mid if mid > 0 else 0.0
+        median[name] = mid
+        spread[name] = (values[-1] - values[0]) / mid if mid > 0 else 0.0
     profile = BandwidthProfile(
         read_bps=median["read_bps"],
         write_bps=median["write_bps"],
@@ -209,6 +229,8 @@ def calibrate_repeated(tier: Tier, budget_bytes: int = 256 * MiB, budget_s: floa
         latency_s=median["latency_s"],
         metadata_ops=median["metadata_ops"],
         max_streams=fits[0].max_streams,
+        write_latency_s=median["write_latency_s"],
+        write_ops=median["write_ops"],
     )
     return Fit(profile, spread, repeats, samples)
 
@@ -244,25 +266,25 @@ class Agreement:
         }
 
 
-def _term_text(term: str, value: float) -> str:
-    if term == "latency_s":
-        return f"latency {value * 1000:.2f} ms"
-    if term == "metadata_ops":
-        return f"metadata {value:,.0f}/s"
-    return f"{term.removesuffix('_bps').replace('_', ' ')} {value / 1e6:,.1f} MB/s"
+def _term_text(name: str, value: float) -> str:
+    if name in ("latency_s", "write_latency_s"):
+        return f"{'write ' if name.startswith('write') else ''}latency {value * 1000:.2f} ms"
+    if name in ("metadata_ops", "write_ops"):
+        return f"{'write ' if name.startswith('write') else ''}metadata {value:,.0f}/s"
+    return f"{name.removesuffix('_bps').replace('_', ' ')} {value / 1e6:,.1f} MB/s"
 
 
 def agreement(fit: Fit, current: BandwidthProfile, current_spread: dict[str, float] | None, against: str) -> Agreement:
     """Compare a fit with the profile plans use now; ``current_spread`` None means configured numbers."""
     differences = {}
-    for term in TERMS:
-        new, old = getattr(fit.profile, term), getattr(current, term)
+    for name in TERMS:
+        new, old = term(fit.profile, name), term(current, name)
         if current_spread is None:
             tolerance = CONFIGURED_TOLERANCE
         else:
-            tolerance = max(MIN_TOLERANCE, current_spread.get(term, 0.0), fit.spread.get(term, 0.0))
+            tolerance = max(MIN_TOLERANCE, current_spread.get(name, 0.0), fit.spread.get(name, 0.0))
         if old > 0 and new > 0 and max(new / old, old / new) - 1 > tolerance:
-            differences[term] = (new, old, tolerance)
+            differences[name] = (new, old, tolerance)
     return Agreement(not differences, against, differences)
 
 
@@ -322,23 +344,24 @@ def load_candidate(config: TierflowConfig, tier: str) -> dict[str, Any] | None:
         return None
 
 
-def object_rate(samples: list[Sample]) -> float:
-    """Objects per second the tier sustains through the engine: the best small-object rate, slower direction."""
+def object_rate(samples: list[Sample], direction: str) -> float:
+    """Objects per second the tier sustains through the engine in ``direction``: the best small-object rate."""
     smallest = min(s.size for s in samples)
-    rates = []
-    for direction in ("read", "write"):
-        runs = [s.objects / s.seconds for s in samples if s.direction == direction and s.size == smallest and s.seconds]
-        if runs:
-            rates.append(max(runs))
-    return min(rates) if rates else 1.0
+    runs = [s.objects / s.seconds for s in samples if s.direction == direction and s.size == smallest and s.seconds]
+    return max(runs) if runs else 1.0
 
 
 #: Smallest byte budget per sweep step (so a step moves at least a few objects).
 MIN_STEP_BYTES = 64 * MiB
 
 
-def fit_profile(samples: list[Sample], metadata_ops: float, max_streams: int) -> BandwidthProfile:
-    """Fit a profile from a sweep: latency and stream bandwidth from single streams, aggregate from the best."""
+def fit_profile(samples: list[Sample], max_streams: int, ops_per_object: float = 1.0) -> BandwidthProfile:
+    """Fit a profile from a sweep, per direction (an object store's GET and PUT differ).
+
+    Latency and stream bandwidth from single streams of two sizes; aggregate bandwidth from the
+    best throughput seen; the operation rate from the best small-object rate, times
+    ``ops_per_object`` (the model's operations per object on this kind of tier).
+    """
     fitted: dict[str, tuple[float, float, float]] = {}
     for direction in ("read", "write"):
         ones = sorted((s for s in samples if s.direction == direction and s.concurrency == 1), key=lambda s: s.size)
@@ -356,9 +379,11 @@ def fit_profile(samples: list[Sample], metadata_ops: float, max_streams: int) ->
         write_bps=fitted["write"][0],
         stream_read_bps=fitted["read"][1],
         stream_write_bps=fitted["write"][1],
-        latency_s=(fitted["read"][2] + fitted["write"][2]) / 2,
-        metadata_ops=max(metadata_ops, 1.0),
+        latency_s=fitted["read"][2],
+        metadata_ops=max(object_rate(samples, "read") * ops_per_object, 1.0),
         max_streams=max_streams,
+        write_latency_s=fitted["write"][2],
+        write_ops=max(object_rate(samples, "write") * ops_per_object, 1.0),
     )
 
 
@@ -370,7 +395,9 @@ def describe(profile: BandwidthProfile) -> dict[str, Any]:
         "stream_read_MBps": round(profile.stream_read_bps / 1e6, 1),
         "stream_write_MBps": round(profile.stream_write_bps / 1e6, 1),
         "latency_ms": round(profile.latency_s * 1000, 3),
+        "write_latency_ms": round(profile.latency("write") * 1000, 3),
         "metadata_ops": round(profile.metadata_ops, 1),
+        "write_ops": round(profile.ops("write"), 1),
         "max_streams": profile.max_streams,
         "read_correction": round(profile.read_correction, 3),
         "write_correction": round(profile.write_correction, 3),

@@ -66,10 +66,12 @@ def _scaled(tier: TierConfig, aggregate: float | None, streams_factor: int) -> T
         bw = replace(
             bw, read_bps=aggregate, write_bps=aggregate, stream_read_bps=stream_read, stream_write_bps=stream_write
         )
+    per_node = streams_factor if tier.kind == "nvme" else 1  # node-local tiers add their operations up
     bw = replace(
         bw,
         max_streams=bw.max_streams * streams_factor,
-        metadata_ops=bw.metadata_ops * (streams_factor if tier.kind == "nvme" else 1),
+        metadata_ops=bw.metadata_ops * per_node,
+        write_ops=bw.write_ops * per_node if bw.write_ops is not None else None,
     )
     return replace(tier, bandwidth=bw)
 
@@ -120,9 +122,9 @@ def _limits(src: TierConfig, dst: TierConfig, work: Workload, nodes: int, per_no
                 "scope": "shared",
                 "tier": tier.name,
                 "what": "requests" if tier.is_object else "metadata",
-                "rate": bw.metadata_ops,
+                "rate": bw.ops(direction),
                 "unit": "op/s",
-                "seconds": ops / bw.metadata_ops,
+                "seconds": ops / bw.ops(direction),
             }
         )
     return out
@@ -340,7 +342,7 @@ def _deliverable(tier: TierConfig, object_size: int) -> tuple[float, str]:
     """
     bw = tier.bandwidth
     learnt = bw.read_correction
-    per_stream = object_size / (bw.latency_s + object_size / bw.stream_read_bps)
+    per_stream = object_size / (bw.latency("read") + object_size / bw.stream_read_bps)
     limits = {
         "bandwidth": bw.read_bps,
         "streams": bw.max_streams * per_stream,
