@@ -25,7 +25,7 @@ from pathlib import Path
 from pipelines.core.manifest import Entry
 from pipelines.devtools.bench import BenchContext, Comparison, write_files
 from pipelines.model.bandwidth import Workload, plan_hop
-from pipelines.model.calibration import calibrate_tier
+from pipelines.model.calibration import calibrate_tier, describe
 from pipelines.storage.tier import Tier
 from pipelines.transfer import TransferSettings, copy_entries
 
@@ -98,6 +98,8 @@ def run(ctx: BenchContext) -> list[Comparison]:
         local_profile, _ = calibrate_tier(local_base, budget_bytes=CALIBRATION_BYTES, budget_s=60)
         obj = Tier(replace(obj_base.config, bandwidth=obj_profile), obj_base.storage_options)
         local = Tier(replace(local_base.config, bandwidth=local_profile))
+        for tier in (obj, local):
+            print(f"   run {r + 1}: {tier.name} profile {describe(tier.config.bandwidth)}", flush=True)
         run_id = uuid.uuid4().hex[:8]
         turn = r % len(units)
         for name in [n for unit in units[turn:] + units[:turn] for n in unit]:

@@ -201,3 +201,32 @@ def test_plan_demand_from_the_command_line() -> None:
     assert bad.returncode == 2 and bad.stderr.startswith("tierflow plan: --demand:") and "Traceback" not in bad.stderr
     neither = tierflow("plan")
     assert neither.returncode == 2 and "--dataset-size" in neither.stderr and "--demand" in neither.stderr
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    objects=st.integers(1, 100_000),
+    size=st.integers(1, 2**30),
+    concurrency=st.integers(1, 64),
+    tasks=st.integers(1, 32),
+    hop=st.sampled_from([("object", "pfs"), ("pfs", "nvme"), ("nvme", "object")]),
+)
+def test_more_concurrent_tasks_are_never_faster_per_task(
+    objects: int, size: int, concurrency: int, tasks: int, hop: tuple[str, str]
+) -> None:
+    from pipelines.model.bandwidth import predict_hop
+
+    work = Workload.uniform(objects, size)
+    src, dst = CONFIG.tier(hop[0]), CONFIG.tier(hop[1])
+    alone = predict_hop(src, dst, work, concurrency, tasks=tasks).seconds
+    crowded = predict_hop(src, dst, work, concurrency, tasks=tasks + 1).seconds
+    assert crowded >= alone * (1 - 1e-12)
+
+
+def test_a_shared_tier_plan_says_so_and_takes_its_share() -> None:
+    work = Workload.uniform(4000, 256 * MiB)
+    alone = plan_hop(CONFIG.tier("object"), CONFIG.tier("pfs"), work)
+    shared = plan_hop(CONFIG.tier("object"), CONFIG.tier("pfs"), work, tasks=4)
+    assert "4 tasks on object and pfs at once" in shared.reasons["sharing"] and "sharing" not in alone.reasons
+    # bandwidth-bound alone: four tasks sharing the aggregate take four times as long each
+    assert shared.predicted_s == pytest.approx(alone.predicted.source.bandwidth_s * 4, rel=0.06)

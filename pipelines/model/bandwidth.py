@@ -211,9 +211,13 @@ class HopPrediction:
         return Bottleneck(tier=end.tier, direction=end.direction, resource=end.bound)
 
 
-def _end(tier: TierConfig, direction: str, work: Workload, concurrency: int, part_size: int) -> EndPrediction:
+def _end(
+    tier: TierConfig, direction: str, work: Workload, concurrency: int, part_size: int, tasks: int = 1
+) -> EndPrediction:
     bw: BandwidthProfile = tier.bandwidth
-    aggregate = bw.read_bps if direction == "read" else bw.write_bps
+    # ``tasks`` tasks on the tier at once share its aggregate bandwidth and operation rate; each
+    # keeps its own streams' speed.
+    aggregate = (bw.read_bps if direction == "read" else bw.write_bps) / tasks
     stream = bw.stream_read_bps if direction == "read" else bw.stream_write_bps
     requests = work.requests(part_size) if tier.is_object else work.objects
     latency_total = requests * bw.latency(direction)
@@ -226,7 +230,7 @@ def _end(tier: TierConfig, direction: str, work: Workload, concurrency: int, par
         direction=direction,
         bandwidth_s=work.bytes / aggregate / learnt,
         stream_s=stream_total / concurrency / learnt,
-        metadata_s=work.objects * META_OPS_PER_OBJECT[tier.kind] / bw.ops(direction) / learnt,
+        metadata_s=work.objects * META_OPS_PER_OBJECT[tier.kind] / (bw.ops(direction) / tasks) / learnt,
         latency_share=latency_total / stream_total if stream_total > 0 else 0.0,
         correction=learnt,
         uncertainty=bw.uncertainty,
@@ -234,16 +238,27 @@ def _end(tier: TierConfig, direction: str, work: Workload, concurrency: int, par
 
 
 def predict_hop(
-    source: TierConfig, destination: TierConfig, work: Workload, concurrency: int, part_size: int = DEFAULT_PART_SIZE
+    source: TierConfig,
+    destination: TierConfig,
+    work: Workload,
+    concurrency: int,
+    part_size: int = DEFAULT_PART_SIZE,
+    tasks: int = 1,
 ) -> HopPrediction:
-    """Predict moving ``work`` from ``source`` to ``destination`` with ``concurrency`` streams."""
+    """Predict moving ``work`` from ``source`` to ``destination`` with ``concurrency`` streams.
+
+    ``tasks``: how many such tasks run on these tiers at once (a pool's mapped copies): they
+    share each tier's aggregate bandwidth and operation rate, so each task's share is smaller.
+    """
     if concurrency < 1:
         raise ValueError(f"concurrency must be at least 1 (got {concurrency})")
     if part_size < 1:
         raise ValueError(f"part size must be positive (got {part_size})")
+    if tasks < 1:
+        raise ValueError(f"tasks must be at least 1 (got {tasks})")
     return HopPrediction(
-        source=_end(source, "read", work, concurrency, part_size),
-        destination=_end(destination, "write", work, concurrency, part_size),
+        source=_end(source, "read", work, concurrency, part_size, tasks),
+        destination=_end(destination, "write", work, concurrency, part_size, tasks),
         concurrency=concurrency,
         part_size=part_size,
         workload=work,
@@ -434,6 +449,7 @@ def plan_hop(
     max_map_length: int = MAX_MAP_LENGTH,
     max_concurrency: int | None = None,
     deadline_s: float | None = None,
+    tasks: int = 1,
 ) -> HopPlan:
     """Size a hop: concurrency, part size, shards, pool slots and timeout from the model.
 
@@ -441,7 +457,8 @@ def plan_hop(
     best throughput. With ``deadline_s`` (seconds the hop may take) it is the smallest whose
     prediction finishes in time, leaving the rest of the tiers' streams to other work; a hop that
     cannot finish in time runs at its fastest and the plan says what would let it
-    (:attr:`HopPlan.advice`).
+    (:attr:`HopPlan.advice`). ``tasks``: how many tasks copy on these tiers at once (this one
+    included): each plan gets its share of the tiers' aggregates, and says so.
     """
     if deadline_s is not None and deadline_s <= 0:
         raise ValueError(f"the deadline has passed (the hop was given {deadline_s:.0f} s)")
@@ -456,15 +473,15 @@ def plan_hop(
     part, part_reason = part_size_for(work.largest, limit, memory_budget)
     useful = max(1, work.requests(part) if (source.is_object or destination.is_object) else work.objects)
     c_max = max(1, min(limit, useful))
-    best = predict_hop(source, destination, work, c_max, part).seconds
+    best = predict_hop(source, destination, work, c_max, part, tasks).seconds
     concurrency = c_max
     for c in range(1, c_max + 1):
-        seconds = predict_hop(source, destination, work, c, part).seconds
+        seconds = predict_hop(source, destination, work, c, part, tasks).seconds
         if (seconds <= deadline_s) if deadline_s is not None else (seconds * ASYMPTOTE_SHARE <= best):
             concurrency = c
             break
     part, part_reason = part_size_for(work.largest, concurrency, memory_budget)
-    prediction = predict_hop(source, destination, work, concurrency, part)
+    prediction = predict_hop(source, destination, work, concurrency, part, tasks)
     if deadline_s is not None and best <= deadline_s:
         c_reason = (
             f"{concurrency}: the fewest that finish within the deadline of {format_duration(deadline_s)} "
@@ -482,6 +499,11 @@ def plan_hop(
         )
     advice: tuple[str, ...] = ()
     reasons: dict[str, str] = {}
+    if tasks > 1:
+        reasons["sharing"] = (
+            f"{tasks} tasks on {source.name} and {destination.name} at once: each gets 1/{tasks} of their "
+            "aggregate bandwidth and operation rate"
+        )
     if deadline_s is not None:
         if prediction.seconds <= deadline_s:
             reasons["deadline"] = (

@@ -64,6 +64,8 @@ class PlanStagingOperator(BaseOperator):
             time, or warns with what would.
         then: The tier a later hop copies this hop's target to (templated): the deadline is
             shared between the two hops.
+        concurrent_tasks: How many copy tasks share these tiers at once (other runs' included):
+            the plan takes its share of their aggregate bandwidth and operation rate.
         node: The ``[[node]]`` this task belongs to (a per-node hop, on that node's queue): the
             tiers are that node's, and a worker of another node (``$TIERFLOW_NODE``) fails the task.
         config_path: Tier config file; default ``$TIERFLOW_CONFIG``, else the packaged default.
@@ -83,6 +85,7 @@ class PlanStagingOperator(BaseOperator):
         memory_budget: int | None = None,
         deadline: str | None = None,
         then: str | None = None,
+        concurrent_tasks: int = 1,
         node: str | None = None,
         config_path: str | None = None,
         **kwargs: Any,
@@ -97,6 +100,7 @@ class PlanStagingOperator(BaseOperator):
         self.memory_budget = memory_budget
         self.deadline = deadline
         self.then = then
+        self.concurrent_tasks = concurrent_tasks
         self.node = node
         self.config_path = config_path
 
@@ -114,7 +118,11 @@ class PlanStagingOperator(BaseOperator):
             names = [self.source, self.target, *([self.then] if self.then else [])]
             source, target, *later = open_tiers_in_task(self.config_path, *names, node=self.node)
             then = later[0] if later else None
-            caps = {"max_concurrency": self.max_concurrency, "memory_budget": self.memory_budget}
+            caps = {
+                "max_concurrency": self.max_concurrency,
+                "memory_budget": self.memory_budget,
+                "tasks": self.concurrent_tasks if self.concurrent_tasks > 1 else None,
+            }
             planner = {k: v for k, v in caps.items() if v is not None}
             run = context.get("dag_run")
             started = getattr(run, "queued_at", None) or getattr(run, "start_date", None)
