@@ -100,6 +100,9 @@ class BandwidthProfile:
         write_latency_s: Time to first byte of one write request, when it differs from a read's
             (an object store's PUT and GET, calibration measures both).
         write_ops: Write operations per second (PUT, or create+rename), when they differ from reads.
+        request_limit: The store's request-rate limit per key prefix beyond which it throttles
+            (``503 SlowDown``; AWS S3: 5,500 GET/s), reads; None where there is none.
+        write_request_limit: The same for writes (AWS S3: 3,500 PUT/s per prefix).
         read_correction: Learnt read speed-up over the calibrated numbers (1 until learnt).
         write_correction: Learnt write speed-up over the calibrated numbers (1 until learnt).
         uncertainty: Relative uncertainty of predictions from this profile.
@@ -127,6 +130,8 @@ class BandwidthProfile:
     max_streams: int
     write_latency_s: float | None = None
     write_ops: float | None = None
+    request_limit: float | None = None
+    write_request_limit: float | None = None
     #: Learnt from observed transfers, never configured nor calibrated: how much faster (above 1) or
     #: slower (below 1) the tier ran than its calibrated numbers predict, per direction; every term of
     #: that end of a hop is divided by it (:func:`pipelines.model.observations.corrections`).
@@ -141,8 +146,17 @@ class BandwidthProfile:
         return self.write_latency_s if direction == "write" and self.write_latency_s is not None else self.latency_s
 
     def ops(self, direction: str) -> float:
-        """Requests (object stores) or metadata operations (file tiers) per second in ``direction``."""
-        return self.write_ops if direction == "write" and self.write_ops is not None else self.metadata_ops
+        """Requests (object stores) or metadata operations (file tiers) per second in ``direction``.
+
+        Never above the store's request-rate limit, where it has one: past it the store throttles.
+        """
+        ops = self.write_ops if direction == "write" and self.write_ops is not None else self.metadata_ops
+        limit = self.limit(direction)
+        return min(ops, limit) if limit is not None else ops
+
+    def limit(self, direction: str) -> float | None:
+        """The store's request-rate limit per prefix in ``direction`` (None: none)."""
+        return self.write_request_limit if direction == "write" else self.request_limit
 
 
 @dataclass(frozen=True)
@@ -648,7 +662,15 @@ class _Reader:
 
     def bandwidth(self, field: str, raw: object) -> BandwidthProfile:
         required = {"read", "write", "latency", "metadata_ops"}
-        optional = {"stream_read", "stream_write", "max_streams", "write_latency", "write_metadata_ops"}
+        optional = {
+            "stream_read",
+            "stream_write",
+            "max_streams",
+            "write_latency",
+            "write_metadata_ops",
+            "request_limit",
+            "write_request_limit",
+        }
         table = self.table(raw, field, required | optional, required)
         read = self.parse(f"{field}.read", table["read"], parse_bandwidth)
         write = self.parse(f"{field}.write", table["write"], parse_bandwidth)
@@ -672,6 +694,16 @@ class _Reader:
             write_ops=(
                 self.parse(f"{field}.write_metadata_ops", table["write_metadata_ops"], parse_rate)
                 if "write_metadata_ops" in table
+                else None
+            ),
+            request_limit=(
+                self.parse(f"{field}.request_limit", table["request_limit"], parse_rate)
+                if "request_limit" in table
+                else None
+            ),
+            write_request_limit=(
+                self.parse(f"{field}.write_request_limit", table["write_request_limit"], parse_rate)
+                if "write_request_limit" in table
                 else None
             ),
             uncertainty=CONFIGURED_UNCERTAINTY,

@@ -439,6 +439,32 @@ def deadline_advice(
     return tuple(out)
 
 
+def _throttle_cap(source: TierConfig, destination: TierConfig, work: Workload) -> tuple[int, str] | None:
+    """The most streams that stay under an object store's request-rate limit, and why (None: no limit).
+
+    One stream issues a request every ``latency + object / stream bandwidth`` seconds; ``c``
+    streams issue ``c`` times as many. Past the limit the store answers ``503 SlowDown`` and every
+    stream waits, so the plan stops short of it.
+    """
+    caps = []
+    for tier, direction in ((source, "read"), (destination, "write")):
+        rate = tier.bandwidth.limit(direction)
+        if not tier.is_object or rate is None or work.objects == 0:
+            continue
+        stream = tier.bandwidth.stream_read_bps if direction == "read" else tier.bandwidth.stream_write_bps
+        per_request = tier.bandwidth.latency(direction) + min(work.bytes / work.objects, DEFAULT_PART_SIZE) / stream
+        streams = max(1, math.floor(rate * per_request))
+        caps.append(
+            (
+                streams,
+                f"{streams} streams stay under {tier.name}'s limit of {rate:,.0f} "
+                f"{'GET' if direction == 'read' else 'PUT'}/s per prefix (one request every "
+                f"{format_duration(per_request)} per stream)",
+            )
+        )
+    return min(caps) if caps else None
+
+
 def plan_hop(
     source: TierConfig,
     destination: TierConfig,
@@ -466,6 +492,9 @@ def plan_hop(
     if max_concurrency is not None:
         limit = max(1, min(limit, max_concurrency))
     limit_reason = f"stream limit of {source.name}/{destination.name} is {limit}"
+    throttled = _throttle_cap(source, destination, work)
+    if throttled is not None and throttled[0] < limit:
+        limit, limit_reason = throttled
     if (source.is_object or destination.is_object) and work.largest > MAX_PARTS * MAX_PART_SIZE:
         raise ValueError(
             f"an object of {work.largest} B exceeds what S3 multipart can hold ({MAX_PARTS} parts of 5 GiB)"

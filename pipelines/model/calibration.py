@@ -517,7 +517,13 @@ def calibrated(config: TierflowConfig, observed: list[Any] | None = None) -> Tie
             if c.factor != 1.0:
                 uncertainty = max(uncertainty, c.spread / 2)
         profile = replace(
-            profile, read_correction=read.factor, write_correction=write.factor, uncertainty=round(uncertainty, 4)
+            profile,
+            read_correction=read.factor,
+            write_correction=write.factor,
+            uncertainty=round(uncertainty, 4),
+            # The store's throttling limits are configured, not measured: they stay over a calibration.
+            request_limit=tier.bandwidth.request_limit,
+            write_request_limit=tier.bandwidth.write_request_limit,
         )
         tiers.append(replace(tier, bandwidth=profile))
     return replace(config, tiers=tuple(tiers))

@@ -1,4 +1,4 @@
-"""Plans that meet a deadline: the fewest streams that finish in time, or what would let them."""
+"""The planner's newer terms: deadlines, demand, tasks sharing a tier, a store's request-rate limit."""
 
 from __future__ import annotations
 
@@ -230,3 +230,53 @@ def test_a_shared_tier_plan_says_so_and_takes_its_share() -> None:
     assert "4 tasks on object and pfs at once" in shared.reasons["sharing"] and "sharing" not in alone.reasons
     # bandwidth-bound alone: four tasks sharing the aggregate take four times as long each
     assert shared.predicted_s == pytest.approx(alone.predicted.source.bandwidth_s * 4, rel=0.06)
+
+
+def _limited(read_limit: float | None, write_limit: float | None):
+    from dataclasses import replace
+
+    obj = CONFIG.tier("object")
+    return replace(obj, bandwidth=replace(obj.bandwidth, request_limit=read_limit, write_request_limit=write_limit))
+
+
+@pytest.mark.parametrize(
+    ("read_limit", "write_limit", "hop", "cap"),
+    [
+        pytest.param(None, None, "down", None, id="no-limit"),
+        pytest.param(1000.0, None, "down", "limit of 1,000 GET/s", id="get-limit-caps-downloads"),
+        pytest.param(None, 1500.0, "up", "limit of 1,500 PUT/s", id="put-limit-caps-uploads"),
+        pytest.param(1000.0, None, "up", None, id="a-get-limit-leaves-uploads-alone"),
+    ],
+)
+def test_a_request_rate_limit_caps_streams_before_the_store_throttles(read_limit, write_limit, hop, cap) -> None:
+    obj, pfs = _limited(read_limit, write_limit), CONFIG.tier("pfs")
+    src, dst = (obj, pfs) if hop == "down" else (pfs, obj)
+    work = Workload.uniform(20_000, 16 * 1024)
+    plan = plan_hop(src, dst, work)
+    end = plan.predicted.source if hop == "down" else plan.predicted.destination
+    per_request = obj.bandwidth.latency(end.direction) + 16 * 1024 / (
+        obj.bandwidth.stream_read_bps if hop == "down" else obj.bandwidth.stream_write_bps
+    )
+    limit = read_limit if hop == "down" else write_limit
+    if cap is None:
+        assert "per prefix" not in plan.reasons["concurrency"]
+    else:
+        assert cap in plan.reasons["concurrency"]
+        # the plan's streams issue at most the limit's requests per second
+        assert plan.concurrency / per_request <= limit * (1 + 1e-9)
+        # and the time counts the requests at the limit's rate
+        assert end.metadata_s >= work.objects / limit * (1 - 1e-9)
+
+
+def test_a_configured_request_limit_survives_calibration(tmp_path, monkeypatch) -> None:
+    from pipelines.model.calibration import TERMS, Fit, calibrated, store_fit
+
+    monkeypatch.setenv("TIERFLOW_HOME", str(tmp_path))
+    config = load_config(None)
+    limited = _limited(5500.0, 3500.0)
+    from dataclasses import replace
+
+    config = replace(config, tiers=tuple(limited if t.name == "object" else t for t in config.tiers))
+    store_fit(config, "object", Fit(config.tier("object").bandwidth, dict.fromkeys(TERMS, 0.1), 3, []), apply=True)
+    profile = calibrated(config).tier("object").bandwidth
+    assert (profile.limit("read"), profile.limit("write")) == (5500.0, 3500.0)
