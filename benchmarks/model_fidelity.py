@@ -34,7 +34,7 @@ BUCKET = "tierflow-bench"
 COPIES = {"1 x 1 GiB": (1, 2**30), "2000 x 256 KiB": (2000, 256 * 2**10)}
 CASES = ("upload", "download", "local")
 SHARD_BYTES = 256 * 2**20
-CALIBRATION_BYTES = 128 * 2**20
+CALIBRATION_BYTES = 256 * 2**20  # what tierflow calibrate moves by default
 
 
 def _shard(path: Path) -> int:
@@ -99,7 +99,11 @@ def run(ctx: BenchContext) -> list[Comparison]:
         obj = Tier(replace(obj_base.config, bandwidth=obj_profile), obj_base.storage_options)
         local = Tier(replace(local_base.config, bandwidth=local_profile))
         for tier in (obj, local):
-            print(f"   run {r + 1}: {tier.name} profile {describe(tier.config.bandwidth)}", flush=True)
+            curves = {
+                d: [f"{size >> 10} KiB: {bps / 1e6:.0f} MB/s" for size, bps in tier.config.bandwidth.curve(d)]
+                for d in ("read", "write")
+            }
+            print(f"   run {r + 1}: {tier.name} profile {describe(tier.config.bandwidth)} curves {curves}", flush=True)
         run_id = uuid.uuid4().hex[:8]
         turn = r % len(units)
         for name in [n for unit in units[turn:] + units[:turn] for n in unit]:

@@ -148,7 +148,7 @@ def test_a_fit_that_disagrees_is_kept_as_a_candidate_and_plans_keep_the_old_numb
 def test_a_repeated_calibration_keeps_each_terms_median_spread_and_sample_count(tmp_path, monkeypatch) -> None:
     import json
 
-    from pipelines.model.calibration import TERMS, calibrate_repeated, store_fit
+    from pipelines.model.calibration import SIZES, TERMS, calibrate_repeated, store_fit
 
     monkeypatch.setenv("TIERFLOW_HOME", str(tmp_path / "state"))
     (tmp_path / "pfs").mkdir()
@@ -157,7 +157,7 @@ def test_a_repeated_calibration_keeps_each_terms_median_spread_and_sample_count(
     fit = calibrate_repeated(tier, budget_bytes=16 * 2**20, budget_s=30, repeats=3)
     assert fit.repeats == 3 and set(fit.spread) == set(TERMS) and all(v >= 0 for v in fit.spread.values())
     singles = [s for s in fit.samples if s.direction == "read" and s.concurrency == 1]
-    assert len(singles) == 3 * 2  # two sizes per sweep, three sweeps
+    assert len(singles) == 3 * len(SIZES)  # every size single-stream in each sweep, three sweeps
     status, _, path = store_fit(cfg, "pfs", fit, apply=True)
     stored = json.loads(path.read_text())
     assert status == "applied" and stored["repeats"] == 3

@@ -280,3 +280,64 @@ def test_a_configured_request_limit_survives_calibration(tmp_path, monkeypatch) 
     store_fit(config, "object", Fit(config.tier("object").bandwidth, dict.fromkeys(TERMS, 0.1), 3, []), apply=True)
     profile = calibrated(config).tier("object").bandwidth
     assert (profile.limit("read"), profile.limit("write")) == (5500.0, 3500.0)
+
+
+CURVE = ((64 * 1024, 80e6), (2 * MiB, 240e6), (64 * MiB, 300e6))
+
+
+def _curved(curve=CURVE):
+    from dataclasses import replace
+
+    obj = CONFIG.tier("object")
+    return replace(obj, bandwidth=replace(obj.bandwidth, read_curve=curve, write_curve=curve))
+
+
+@pytest.mark.parametrize(
+    ("size", "expected_bps"),
+    [
+        pytest.param(64 * 1024, 80e6, id="at-a-measured-point"),
+        pytest.param(32 * 1024, 40e6, id="below-the-smallest-an-object-costs-what-the-smallest-did"),
+        pytest.param(2**30, "amortized", id="above-the-largest-the-per-object-cost-amortizes"),
+        # log-log midway between 64 KiB and 2 MiB (at 362 KiB): the geometric mean of 80 and 240 MB/s
+        pytest.param(int((64 * 1024 * 2 * MiB) ** 0.5), (80e6 * 240e6) ** 0.5, id="interpolated-log-log"),
+    ],
+)
+def test_capacity_off_the_calibrated_curve(size: int, expected_bps: float | str) -> None:
+    from pipelines.model.bandwidth import predict_hop
+
+    if expected_bps == "amortized":  # above 64 MiB: time = a + size / B through the two largest points
+        (s1, b1), (s2, b2) = CURVE[-2:]
+        bandwidth = (s2 - s1) / (s2 / b2 - s1 / b1)  # ~302 MB/s
+        fixed = s2 / b2 - s2 / bandwidth  # ~1.8 ms per object
+        expected_bps = size / (fixed + size / bandwidth)
+        assert 300e6 < expected_bps < bandwidth
+
+    work = Workload.uniform(100, size)
+    end = predict_hop(_curved(), CONFIG.tier("pfs"), work, 64).source
+    assert end.capacity_s == pytest.approx(work.bytes / expected_bps, rel=1e-6)
+
+
+@settings(max_examples=200, deadline=None)
+@given(objects=st.integers(1, 50_000), size=st.integers(1, 2**31), more=st.integers(1, 2**20))
+def test_on_the_curve_more_bytes_or_more_objects_are_never_faster(objects: int, size: int, more: int) -> None:
+    from pipelines.model.bandwidth import predict_hop
+
+    src, dst = _curved(), CONFIG.tier("pfs")
+    base = predict_hop(src, dst, Workload.uniform(objects, size), 8).seconds
+    assert predict_hop(src, dst, Workload.uniform(objects, size + more), 8).seconds >= base * (1 - 1e-9)
+    assert predict_hop(src, dst, Workload.uniform(objects + 1, size), 8).seconds >= base * (1 - 1e-9)
+
+
+def test_calibration_keeps_the_curve_it_measured() -> None:
+    from pipelines.model.calibration import Sample, fit_profile
+
+    samples = [
+        Sample(d, size, n, c, n * size / bps / (c / 16))
+        for d in ("read", "write")
+        for size, bps in CURVE
+        for n in (8,)
+        for c in (1, 16)
+    ]
+    profile = fit_profile(samples, max_streams=16)
+    assert profile.curve("read") == tuple((s, pytest.approx(b)) for s, b in CURVE)
+    assert profile.curve("write") == profile.curve("read")

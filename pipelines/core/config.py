@@ -119,6 +119,8 @@ class BandwidthProfile:
         "max_streams",
         "write_latency_s",
         "write_ops",
+        "read_curve",
+        "write_curve",
     )
 
     read_bps: float
@@ -130,6 +132,11 @@ class BandwidthProfile:
     max_streams: int
     write_latency_s: float | None = None
     write_ops: float | None = None
+    #: What calibration measured through the engine at its widest: (object size, aggregate bytes/s)
+    #: per direction, smallest size first. Where present, the model reads a workload's capacity
+    #: time off this curve instead of the larger of bytes/bandwidth and objects/operation rate.
+    read_curve: tuple[tuple[int, float], ...] = ()
+    write_curve: tuple[tuple[int, float], ...] = ()
     request_limit: float | None = None
     write_request_limit: float | None = None
     #: Learnt from observed transfers, never configured nor calibrated: how much faster (above 1) or
@@ -153,6 +160,10 @@ class BandwidthProfile:
         ops = self.write_ops if direction == "write" and self.write_ops is not None else self.metadata_ops
         limit = self.limit(direction)
         return min(ops, limit) if limit is not None else ops
+
+    def curve(self, direction: str) -> tuple[tuple[int, float], ...]:
+        """The measured (object size, aggregate bytes/s) points in ``direction`` (empty: none measured)."""
+        return self.write_curve if direction == "write" else self.read_curve
 
     def limit(self, direction: str) -> float | None:
         """The store's request-rate limit per prefix in ``direction`` (None: none)."""

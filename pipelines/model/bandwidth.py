@@ -143,6 +143,9 @@ class EndPrediction:
     stream_s: float
     metadata_s: float
     latency_share: float
+    #: Time off the calibrated throughput curve (object size → aggregate bytes/s at full width),
+    #: which replaces the larger of ``bandwidth_s`` and ``metadata_s`` where the profile has one.
+    capacity_s: float | None = None
     #: The learnt speed-up every term was divided by (1: none learnt; see the profile's corrections).
     correction: float = 1.0
     #: Relative uncertainty of this end's prediction (from its profile).
@@ -151,12 +154,16 @@ class EndPrediction:
     @property
     def seconds(self) -> float:
         """The end's predicted duration: its slowest term."""
+        if self.capacity_s is not None:
+            return max(self.stream_s, self.capacity_s)
         return max(self.bandwidth_s, self.stream_s, self.metadata_s)
 
     @property
     def bound(self) -> str:
         """Which limit binds: ``bandwidth``, ``latency``, ``stream`` or ``metadata``."""
         terms = {"bandwidth": self.bandwidth_s, "stream": self.stream_s, "metadata": self.metadata_s}
+        if self.capacity_s is not None:  # the curve binds: by bytes or by objects, whichever weighs more
+            terms["stream"] = self.stream_s if self.stream_s >= self.capacity_s else 0.0
         name = max(terms, key=lambda k: terms[k])
         if name == "stream" and self.latency_share > 0.5:
             return "latency"
@@ -225,6 +232,8 @@ def _end(
     # What observed transfers taught on top of calibration: a tier that ran 1.3x faster than its
     # calibrated numbers say takes 1/1.3 of every term.
     learnt = bw.read_correction if direction == "read" else bw.write_correction
+    curve = bw.curve(direction)
+    capacity = _capacity_s(curve, work, bw.limit(direction)) * tasks / learnt if len(curve) >= 2 else None
     return EndPrediction(
         tier=tier.name,
         direction=direction,
@@ -232,9 +241,47 @@ def _end(
         stream_s=stream_total / concurrency / learnt,
         metadata_s=work.objects * META_OPS_PER_OBJECT[tier.kind] / (bw.ops(direction) / tasks) / learnt,
         latency_share=latency_total / stream_total if stream_total > 0 else 0.0,
+        capacity_s=capacity,
         correction=learnt,
         uncertainty=bw.uncertainty,
     )
+
+
+def _throughput_at(curve: tuple[tuple[int, float], ...], size: float) -> float:
+    """Aggregate bytes/s for objects of ``size``, interpolated on the measured curve (log-log).
+
+    Below the smallest size measured an object costs what the smallest did (per-object bound).
+    Above the largest, each object costs a fixed time plus its bytes at the bandwidth the two
+    largest sizes imply (``time = a + size / B`` through both): larger objects amortize the
+    per-object cost further, toward ``B``.
+    """
+    (s0, t0), (s_last, t_last) = curve[0], curve[-1]
+    if size <= s0:
+        return t0 * size / s0
+    if size >= s_last:
+        s_prev, t_prev = curve[-2]
+        per_object_last, per_object_prev = s_last / t_last, s_prev / t_prev
+        if per_object_last <= per_object_prev:  # no cost per byte seen: stay at the largest's rate
+            return t_last
+        bandwidth = (s_last - s_prev) / (per_object_last - per_object_prev)
+        fixed = max(0.0, per_object_last - s_last / bandwidth)
+        return size / (fixed + size / bandwidth)
+    for (sa, ta), (sb, tb) in itertools.pairwise(curve):
+        if sa <= size <= sb:
+            w = (math.log(size) - math.log(sa)) / (math.log(sb) - math.log(sa))
+            return math.exp(math.log(ta) + w * (math.log(tb) - math.log(ta)))
+    return t_last  # not reached: the curve is sorted by size
+
+
+def _capacity_s(curve: tuple[tuple[int, float], ...], work: Workload, limit: float | None) -> float:
+    """Seconds to move ``work`` at the curve's throughput for each object size, and no faster than a request limit."""
+    if work.objects == 0:
+        return 0.0
+    buckets = work.histogram or ((max(1, work.bytes // work.objects), work.objects),)
+    nominal = sum(size * count for size, count in buckets) or 1
+    scale = work.bytes / nominal  # a histogram holds power-of-two bounds: scale them to the real bytes
+    seconds = sum(count * size * scale / _throughput_at(curve, size * scale) for size, count in buckets)
+    return max(seconds, work.objects / limit) if limit else seconds
 
 
 def predict_hop(

@@ -32,6 +32,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import math
 import os
 import statistics
 import tempfile
@@ -44,12 +45,13 @@ from typing import Any
 from pipelines.core.config import BandwidthProfile, TierflowConfig
 from pipelines.core.manifest import Entry
 from pipelines.core.state import locked, write_atomically
-from pipelines.model.bandwidth import META_OPS_PER_OBJECT
+from pipelines.model.bandwidth import DEFAULT_PART_SIZE, META_OPS_PER_OBJECT
 from pipelines.storage.tier import Tier
 from pipelines.transfer import TransferSettings, copy_entries
 
 __all__ = [
     "MIN_TOLERANCE",
+    "SIZES",
     "TERMS",
     "Agreement",
     "Fit",
@@ -72,8 +74,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 KiB, MiB = 2**10, 2**20
-#: Object sizes and concurrencies of the sweep (small: latency; large: bandwidth).
-SIZES = (64 * KiB, 64 * MiB)
+#: Object sizes and concurrencies of the sweep (small: latency; large: bandwidth; the middle one,
+#: the geometric mean, shows how the two add up for objects in between).
+SIZES = (64 * KiB, 2 * MiB, 64 * MiB)
 CONCURRENCIES = (1, 4, 16)
 PROBE_PREFIX = "_tierflow/calibration"
 
@@ -95,12 +98,13 @@ class Sample:
 
 
 def _objects_for(size: int, concurrency: int, budget_bytes: int) -> int:
-    """Enough objects that per-object costs dominate, within the step's byte budget (at least one).
+    """Enough objects that per-object costs dominate, within the step's byte budget.
 
-    Large objects move one at a time with their parts in parallel, so one of them already
-    exercises ``concurrency`` streams.
+    Large objects move with their parts in parallel: there are at least enough parts for every
+    stream to have one (a 64 MiB object holds 8 parts of 8 MiB: two of them fill 16 streams).
     """
-    return max(1, min(32 * concurrency, budget_bytes // max(size, 1)))
+    fill = math.ceil(concurrency * DEFAULT_PART_SIZE / max(size, 1))
+    return max(1, fill, min(32 * concurrency, budget_bytes // max(size, 1)))
 
 
 def _overhead(src: Tier, dst: Tier, settings: TransferSettings) -> float:
@@ -231,8 +235,19 @@ def calibrate_repeated(tier: Tier, budget_bytes: int = 256 * MiB, budget_s: floa
         max_streams=fits[0].max_streams,
         write_latency_s=median["write_latency_s"],
         write_ops=median["write_ops"],
+        read_curve=_median_curve([f.read_curve for f in fits]),
+        write_curve=_median_curve([f.write_curve for f in fits]),
     )
     return Fit(profile, spread, repeats, samples)
+
+
+def _median_curve(curves: list[tuple[tuple[int, float], ...]]) -> tuple[tuple[int, float], ...]:
+    """Each size's median throughput over the repeats' curves."""
+    at: dict[int, list[float]] = {}
+    for curve in curves:
+        for size, bps in curve:
+            at.setdefault(size, []).append(bps)
+    return tuple((size, statistics.median(values)) for size, values in sorted(at.items()))
 
 
 @dataclass(frozen=True)
@@ -382,9 +397,20 @@ def fit_profile(samples: list[Sample], max_streams: int, ops_per_object: float =
         latency_s=fitted["read"][2],
         metadata_ops=max(object_rate(samples, "read") * ops_per_object, 1.0),
         max_streams=max_streams,
+        read_curve=_curve(samples, "read"),
+        write_curve=_curve(samples, "write"),
         write_latency_s=fitted["write"][2],
         write_ops=max(object_rate(samples, "write") * ops_per_object, 1.0),
     )
+
+
+def _curve(samples: list[Sample], direction: str) -> tuple[tuple[int, float], ...]:
+    """The best aggregate throughput measured at each object size in ``direction``, smallest size first."""
+    best: dict[int, float] = {}
+    for s in samples:
+        if s.direction == direction and s.seconds > 0:
+            best[s.size] = max(best.get(s.size, 0.0), s.throughput_bps)
+    return tuple(sorted(best.items()))
 
 
 def describe(profile: BandwidthProfile) -> dict[str, Any]:
@@ -460,7 +486,10 @@ def _measured(profile: BandwidthProfile) -> dict[str, Any]:
 
 def _profile(data: dict[str, Any]) -> BandwidthProfile:
     """The profile a profile file stores (learnt fields, if an older file has them, are ignored)."""
-    return BandwidthProfile(**{k: v for k, v in data["profile"].items() if k in BandwidthProfile.MEASURED})
+    fields = {k: v for k, v in data["profile"].items() if k in BandwidthProfile.MEASURED}
+    for name in ("read_curve", "write_curve"):  # JSON lists back to the tuples the profile holds
+        fields[name] = tuple((int(size), float(bps)) for size, bps in fields.get(name) or ())
+    return BandwidthProfile(**fields)
 
 
 def _epoch(iso: str) -> float | None:
