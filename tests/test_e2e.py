@@ -229,3 +229,34 @@ def test_every_dag_triggers_from_its_form_with_its_defaults(stack: dict[str, Any
         assert "object" in header, header
         assert checkpoints.locator("td.committed").count() >= 1
         page.screenshot(path=ARTIFACTS / "07-storage-checkpoints.png", full_page=True)
+
+
+def _post(url: str, token: str, body: dict[str, Any]) -> Any:
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        return json.load(resp)
+
+
+def test_a_run_with_a_deadline_carries_an_airflow_deadline(stack: dict[str, Any], chromium: str) -> None:
+    """Triggered with ``deadline``, the real scheduler gives the run Airflow's deadline: queued-at + the param."""
+    import datetime as dt
+
+    url = stack["url"]
+    with _browser_page(chromium) as page:
+        token = _log_in(page, url, stack["password"])
+    alerts = _api(f"{url}/ui/dags/dataset_staging/deadlineAlerts", token)
+    assert [a["name"] for a in alerts["deadline_alerts"]] == ["tierflow"], alerts
+    conf = {"dataset": "synthetic", "version": "v1", "deadline": "1h"}
+    run = _post(f"{url}/api/v2/dags/dataset_staging/dagRuns", token, {"logical_date": None, "conf": conf})
+    found = _api(f"{url}/ui/dags/dataset_staging/dagRuns/{run['dag_run_id']}/deadlines", token)
+    (deadline,) = found["deadlines"]
+    queued = dt.datetime.fromisoformat(run["queued_at"])
+    assert abs((dt.datetime.fromisoformat(deadline["deadline_time"]) - queued).total_seconds() - 3600) < 5
+    assert deadline["alert_name"] == "tierflow" and deadline["missed"] is False
+    finished = _finished_run(url, token, "dataset_staging")
+    assert finished["dag_run_id"] == run["dag_run_id"] and finished["state"] == "success", finished
