@@ -27,7 +27,7 @@ from pipelines.devtools.bench import BenchContext, Comparison, write_files
 from pipelines.model.bandwidth import Workload, plan_hop
 from pipelines.model.calibration import calibrate_tier, describe
 from pipelines.storage.tier import Tier
-from pipelines.transfer import TransferSettings, copy_entries
+from pipelines.transfer import TransferSettings, copy_entries, workload_of
 
 DESCRIPTION = "predicted vs measured durations, each run recalibrated (ratio = measured / predicted), s"
 BUCKET = "tierflow-bench"
@@ -79,9 +79,8 @@ def run(ctx: BenchContext) -> list[Comparison]:
     for label, (count, size) in COPIES.items():
         write_files(ctx.workdir / "local" / f"src-{count}", count, size, name="f{:05d}.bin")
         entries = [Entry(f"f{i:05d}.bin", size) for i in range(count)]
-        work = Workload.uniform(count, size)
         for case in CASES:
-            shapes[f"{case} {label}"] = _copy_shape(case, count, entries, work)
+            shapes[f"{case} {label}"] = _copy_shape(case, count, entries)
     shard = ctx.workdir / "shard.jsonl"
     _shard(shard)
     shapes["compress 256 MiB JSONL"] = lambda obj, local, run_id: _compress(ctx, shard, obj, local)
@@ -117,12 +116,14 @@ def run(ctx: BenchContext) -> list[Comparison]:
     return results
 
 
-def _copy_shape(case: str, count: int, entries: list[Entry], work: Workload) -> Callable[..., tuple[float, float]]:
+def _copy_shape(case: str, count: int, entries: list[Entry]) -> Callable[..., tuple[float, float]]:
     def shape(obj: Tier, local: Tier, run_id: str) -> tuple[float, float]:
         src, dst = {"upload": (local, obj), "download": (obj, local), "local": (local, local)}[case]
-        plan = plan_hop(src.config, dst.config, work)
-        settings = TransferSettings.from_plan(plan, progress_interval_s=3600)
         uploaded = f"{run_id}/up-{count}"
+        # the sources were just written (or read): the planner sees what the page cache holds of them
+        src_prefix = uploaded if case == "download" else f"src-{count}"
+        plan = plan_hop(src.config, dst.config, workload_of(src, src_prefix, entries))
+        settings = TransferSettings.from_plan(plan, progress_interval_s=3600)
         if case == "download":
             report = copy_entries(obj, uploaded, local, f"{run_id}/down-{count}", entries, settings)
         else:

@@ -341,3 +341,43 @@ def test_calibration_keeps_the_curve_it_measured() -> None:
     profile = fit_profile(samples, max_streams=16)
     assert profile.curve("read") == tuple((s, pytest.approx(b)) for s, b in CURVE)
     assert profile.curve("write") == profile.curve("read")
+
+
+def test_the_page_cache_share_of_files_is_measured_and_dropped(tmp_path) -> None:
+    import os
+
+    from pipelines.storage.pagecache import drop, resident_share
+
+    paths = []
+    for i in range(4):
+        path = tmp_path / f"{i}.bin"
+        path.write_bytes(os.urandom(4 * MiB))
+        paths.append(str(path))
+    assert resident_share(paths) == pytest.approx(1.0)  # just written
+    for p in paths[:2]:
+        drop(p)
+    assert resident_share(paths) == pytest.approx(0.5, abs=0.01)
+    assert resident_share([]) == 0.0 and resident_share([str(tmp_path / "missing")]) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("resident", "faster"),
+    [
+        pytest.param(0.0, False, id="cold-reads-off-the-disk"),
+        pytest.param(1.0, True, id="cached-reads-at-memory-speed"),
+    ],
+)
+def test_a_file_tier_reads_what_the_page_cache_holds_at_its_cached_speed(resident: float, faster: bool) -> None:
+    from dataclasses import replace
+
+    from pipelines.model.bandwidth import predict_hop
+
+    pfs = CONFIG.tier("pfs")
+    cold = ((64 * 1024, 200e6), (64 * MiB, 800e6))
+    warm = ((64 * 1024, 600e6), (64 * MiB, 3000e6))
+    tier = replace(pfs, bandwidth=replace(pfs.bandwidth, read_curve=cold, write_curve=cold, cached_read_curve=warm))
+    work = replace(Workload.uniform(64, 16 * MiB), resident=resident)
+    plain = predict_hop(tier, CONFIG.tier("nvme"), replace(work, resident=0.0), 16).source.capacity_s
+    seen = predict_hop(tier, CONFIG.tier("nvme"), work, 16).source.capacity_s
+    assert plain is not None and seen is not None
+    assert (seen < plain) == faster and seen <= plain

@@ -113,7 +113,7 @@ def promote(
         raise CheckpointError(
             f"{dst.url(prefix)} is committed with different content than {src.url(prefix)}; refusing to overwrite"
         )
-    settings = settings or planned_settings(src, dst, entries, deadline_s)
+    settings = settings or planned_settings(src, dst, entries, deadline_s, prefix)
     try:
         report = copy_entries(src, prefix, dst, prefix, entries, settings)
     except TransferError:
@@ -153,14 +153,15 @@ def _unchanged(src: Tier, prefix: str, before: Mapping[str, int]) -> None:
 
 
 def planned_settings(
-    src: Tier, dst: Tier, entries: Sequence[Entry], deadline_s: float | None = None
+    src: Tier, dst: Tier, entries: Sequence[Entry], deadline_s: float | None = None, prefix: str = ""
 ) -> TransferSettings:
     """The engine's settings from the model's plan of the copy (the fewest streams that meet a deadline, if any)."""
-    from pipelines.model.bandwidth import Workload, plan_hop
+    from pipelines.model.bandwidth import plan_hop
+    from pipelines.transfer import workload_of
 
     if deadline_s is not None and deadline_s <= 0:
         raise CheckpointError(f"{src.name} -> {dst.name}: the run's deadline has passed ({-deadline_s:.0f} s ago)")
-    plan = plan_hop(src.config, dst.config, Workload.from_sizes(e.size for e in entries), deadline_s=deadline_s)
+    plan = plan_hop(src.config, dst.config, workload_of(src, prefix, entries), deadline_s=deadline_s)
     if plan.meets_deadline is False:
         log.warning("%s -> %s will be late: %s", src.name, dst.name, plan.reasons["deadline"])
     return TransferSettings.from_plan(plan)

@@ -104,7 +104,7 @@ def _restore_copy(source: Tier, target: Tier, c: Checkpoint, holder: str, ttl_s:
             existing = read_marker(target, c.prefix)
             if existing is not None and existing.manifest.checksum() != manifest.checksum():
                 target.delete([f"{c.prefix}/{COMMIT_MARKER}"])
-            settings = planned_settings(source, target, manifest.entries)
+            settings = planned_settings(source, target, manifest.entries, prefix=c.prefix)
             copy_entries(source, c.prefix, target, c.prefix, manifest.entries, settings)
             commit(target, manifest, source=source.url(c.prefix), extra=dict(found.extra))
         finally:

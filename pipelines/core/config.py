@@ -121,6 +121,7 @@ class BandwidthProfile:
         "write_ops",
         "read_curve",
         "write_curve",
+        "cached_read_curve",
     )
 
     read_bps: float
@@ -137,6 +138,8 @@ class BandwidthProfile:
     #: time off this curve instead of the larger of bytes/bandwidth and objects/operation rate.
     read_curve: tuple[tuple[int, float], ...] = ()
     write_curve: tuple[tuple[int, float], ...] = ()
+    #: Reads of data already in the page cache (file tiers; ``read_curve`` is then the cold reads).
+    cached_read_curve: tuple[tuple[int, float], ...] = ()
     request_limit: float | None = None
     write_request_limit: float | None = None
     #: Learnt from observed transfers, never configured nor calibrated: how much faster (above 1) or

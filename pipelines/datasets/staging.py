@@ -29,10 +29,10 @@ from pipelines.core.errors import Outcome, classify
 from pipelines.core.manifest import COMMIT_MARKER, Manifest, ManifestError
 from pipelines.datasets.cache import ensure_space, live_writer, require_space, space_needed, touch
 from pipelines.datasets.payloads import ShardTask, StagingPlan
-from pipelines.model.bandwidth import HopPlan, Workload, plan_hop
+from pipelines.model.bandwidth import HopPlan, plan_hop
 from pipelines.storage.commit import Commit, commit, read_commit
 from pipelines.storage.tier import Tier
-from pipelines.transfer import TransferReport, TransferSettings, copy_entries
+from pipelines.transfer import TransferReport, TransferSettings, copy_entries, workload_of
 
 __all__ = [
     "NotCommittedError",
@@ -160,7 +160,7 @@ def plan_stage(
             manifest.checksum(),
         )
         target.delete([f"{manifest.prefix}/{COMMIT_MARKER}"])
-    work = Workload.from_sizes(e.size for e in manifest.entries)
+    work = workload_of(source, manifest.prefix, manifest.entries)
     if deadline_s is not None and then is not None and deadline_s > 0:
         this = plan_hop(source.config, target.config, work, **planner).predicted_s
         later = plan_hop(target.config, then.config, work, **planner).predicted_s
@@ -370,7 +370,7 @@ def publish_directory(
         target.delete([f"{prefix}/{COMMIT_MARKER}"])
     source = Tier(dc_replace(target.config, name="local", kind="pfs", url=f"file://{local_dir}", conn_id=None))
     if settings is None:
-        hop = plan_hop(source.config, target.config, Workload.from_sizes(e.size for e in entries))
+        hop = plan_hop(source.config, target.config, workload_of(source, "", entries))
         settings = TransferSettings.from_plan(hop)
     report = copy_entries(source, "", target, prefix, entries, settings)
     return report, commit(target, manifest, source=f"file://{local_dir}", extra={"published": True}, exclusive=True)

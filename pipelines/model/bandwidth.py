@@ -85,6 +85,9 @@ class Workload:
     objects: int
     largest: int
     histogram: tuple[tuple[int, int], ...] = ()
+    #: The share of the bytes already in the source machine's page cache (just written or read):
+    #: a file tier reads those at its cached speed.
+    resident: float = 0.0
 
     def __post_init__(self) -> None:
         if self.bytes < 0 or self.objects < 0 or self.largest < 0:
@@ -234,6 +237,11 @@ def _end(
     learnt = bw.read_correction if direction == "read" else bw.write_correction
     curve = bw.curve(direction)
     capacity = _capacity_s(curve, work, bw.limit(direction)) * tasks / learnt if len(curve) >= 2 else None
+    cached = bw.cached_read_curve
+    if capacity is not None and direction == "read" and work.resident > 0 and len(cached) >= 2:
+        # What is in the page cache reads at memory speed, the rest off the disk.
+        warm = _capacity_s(cached, work, None) * tasks / learnt
+        capacity = (1 - work.resident) * capacity + work.resident * warm
     return EndPrediction(
         tier=tier.name,
         direction=direction,

@@ -46,6 +46,7 @@ from pipelines.core.config import BandwidthProfile, TierflowConfig
 from pipelines.core.manifest import Entry
 from pipelines.core.state import locked, write_atomically
 from pipelines.model.bandwidth import DEFAULT_PART_SIZE, META_OPS_PER_OBJECT
+from pipelines.storage.pagecache import drop
 from pipelines.storage.tier import Tier
 from pipelines.transfer import TransferSettings, copy_entries
 
@@ -150,9 +151,15 @@ def calibrate_tier(
                 up = copy_entries(local, "", tier, prefix, entries, settings)
                 samples.append(Sample("write", size, n, c, max(up.seconds - fixed, up.seconds / 10)))
                 full = [Entry(e.key, e.size, up.checksums[e.key]) for e in entries]
+                if not tier.config.is_object:  # a file tier: the first read comes off the disk, the second from memory
+                    for e in entries:
+                        drop(tier.path(f"{prefix}/{e.key}"))
                 fixed = _overhead(tier, sink, settings)
                 down = copy_entries(tier, prefix, sink, f"c{c}-{size}", full, settings)
                 samples.append(Sample("read", size, n, c, max(down.seconds - fixed, down.seconds / 10)))
+                if not tier.config.is_object:
+                    again = copy_entries(tier, prefix, sink, f"c{c}-{size}-cached", full, settings)
+                    samples.append(Sample("cached_read", size, n, c, max(again.seconds - fixed, again.seconds / 10)))
         finally:
             try:
                 tier.delete_prefix(prefix)
@@ -237,6 +244,7 @@ def calibrate_repeated(tier: Tier, budget_bytes: int = 256 * MiB, budget_s: floa
         write_ops=median["write_ops"],
         read_curve=_median_curve([f.read_curve for f in fits]),
         write_curve=_median_curve([f.write_curve for f in fits]),
+        cached_read_curve=_median_curve([f.cached_read_curve for f in fits]),
     )
     return Fit(profile, spread, repeats, samples)
 
@@ -399,6 +407,7 @@ def fit_profile(samples: list[Sample], max_streams: int, ops_per_object: float =
         max_streams=max_streams,
         read_curve=_curve(samples, "read"),
         write_curve=_curve(samples, "write"),
+        cached_read_curve=_curve(samples, "cached_read"),
         write_latency_s=fitted["write"][2],
         write_ops=max(object_rate(samples, "write") * ops_per_object, 1.0),
     )
@@ -487,7 +496,7 @@ def _measured(profile: BandwidthProfile) -> dict[str, Any]:
 def _profile(data: dict[str, Any]) -> BandwidthProfile:
     """The profile a profile file stores (learnt fields, if an older file has them, are ignored)."""
     fields = {k: v for k, v in data["profile"].items() if k in BandwidthProfile.MEASURED}
-    for name in ("read_curve", "write_curve"):  # JSON lists back to the tuples the profile holds
+    for name in ("read_curve", "write_curve", "cached_read_curve"):  # JSON lists back to the profile's tuples
         fields[name] = tuple((int(size), float(bps)) for size, bps in fields.get(name) or ())
     return BandwidthProfile(**fields)
 

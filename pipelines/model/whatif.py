@@ -319,7 +319,8 @@ def _alternatives(
             f"{len(eligible)} plan(s){' that meet the deadline' if deadline_s is not None else ''}"
             if chosen
             else "no alternative meets the deadline"
-        ),
+        )
+        + ("" if codecs else " (no zstd level measured: give a sample of the data to weigh compression)"),
     }
 
 

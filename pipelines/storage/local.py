@@ -13,7 +13,7 @@ import contextlib
 import os
 import shutil
 import stat
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
@@ -102,6 +102,12 @@ class LocalTier(Tier):
                     except FileNotFoundError:
                         continue  # removed while we walked
         return found
+
+    def resident_share(self, keys: Sequence[str]) -> float:
+        """The share of these files' bytes in the page cache (a sample of them, by ``mincore``)."""
+        from pipelines.storage.pagecache import resident_share
+
+        return resident_share([self.path(k) for k in keys])
 
     def stat(self, key: str) -> ObjectInfo:
         """Size and modification time of one file.

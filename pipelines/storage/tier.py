@@ -27,7 +27,7 @@ from __future__ import annotations
 import contextlib
 import os
 import posixpath
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
@@ -192,6 +192,10 @@ class Tier:
 
     def _find(self, base: str) -> dict[str, dict[str, Any]]:
         return cast(dict[str, dict[str, Any]], self.fs.find(base, detail=True))
+
+    def resident_share(self, keys: Sequence[str]) -> float:
+        """The share of these objects' bytes a read would find in this machine's page cache (0: none known)."""
+        return 0.0
 
     def stat(self, key: str) -> ObjectInfo:
         """Size and modification time of one object.

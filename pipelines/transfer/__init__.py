@@ -14,7 +14,7 @@ from pipelines.core.lazy import lazy_getattr
 
 if TYPE_CHECKING:
     from pipelines.transfer.cleanup import reap_multipart_uploads, remove_temporaries
-    from pipelines.transfer.engine import CHECKSUM_METADATA, copy_entries, copy_prefix, source_entries
+    from pipelines.transfer.engine import CHECKSUM_METADATA, copy_entries, copy_prefix, source_entries, workload_of
     from pipelines.transfer.report import ChecksumMismatch, Failure, TransferError, TransferReport, TransferSettings
 
 #: Public name → the submodule defining it; imported on first use, so importing one submodule (or
@@ -31,6 +31,7 @@ _EXPORTS = {
     "reap_multipart_uploads": "cleanup",
     "remove_temporaries": "cleanup",
     "source_entries": "engine",
+    "workload_of": "engine",
 }
 
 __all__ = [
@@ -45,6 +46,7 @@ __all__ = [
     "reap_multipart_uploads",
     "remove_temporaries",
     "source_entries",
+    "workload_of",
 ]
 
 

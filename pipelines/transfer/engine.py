@@ -37,12 +37,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
 
 from pipelines.core.checksum import checksum_file
 from pipelines.core.config import state_dir
 from pipelines.core.errors import is_server_fault
 from pipelines.core.manifest import Entry
-from pipelines.model.bandwidth import HopPlan
+from pipelines.model.bandwidth import HopPlan, Workload
 from pipelines.storage.local import LocalTier
 from pipelines.storage.objects import ObjectTier
 from pipelines.storage.s3 import CHECKSUM_METADATA, S3Tier
@@ -66,7 +67,17 @@ log = logging.getLogger(__name__)
 #: Whether ``/proc/self/fd`` names open files here (Linux): sources are then read through their descriptor.
 _HAS_PROC = os.path.isdir("/proc/self/fd")
 
-__all__ = ["copy_entries", "copy_prefix", "source_entries"]
+__all__ = ["copy_entries", "copy_prefix", "source_entries", "workload_of"]
+
+
+def workload_of(src: Tier, prefix: str, entries: Sequence[Entry]) -> Workload:
+    """What the planner sizes a copy of ``entries`` under ``prefix`` by.
+
+    Their sizes, and the share of their bytes this machine's page cache holds (a file tier reads
+    those at memory speed).
+    """
+    keys = [f"{prefix.strip('/')}/{e.key}" if prefix.strip("/") else e.key for e in entries]
+    return replace(Workload.from_sizes(e.size for e in entries), resident=src.resident_share(keys))
 
 
 def _object(tier: Tier) -> ObjectTier:
@@ -574,11 +585,11 @@ def copy_prefix(
     ``concurrency`` and ``part_size`` override the planner's; ``entries`` are the objects to copy
     when the caller has listed them already (:func:`source_entries`).
     """
-    from pipelines.model.bandwidth import Workload, plan_hop
+    from pipelines.model.bandwidth import plan_hop
 
     if entries is None:
         entries = source_entries(src, src_prefix)
-    plan = plan_hop(src.config, dst.config, Workload.from_sizes(e.size for e in entries), max_concurrency=concurrency)
+    plan = plan_hop(src.config, dst.config, workload_of(src, src_prefix, entries), max_concurrency=concurrency)
     settings = TransferSettings(
         concurrency=concurrency or plan.concurrency,
         part_size=part_size or plan.part_size,
