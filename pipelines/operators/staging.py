@@ -183,7 +183,8 @@ class StageShardOperator(BaseOperator):
         from pipelines.core.units import format_duration
         from pipelines.datasets.payloads import ShardTask
 
-        timeout_s = ShardTask.from_json(self.shard, "StageShardOperator.shard").timeout_s
+        with fatal_errors():  # a malformed shard fails in one line, as execute would
+            timeout_s = ShardTask.from_json(self.shard, "StageShardOperator.shard").timeout_s
         if self.execution_timeout is None and timeout_s > 0:
             self.execution_timeout = timedelta(seconds=timeout_s)
             self.log.info("execution timeout %s from the plan", format_duration(timeout_s))
