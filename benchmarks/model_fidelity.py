@@ -2,7 +2,11 @@
 
 Shapes: 1 x 1 GiB and 2,000 x 256 KiB uploaded to and downloaded from SeaweedFS and copied local ->
 local (six copies, in-process through the transfer engine at the plan's concurrency and part
-size), and ``tierflow compress`` of a 256 MiB JSONL shard at the level the planner picks. Each run
+size), ``tierflow compress`` of a 256 MiB JSONL shard at the level the planner picks, and a whole
+``dataset_staging`` run object -> PFS -> NVMe of 1 GiB in 64 files as users run it
+(``airflow dags test``, its own process). The run's prediction is its two hops as the planner
+predicts them (hop 2 reading what hop 1 just wrote, from the page cache) plus the run's fixed cost
+— process start, parsing, every task's start-up — measured in the same run on a one-file version. Each run
 recalibrates the object and the local tier first (so each run's predictions stand on their own
 calibration), then measures the shapes in a rotated order. The "ratio" column is measured /
 predicted (1.0 = exact); the target is every ratio within 0.8-1.2 in each run and a median
@@ -15,12 +19,17 @@ measured times across the runs, which no model can beat.
 
 from __future__ import annotations
 
+import json
+import re
 import statistics
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from pipelines.core.manifest import Entry
 from pipelines.devtools.bench import BenchContext, Comparison, write_files
@@ -84,6 +93,8 @@ def run(ctx: BenchContext) -> list[Comparison]:
     shard = ctx.workdir / "shard.jsonl"
     _shard(shard)
     shapes["compress 256 MiB JSONL"] = lambda obj, local, run_id: _compress(ctx, shard, obj, local)
+    staging = _DagRun(ctx, creds)
+    shapes["dataset_staging 64 x 16 MiB"] = staging.shape
 
     predicted: dict[str, list[float]] = {k: [] for k in shapes}
     measured: dict[str, list[float]] = {k: [] for k in shapes}
@@ -151,3 +162,132 @@ def _report(names: list[str], predicted: dict[str, list[float]], measured: dict[
             f"   {n:<26} measured {', '.join(f'{x:.2f}' for x in m)} s (noise floor {spread:.0%}); "
             f"predicted {', '.join(f'{x:.2f}' for x in predicted[n])} s"
         )
+
+
+class _DagRun:
+    """``dataset_staging`` through ``airflow dags test`` on the benchmark's own tiers and Airflow home."""
+
+    FILES, SIZE = 64, 16 * 2**20
+
+    def __init__(self, ctx: BenchContext, creds: Any) -> None:
+        from pipelines.core.config import load_config
+        from pipelines.devtools.airflow_env import airflow_env
+
+        self.home = ctx.workdir / "dagrun"
+        port = int(creds.endpoint_url.rsplit(":", 1)[1].strip("/"))
+        path = self.home / "tiers.toml"
+        self.home.mkdir(parents=True, exist_ok=True)
+        path.write_text(DAG_TIERS.format(home=self.home, port=port, bucket=BUCKET))
+        self.config = load_config(str(path))
+        self.creds = creds
+        self.env = airflow_env(self.config, creds) | {"TIERFLOW_HOME": str(self.home / "state")}
+        self.env["AIRFLOW_HOME"] = str(self.home / "airflow")
+        self.env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{self.home / 'airflow' / 'airflow.db'}"
+        self.migrated = False
+        self.runs = 0
+
+    def _airflow(self, *args: str) -> float:
+        start = time.perf_counter()
+        done = subprocess.run(
+            [str(Path(sys.executable).with_name("airflow")), *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=1800,
+            check=False,
+        )
+        finished = re.findall(r"DagRun Finished: .*?, state=(\w+)", done.stdout + done.stderr)
+        if done.returncode != 0 or (args[:2] == ("dags", "test") and finished[-1:] != ["success"]):
+            tail = (done.stdout + done.stderr)[-2000:]
+            raise RuntimeError(f"airflow {' '.join(args[:3])} failed:\n{tail}")
+        return time.perf_counter() - start
+
+    def _stage(self, version: str) -> float:
+        """Seconds of ``airflow dags test dataset_staging`` for one version (the whole command)."""
+        conf = json.dumps({"dataset": "fidelity", "version": version})
+        return self._airflow("dags", "test", "dataset_staging", "-c", conf)
+
+    def _publish(self, name: str, files: int, size: int) -> None:
+        from pipelines.datasets.staging import publish_directory
+        from pipelines.storage.tier import open_tier
+
+        src = self.home / "src" / name
+        write_files(src, files, size, name="f{:05d}.bin")
+        obj = open_tier(self.config, "object", self.creds.storage_options())
+        publish_directory(str(src), obj, "fidelity", name)
+
+    def shape(self, obj: Tier, local: Tier, run_id: str) -> tuple[float, float]:
+        from pipelines.model.calibration import TERMS, Fit, calibrated, store_fit
+
+        if not self.migrated:
+            self._airflow("db", "migrate")
+            self.migrated = True
+        self.runs += 1
+        # This run's calibration is what the DAG plans with (the object tier's and the local one's).
+        for name, tier in (("object", obj), ("pfs", local), ("nvme", local)):
+            store_fit(self.config, name, Fit(tier.config.bandwidth, dict.fromkeys(TERMS, 0.0), 1, []), apply=True)
+        tiny, big = f"tiny{self.runs}-{run_id}", f"big{self.runs}-{run_id}"
+        self._publish(tiny, 1, 4096)
+        self._publish(big, self.FILES, self.SIZE)
+        fixed = self._stage(tiny)
+        planned = calibrated(self.config)
+        work = Workload.uniform(self.FILES, self.SIZE)
+        hop1 = plan_hop(planned.tier("object"), planned.tier("pfs"), work).predicted_s
+        hop2 = plan_hop(planned.tier("pfs"), planned.tier("nvme"), replace(work, resident=1.0)).predicted_s
+        measured = self._stage(big)
+        print(
+            f"   dataset_staging: fixed cost {fixed:.1f} s (one-file run), hops predicted {hop1:.2f} + {hop2:.2f} s",
+            flush=True,
+        )
+        return fixed + hop1 + hop2, measured
+
+
+#: The tiers of the DAG run: the benchmark's SeaweedFS and two local directories.
+DAG_TIERS = """
+[tierflow]
+state_dir = "{home}/state"
+
+[s3_server]
+host = "127.0.0.1"
+port = {port}
+conn_id = "tierflow_s3"
+
+[[tier]]
+name = "object"
+kind = "object"
+url = "s3://{bucket}/dagrun/"
+conn_id = "tierflow_s3"
+capacity = "50 GB"
+[tier.bandwidth]
+read = "800 MB/s"
+write = "140 MB/s"
+latency = "2 ms"
+metadata_ops = "3000/s"
+max_streams = 32
+
+[[tier]]
+name = "pfs"
+kind = "pfs"
+url = "file://{home}/pfs"
+create = true
+capacity = "20 GB"
+[tier.bandwidth]
+read = "850 MB/s"
+write = "800 MB/s"
+latency = "0.2 ms"
+metadata_ops = "20000/s"
+max_streams = 16
+
+[[tier]]
+name = "nvme"
+kind = "nvme"
+url = "file://{home}/nvme"
+create = true
+capacity = "10 GB"
+[tier.bandwidth]
+read = "850 MB/s"
+write = "800 MB/s"
+latency = "0.1 ms"
+metadata_ops = "20000/s"
+max_streams = 16
+"""
