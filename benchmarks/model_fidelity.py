@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -120,6 +121,8 @@ def run(ctx: BenchContext) -> list[Comparison]:
             p, m = shapes[name](obj, local, run_id)
             predicted[name].append(p)
             measured[name].append(m)
+        shutil.rmtree(ctx.workdir / "local" / run_id, ignore_errors=True)  # this run's copies: disk for the next
+        obj_base.delete_prefix(run_id)
     results = [
         Comparison(name, "s", predicted[name], measured[name], "measured", higher_is_better=False) for name in names
     ]
@@ -235,6 +238,8 @@ class _DagRun:
         hop1 = plan_hop(planned.tier("object"), planned.tier("pfs"), work).predicted_s
         hop2 = plan_hop(planned.tier("pfs"), planned.tier("nvme"), replace(work, resident=1.0)).predicted_s
         measured = self._stage(big)
+        for staged in ("pfs", "nvme", "src"):  # this run's copies: disk for the next
+            shutil.rmtree(self.home / staged, ignore_errors=True)
         print(
             f"   dataset_staging: fixed cost {fixed:.1f} s (one-file run), hops predicted {hop1:.2f} + {hop2:.2f} s",
             flush=True,

@@ -381,3 +381,19 @@ def test_a_file_tier_reads_what_the_page_cache_holds_at_its_cached_speed(residen
     seen = predict_hop(tier, CONFIG.tier("nvme"), work, 16).source.capacity_s
     assert plain is not None and seen is not None
     assert (seen < plain) == faster and seen <= plain
+
+
+def test_one_stream_reads_cached_data_at_the_cached_speed_too() -> None:
+    from dataclasses import replace
+
+    from pipelines.model.bandwidth import predict_hop
+
+    pfs = CONFIG.tier("pfs")
+    cold = ((64 * 1024, 200e6), (64 * MiB, 800e6))
+    warm = ((64 * 1024, 600e6), (64 * MiB, 3000e6))
+    profile = replace(pfs.bandwidth, stream_read_bps=800e6, read_curve=cold, write_curve=cold, cached_read_curve=warm)
+    tier = replace(pfs, bandwidth=profile)
+    one = Workload.uniform(1, 2**30)  # one file: one stream
+    cold_s = predict_hop(tier, CONFIG.tier("nvme"), one, 1).source.stream_s
+    warm_s = predict_hop(tier, CONFIG.tier("nvme"), replace(one, resident=1.0), 1).source.stream_s
+    assert warm_s == pytest.approx(cold_s * 800e6 / 3000e6, rel=0.01)

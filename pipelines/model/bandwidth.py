@@ -231,14 +231,18 @@ def _end(
     stream = bw.stream_read_bps if direction == "read" else bw.stream_write_bps
     requests = work.requests(part_size) if tier.is_object else work.objects
     latency_total = requests * bw.latency(direction)
-    stream_total = latency_total + work.bytes / stream
+    cached = bw.cached_read_curve if direction == "read" and work.resident > 0 else ()
+    if len(cached) >= 2:  # one stream reads what the page cache holds at memory speed, the rest off the disk
+        warm_stream = max(stream, cached[-1][1])
+        stream_total = latency_total + work.bytes * ((1 - work.resident) / stream + work.resident / warm_stream)
+    else:
+        stream_total = latency_total + work.bytes / stream
     # What observed transfers taught on top of calibration: a tier that ran 1.3x faster than its
     # calibrated numbers say takes 1/1.3 of every term.
     learnt = bw.read_correction if direction == "read" else bw.write_correction
     curve = bw.curve(direction)
     capacity = _capacity_s(curve, work, bw.limit(direction)) * tasks / learnt if len(curve) >= 2 else None
-    cached = bw.cached_read_curve
-    if capacity is not None and direction == "read" and work.resident > 0 and len(cached) >= 2:
+    if capacity is not None and len(cached) >= 2:
         # What is in the page cache reads at memory speed, the rest off the disk.
         warm = _capacity_s(cached, work, None) * tasks / learnt
         capacity = (1 - work.resident) * capacity + work.resident * warm
