@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pipelines.datasets.compression import compress_file
 from pipelines.devtools.bench import BenchContext, Comparison, timed
-from pipelines.devtools.corpus import jsonl, records
+from pipelines.devtools.corpus import write_jsonl
 
 DESCRIPTION = "tierflow compress vs zstd CLI on 128 MiB JSONL, levels 1/3/9/19, 2 threads, MB/s"
 SIZE = 128 * 2**20
@@ -22,21 +22,9 @@ LEVELS = (1, 3, 9, 19)
 THREADS = 2
 
 
-def _corpus(path: Path) -> int:
-    written, start = 0, 0
-    with open(path, "wb") as fh:
-        while written < SIZE:
-            rows = list(records(23, start, 5000))
-            start += len(rows)
-            data = jsonl(rows)
-            fh.write(data)
-            written += len(data)
-    return written
-
-
 def run(ctx: BenchContext) -> list[Comparison]:
     src = ctx.workdir / "corpus.jsonl"
-    size = _corpus(src)
+    size = write_jsonl(src, SIZE, seed=23)
     tierflow = str(Path(sys.executable).with_name("tierflow"))
     zstd = ctx.tool("zstd")
     out = []

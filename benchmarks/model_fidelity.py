@@ -34,6 +34,7 @@ from typing import Any
 
 from pipelines.core.manifest import Entry
 from pipelines.devtools.bench import BenchContext, Comparison, write_files
+from pipelines.devtools.corpus import write_jsonl
 from pipelines.model.bandwidth import Workload, plan_hop
 from pipelines.model.calibration import calibrate_tier, describe
 from pipelines.storage.tier import Tier
@@ -45,20 +46,6 @@ COPIES = {"1 x 1 GiB": (1, 2**30), "2000 x 256 KiB": (2000, 256 * 2**10)}
 CASES = ("upload", "download", "local")
 SHARD_BYTES = 256 * 2**20
 CALIBRATION_BYTES = 256 * 2**20  # what tierflow calibrate moves by default
-
-
-def _shard(path: Path) -> int:
-    from pipelines.devtools.corpus import jsonl, records
-
-    written, start = 0, 0
-    with open(path, "wb") as fh:
-        while written < SHARD_BYTES:
-            rows = list(records(29, start, 5000))
-            start += len(rows)
-            data = jsonl(rows)
-            fh.write(data)
-            written += len(data)
-    return written
 
 
 def _compress(ctx: BenchContext, src: Path, obj: Tier, local: Tier) -> tuple[float, float]:
@@ -92,7 +79,7 @@ def run(ctx: BenchContext) -> list[Comparison]:
         for case in CASES:
             shapes[f"{case} {label}"] = _copy_shape(case, count, entries)
     shard = ctx.workdir / "shard.jsonl"
-    _shard(shard)
+    write_jsonl(shard, SHARD_BYTES, seed=29)
     shapes["compress 256 MiB JSONL"] = lambda obj, local, run_id: _compress(ctx, shard, obj, local)
     staging = _DagRun(ctx, creds)
     shapes["dataset_staging 64 x 16 MiB"] = staging.shape

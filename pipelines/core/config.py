@@ -674,6 +674,12 @@ class _Reader:
             raise self.fail(field, "the path has a '..' segment", url)
         return "file://" + str(path)
 
+    def optional(
+        self, field: str, table: Mapping[str, Any], key: str, parse: Callable[[object], float]
+    ) -> float | None:
+        """``table[key]`` parsed (an error names ``field.key``), or None when the key is absent."""
+        return self.parse(f"{field}.{key}", table[key], parse) if key in table else None
+
     def bandwidth(self, field: str, raw: object) -> BandwidthProfile:
         required = {"read", "write", "latency", "metadata_ops"}
         optional = {
@@ -700,26 +706,10 @@ class _Reader:
             latency_s=self.parse(f"{field}.latency", table["latency"], parse_duration),
             metadata_ops=self.parse(f"{field}.metadata_ops", table["metadata_ops"], parse_rate),
             max_streams=self.integer(f"{field}.max_streams", table.get("max_streams", 64), 1, 100_000),
-            write_latency_s=(
-                self.parse(f"{field}.write_latency", table["write_latency"], parse_duration)
-                if "write_latency" in table
-                else None
-            ),
-            write_ops=(
-                self.parse(f"{field}.write_metadata_ops", table["write_metadata_ops"], parse_rate)
-                if "write_metadata_ops" in table
-                else None
-            ),
-            request_limit=(
-                self.parse(f"{field}.request_limit", table["request_limit"], parse_rate)
-                if "request_limit" in table
-                else None
-            ),
-            write_request_limit=(
-                self.parse(f"{field}.write_request_limit", table["write_request_limit"], parse_rate)
-                if "write_request_limit" in table
-                else None
-            ),
+            write_latency_s=self.optional(field, table, "write_latency", parse_duration),
+            write_ops=self.optional(field, table, "write_metadata_ops", parse_rate),
+            request_limit=self.optional(field, table, "request_limit", parse_rate),
+            write_request_limit=self.optional(field, table, "write_request_limit", parse_rate),
             uncertainty=CONFIGURED_UNCERTAINTY,
         )
         return profile

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["CorpusFile", "generate_corpus", "jsonl", "records", "write_checkpoint"]
+__all__ = ["CorpusFile", "generate_corpus", "jsonl", "records", "write_checkpoint", "write_jsonl"]
 
 _WORDS = [
     "data",
@@ -91,6 +91,19 @@ def records(seed: int, start_id: int, count: int) -> Iterator[dict[str, object]]
 def jsonl(rows: list[dict[str, object]]) -> bytes:
     """Records as compact JSON lines."""
     return "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in rows).encode()
+
+
+def write_jsonl(path: Path, size: int, seed: int) -> int:
+    """A JSONL file of synthetic records of at least ``size`` bytes (a shard to compress); returns its size."""
+    written, start = 0, 0
+    with open(path, "wb") as fh:
+        while written < size:
+            rows = list(records(seed, start, 5000))
+            start += len(rows)
+            data = jsonl(rows)
+            fh.write(data)
+            written += len(data)
+    return written
 
 
 def generate_corpus(root: Path, seed: int = 7, scale: int = 1) -> list[CorpusFile]:

@@ -170,15 +170,10 @@ def calibrate_tier(
 
 
 #: The fitted terms of a profile, compared between calibrations.
-TERMS = (
-    "read_bps",
-    "write_bps",
-    "stream_read_bps",
-    "stream_write_bps",
-    "latency_s",
-    "metadata_ops",
-    "write_latency_s",
-    "write_ops",
+TERMS = tuple(
+    name
+    for name in BandwidthProfile.MEASURED
+    if name not in ("max_streams", "read_curve", "write_curve", "cached_read_curve")
 )
 
 

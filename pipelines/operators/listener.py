@@ -119,10 +119,10 @@ def _outcome(error: Any, classify: Any) -> str | None:
 
 
 def _config() -> Any:
+    """The tier config (recording needs its state directory, not the plans' calibrated profiles)."""
     from pipelines.core.config import load_config
-    from pipelines.model.calibration import calibrated
 
-    return calibrated(load_config())
+    return load_config()
 
 
 def _planned(task: Any) -> dict[str, Any]:
