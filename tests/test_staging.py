@@ -610,6 +610,50 @@ def test_small_downloads_in_flight_at_once_finish_or_fail_one_by_one(
     assert (dest / "empty.bin").read_bytes() == b""
 
 
+@pytest.mark.parametrize("fsync", [pytest.param(False, id="plain"), pytest.param(True, id="fsync")])
+def test_small_local_files_go_a_directory_at_a_time_and_what_fails_there_one_by_one(
+    tiers: dict[str, Tier], tmp_path: Path, fsync: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Local -> local small files are copied a directory at a time; anything unusual is left to the one-by-one copy.
+
+    A symlink (inside the source) is not opened there but copied one by one through its target;
+    a manifest lying about one file's checksum and another's size fails for those two only, with
+    nothing under their names; a file over the one-read size and an empty one land whole; no
+    temporaries are left, fsynced or not.
+    """
+    src = tmp_path / "src"
+    sizes = {f"a/{i:03d}.bin": 1 + i * 4099 for i in range(40)} | {"b/c/deep.bin": 7, "b/empty.bin": 0}
+    write_files(src, sizes | {"big/9MiB.bin": 9 * MiB})
+    (src / "b" / "link.bin").symlink_to(src / "a" / "007.bin")
+    local = Tier(replace(tiers["pfs"].config, url=f"file://{src}"))
+    entries = list_local_source(str(src))
+    lying = [
+        replace(e, checksum="0" * 32)
+        if e.key == "a/003.bin"
+        else replace(e, size=e.size + 1)
+        if e.key == "a/004.bin"
+        else e
+        for e in entries
+    ]
+    dest = tmp_path / "dest"
+    down = Tier(replace(tiers["pfs"].config, url=f"file://{dest}"))
+    settings = TransferSettings(concurrency=2, part_size=PART, retries=1, fsync=fsync)
+    with caplog.at_level("DEBUG", logger="pipelines.transfer.engine"), pytest.raises(TransferError) as failed:
+        copy_entries(local, "", down, "", lying, settings)
+    again = sorted(r.getMessage().split(":")[0] for r in caplog.records if "copied again one by one" in r.getMessage())
+    assert again == ["a/003.bin", "a/004.bin", "b/link.bin"]  # the other 41 went a directory at a time
+    report = failed.value.report
+    assert sorted(f.key for f in report.failures) == ["a/003.bin", "a/004.bin"]
+    assert report.copied_objects == len(entries) - 2 == 42
+    assert not (dest / "a/003.bin").exists() and not (dest / "a/004.bin").exists()
+    assert leftovers(dest) == []
+    assert not (dest / "b" / "link.bin").is_symlink()  # its content was copied, not the link
+    for gone in ("a/003.bin", "a/004.bin"):
+        (src / gone).unlink()
+    same_tree(src, dest)
+    assert (dest / "b/empty.bin").read_bytes() == b""
+
+
 def test_a_rerun_upload_trusts_the_index_only_while_file_and_object_are_unchanged(
     tiers: dict[str, Tier], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -200,25 +200,41 @@ def list_local_source(root: str) -> list[Entry]:
     """List a local directory for a manifest without following symlinks out of it.
 
     Symlinked directories are not descended into; a symlinked file is included only if it
-    resolves inside ``root``.
+    resolves inside ``root``. Each directory's files come before its subdirectories', in name
+    order (as ``os.walk`` gives them); the walk reads each directory once with ``os.scandir``,
+    whose entries tell files from directories and symlinks without a ``stat`` each.
 
     Raises:
         ManifestError: A symlink points outside the source root (named).
     """
     base = os.path.realpath(root)
     entries: list[Entry] = []
-    for dirpath, dirnames, filenames in os.walk(base, followlinks=False):
-        dirnames[:] = sorted(d for d in dirnames if not os.path.islink(os.path.join(dirpath, d)))
-        for name in sorted(filenames):
-            path = os.path.join(dirpath, name)
-            if os.path.islink(path):
-                target = os.path.realpath(path)
-                if os.path.commonpath([target, base]) != base:
-                    raise ManifestError(f"{path}: symlink points outside the source {base} (to {target})")
-            rel = os.path.relpath(path, base).replace(os.sep, "/")
-            if TMP_MARKER in name or rel.split("/", 1)[0].startswith(RESERVED_PREFIX):
+    if not os.path.isdir(base):
+        return entries
+
+    def walk(directory: str, rel: str) -> None:
+        with os.scandir(directory) as listed:
+            found = sorted(listed, key=lambda e: e.name)
+        subdirectories = []
+        for item in found:
+            key = rel + item.name
+            if key.split("/", 1)[0].startswith(RESERVED_PREFIX):
                 continue
-            entries.append(Entry(rel, os.stat(path).st_size))
+            if item.is_dir():  # following a symlink: a symlinked directory is skipped, not listed as a file
+                if not item.is_symlink():
+                    subdirectories.append(item)
+                continue
+            if TMP_MARKER in item.name:
+                continue
+            if item.is_symlink():
+                target = os.path.realpath(item.path)
+                if os.path.commonpath([target, base]) != base:
+                    raise ManifestError(f"{item.path}: symlink points outside the source {base} (to {target})")
+            entries.append(Entry(key, item.stat().st_size))
+        for item in subdirectories:
+            walk(item.path, f"{rel}{item.name}/")
+
+    walk(base, "")
     return entries
 
 

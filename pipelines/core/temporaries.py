@@ -24,6 +24,7 @@ __all__ = [
     "process_started",
     "temporaries_under",
     "temporary_name",
+    "temporary_suffix",
 ]
 
 TMP_MARKER = ".tierflow-tmp-"
@@ -73,7 +74,16 @@ def temporary_name(path: str) -> str:
     ``dir/.name.tierflow-tmp-<host>.<pid>.<random>``.
     """
     parent, base = os.path.split(path)
-    return os.path.join(parent, f".{base}{TMP_MARKER}{_HOST_TAG}.{os.getpid()}.{uuid.uuid4().hex[:8]}")
+    return os.path.join(parent, f".{base}{temporary_suffix()}")
+
+
+def temporary_suffix() -> str:
+    """What follows ``.name`` in a temporary's name: the marker, this host and process, and a random tag.
+
+    A writer of many files takes one and appends ``-<n>`` per file (no ``.``: the owner is read
+    from the dot-separated fields after the marker).
+    """
+    return f"{TMP_MARKER}{_HOST_TAG}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
 
 
 def temporaries_under(root: str) -> Iterator[tuple[str, bool]]:

@@ -148,6 +148,12 @@ class LocalTier(Tier):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(tmp)
 
+    def directory_of(self, key: str) -> str:
+        """The directory ``key`` goes in, created if need be (never the root: see :meth:`require_root`)."""
+        parent = os.path.dirname(self.path(key))
+        self._make_parent(parent)
+        return parent
+
     def stage(self, key: str) -> str:
         """A temporary path in ``key``'s directory (created if need be), for :meth:`publish` or removal."""
         path = self.path(key)

@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
-import itertools
 import logging
 import os
 import posixpath
@@ -38,6 +37,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
+from typing import TypeVar, cast
 
 from pipelines.core.checksum import checksum_file
 from pipelines.core.config import state_dir
@@ -56,7 +56,7 @@ from pipelines.transfer.cleanup import (
     remove_temporaries,
     upload_lease,
 )
-from pipelines.transfer.local import LARGE_LOCAL_FILE, copy_hashing, kernel_copy
+from pipelines.transfer.local import LARGE_LOCAL_FILE, SMALL_LOCAL_FILE, copy_hashing, copy_small_files, kernel_copy
 from pipelines.transfer.progress import Progress
 from pipelines.transfer.report import ChecksumMismatch, Failure, TransferError, TransferReport, TransferSettings
 from pipelines.transfer.retry import is_fatal, retrying
@@ -66,6 +66,9 @@ log = logging.getLogger(__name__)
 
 #: Whether ``/proc/self/fd`` names open files here (Linux): sources are then read through their descriptor.
 _HAS_PROC = os.path.isdir("/proc/self/fd")
+
+T = TypeVar("T")
+_END = object()
 
 __all__ = ["copy_entries", "copy_prefix", "source_entries", "workload_of"]
 
@@ -330,6 +333,54 @@ class _Copier:
             idle.wait_for(lambda: in_flight[0] == 0)
         return left
 
+    def local_at_once(self) -> bool:
+        """Whether small files can be copied a directory at a time (local -> local, no read-back)."""
+        return not self.src.config.is_object and not self.dst.config.is_object and not self.settings.verify
+
+    def copy_local_files(
+        self,
+        entries: Sequence[Entry],
+        workers: int,
+        progress: Progress,
+        copied: Callable[[list[tuple[Entry, str]]], None],
+    ) -> list[Entry]:
+        """Copy small local files a directory at a time (:func:`~pipelines.transfer.local.copy_small_files`).
+
+        Each worker takes a whole directory: files created and renamed in one directory from
+        several threads contend for its lock in the kernel. Returns the entries not copied (and
+        larger files), which the caller copies one by one, with retries, and reports.
+        """
+        dst = _local(self.dst)
+        left = [e for e in entries if e.size > SMALL_LOCAL_FILE]
+        small = [e for e in entries if e.size <= SMALL_LOCAL_FILE]
+        by_directory: dict[str, list[Entry]] = {}
+        for entry in small:
+            by_directory.setdefault(posixpath.dirname(entry.key), []).append(entry)
+        groups = list(by_directory.values())
+        lock = threading.Lock()
+
+        def done(pairs: list[tuple[Entry, str]]) -> None:
+            copied(pairs)
+            progress.add(sum(e.size for e, _ in pairs), objects=len(pairs))
+
+        def directory(group: list[Entry]) -> None:
+            first = group[0].key
+            src_dir = posixpath.dirname(self.src.path(join_key(self.src_prefix, first)))
+            try:
+                dst_dir = dst.directory_of(join_key(self.dst_prefix, first))
+            except OSError:
+                missed = group  # e.g. cannot be created: said by the one-by-one copy
+            else:
+                missed = copy_small_files(src_dir, dst_dir, group, self._source_root(), self.settings.fsync, done)
+            for entry in missed:
+                log.debug("%s: copied again one by one", entry.key)
+            if missed:
+                with lock:
+                    left.extend(missed)
+
+        _each_on_threads(workers, groups, directory)
+        return left
+
     def _local_to_object(self, src_key: str, dst_key: str, entry: Entry, progress: Progress, inner: int) -> str:
         with self._opened_source(src_key) as (path, _):
             source = identity(path)  # before the hash: a change while it is read changes the ctime
@@ -436,33 +487,23 @@ def _not_yet_there(
     return todo
 
 
-def _each_on_threads(
-    workers: int, entries: Sequence[Entry], work: Callable[[Entry], None], by_directory: bool = False
-) -> None:
-    """``work(entry)`` for every entry, on ``workers`` threads that each take the next entry themselves.
+def _each_on_threads(workers: int, items: Sequence[T], work: Callable[[T], None]) -> None:
+    """``work(item)`` for every item, on ``workers`` threads that each take the next item themselves.
 
-    No hand-off per entry between threads (a pool's map wakes the caller for every result: ~7
-    futex calls per file); with one worker, the entries run in the calling thread. With
-    ``by_directory`` a worker takes a whole destination directory at a time: files created and
-    renamed in one directory from several threads contend for its lock in the kernel (20,000
-    local copies of 16 KiB into one directory took 4.4-6.3 s on two threads, 1.0-1.8 s on one).
+    No hand-off per item between threads (a pool's map wakes the caller for every result: ~7
+    futex calls per file); with one worker, the items run in the calling thread.
     """
-    if by_directory:
-        groups = [list(g) for _, g in itertools.groupby(entries, key=lambda e: posixpath.dirname(e.key))]
-    else:
-        groups = [[e] for e in entries]
-    pending, lock = iter(groups), threading.Lock()
+    pending, lock = iter(items), threading.Lock()
 
     def worker() -> None:
         while True:
             with lock:
-                group = next(pending, None)
-            if group is None:
+                item = next(pending, _END)
+            if item is _END:
                 return
-            for entry in group:
-                work(entry)
+            work(cast(T, item))
 
-    workers = min(workers, len(groups))
+    workers = min(workers, len(items))
     if workers <= 1:
         worker()
         return
@@ -521,19 +562,24 @@ def copy_entries(
         copied(entry, digest)
 
     def copied(entry: Entry, digest: str) -> None:
+        copied_many([(entry, digest)])
+
+    def copied_many(pairs: list[tuple[Entry, str]]) -> None:
         with lock:
-            report.checksums[entry.key] = digest
-            report.copied_objects += 1
-            report.copied_bytes += entry.size
+            for entry, digest in pairs:
+                report.checksums[entry.key] = digest
+                report.copied_bytes += entry.size
+            report.copied_objects += len(pairs)
 
     large = [e for e in todo if e.size > 2 * settings.part_size]
     small = [e for e in todo if e.size <= 2 * settings.part_size]
     try:
         if small and copier.downloads_at_once():
             small = copier.download_at_once(small, progress, copied)
+        elif small and copier.local_at_once():
+            small = copier.copy_local_files(small, c, progress, copied_many)
         if small:
-            local = not src.config.is_object and not dst.config.is_object
-            _each_on_threads(min(c, len(small)), small, lambda e: run(e, 1), by_directory=local)
+            _each_on_threads(c, small, lambda e: run(e, 1))
         for entry in large:  # one at a time, its parts in parallel: memory stays near c × part size
             run(entry, c)
     finally:
