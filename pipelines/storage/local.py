@@ -105,9 +105,9 @@ class LocalTier(Tier):
 
     def resident_share(self, keys: Sequence[str]) -> float:
         """The share of these files' bytes in the page cache (a sample of them, by ``mincore``)."""
-        from pipelines.storage.pagecache import resident_share
+        from pipelines.storage.pagecache import resident_share, spread
 
-        return resident_share([self.path(k) for k in keys])
+        return resident_share([self.path(k) for k in spread(keys)])  # a path for the sample only
 
     def stat(self, key: str) -> ObjectInfo:
         """Size and modification time of one file.

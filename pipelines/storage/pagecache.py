@@ -12,8 +12,11 @@ import ctypes
 import mmap
 import os
 from collections.abc import Sequence
+from typing import TypeVar
 
-__all__ = ["drop", "resident_share"]
+__all__ = ["SAMPLE", "drop", "resident_share", "spread"]
+
+T = TypeVar("T")
 
 _PAGE = mmap.PAGESIZE
 _MAP_FAILED = ctypes.c_void_p(-1).value
@@ -60,13 +63,21 @@ def _resident_bytes(path: str) -> tuple[int, int]:
         os.close(fd)
 
 
-def resident_share(paths: Sequence[str], sample: int = 32) -> float:
+#: How many files, spread evenly over the ones asked of, :func:`resident_share` looks at.
+SAMPLE = 32
+
+
+def spread(items: Sequence[T], sample: int = SAMPLE) -> Sequence[T]:
+    """Up to ``sample`` of ``items``, evenly spread over them."""
+    return items[:: max(1, len(items) // sample)][:sample]
+
+
+def resident_share(paths: Sequence[str], sample: int = SAMPLE) -> float:
     """The share of the bytes of ``paths`` in the page cache, from up to ``sample`` files evenly spread."""
     if not paths:
         return 0.0
-    step = max(1, len(paths) // sample)
     resident = total = 0
-    for path in paths[::step][:sample]:
+    for path in spread(paths, sample):
         r, size = _resident_bytes(path)
         resident += r
         total += size

@@ -170,33 +170,38 @@ def _copy_between(
             copied(done[:])
         done.clear()
 
+    # The loop runs once per file: the calls it makes are bound to local names.
+    open_, readv, write, close, replace, digest_of = os.open, os.readv, os.write, os.close, os.replace, checksum_bytes
+    into = [buf]
     for i, entry in enumerate(entries):
         name = entry.key.rpartition("/")[2]
         tmp = f".{name}{suffix}-{i:x}"
         created = False
         try:
-            fin = os.open(name, _READ, dir_fd=sfd)
+            fin = open_(name, _READ, dir_fd=sfd)
             try:
-                n = os.readv(fin, [buf])  # asks for more than the file holds: a short read is its end
+                n = readv(fin, into)  # asks for more than the file holds: a short read is its end
             finally:
-                os.close(fin)
+                close(fin)
             if n != entry.size:
                 left.append(entry)  # changed since it was listed
                 continue
             data = view[:n]
-            digest = checksum_bytes(data)
+            digest = digest_of(data)
             if entry.checksum is not None and digest != entry.checksum:
                 left.append(entry)
                 continue
-            fout = os.open(tmp, _CREATE, 0o644, dir_fd=dfd)
+            fout = open_(tmp, _CREATE, 0o644, dir_fd=dfd)
             created = True
             try:
-                _write_all(fout, data)
+                written = write(fout, data)
+                if written != n:  # an unbuffered write may take only part (a disk nearly full)
+                    _write_all(fout, data[written:])
                 if fsync:
                     os.fsync(fout)
             finally:
-                os.close(fout)
-            os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+                close(fout)
+            replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
         except OSError:
             if created:
                 with contextlib.suppress(OSError):
