@@ -20,6 +20,8 @@ T = TypeVar("T")
 
 _PAGE = mmap.PAGESIZE
 _MAP_FAILED = ctypes.c_void_p(-1).value
+#: Maps each byte of a ``mincore`` vector to its resident bit (the others are reserved).
+_LOW_BIT = bytes(b & 1 for b in range(256))
 
 
 def _libc() -> ctypes.CDLL | None:
@@ -55,7 +57,7 @@ def _resident_bytes(path: str) -> tuple[int, int]:
             vec = (ctypes.c_ubyte * pages)()
             if _LIBC.mincore(addr, size, vec) != 0:
                 return 0, size
-            resident = sum(b & 1 for b in vec)
+            resident = bytes(vec).translate(_LOW_BIT).count(1)  # bit 0 of each page's byte (C speed: 262,144 for 1 GiB)
             return min(size, resident * _PAGE), size
         finally:
             _LIBC.munmap(addr, size)
