@@ -43,6 +43,25 @@ def test_a_server_side_fault_is_retried_and_reads_as_the_servers_fault(status: i
 
 
 @pytest.mark.parametrize(
+    ("exc", "line"),
+    [
+        pytest.param(
+            NotADirectoryError(20, "Not a directory", "/d/blocker/x"), "/d/blocker/x: Not a directory", id="path"
+        ),
+        pytest.param(
+            IsADirectoryError(21, "Is a directory", "/d/.f.tmp", None, "/d/f"),
+            "/d/.f.tmp -> /d/f: Is a directory",
+            id="two",
+        ),
+        pytest.param(FileNotFoundError("s3://b/k: no such object"), "s3://b/k: no such object", id="said-already"),
+        pytest.param(KeyError("no tier named 'tape'"), "no tier named 'tape'", id="key-error-unquoted"),
+    ],
+)
+def test_an_os_error_reads_as_its_path_and_what_went_wrong(exc: BaseException, line: str) -> None:
+    assert one_line(exc) == line
+
+
+@pytest.mark.parametrize(
     ("exc", "outcome", "code"),
     [
         pytest.param(s3_error(403, "AccessDenied", "Access Denied"), Outcome.FATAL, 1, id="denied"),

@@ -157,7 +157,7 @@ def exit_code(exc: BaseException) -> int:
 
 
 def one_line(exc: BaseException) -> str:
-    """The failure as one line: its message without quotes or a traceback, else its type.
+    """The failure as one line: its message (an OS error's path and what went wrong), else its type.
 
     An object store that cannot be reached or has no credentials is said so, naming the
     endpoint and what to check, rather than in botocore's words.
@@ -165,11 +165,12 @@ def one_line(exc: BaseException) -> str:
     explained = _unreachable(exc) or _server_fault(exc)
     if explained:
         return explained
-    text = str(exc).strip().strip("'\"")
-    first = text.splitlines()[0] if text else type(exc).__name__
-    if isinstance(exc, OSError) and exc.strerror and exc.filename and str(exc.filename) not in first:
-        return f"{exc.strerror}: {exc.filename}"
-    return first
+    if isinstance(exc, OSError) and exc.strerror and exc.filename:  # "[Errno 20] Not a directory: '/a/b'"
+        other = f" -> {exc.filename2}" if exc.filename2 else ""
+        return f"{exc.filename}{other}: {exc.strerror}"
+    quoted = isinstance(exc, KeyError) and len(exc.args) == 1 and isinstance(exc.args[0], str)
+    text = (exc.args[0] if quoted else str(exc)).strip()  # str() of a KeyError quotes its message
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _chain(exc: BaseException | None) -> list[BaseException]:
