@@ -217,8 +217,7 @@ def list_local_source(root: str) -> list[Entry]:
             found = sorted(listed, key=lambda e: e.name)
         subdirectories = []
         for item in found:
-            key = rel + item.name
-            if key.split("/", 1)[0].startswith(RESERVED_PREFIX):
+            if not rel and item.name.startswith(RESERVED_PREFIX):  # Tierflow's own, at the top only
                 continue
             if item.is_dir():  # following a symlink: a symlinked directory is skipped, not listed as a file
                 if not item.is_symlink():
@@ -230,7 +229,7 @@ def list_local_source(root: str) -> list[Entry]:
                 target = os.path.realpath(item.path)
                 if os.path.commonpath([target, base]) != base:
                     raise ManifestError(f"{item.path}: symlink points outside the source {base} (to {target})")
-            entries.append(Entry(key, item.stat().st_size))
+            entries.append(Entry(rel + item.name, item.stat().st_size))
         for item in subdirectories:
             walk(item.path, f"{rel}{item.name}/")
 
