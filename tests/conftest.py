@@ -196,13 +196,13 @@ def neighbour() -> Iterator[object]:
                 watched.exists() and any(p.is_file() for p in watched.rglob("*"))
             ):
                 time.sleep(0.001)
-            with open(path, "wb") as fh:
-                try:
+            try:
+                with open(path, "wb") as fh:  # closing flushes too, and may meet the full disk
                     while True:
                         fh.write(b"\0" * 65536)
                         fh.flush()
-                except OSError:
-                    pass
+            except OSError:
+                pass  # ENOSPC: the disk is full, as it was meant to be
 
         threads.append(threading.Thread(target=fill))
         threads[-1].start()
