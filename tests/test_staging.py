@@ -44,6 +44,18 @@ def same_tree(a: Path, b: Path) -> None:
     assert left == right
 
 
+def lying_about(entries: list[Entry], checksum_of: str, size_of: str) -> list[Entry]:
+    """The entries with a manifest's lie about one object's checksum and another's size."""
+    return [
+        replace(e, checksum="0" * 32)
+        if e.key == checksum_of
+        else replace(e, size=e.size + 1)
+        if e.key == size_of
+        else e
+        for e in entries
+    ]
+
+
 def leftovers(root: Path) -> list[str]:
     return [str(p) for p in root.rglob("*") if TMP_MARKER in p.name]
 
@@ -585,14 +597,7 @@ def test_small_downloads_in_flight_at_once_finish_or_fail_one_by_one(
     settings = TransferSettings(concurrency=4, part_size=PART, retries=1)
     entries = list_local_source(str(src))
     copy_entries(local, "", tiers["object"], "at-once", entries, settings)
-    lying = [
-        replace(e, checksum="0" * 32)
-        if e.key == "s/003.bin"
-        else replace(e, size=e.size + 1)
-        if e.key == "s/004.bin"
-        else e
-        for e in entries
-    ]
+    lying = lying_about(entries, checksum_of="s/003.bin", size_of="s/004.bin")
     dest = tmp_path / "dest"
     down = Tier(replace(tiers["pfs"].config, url=f"file://{dest}"))
     with caplog.at_level("DEBUG", logger="pipelines.transfer.engine"), pytest.raises(TransferError) as failed:
@@ -627,14 +632,7 @@ def test_small_local_files_go_a_directory_at_a_time_and_what_fails_there_one_by_
     (src / "b" / "link.bin").symlink_to(src / "a" / "007.bin")
     local = Tier(replace(tiers["pfs"].config, url=f"file://{src}"))
     entries = list_local_source(str(src))
-    lying = [
-        replace(e, checksum="0" * 32)
-        if e.key == "a/003.bin"
-        else replace(e, size=e.size + 1)
-        if e.key == "a/004.bin"
-        else e
-        for e in entries
-    ]
+    lying = lying_about(entries, checksum_of="a/003.bin", size_of="a/004.bin")
     dest = tmp_path / "dest"
     down = Tier(replace(tiers["pfs"].config, url=f"file://{dest}"))
     settings = TransferSettings(concurrency=2, part_size=PART, retries=1, fsync=fsync)

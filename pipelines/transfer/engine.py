@@ -56,16 +56,22 @@ from pipelines.transfer.cleanup import (
     remove_temporaries,
     upload_lease,
 )
-from pipelines.transfer.local import LARGE_LOCAL_FILE, SMALL_LOCAL_FILE, copy_hashing, copy_small_files, kernel_copy
+from pipelines.transfer.local import (
+    HAS_PROC,
+    LARGE_LOCAL_FILE,
+    SMALL_LOCAL_FILE,
+    copy_hashing,
+    copy_small_files,
+    kernel_copy,
+    lies_under,
+    real_path_of,
+)
 from pipelines.transfer.progress import Progress
 from pipelines.transfer.report import ChecksumMismatch, Failure, TransferError, TransferReport, TransferSettings
 from pipelines.transfer.retry import is_fatal, retrying
 from pipelines.transfer.seen import UploadIndex, identity
 
 log = logging.getLogger(__name__)
-
-#: Whether ``/proc/self/fd`` names open files here (Linux): sources are then read through their descriptor.
-_HAS_PROC = os.path.isdir("/proc/self/fd")
 
 T = TypeVar("T")
 _END = object()
@@ -215,13 +221,11 @@ class _Copier:
         path = self.src.path(src_key)
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            by_fd = f"/proc/self/fd/{fd}"
-            real = os.readlink(by_fd) if _HAS_PROC else os.path.realpath(path)
-            root = self._source_root()
-            if not (real == root or real.startswith(root.rstrip("/") + "/")):
+            real = real_path_of(fd, path)
+            if not lies_under(real, self._source_root()):
                 raise PermissionError(f"{path} resolves outside the source tier ({real})")
-            if _HAS_PROC:
-                yield by_fd, fd
+            if HAS_PROC:
+                yield f"/proc/self/fd/{fd}", fd
                 return
             opened = os.fstat(fd)
             yield path, fd

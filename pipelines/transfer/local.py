@@ -18,7 +18,15 @@ from pipelines.core.checksum import Hasher, checksum_bytes
 from pipelines.core.manifest import Entry
 from pipelines.core.temporaries import temporary_suffix
 
-__all__ = ["SMALL_LOCAL_FILE", "copy_hashing", "copy_small_files", "kernel_copy"]
+__all__ = [
+    "HAS_PROC",
+    "SMALL_LOCAL_FILE",
+    "copy_hashing",
+    "copy_small_files",
+    "kernel_copy",
+    "lies_under",
+    "real_path_of",
+]
 
 
 #: Read/write block of local copies.
@@ -35,8 +43,8 @@ SMALL_LOCAL_FILE = COPY_BLOCK - 1
 #: How many files :func:`copy_small_files` reports as copied at a time.
 REPORT_EVERY = 256
 
-#: Whether ``/proc/self/fd`` names open files here (Linux).
-_HAS_PROC = os.path.isdir("/proc/self/fd")
+#: Whether ``/proc/self/fd`` names open files here (Linux): what a descriptor opened is then read from it.
+HAS_PROC = os.path.isdir("/proc/self/fd")
 
 _READ = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
@@ -109,6 +117,20 @@ def kernel_copy(src: str, dst: str) -> None:
             raise OSError(errno.EIO, f"{src}: ended {left} B before its size when copied to {dst}")
 
 
+def real_path_of(fd: int, path: str) -> str:
+    """The real path of what ``fd`` (opened from ``path``) is.
+
+    Read from the descriptor (``/proc/self/fd/N`` names the inode opened, so a symlink swapped in
+    after the open does not count); where ``/proc`` is missing, from ``path``.
+    """
+    return os.readlink(f"/proc/self/fd/{fd}") if HAS_PROC else os.path.realpath(path)
+
+
+def lies_under(real: str, root: str) -> bool:
+    """Whether the real path ``real`` is ``root`` (a real path) or under it."""
+    return real == root or real.startswith(root.rstrip("/") + "/")
+
+
 def copy_small_files(
     src_dir: str,
     dst_dir: str,
@@ -135,8 +157,7 @@ def copy_small_files(
     except OSError:
         return list(entries)
     try:
-        real = os.readlink(f"/proc/self/fd/{sfd}") if _HAS_PROC else os.path.realpath(src_dir)
-        if not (real == source_root or real.startswith(source_root.rstrip("/") + "/")):
+        if not lies_under(real_path_of(sfd, src_dir), source_root):
             return list(entries)  # the one-by-one copy says why
         try:
             dfd = os.open(dst_dir, _DIRECTORY)
