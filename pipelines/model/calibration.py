@@ -141,24 +141,26 @@ def calibrate_tier(
                 if c != 1 and time.monotonic() - started > budget_s:
                     break
                 n = _objects_for(size, c, per_step)
-                entries = [Entry(f"s{size}-c{c}/o{i:04d}", size) for i in range(n)]
+                # Each step writes under a prefix of its own, as a copy of a new dataset does: the
+                # destination listing every copy starts with finds it empty, not the earlier steps' objects.
+                step = f"s{size}-c{c}"
+                entries = [Entry(f"o{i:04d}", size) for i in range(n)]
+                Path(tmp, "src", step).mkdir(parents=True)
                 for e in entries:
-                    path = Path(tmp, "src", e.key)
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    path.write_bytes(os.urandom(size))
+                    Path(tmp, "src", step, e.key).write_bytes(os.urandom(size))
                 settings = TransferSettings(concurrency=c, retries=0, progress_interval_s=3600)
                 fixed = _overhead(local, tier, settings)
-                up = copy_entries(local, "", tier, prefix, entries, settings)
+                up = copy_entries(local, step, tier, f"{prefix}/{step}", entries, settings)
                 samples.append(Sample("write", size, n, c, max(up.seconds - fixed, up.seconds / 10)))
                 full = [Entry(e.key, e.size, up.checksums[e.key]) for e in entries]
                 if not tier.config.is_object:  # a file tier: the first read comes off the disk, the second from memory
                     for e in entries:
-                        drop(tier.path(f"{prefix}/{e.key}"))
+                        drop(tier.path(f"{prefix}/{step}/{e.key}"))
                 fixed = _overhead(tier, sink, settings)
-                down = copy_entries(tier, prefix, sink, f"c{c}-{size}", full, settings)
+                down = copy_entries(tier, f"{prefix}/{step}", sink, f"c{c}-{size}", full, settings)
                 samples.append(Sample("read", size, n, c, max(down.seconds - fixed, down.seconds / 10)))
                 if not tier.config.is_object:
-                    again = copy_entries(tier, prefix, sink, f"c{c}-{size}-cached", full, settings)
+                    again = copy_entries(tier, f"{prefix}/{step}", sink, f"c{c}-{size}-cached", full, settings)
                     samples.append(Sample("cached_read", size, n, c, max(again.seconds - fixed, again.seconds / 10)))
         finally:
             try:
