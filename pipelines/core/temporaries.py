@@ -12,7 +12,6 @@ import hashlib
 import os
 import socket
 import time
-import uuid
 from collections.abc import Iterator
 
 __all__ = [
@@ -83,7 +82,7 @@ def temporary_suffix() -> str:
     A writer of many files takes one and appends ``-<n>`` per file (no ``.``: the owner is read
     from the dot-separated fields after the marker).
     """
-    return f"{TMP_MARKER}{_HOST_TAG}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+    return f"{TMP_MARKER}{_HOST_TAG}.{os.getpid()}.{os.urandom(4).hex()}"
 
 
 def temporaries_under(root: str) -> Iterator[tuple[str, bool]]:

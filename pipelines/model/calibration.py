@@ -34,7 +34,6 @@ import json
 import logging
 import math
 import os
-import statistics
 import tempfile
 import time
 import uuid
@@ -216,6 +215,8 @@ def calibrate_repeated(tier: Tier, budget_bytes: int = 256 * MiB, budget_s: floa
     """Run the sweep ``repeats`` times (the time budget shared) and keep each term's median and spread."""
     if repeats < 1:
         raise ValueError(f"repeats must be at least 1 (got {repeats})")
+    import statistics  # calibration's own: not imported where plans only read profiles
+
     fits: list[BandwidthProfile] = []
     samples: list[Sample] = []
     for _ in range(repeats):
@@ -248,6 +249,8 @@ def calibrate_repeated(tier: Tier, budget_bytes: int = 256 * MiB, budget_s: floa
 
 def _median_curve(curves: list[tuple[tuple[int, float], ...]]) -> tuple[tuple[int, float], ...]:
     """Each size's median throughput over the repeats' curves."""
+    import statistics
+
     at: dict[int, list[float]] = {}
     for curve in curves:
         for size, bps in curve:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import statistics
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -234,16 +233,20 @@ class Correction:
         """The speed-up to apply (1 until :data:`MIN_SAMPLES` observations are in)."""
         if len(self.samples) < MIN_SAMPLES:
             return 1.0
-        median = statistics.median(s.ratio for s in self.samples)
-        return min(MAX_CORRECTION, max(1 / MAX_CORRECTION, median))
+        from statistics import median  # imported when a correction is in force, not on every start
+
+        middle = median(s.ratio for s in self.samples)
+        return min(MAX_CORRECTION, max(1 / MAX_CORRECTION, middle))
 
     @property
     def spread(self) -> float:
         """``(max - min) / median`` of the samples' ratios (0 with fewer than two)."""
         if len(self.samples) < 2:
             return 0.0
+        from statistics import median
+
         ratios = [s.ratio for s in self.samples]
-        return (max(ratios) - min(ratios)) / statistics.median(ratios)
+        return (max(ratios) - min(ratios)) / median(ratios)
 
     def line(self) -> str:
         """One line for logs and the plugin page."""

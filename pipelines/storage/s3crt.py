@@ -19,7 +19,6 @@ import os
 from collections.abc import Iterator
 from concurrent.futures import Future
 from datetime import datetime
-from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote, unquote_plus, urlencode, urlparse
 
@@ -393,6 +392,13 @@ class CrtMover:
         return outcome
 
 
+def _http_date(text: str) -> datetime:
+    """A ``Last-Modified`` header's date (email.utils is imported when a HEAD answers, not on every start)."""
+    from email.utils import parsedate_to_datetime
+
+    return parsedate_to_datetime(text)
+
+
 def object_info(path: str, headers: dict[str, str]) -> dict[str, Any]:
     """An s3fs-shaped info dict of ``bucket/key`` from its HEAD response headers."""
     modified = headers.get("last-modified")
@@ -401,7 +407,7 @@ def object_info(path: str, headers: dict[str, str]) -> dict[str, Any]:
         "type": "file",
         "size": int(headers.get("content-length", 0)),
         "ETag": headers.get("etag"),
-        "LastModified": parsedate_to_datetime(modified) if modified else None,
+        "LastModified": _http_date(modified) if modified else None,
     }
 
 

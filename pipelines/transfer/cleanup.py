@@ -17,7 +17,6 @@ import json
 import os
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,7 +86,7 @@ def upload_lease(tier: Tier, key: str) -> Iterator[None]:
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     obj = tier.path(key)  # bucket/key: the endpoint is spelled differently by the config and the environment
     digest = hashlib.sha1(obj.encode()).hexdigest()[:16]
-    lease = directory / f"{host_tag()}.{os.getpid()}.{digest}.{uuid.uuid4().hex[:8]}.json"
+    lease = directory / f"{host_tag()}.{os.getpid()}.{digest}.{os.urandom(4).hex()}.json"
     record = {"object": obj, "host": host_tag(), "pid": os.getpid(), "started": process_started(os.getpid())}
     lease.write_text(json.dumps(record))
     yield
