@@ -36,7 +36,6 @@ import math
 import os
 import tempfile
 import time
-import uuid
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -128,7 +127,7 @@ def calibrate_tier(
     except Exception as exc:  # botocore's connection errors are not OSErrors
         raise ConnectionError(f"tier {tier.name} ({tier.url()}) is unreachable: {exc}") from exc
     started = time.monotonic()
-    prefix = f"{PROBE_PREFIX}/{uuid.uuid4().hex[:8]}"
+    prefix = f"{PROBE_PREFIX}/{os.urandom(4).hex()}"
     per_step = max(MIN_STEP_BYTES, budget_bytes // (len(SIZES) * len(CONCURRENCIES)))
     with tempfile.TemporaryDirectory(prefix="tierflow-calibrate-") as tmp:
         local = Tier(replace(tier.config, name="local", kind="pfs", url=f"file://{tmp}/src", conn_id=None, create=True))
