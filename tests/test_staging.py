@@ -615,6 +615,42 @@ def test_small_downloads_in_flight_at_once_finish_or_fail_one_by_one(
     assert (dest / "empty.bin").read_bytes() == b""
 
 
+def test_small_uploads_in_flight_at_once_finish_or_fail_one_by_one(
+    tiers: dict[str, Tier], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Local -> object small files all go through the CRT at once; what fails there is copied one by one.
+
+    A manifest that lies about one file's checksum and another's size: both are refused before
+    their PUT starts, tried again one by one and reported, with no object under their keys; the
+    rest (an empty file among them) land whole, and what went at once is in the upload index: a
+    rerun skips every one of them unread.
+    """
+    src = tmp_path / "src"
+    sizes = {f"s/{i:03d}.bin": 1 + i * 4099 for i in range(60)} | {"empty.bin": 0, "p/q/r/deep.bin": 7}
+    write_files(src, sizes)
+    local = Tier(replace(tiers["pfs"].config, url=f"file://{src}"))
+    settings = TransferSettings(concurrency=4, part_size=PART, retries=1)
+    entries = list_local_source(str(src))
+    lying = lying_about(entries, checksum_of="s/003.bin", size_of="s/004.bin")
+    with caplog.at_level("DEBUG", logger="pipelines.transfer.engine"), pytest.raises(TransferError) as failed:
+        copy_entries(local, "", tiers["object"], "up-at-once", lying, settings)
+    again = sorted(r.getMessage().split(":")[0] for r in caplog.records if "copied again one by one" in r.getMessage())
+    assert again == ["s/003.bin", "s/004.bin"]  # refused where they were started, then one by one
+    report = failed.value.report
+    assert sorted(f.key for f in report.failures) == ["s/003.bin", "s/004.bin"]
+    assert report.copied_objects == len(entries) - 2
+    landed = {o.key for o in tiers["object"].list("up-at-once")}
+    assert landed == {f"up-at-once/{e.key}" for e in entries} - {"up-at-once/s/003.bin", "up-at-once/s/004.bin"}
+    for e in entries:
+        if f"up-at-once/{e.key}" in landed:
+            assert tiers["object"].read_bytes(f"up-at-once/{e.key}") == (src / e.key).read_bytes()
+    (src / "s/003.bin").unlink()
+    (src / "s/004.bin").unlink()
+    rest = list_local_source(str(src))
+    rerun = copy_entries(local, "", tiers["object"], "up-at-once", rest, settings)
+    assert (rerun.copied_objects, rerun.skipped_objects) == (0, len(rest))
+
+
 @pytest.mark.parametrize("fsync", [pytest.param(False, id="plain"), pytest.param(True, id="fsync")])
 def test_small_local_files_go_a_directory_at_a_time_and_what_fails_there_one_by_one(
     tiers: dict[str, Tier], tmp_path: Path, fsync: bool, caplog: pytest.LogCaptureFixture

@@ -301,15 +301,34 @@ class CrtMover:
 
         Returns the new object's ETag (without quotes) when the store gave one.
         """
+        return self.start_upload(local_path, path, metadata).result()
+
+    def start_upload(self, local_path: str, path: str, metadata: dict[str, str] | None = None) -> Future[str | None]:
+        """Start a PUT of a finished local file to ``bucket/key`` (multipart above two parts).
+
+        The returned future ends with the new object's ETag (without quotes; None when the store
+        gave none), or with the error as the rest of Tierflow classifies it; its callbacks run on
+        a CRT thread. The file must stay readable under ``local_path`` until the future is done.
+        """
         from awscrt.s3 import S3RequestType
 
         size = os.path.getsize(local_path)
         headers = [("Content-Length", str(size)), ("Content-Type", "application/octet-stream")]
         headers += [(f"x-amz-meta-{k}", v) for k, v in (metadata or {}).items()]
         answered: dict[str, str] = {}
+        outcome: Future[str | None] = Future()
 
         def on_headers(status_code: int, headers: list[tuple[str, str]], **_: Any) -> None:
             answered.update((k.lower(), v) for k, v in headers)
+
+        def finished(done: Future[None]) -> None:
+            outcome.request = None  # type: ignore[attr-defined]  # the cycle through it would hold the CRT's memory
+            failed = done.exception()
+            if failed is not None:  # translated to builtins for the engine's error classification
+                outcome.set_exception(_translate(failed, f"upload to {path}"))
+            else:
+                etag = answered.get("etag")
+                outcome.set_result(etag.strip('"') if etag else None)
 
         request = self._client.make_request(
             type=S3RequestType.PUT_OBJECT,
@@ -317,12 +336,9 @@ class CrtMover:
             send_filepath=local_path,
             on_headers=on_headers,
         )
-        try:
-            request.finished_future.result()
-        except Exception as exc:  # translated to builtins for the engine's error classification
-            raise _translate(exc, f"upload to {path}") from exc
-        etag = answered.get("etag")
-        return etag.strip('"') if etag else None
+        outcome.request = request  # type: ignore[attr-defined]  # kept alive until it ends
+        request.finished_future.add_done_callback(finished)
+        return outcome
 
     def download(self, path: str, local_path: str) -> tuple[str, int] | None:
         """GET ``bucket/key`` into ``local_path``; blocks until done (see :meth:`start_download`)."""

@@ -69,7 +69,7 @@ from pipelines.transfer.local import (
 from pipelines.transfer.progress import Progress
 from pipelines.transfer.report import ChecksumMismatch, Failure, TransferError, TransferReport, TransferSettings
 from pipelines.transfer.retry import is_fatal, retrying
-from pipelines.transfer.seen import UploadIndex, identity
+from pipelines.transfer.seen import Identity, UploadIndex, identity
 
 log = logging.getLogger(__name__)
 
@@ -219,11 +219,8 @@ class _Copier:
         ``/proc`` is missing the path is used and the inode is compared again once the block ends.
         """
         path = self.src.path(src_key)
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = self._open_source(path)
         try:
-            real = real_path_of(fd, path)
-            if not lies_under(real, self._source_root()):
-                raise PermissionError(f"{path} resolves outside the source tier ({real})")
             if HAS_PROC:
                 yield f"/proc/self/fd/{fd}", fd
                 return
@@ -234,6 +231,18 @@ class _Copier:
                 raise PermissionError(f"{path} was replaced while it was being copied")
         finally:
             os.close(fd)
+
+    def _open_source(self, path: str) -> int:
+        """A descriptor of the local source file at ``path``, checked to lie in the source tier."""
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            real = real_path_of(fd, path)
+            if not lies_under(real, self._source_root()):
+                raise PermissionError(f"{path} resolves outside the source tier ({real})")
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
 
     def _source_root(self) -> str:
         """The source tier's root with its symlinks resolved (once per copy, not once per file)."""
@@ -333,6 +342,74 @@ class _Copier:
             with idle:
                 in_flight[0] += 1
             started.add_done_callback(functools.partial(finish, entry, src_key, dst_key, tmp))
+        with idle:
+            idle.wait_for(lambda: in_flight[0] == 0)
+        return left
+
+    def uploads_at_once(self) -> bool:
+        """Whether small files can all be in flight through the CRT at once (local -> object, no read-back)."""
+        s, d = self.src.config.is_object, self.dst.config.is_object
+        return not s and d and "dst" in self.crt and HAS_PROC and not self.settings.verify
+
+    def upload_at_once(
+        self, entries: Sequence[Entry], progress: Progress, copied: Callable[[Entry, str], None]
+    ) -> list[Entry]:
+        """Upload small files with every one in flight through the CRT (``concurrency`` at a time).
+
+        This thread opens each file (checked to lie in the source tier, as one by one), hashes it
+        and starts its PUT with the checksum; the PUT reads the file through that descriptor and
+        is finished in its request's callback (the upload index and the report updated there): no
+        thread per file and no hand-off between threads. Returns the entries that failed; the
+        caller copies them one by one, with retries, and reports what still fails.
+        """
+        mover = self.crt["dst"]
+        slots = threading.BoundedSemaphore(max(1, self.settings.concurrency))
+        lock, idle = threading.Lock(), threading.Condition()
+        left: list[Entry] = []
+        in_flight = [0]
+
+        def finish(
+            entry: Entry, dst_key: str, fd: int, source: Identity, digest: str, done: Future[str | None]
+        ) -> None:
+            try:
+                etag = done.result()
+                if self.seen is not None:
+                    self.seen.record(dst_key, source, digest, etag)
+                copied(entry, digest)
+                progress.add(entry.size)
+            except Exception as exc:  # tried again one by one, where it is retried and reported
+                log.debug("%s: %s (copied again one by one)", entry.key, exc)
+                with lock:
+                    left.append(entry)
+            finally:
+                os.close(fd)
+                slots.release()
+                with idle:
+                    in_flight[0] -= 1
+                    idle.notify_all()
+
+        for entry in entries:
+            src_key, dst_key = join_key(self.src_prefix, entry.key), join_key(self.dst_prefix, entry.key)
+            slots.acquire()
+            fd = -1
+            try:
+                fd = self._open_source(self.src.path(src_key))
+                path = f"/proc/self/fd/{fd}"  # every read below is of the file opened and checked
+                source = identity(path)  # before the hash: a change while it is read changes the ctime
+                digest, size = checksum_file(path)
+                self._check(self.src.url(src_key), entry, digest, size)
+                started = mover.start_upload(path, self.dst.path(dst_key), {CHECKSUM_METADATA: digest})
+            except Exception as exc:  # e.g. a changed file: said by the one-by-one copy
+                log.debug("%s: %s (copied again one by one)", entry.key, exc)
+                if fd >= 0:
+                    os.close(fd)
+                slots.release()
+                with lock:
+                    left.append(entry)
+                continue
+            with idle:
+                in_flight[0] += 1
+            started.add_done_callback(functools.partial(finish, entry, dst_key, fd, source, digest))
         with idle:
             idle.wait_for(lambda: in_flight[0] == 0)
         return left
@@ -581,6 +658,8 @@ def copy_entries(
     try:
         if small and copier.downloads_at_once():
             small = copier.download_at_once(small, progress, copied)
+        elif small and copier.uploads_at_once():
+            small = copier.upload_at_once(small, progress, copied)
         elif small and copier.local_at_once():
             small = copier.copy_local_files(small, c, progress, copied_many)
         if small:
