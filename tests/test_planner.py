@@ -397,3 +397,94 @@ def test_one_stream_reads_cached_data_at_the_cached_speed_too() -> None:
     cold_s = predict_hop(tier, CONFIG.tier("nvme"), one, 1).source.stream_s
     warm_s = predict_hop(tier, CONFIG.tier("nvme"), replace(one, resident=1.0), 1).source.stream_s
     assert warm_s == pytest.approx(cold_s * 800e6 / 3000e6, rel=0.01)
+
+
+#: What calibration measured of writes to the embedded server on a busy day: objects/s at 1, 4 and
+#: 16 streams, of 64 KiB and of 2 MiB objects.
+WIDTHS = ((1, 225.0), (4, 419.0), (16, 468.0))
+TABLE = tuple((64 * 1024, streams, rate * 64 * 1024) for streams, rate in WIDTHS) + tuple(
+    (2 * MiB, streams, rate * 2 * MiB) for streams, rate in ((1, 42.0), (4, 66.0), (16, 81.0))
+)
+
+
+@pytest.mark.parametrize(
+    ("table", "streams", "rate"),
+    [
+        pytest.param(TABLE, 4, 419.0, id="at-a-measured-width"),
+        # log-log between 4 and 16 streams: 8 is halfway, the geometric mean of 419 and 468
+        pytest.param(TABLE, 8, (419.0 * 468.0) ** 0.5, id="interpolated-log-log"),
+        pytest.param(TABLE, 64, 468.0, id="above-the-widest-it-stays"),
+        pytest.param(TABLE[1:], 2, 419.0 / 2, id="below-the-narrowest-it-scales-with-the-streams"),
+        pytest.param(((1, 1, 100.0), (1, 4, 900.0)), 4, 400.0, id="faster-than-linear-is-noise"),
+        pytest.param(((1, 1, 100.0), (1, 4, 300.0), (1, 16, 200.0)), 16, 300.0, id="never-falls-with-more-streams"),
+    ],
+)
+def test_the_aggregate_at_a_plans_streams_comes_off_the_widths_measured(table, streams: int, rate: float) -> None:
+    from pipelines.core.config import at_streams
+
+    size, bps = at_streams(table, streams)[0]
+    assert bps / size == pytest.approx(rate, rel=1e-9)
+
+
+def _widths(table=TABLE):
+    """The object tier with a calibration of 64 KiB objects at several widths (its best on the curve)."""
+    from dataclasses import replace
+
+    from pipelines.core.config import at_streams
+
+    obj = CONFIG.tier("object")
+    best = at_streams(table, 10**6)
+    profile = replace(obj.bandwidth, write_curve=best, read_curve=best, write_by_streams=table, read_by_streams=table)
+    return replace(obj, bandwidth=profile)
+
+
+def test_a_store_whose_rate_grows_slowly_with_streams_is_planned_with_more_of_them() -> None:
+    """Where more streams add little each, the straight line up to the best undersells them: the table does not."""
+    from dataclasses import replace
+
+    measured, pfs = _widths(), CONFIG.tier("pfs")
+    line = replace(measured, bandwidth=replace(measured.bandwidth, write_by_streams=(), read_by_streams=()))
+    work = Workload.uniform(2000, 64 * 1024)
+    by_table, by_line = plan_hop(pfs, measured, work), plan_hop(pfs, line, work)
+    assert by_table.concurrency > by_line.concurrency
+    # at the plan's streams the rate is what the table says there, and within 5 % of the best
+    rate = work.objects / by_table.predicted.destination.capacity_s
+    assert 0.95 * 468.0 <= rate <= 468.0 * (1 + 1e-9)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    rates=st.lists(st.floats(1.0, 1e4), min_size=3, max_size=3),
+    objects=st.integers(1, 50_000),
+    concurrency=st.integers(1, 48),
+    tasks=st.integers(1, 16),
+)
+def test_off_the_widths_more_streams_are_never_slower_and_more_tasks_never_faster_each(
+    rates: list[float], objects: int, concurrency: int, tasks: int
+) -> None:
+    from pipelines.model.bandwidth import predict_hop
+
+    table = tuple((64 * 1024, streams, rate * 64 * 1024) for streams, rate in zip((1, 4, 16), rates, strict=True))
+    table += tuple((2 * MiB, streams, bps * 8) for _, streams, bps in table)  # a second size: the curve needs two
+    obj, pfs, work = _widths(table), CONFIG.tier("pfs"), Workload.uniform(objects, 64 * 1024)
+    seconds = predict_hop(pfs, obj, work, concurrency, tasks=tasks).seconds
+    assert predict_hop(pfs, obj, work, concurrency + 1, tasks=tasks).seconds <= seconds * (1 + 1e-9)
+    assert predict_hop(pfs, obj, work, concurrency, tasks=tasks + 1).seconds >= seconds * (1 - 1e-9)
+
+
+def test_calibration_keeps_every_width_it_measured_and_the_profile_file_too(tmp_path, monkeypatch) -> None:
+    from pipelines.model.calibration import TERMS, Fit, Sample, calibrated, fit_profile, store_fit
+
+    samples = [
+        Sample(d, size, 8, c, 8 * size / (bps * min(c, 4) / 4))
+        for d in ("read", "write")
+        for size, bps in CURVE
+        for c in (1, 4, 16)
+    ]
+    profile = fit_profile(samples, max_streams=16)
+    expected = tuple((size, c, pytest.approx(bps * min(c, 4) / 4)) for size, bps in CURVE for c in (1, 4, 16))
+    assert profile.write_by_streams == profile.read_by_streams == expected
+    monkeypatch.setenv("TIERFLOW_HOME", str(tmp_path))
+    config = load_config(None)
+    store_fit(config, "object", Fit(profile, dict.fromkeys(TERMS, 0.0), 1, samples), apply=True)
+    assert calibrated(config).tier("object").bandwidth.write_by_streams == expected

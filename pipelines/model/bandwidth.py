@@ -240,11 +240,13 @@ def _end(
     # What observed transfers taught on top of calibration: a tier that ran 1.3x faster than its
     # calibrated numbers say takes 1/1.3 of every term.
     learnt = bw.read_correction if direction == "read" else bw.write_correction
-    curve = bw.curve(direction)
+    # The tier's aggregate at the streams all ``tasks`` run together, where calibration measured
+    # several widths (else the best it reached); each task gets its share of it.
+    curve = bw.curve(direction, concurrency * tasks)
     capacity = _capacity_s(curve, work, bw.limit(direction)) * tasks / learnt if len(curve) >= 2 else None
     if capacity is not None and len(cached) >= 2:
         # What is in the page cache reads at memory speed, the rest off the disk.
-        warm = _capacity_s(cached, work, None) * tasks / learnt
+        warm = _capacity_s(bw.curve("cached_read", concurrency * tasks), work, None) * tasks / learnt
         capacity = (1 - work.resident) * capacity + work.resident * warm
     return EndPrediction(
         tier=tier.name,

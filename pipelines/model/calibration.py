@@ -173,7 +173,11 @@ def calibrate_tier(
 TERMS = tuple(
     name
     for name in BandwidthProfile.MEASURED
-    if name not in ("max_streams", "read_curve", "write_curve", "cached_read_curve")
+    if name
+    not in (
+        "max_streams",
+        *(f"{d}_{kind}" for d in ("read", "write", "cached_read") for kind in ("curve", "by_streams")),
+    )
 )
 
 
@@ -242,8 +246,22 @@ def calibrate_repeated(tier: Tier, budget_bytes: int = 256 * MiB, budget_s: floa
         read_curve=_median_curve([f.read_curve for f in fits]),
         write_curve=_median_curve([f.write_curve for f in fits]),
         cached_read_curve=_median_curve([f.cached_read_curve for f in fits]),
+        read_by_streams=_median_table([f.read_by_streams for f in fits]),
+        write_by_streams=_median_table([f.write_by_streams for f in fits]),
+        cached_read_by_streams=_median_table([f.cached_read_by_streams for f in fits]),
     )
     return Fit(profile, spread, repeats, samples)
+
+
+def _median_table(tables: list[tuple[tuple[int, int, float], ...]]) -> tuple[tuple[int, int, float], ...]:
+    """Each (size, streams) point's median throughput over the repeats' tables."""
+    import statistics
+
+    at: dict[tuple[int, int], list[float]] = {}
+    for table in tables:
+        for size, streams, bps in table:
+            at.setdefault((size, streams), []).append(bps)
+    return tuple((size, streams, statistics.median(values)) for (size, streams), values in sorted(at.items()))
 
 
 def _median_curve(curves: list[tuple[tuple[int, float], ...]]) -> tuple[tuple[int, float], ...]:
@@ -407,6 +425,9 @@ def fit_profile(samples: list[Sample], max_streams: int, ops_per_object: float =
         read_curve=_curve(samples, "read"),
         write_curve=_curve(samples, "write"),
         cached_read_curve=_curve(samples, "cached_read"),
+        read_by_streams=_by_streams(samples, "read"),
+        write_by_streams=_by_streams(samples, "write"),
+        cached_read_by_streams=_by_streams(samples, "cached_read"),
         write_latency_s=fitted["write"][2],
         write_ops=max(object_rate(samples, "write") * ops_per_object, 1.0),
     )
@@ -419,6 +440,16 @@ def _curve(samples: list[Sample], direction: str) -> tuple[tuple[int, float], ..
         if s.direction == direction and s.seconds > 0:
             best[s.size] = max(best.get(s.size, 0.0), s.throughput_bps)
     return tuple(sorted(best.items()))
+
+
+def _by_streams(samples: list[Sample], direction: str) -> tuple[tuple[int, int, float], ...]:
+    """The aggregate throughput measured at each (object size, streams) in ``direction``, in order."""
+    best: dict[tuple[int, int], float] = {}
+    for s in samples:
+        if s.direction == direction and s.seconds > 0:
+            key = (s.size, s.concurrency)
+            best[key] = max(best.get(key, 0.0), s.throughput_bps)
+    return tuple((size, streams, bps) for (size, streams), bps in sorted(best.items()))
 
 
 def describe(profile: BandwidthProfile) -> dict[str, Any]:
@@ -497,6 +528,8 @@ def _profile(data: dict[str, Any]) -> BandwidthProfile:
     fields = {k: v for k, v in data["profile"].items() if k in BandwidthProfile.MEASURED}
     for name in ("read_curve", "write_curve", "cached_read_curve"):  # JSON lists back to the profile's tuples
         fields[name] = tuple((int(size), float(bps)) for size, bps in fields.get(name) or ())
+    for name in ("read_by_streams", "write_by_streams", "cached_read_by_streams"):  # absent from older files
+        fields[name] = tuple((int(size), int(streams), float(bps)) for size, streams, bps in fields.get(name) or ())
     return BandwidthProfile(**fields)
 
 
