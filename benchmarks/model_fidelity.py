@@ -169,7 +169,9 @@ class _DagRun:
         path = self.home / "tiers.toml"
         self.home.mkdir(parents=True, exist_ok=True)
         path.write_text(DAG_TIERS.format(home=self.home, port=port, bucket=BUCKET))
-        self.config = load_config(str(path))
+        # The state directory the DAG run sees ($TIERFLOW_HOME below): the run's calibration is
+        # stored there, where its plan tasks read it (not under this process's $TIERFLOW_HOME).
+        self.config = replace(load_config(str(path)), state_dir=self.home / "state")
         self.creds = creds
         self.env = airflow_env(self.config, creds) | {"TIERFLOW_HOME": str(self.home / "state")}
         self.env["AIRFLOW_HOME"] = str(self.home / "airflow")
