@@ -262,12 +262,15 @@ def _end(
 
 
 def _throughput_at(curve: tuple[tuple[int, float], ...], size: float) -> float:
-    """Aggregate bytes/s for objects of ``size``, interpolated on the measured curve (log-log).
+    """Aggregate bytes/s for objects of ``size``, off the measured curve.
 
-    Below the smallest size measured an object costs what the smallest did (per-object bound).
-    Above the largest, each object costs a fixed time plus its bytes at the bandwidth the two
-    largest sizes imply (``time = a + size / B`` through both): larger objects amortize the
-    per-object cost further, toward ``B``.
+    An object costs a fixed time plus its bytes at a bandwidth (``time = a + size / B``): between
+    two measured sizes, the line through both (the time per object interpolated linearly in the
+    size); above the largest, the line through the two largest, so larger objects amortize the
+    per-object cost further, toward ``B``. Below the smallest size measured an object costs what
+    the smallest did (per-object bound). (A log-log interpolation of the throughput instead
+    predicted 2,000 x 256 KiB to and from the embedded server 25-35 % too slow: between 64 KiB
+    and 2 MiB it bends the wrong way.)
     """
     (s0, t0), (s_last, t_last) = curve[0], curve[-1]
     if size <= s0:
@@ -282,8 +285,8 @@ def _throughput_at(curve: tuple[tuple[int, float], ...], size: float) -> float:
         return size / (fixed + size / bandwidth)
     for (sa, ta), (sb, tb) in itertools.pairwise(curve):
         if sa <= size <= sb:
-            w = (math.log(size) - math.log(sa)) / (math.log(sb) - math.log(sa))
-            return math.exp(math.log(ta) + w * (math.log(tb) - math.log(ta)))
+            w = (size - sa) / (sb - sa)
+            return size / ((1 - w) * sa / ta + w * sb / tb)
     return t_last  # not reached: the curve is sorted by size
 
 
