@@ -493,3 +493,25 @@ def test_calibration_keeps_every_width_it_measured_and_the_profile_file_too(tmp_
     config = load_config(None)
     store_fit(config, "object", Fit(profile, dict.fromkeys(TERMS, 0.0), 1, samples), apply=True)
     assert calibrated(config).tier("object").bandwidth.write_by_streams == expected
+
+
+@pytest.mark.parametrize(
+    ("calibrated", "work", "deadline_s", "at_limit"),
+    [
+        pytest.param(False, Workload.uniform(2000, 16 * 1024), None, True, id="small-objects-configured-numbers"),
+        pytest.param(True, Workload.uniform(2000, 16 * 1024), None, False, id="small-objects-calibrated"),
+        pytest.param(False, Workload.uniform(2000, 16 * 1024), 3600.0, False, id="a-deadline-takes-the-fewest"),
+        pytest.param(False, Workload.uniform(1, 2**30), None, False, id="one-large-object"),
+    ],
+)
+def test_small_objects_run_at_the_stream_limit_until_the_store_is_calibrated(
+    calibrated: bool, work: Workload, deadline_s: float | None, at_limit: bool
+) -> None:
+    """Configured numbers cannot say how a store's request rate grows with streams; too few cost the most."""
+    obj, pfs = (_widths() if calibrated else CONFIG.tier("object")), CONFIG.tier("pfs")
+    assert CONFIG.tier("object").bandwidth.uncertainty == 1.0  # configured, not calibrated
+    plan = plan_hop(pfs, obj, work, deadline_s=deadline_s)
+    limit = min(obj.bandwidth.max_streams, pfs.bandwidth.max_streams)
+    assert (plan.concurrency == limit and "configured, not calibrated" in plan.reasons["concurrency"]) == at_limit
+    if not at_limit:
+        assert "configured, not calibrated" not in plan.reasons["concurrency"]
