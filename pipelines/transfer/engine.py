@@ -103,6 +103,50 @@ def _local(tier: Tier) -> LocalTier:
     return tier
 
 
+class _InFlight:
+    """Requests handed to the native client at once: at most ``limit`` in flight, and what failed.
+
+    The submitting thread takes a slot before it starts a request (:meth:`take`) and marks it
+    :meth:`started`, or gives the slot back if it never started; the request's callback calls
+    :meth:`ended`. :meth:`wait` returns, once none is in flight, the entries that failed (to be
+    copied again one by one, where they are retried and reported).
+    """
+
+    def __init__(self, limit: int, failed: list[Entry] | None = None) -> None:
+        self._slots = threading.BoundedSemaphore(max(1, limit))
+        self._idle = threading.Condition()
+        self._count = 0
+        self._failed = failed if failed is not None else []
+
+    def take(self) -> None:
+        self._slots.acquire()
+
+    def started(self) -> None:
+        with self._idle:
+            self._count += 1
+
+    def not_started(self, entry: Entry, exc: BaseException) -> None:
+        """The request for ``entry`` could not be started: its slot back, the entry for one by one."""
+        self._slots.release()
+        self.failed(entry, exc)
+
+    def failed(self, entry: Entry, exc: BaseException) -> None:
+        log.debug("%s: %s (copied again one by one)", entry.key, exc)
+        with self._idle:
+            self._failed.append(entry)
+
+    def ended(self) -> None:
+        self._slots.release()
+        with self._idle:
+            self._count -= 1
+            self._idle.notify_all()
+
+    def wait(self) -> list[Entry]:
+        with self._idle:
+            self._idle.wait_for(lambda: self._count == 0)
+            return self._failed
+
+
 class _Copier:
     """Copies single objects between two tiers; one instance per copy_entries call."""
 
@@ -298,10 +342,7 @@ class _Copier:
         what still fails.
         """
         dst, mover = _local(self.dst), self.crt["src"]
-        slots = threading.BoundedSemaphore(max(1, self.settings.concurrency))
-        lock, idle = threading.Lock(), threading.Condition()
-        left: list[Entry] = [e for e in entries if e.size == 0]  # a ranged GET of nothing is refused
-        in_flight = [0]
+        flights = _InFlight(self.settings.concurrency, [e for e in entries if e.size == 0])  # no ranged GET of nothing
 
         def finish(entry: Entry, src_key: str, dst_key: str, tmp: str, done: Future[tuple[str, int] | None]) -> None:
             try:
@@ -314,37 +355,26 @@ class _Copier:
                 copied(entry, digest)
                 progress.add(entry.size)
             except Exception as exc:  # tried again one by one, where it is retried and reported
-                log.debug("%s: %s (copied again one by one)", entry.key, exc)
                 with contextlib.suppress(OSError):
                     os.unlink(tmp)
-                with lock:
-                    left.append(entry)
+                flights.failed(entry, exc)
             finally:
-                slots.release()
-                with idle:
-                    in_flight[0] -= 1
-                    idle.notify_all()
+                flights.ended()
 
         for entry in entries:
             if entry.size == 0:
                 continue
             src_key, dst_key = join_key(self.src_prefix, entry.key), join_key(self.dst_prefix, entry.key)
-            slots.acquire()
+            flights.take()
             try:
                 tmp = dst.stage(dst_key)
                 started = mover.start_download(self.src.path(src_key), tmp)
             except Exception as exc:  # e.g. the directory cannot be created: said by the one-by-one copy
-                log.debug("%s: %s (copied again one by one)", entry.key, exc)
-                slots.release()
-                with lock:
-                    left.append(entry)
+                flights.not_started(entry, exc)
                 continue
-            with idle:
-                in_flight[0] += 1
+            flights.started()
             started.add_done_callback(functools.partial(finish, entry, src_key, dst_key, tmp))
-        with idle:
-            idle.wait_for(lambda: in_flight[0] == 0)
-        return left
+        return flights.wait()
 
     def uploads_at_once(self) -> bool:
         """Whether small files can all be in flight through the CRT at once (local -> object, no read-back)."""
@@ -363,10 +393,7 @@ class _Copier:
         caller copies them one by one, with retries, and reports what still fails.
         """
         mover = self.crt["dst"]
-        slots = threading.BoundedSemaphore(max(1, self.settings.concurrency))
-        lock, idle = threading.Lock(), threading.Condition()
-        left: list[Entry] = []
-        in_flight = [0]
+        flights = _InFlight(self.settings.concurrency)
 
         def finish(
             entry: Entry, dst_key: str, fd: int, source: Identity, digest: str, done: Future[str | None]
@@ -378,19 +405,14 @@ class _Copier:
                 copied(entry, digest)
                 progress.add(entry.size)
             except Exception as exc:  # tried again one by one, where it is retried and reported
-                log.debug("%s: %s (copied again one by one)", entry.key, exc)
-                with lock:
-                    left.append(entry)
+                flights.failed(entry, exc)
             finally:
                 os.close(fd)
-                slots.release()
-                with idle:
-                    in_flight[0] -= 1
-                    idle.notify_all()
+                flights.ended()
 
         for entry in entries:
             src_key, dst_key = join_key(self.src_prefix, entry.key), join_key(self.dst_prefix, entry.key)
-            slots.acquire()
+            flights.take()
             fd = -1
             try:
                 fd = self._open_source(self.src.path(src_key))
@@ -400,19 +422,13 @@ class _Copier:
                 self._check(self.src.url(src_key), entry, digest, size)
                 started = mover.start_upload(path, self.dst.path(dst_key), {CHECKSUM_METADATA: digest})
             except Exception as exc:  # e.g. a changed file: said by the one-by-one copy
-                log.debug("%s: %s (copied again one by one)", entry.key, exc)
                 if fd >= 0:
                     os.close(fd)
-                slots.release()
-                with lock:
-                    left.append(entry)
+                flights.not_started(entry, exc)
                 continue
-            with idle:
-                in_flight[0] += 1
+            flights.started()
             started.add_done_callback(functools.partial(finish, entry, dst_key, fd, source, digest))
-        with idle:
-            idle.wait_for(lambda: in_flight[0] == 0)
-        return left
+        return flights.wait()
 
     def local_at_once(self) -> bool:
         """Whether small files can be copied a directory at a time (local -> local, no read-back)."""
