@@ -56,6 +56,19 @@ def lying_about(entries: list[Entry], checksum_of: str, size_of: str) -> list[En
     ]
 
 
+def small_corpus(tiers: dict[str, Tier], tmp_path: Path) -> tuple[Path, Tier, TransferSettings, list[Entry]]:
+    """60 small files, an empty one and a deep one as a file tier; the settings the at-once tests copy them with."""
+    src = tmp_path / "src"
+    write_files(src, {f"s/{i:03d}.bin": 1 + i * 4099 for i in range(60)} | {"empty.bin": 0, "p/q/r/deep.bin": 7})
+    local = Tier(replace(tiers["pfs"].config, url=f"file://{src}"))
+    return src, local, TransferSettings(concurrency=4, part_size=PART, retries=1), list_local_source(str(src))
+
+
+def copied_again(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The keys the engine logged as copied again one by one, sorted."""
+    return sorted(r.getMessage().split(":")[0] for r in caplog.records if "copied again one by one" in r.getMessage())
+
+
 def leftovers(root: Path) -> list[str]:
     return [str(p) for p in root.rglob("*") if TMP_MARKER in p.name]
 
@@ -590,19 +603,14 @@ def test_small_downloads_in_flight_at_once_finish_or_fail_one_by_one(
     finished (in the CRT's callback), are tried again one by one, and are reported, while the
     empty object (never asked for by range) and the rest land whole, with no temporaries.
     """
-    src = tmp_path / "src"
-    sizes = {f"s/{i:03d}.bin": 1 + i * 4099 for i in range(60)} | {"empty.bin": 0, "p/q/r/deep.bin": 7}
-    write_files(src, sizes)
-    local = Tier(replace(tiers["pfs"].config, url=f"file://{src}"))
-    settings = TransferSettings(concurrency=4, part_size=PART, retries=1)
-    entries = list_local_source(str(src))
+    src, local, settings, entries = small_corpus(tiers, tmp_path)
     copy_entries(local, "", tiers["object"], "at-once", entries, settings)
     lying = lying_about(entries, checksum_of="s/003.bin", size_of="s/004.bin")
     dest = tmp_path / "dest"
     down = Tier(replace(tiers["pfs"].config, url=f"file://{dest}"))
     with caplog.at_level("DEBUG", logger="pipelines.transfer.engine"), pytest.raises(TransferError) as failed:
         copy_entries(tiers["object"], "at-once", down, "", lying, settings)
-    again = sorted(r.getMessage().split(":")[0] for r in caplog.records if "copied again one by one" in r.getMessage())
+    again = copied_again(caplog)
     assert again == ["s/003.bin", "s/004.bin"]  # failed where the CRT finished them, then one by one
     report = failed.value.report
     assert sorted(f.key for f in report.failures) == ["s/003.bin", "s/004.bin"]
@@ -625,16 +633,11 @@ def test_small_uploads_in_flight_at_once_finish_or_fail_one_by_one(
     rest (an empty file among them) land whole, and what went at once is in the upload index: a
     rerun skips every one of them unread.
     """
-    src = tmp_path / "src"
-    sizes = {f"s/{i:03d}.bin": 1 + i * 4099 for i in range(60)} | {"empty.bin": 0, "p/q/r/deep.bin": 7}
-    write_files(src, sizes)
-    local = Tier(replace(tiers["pfs"].config, url=f"file://{src}"))
-    settings = TransferSettings(concurrency=4, part_size=PART, retries=1)
-    entries = list_local_source(str(src))
+    src, local, settings, entries = small_corpus(tiers, tmp_path)
     lying = lying_about(entries, checksum_of="s/003.bin", size_of="s/004.bin")
     with caplog.at_level("DEBUG", logger="pipelines.transfer.engine"), pytest.raises(TransferError) as failed:
         copy_entries(local, "", tiers["object"], "up-at-once", lying, settings)
-    again = sorted(r.getMessage().split(":")[0] for r in caplog.records if "copied again one by one" in r.getMessage())
+    again = copied_again(caplog)
     assert again == ["s/003.bin", "s/004.bin"]  # refused where they were started, then one by one
     report = failed.value.report
     assert sorted(f.key for f in report.failures) == ["s/003.bin", "s/004.bin"]
@@ -674,7 +677,7 @@ def test_small_local_files_go_a_directory_at_a_time_and_what_fails_there_one_by_
     settings = TransferSettings(concurrency=2, part_size=PART, retries=1, fsync=fsync)
     with caplog.at_level("DEBUG", logger="pipelines.transfer.engine"), pytest.raises(TransferError) as failed:
         copy_entries(local, "", down, "", lying, settings)
-    again = sorted(r.getMessage().split(":")[0] for r in caplog.records if "copied again one by one" in r.getMessage())
+    again = copied_again(caplog)
     assert again == ["a/003.bin", "a/004.bin", "b/link.bin"]  # the other 41 went a directory at a time
     report = failed.value.report
     assert sorted(f.key for f in report.failures) == ["a/003.bin", "a/004.bin"]
