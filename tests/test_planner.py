@@ -425,7 +425,7 @@ TABLE = tuple((64 * 1024, streams, rate * 64 * 1024) for streams, rate in WIDTHS
     ],
 )
 def test_the_aggregate_at_a_plans_streams_comes_off_the_widths_measured(table, streams: int, rate: float) -> None:
-    from pipelines.core.config import at_streams
+    from pipelines.model.bandwidth import at_streams
 
     size, bps = at_streams(table, streams)[0]
     assert bps / size == pytest.approx(rate, rel=1e-9)
@@ -435,7 +435,7 @@ def _widths(table=TABLE):
     """The object tier with a calibration of 64 KiB objects at several widths (its best on the curve)."""
     from dataclasses import replace
 
-    from pipelines.core.config import at_streams
+    from pipelines.model.bandwidth import at_streams
 
     obj = CONFIG.tier("object")
     best = at_streams(table, 10**6)

@@ -18,11 +18,10 @@ and capacity), so the ``nvme`` tier means this node's NVMe wherever the same fil
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import tomllib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
@@ -175,58 +174,22 @@ class BandwidthProfile:
         limit = self.limit(direction)
         return min(ops, limit) if limit is not None else ops
 
-    def curve(self, direction: str, streams: int | None = None) -> tuple[tuple[int, float], ...]:
-        """The measured (object size, aggregate bytes/s) points in ``direction`` (empty: none measured).
+    def curve(self, direction: str) -> tuple[tuple[int, float], ...]:
+        """The measured (object size, best aggregate bytes/s) points in ``direction`` (empty: none measured).
 
-        ``direction`` is ``read``, ``write`` or ``cached_read``. With ``streams``, the throughput
-        each size reaches with that many streams where calibration measured it at several
-        widths (:func:`at_streams`); otherwise, and for profiles without those, the best it reached.
+        ``direction`` is ``read``, ``write`` or ``cached_read``.
         """
-        best = {"write": self.write_curve, "cached_read": self.cached_read_curve}.get(direction, self.read_curve)
-        if streams is None:
-            return best
-        table = {"write": self.write_by_streams, "cached_read": self.cached_read_by_streams}.get(
+        return {"write": self.write_curve, "cached_read": self.cached_read_curve}.get(direction, self.read_curve)
+
+    def by_streams(self, direction: str) -> tuple[tuple[int, int, float], ...]:
+        """The measured (object size, streams, aggregate bytes/s) points in ``direction`` (empty: none measured)."""
+        return {"write": self.write_by_streams, "cached_read": self.cached_read_by_streams}.get(
             direction, self.read_by_streams
         )
-        return at_streams(table, streams) if table else best
 
     def limit(self, direction: str) -> float | None:
         """The store's request-rate limit per prefix in ``direction`` (None: none)."""
         return self.write_request_limit if direction == "write" else self.request_limit
-
-
-def at_streams(table: Sequence[tuple[int, int, float]], streams: int) -> tuple[tuple[int, float], ...]:
-    """Each size's aggregate bytes/s with ``streams`` streams, from throughputs measured at a few widths.
-
-    Between two measured widths the throughput is interpolated on a log-log scale; below the
-    narrowest it scales with the streams, above the widest it stays there; it never falls as
-    streams are added (a plan takes the fewest streams that reach nearly the best, so a width past
-    the best is never one it picks) and never grows faster than they do.
-    """
-    widths: dict[int, list[tuple[int, float]]] = {}
-    for size, width, bps in table:
-        widths.setdefault(size, []).append((width, bps))
-    curve = []
-    for size, measured in sorted(widths.items()):
-        measured.sort()
-        # More streams never more than multiply the rate (a faster-than-linear gain is noise): so
-        # k tasks sharing a tier never each run faster than one task alone.
-        points = [measured[0]]
-        for width, bps in measured[1:]:
-            points.append((width, min(bps, points[-1][1] * width / points[-1][0])))
-        narrowest, first = points[0]
-        if streams <= narrowest:
-            curve.append((size, first * streams / narrowest))
-            continue
-        below = [p for p in points if p[0] <= streams]
-        reached = max(bps for _, bps in below)  # what fewer streams already reached
-        (wa, ta), above = below[-1], [p for p in points if p[0] > streams]
-        if above and wa < streams:
-            wb, tb = above[0]
-            share = (math.log(streams) - math.log(wa)) / (math.log(wb) - math.log(wa))
-            reached = max(reached, math.exp(math.log(ta) + share * (math.log(tb) - math.log(ta))))
-        curve.append((size, reached))
-    return tuple(curve)
 
 
 @dataclass(frozen=True)

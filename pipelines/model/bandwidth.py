@@ -40,6 +40,7 @@ __all__ = [
     "HopSizing",
     "StagingPrediction",
     "Workload",
+    "at_streams",
     "deadline_advice",
     "part_size_for",
     "plan_hop",
@@ -221,6 +222,49 @@ class HopPrediction:
         return Bottleneck(tier=end.tier, direction=end.direction, resource=end.bound)
 
 
+def at_streams(table: Sequence[tuple[int, int, float]], streams: int) -> tuple[tuple[int, float], ...]:
+    """Each size's aggregate bytes/s with ``streams`` streams, from a profile's ``*_by_streams`` widths.
+
+    Between two measured widths the throughput is interpolated on a log-log scale; below the
+    narrowest it scales with the streams, above the widest it stays there; it never falls as
+    streams are added (a plan takes the fewest streams that reach nearly the best, so a width past
+    the best is never one it picks) and never grows faster than they do.
+    """
+    widths: dict[int, list[tuple[int, float]]] = {}
+    for size, width, bps in table:
+        widths.setdefault(size, []).append((width, bps))
+    curve = []
+    for size, measured in sorted(widths.items()):
+        measured.sort()
+        # More streams never more than multiply the rate (a faster-than-linear gain is noise): so
+        # k tasks sharing a tier never each run faster than one task alone.
+        points = [measured[0]]
+        for width, bps in measured[1:]:
+            points.append((width, min(bps, points[-1][1] * width / points[-1][0])))
+        narrowest, first = points[0]
+        if streams <= narrowest:
+            curve.append((size, first * streams / narrowest))
+            continue
+        below = [p for p in points if p[0] <= streams]
+        reached = max(bps for _, bps in below)  # what fewer streams already reached
+        (wa, ta), above = below[-1], [p for p in points if p[0] > streams]
+        if above and wa < streams:
+            wb, tb = above[0]
+            share = (math.log(streams) - math.log(wa)) / (math.log(wb) - math.log(wa))
+            reached = max(reached, math.exp(math.log(ta) + share * (math.log(tb) - math.log(ta))))
+        curve.append((size, reached))
+    return tuple(curve)
+
+
+def _curve_at(bw: BandwidthProfile, direction: str, streams: int) -> tuple[tuple[int, float], ...]:
+    """The (object size, aggregate bytes/s) points in ``direction`` with ``streams`` streams.
+
+    Off the widths calibration measured (:func:`at_streams`); for profiles without them, the best it reached.
+    """
+    table = bw.by_streams(direction)
+    return at_streams(table, streams) if table else bw.curve(direction)
+
+
 def _end(
     tier: TierConfig, direction: str, work: Workload, concurrency: int, part_size: int, tasks: int = 1
 ) -> EndPrediction:
@@ -242,11 +286,11 @@ def _end(
     learnt = bw.read_correction if direction == "read" else bw.write_correction
     # The tier's aggregate at the streams all ``tasks`` run together, where calibration measured
     # several widths (else the best it reached); each task gets its share of it.
-    curve = bw.curve(direction, concurrency * tasks)
+    curve = _curve_at(bw, direction, concurrency * tasks)
     capacity = _capacity_s(curve, work, bw.limit(direction)) * tasks / learnt if len(curve) >= 2 else None
     if capacity is not None and len(cached) >= 2:
         # What is in the page cache reads at memory speed, the rest off the disk.
-        warm = _capacity_s(bw.curve("cached_read", concurrency * tasks), work, None) * tasks / learnt
+        warm = _capacity_s(_curve_at(bw, "cached_read", concurrency * tasks), work, None) * tasks / learnt
         capacity = (1 - work.resident) * capacity + work.resident * warm
     return EndPrediction(
         tier=tier.name,

@@ -36,6 +36,7 @@ import math
 import os
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -243,36 +244,28 @@ def calibrate_repeated(tier: Tier, budget_bytes: int = 256 * MiB, budget_s: floa
         max_streams=fits[0].max_streams,
         write_latency_s=median["write_latency_s"],
         write_ops=median["write_ops"],
-        read_curve=_median_curve([f.read_curve for f in fits]),
-        write_curve=_median_curve([f.write_curve for f in fits]),
-        cached_read_curve=_median_curve([f.cached_read_curve for f in fits]),
-        read_by_streams=_median_table([f.read_by_streams for f in fits]),
-        write_by_streams=_median_table([f.write_by_streams for f in fits]),
-        cached_read_by_streams=_median_table([f.cached_read_by_streams for f in fits]),
+        read_curve=_median_points([f.read_curve for f in fits]),
+        write_curve=_median_points([f.write_curve for f in fits]),
+        cached_read_curve=_median_points([f.cached_read_curve for f in fits]),
+        read_by_streams=_median_points([f.read_by_streams for f in fits]),
+        write_by_streams=_median_points([f.write_by_streams for f in fits]),
+        cached_read_by_streams=_median_points([f.cached_read_by_streams for f in fits]),
     )
     return Fit(profile, spread, repeats, samples)
 
 
-def _median_table(tables: list[tuple[tuple[int, int, float], ...]]) -> tuple[tuple[int, int, float], ...]:
-    """Each (size, streams) point's median throughput over the repeats' tables."""
+def _median_points(tables: Sequence[Sequence[tuple[Any, ...]]]) -> tuple[tuple[Any, ...], ...]:
+    """Each point's median throughput over the repeats' tables.
+
+    A point is its leading fields (object size; or size and streams), its throughput the last.
+    """
     import statistics
 
-    at: dict[tuple[int, int], list[float]] = {}
+    at: dict[tuple[int, ...], list[float]] = {}
     for table in tables:
-        for size, streams, bps in table:
-            at.setdefault((size, streams), []).append(bps)
-    return tuple((size, streams, statistics.median(values)) for (size, streams), values in sorted(at.items()))
-
-
-def _median_curve(curves: list[tuple[tuple[int, float], ...]]) -> tuple[tuple[int, float], ...]:
-    """Each size's median throughput over the repeats' curves."""
-    import statistics
-
-    at: dict[int, list[float]] = {}
-    for curve in curves:
-        for size, bps in curve:
-            at.setdefault(size, []).append(bps)
-    return tuple((size, statistics.median(values)) for size, values in sorted(at.items()))
+        for *key, bps in table:
+            at.setdefault(tuple(key), []).append(bps)
+    return tuple((*key, statistics.median(values)) for key, values in sorted(at.items()))
 
 
 @dataclass(frozen=True)
