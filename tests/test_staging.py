@@ -17,6 +17,7 @@ import pytest
 
 from pipelines.core.checksum import checksum_file
 from pipelines.core.errors import InputError
+from pipelines.core.fileio import WRITE_SLICE, pwrite_all, write_all
 from pipelines.core.manifest import COMMIT_MARKER, Entry, Manifest, ManifestError, list_local_source
 from pipelines.datasets.cache import CacheFullError, cache_entries, ensure_space, pin, touch
 from pipelines.datasets.staging import NotCommittedError, publish_directory, stage_dataset
@@ -768,3 +769,17 @@ def test_round_trip_of_300_mib_and_20000_small_objects_is_byte_identical(
     assert leftovers(dest) == []
     assert copy_entries(local, "", tiers["object"], "sizes", entries, settings).skipped_objects == 20_001
     assert copy_entries(tiers["object"], "sizes", down, "", remote, settings).skipped_objects == 20_001
+
+
+@pytest.mark.parametrize("size", [0, 1, WRITE_SLICE - 1, WRITE_SLICE, WRITE_SLICE + 1, 3 * WRITE_SLICE + 7])
+def test_writes_in_slices_land_whole_at_their_offsets(tmp_path: Path, size: int) -> None:
+    """Local copies and downloads write in slices of at most 1 MiB: every byte lands, in order, at its offset."""
+    data = os.urandom(size)
+    path = tmp_path / "out.bin"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        write_all(fd, data)
+        pwrite_all(fd, data[::-1], size + 5)  # past a 5-byte hole, as a ranged part lands
+    finally:
+        os.close(fd)
+    assert path.read_bytes() == (data + bytes(5) + data[::-1] if size else b"")  # writing nothing extends nothing

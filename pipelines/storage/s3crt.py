@@ -360,6 +360,7 @@ class CrtMover:
         from awscrt.s3 import S3RequestType
 
         from pipelines.core.checksum import Hasher
+        from pipelines.core.fileio import pwrite_all
 
         hasher = Hasher()
         state: dict[str, Any] = {"next": 0, "in_order": True, "error": None}
@@ -372,10 +373,7 @@ class CrtMover:
                 if state["error"] is not None:
                     return
                 try:
-                    view, at = memoryview(chunk), offset
-                    while view:  # pwrite may write less than asked (a nearly full disk)
-                        written = os.pwrite(fd, view, at)
-                        view, at = view[written:], at + written
+                    pwrite_all(fd, chunk, offset)
                 except OSError as exc:  # e.g. ENOSPC: raised once the request has ended
                     state["error"] = exc
                     return

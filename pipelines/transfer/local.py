@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable, Sequence
 
 from pipelines.core.checksum import Hasher, checksum_bytes
+from pipelines.core.fileio import WRITE_SLICE, write_all
 from pipelines.core.manifest import Entry
 from pipelines.core.temporaries import temporary_suffix
 
@@ -80,7 +81,7 @@ def copy_hashing(src: str | int, dst: str) -> tuple[str, int]:
             while n := os.preadv(fin, [buf], at):
                 at += n
                 hasher.update(view[:n])
-                _write_all(fout, view[:n])
+                write_all(fout, view[:n])
             on_disk = os.fstat(fout).st_size
         finally:
             os.close(fout)
@@ -90,12 +91,6 @@ def copy_hashing(src: str | int, dst: str) -> tuple[str, int]:
     if on_disk != hasher.size:
         raise OSError(errno.EIO, f"{dst}: wrote {on_disk} B of {hasher.size} B")
     return hasher.hexdigest(), hasher.size
-
-
-def _write_all(fd: int, data: memoryview) -> None:
-    """Write every byte: an unbuffered write may take only part (a disk or quota nearly full), then fail."""
-    while data:
-        data = data[os.write(fd, data) :]
 
 
 def kernel_copy(src: str, dst: str) -> None:
@@ -215,9 +210,9 @@ def _copy_between(
             fout = open_(tmp, _CREATE, 0o644, dir_fd=dfd)
             created = True
             try:
-                written = write(fout, data)
-                if written != n:  # an unbuffered write may take only part (a disk nearly full)
-                    _write_all(fout, data[written:])
+                written = write(fout, data[:WRITE_SLICE])  # one call for most small files
+                if written != n:  # the rest of a larger one, or of a write that took only part (a disk nearly full)
+                    write_all(fout, data[written:])
                 if fsync:
                     os.fsync(fout)
             finally:
