@@ -1,10 +1,11 @@
 """Writing bytes to local files in slices the page cache takes at memory speed.
 
 One ``write(2)`` of 2 MiB or more into the page cache can cost ten times what the same bytes cost
-in 1 MiB writes. Measured here (a VM whose balloon returns free memory to its host): 1 GiB written
-to ext4 in 64 KiB to 1 MiB writes took 0.18-0.25 s, in 2, 4, 8 or 16 MiB writes 2.0-2.8 s, the
-same with ``pwrite`` at offsets; ``copy_file_range`` was not affected (0.29 s). Every data path
-that writes a local file from a buffer (local copies, downloads) writes through these.
+in 1 MiB writes. Measured here (ext4 in a VM with a memory balloon), 1 GiB after 8 s idle: in
+64 KiB to 1 MiB writes 0.18-0.25 s, in 2, 4, 8 or 16 MiB writes 2.0-2.8 s, the same with
+``pwrite`` at offsets; 8 MiB writes right after another 1 GiB file was deleted 0.21 s (the large
+writes pay for memory the machine has not used lately); ``copy_file_range`` 0.29 s. Every data
+path that writes a local file from a buffer (local copies, downloads) writes through these.
 """
 
 from __future__ import annotations
