@@ -327,16 +327,20 @@ def test_copy_has_the_manners_of_s5cmd_and_rclone(tierflow, tmp_path: Path) -> N
     inside.write_bytes(b"in a tier")
     code, _, err = tierflow("copy", str(inside), str(tmp_path / "from-tier"))
     assert code == 0 and (tmp_path / "from-tier" / "f.bin").read_bytes() == b"in a tier", err
-    # Global options after the subcommand; --json gives the summary. Local to local without a
-    # manifest has no stored checksum to compare with, so a rerun copies again (S3 reruns skip).
+    # Global options after the subcommand; --json gives the summary. A rerun local to local skips
+    # what the first run wrote (the copy index), and copies again what changed on either side.
     code, out, err = tierflow("copy", str(src), str(tmp_path / "tree"), "--json")
     first = json.loads(out)
     assert code == 0 and (first["objects"], first["copied_objects"], first["failed_objects"]) == (9, 9, 0), err
     assert digests(src) == digests(tmp_path / "tree")
+    overwritten = tmp_path / "tree" / "part-1" / "01.bin"  # by someone else, in place, with as many bytes
+    overwritten.write_bytes(bytes(reversed(overwritten.read_bytes())))
     code, out, _ = tierflow(
         "copy", str(src), str(tmp_path / "tree"), "--json", "--config", os.environ["TIERFLOW_CONFIG"]
     )
-    assert code == 0 and json.loads(out)["copied_objects"] == 9
+    again = json.loads(out)
+    assert code == 0 and (again["copied_objects"], again["skipped_objects"]) == (1, 8), out
+    assert digests(src) == digests(tmp_path / "tree")
     code, out, err = tierflow("--json", "copy", str(tmp_path / "nowhere"), str(tmp_path / "x"))
     assert code == 1 and out == "" and not (tmp_path / "x").exists()
     assert json.loads(err) == {

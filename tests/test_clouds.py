@@ -107,7 +107,7 @@ def test_a_rerun_of_a_plain_directory_copy_skips_by_stored_checksum(
     write_files(src, sizes)
     obj = cloud_tier(request, test_config, store)
     local = local_tier(test_config, "pfs", src)
-    settings = TransferSettings(concurrency=4, part_size=PART, upload_index=False)  # the store's checksums alone
+    settings = TransferSettings(concurrency=4, part_size=PART, copy_index=False)  # the store's checksums alone
     entries = list_local_source(str(src))
     first = copy_entries(local, "", obj, "plain", entries, settings)
     assert (first.copied_objects, first.skipped_objects) == (21, 0)

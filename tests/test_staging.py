@@ -631,7 +631,7 @@ def test_small_uploads_in_flight_at_once_finish_or_fail_one_by_one(
 
     A manifest that lies about one file's checksum and another's size: both are refused before
     their PUT starts, tried again one by one and reported, with no object under their keys; the
-    rest (an empty file among them) land whole, and what went at once is in the upload index: a
+    rest (an empty file among them) land whole, and what went at once is in the copy index: a
     rerun skips every one of them unread.
     """
     src, local, settings, entries = small_corpus(tiers, tmp_path)
@@ -695,7 +695,7 @@ def test_small_local_files_go_a_directory_at_a_time_and_what_fails_there_one_by_
 def test_a_rerun_upload_trusts_the_index_only_while_file_and_object_are_unchanged(
     tiers: dict[str, Tier], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The upload index (pipelines.transfer.seen) skips unread what it proved, and nothing it cannot prove.
+    """The copy index (pipelines.transfer.seen) skips unread what it proved, and nothing it cannot prove.
 
     A file rewritten in place with its size and mtime put back (which a size-and-time sync misses)
     and an object replaced by another writer are both sent again; a rerun that changes nothing
@@ -733,7 +733,7 @@ def test_a_rerun_upload_trusts_the_index_only_while_file_and_object_are_unchange
     assert obj.read_bytes("indexed/d/005.bin") == path.read_bytes()
     assert obj.read_bytes("indexed/d/007.bin") == (src / "d/007.bin").read_bytes()
     # An unreadable index is a cold start, not an error: everything is proved again by hash and HEAD.
-    for index in (Path(os.environ["TIERFLOW_HOME"]) / "cache" / "uploads").glob("*.json"):
+    for index in (Path(os.environ["TIERFLOW_HOME"]) / "cache" / "copies").glob("*.json"):
         index.write_text("{not json")
     heads.clear()
     cold = copy_entries(local, "", obj, "indexed", list_local_source(str(src)), settings)
@@ -783,3 +783,43 @@ def test_writes_in_slices_land_whole_at_their_offsets(tmp_path: Path, size: int)
     finally:
         os.close(fd)
     assert path.read_bytes() == (data + bytes(5) + data[::-1] if size else b"")  # writing nothing extends nothing
+
+
+def test_a_rerun_local_copy_trusts_the_index_only_while_both_files_are_unchanged(
+    tiers: dict[str, Tier], tmp_path: Path
+) -> None:
+    """Local -> local reruns skip unread what the copy index proved (pipelines.transfer.seen).
+
+    Small files (a directory at a time), a file over the one-read size and one the kernel copies
+    are all recorded; a rerun copies nothing and rewrites nothing (inodes kept). A source rewritten
+    in place with its mtime put back, a destination rewritten in place with its mtime put back
+    (only its ctime tells) and a destination replaced by rename are each copied again; nothing else.
+    """
+    src = tmp_path / "src"
+    sizes = {f"d/{i:03d}.bin": 100 + i for i in range(30)} | {"mid/9MiB.bin": 9 * MiB, "big/17MiB.bin": 17 * MiB}
+    write_files(src, sizes)
+    local = Tier(replace(tiers["pfs"].config, url=f"file://{src}"))
+    dest = tmp_path / "dest"
+    down = Tier(replace(tiers["pfs"].config, url=f"file://{dest}"))
+    settings = TransferSettings(concurrency=2, part_size=PART)
+    assert copy_entries(local, "", down, "", list_local_source(str(src)), settings).copied_objects == 32
+    inodes = {p: p.stat().st_ino for p in dest.rglob("*.bin")}
+    again = copy_entries(local, "", down, "", list_local_source(str(src)), settings)
+    assert (again.copied_objects, again.skipped_objects) == (0, 32)
+    assert {p: p.stat().st_ino for p in dest.rglob("*.bin")} == inodes  # nothing rewritten
+
+    def rewrite_keeping_mtime(path: Path) -> None:
+        before = path.stat()
+        with open(path, "r+b") as fh:  # in place: same inode, same size
+            fh.write(os.urandom(64))
+        os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+
+    rewrite_keeping_mtime(src / "d/005.bin")
+    rewrite_keeping_mtime(dest / "mid/9MiB.bin")
+    replaced = dest / "big/17MiB.bin"
+    (dest / "big/other").write_bytes(os.urandom(17 * MiB))
+    os.replace(dest / "big/other", replaced)
+    changed = copy_entries(local, "", down, "", list_local_source(str(src)), settings)
+    assert (changed.copied_objects, changed.skipped_objects) == (3, 29)
+    same_tree(src, dest)
+    assert leftovers(dest) == []

@@ -21,7 +21,7 @@ from pipelines.core.config import ConfigError, TierConfig
 from pipelines.core.keys import safe_key
 from pipelines.core.state import fsync_dir
 from pipelines.core.temporaries import temporary_name
-from pipelines.storage.tier import ObjectInfo, Tier
+from pipelines.storage.tier import FILE_VERSION, ObjectInfo, Tier, file_version
 
 if TYPE_CHECKING:
     from fsspec.spec import AbstractFileSystem
@@ -207,4 +207,11 @@ def _entry_info(path: str, st: os.stat_result, link: bool) -> dict[str, Any]:
         except OSError:
             size = 0
     kind = "file" if stat.S_ISREG(st.st_mode) else "other"
-    return {"name": path, "size": size, "type": kind, "islink": link, "mtime": st.st_mtime, "ino": st.st_ino}
+    return {
+        "name": path,
+        "size": size,
+        "type": kind,
+        "islink": link,
+        "mtime": st.st_mtime,
+        FILE_VERSION: file_version(st),
+    }

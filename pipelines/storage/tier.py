@@ -57,7 +57,7 @@ class ObjectInfo:
     key: str
     size: int
     mtime: float | None = None
-    #: What changes whenever the object is written again: its ETag, or a file's inode and mtime.
+    #: What changes whenever the object is written again: its ETag, or a file's inode, mtime and ctime.
     version: str | None = None
 
 
@@ -273,13 +273,24 @@ class Tier:
 
 
 def _version(info: dict[str, Any]) -> str | None:
-    """An object's ETag; a file's inode and mtime (a rewrite by rename makes a new inode)."""
+    """An object's ETag; a local file's :func:`file_version`."""
     etag = info.get("ETag") or info.get("etag")
     if etag:
         return str(etag).strip('"')
-    if info.get("ino") is not None and info.get("mtime") is not None:
-        return f"{info['ino']}:{info['mtime']!r}"
-    return None
+    version = info.get(FILE_VERSION)
+    return str(version) if version is not None else None
+
+
+#: The key of a local listing's entries that holds the file's :func:`file_version`.
+FILE_VERSION = "tierflow_version"
+
+
+def file_version(st: os.stat_result) -> str:
+    """What changes whenever a local file is written or replaced: its inode, mtime and ctime (from its ``lstat``).
+
+    Any change to the inode moves its ctime, which no one can set back; a rename makes a new inode appear.
+    """
+    return f"{st.st_ino}:{st.st_mtime_ns}:{st.st_ctime_ns}"
 
 
 def _mtime(info: dict[str, Any]) -> float | None:

@@ -48,7 +48,7 @@ from pipelines.storage.local import LocalTier
 from pipelines.storage.objects import ObjectTier
 from pipelines.storage.s3 import CHECKSUM_METADATA, S3Tier
 from pipelines.storage.s3crt import CrtMover, crt_available
-from pipelines.storage.tier import ObjectInfo, Tier
+from pipelines.storage.tier import ObjectInfo, Tier, file_version
 from pipelines.transfer.cleanup import (
     ABANDONED_UPLOAD_S,
     join_key,
@@ -60,6 +60,7 @@ from pipelines.transfer.local import (
     HAS_PROC,
     LARGE_LOCAL_FILE,
     SMALL_LOCAL_FILE,
+    Copied,
     copy_hashing,
     copy_small_files,
     kernel_copy,
@@ -69,7 +70,7 @@ from pipelines.transfer.local import (
 from pipelines.transfer.progress import Progress
 from pipelines.transfer.report import ChecksumMismatch, Failure, TransferError, TransferReport, TransferSettings
 from pipelines.transfer.retry import is_fatal, retrying
-from pipelines.transfer.seen import Identity, UploadIndex, identity
+from pipelines.transfer.seen import CopyIndex, Identity, identity, identity_of
 
 log = logging.getLogger(__name__)
 
@@ -162,9 +163,9 @@ class _Copier:
                 self.crt[role] = CrtMover(tier.storage_options, settings.concurrency, settings.part_size)
         self._real_root: str | None = None
         # Uploads from local files: what earlier copies wrote or verified, so a rerun need not hash and HEAD it.
-        self.seen: UploadIndex | None = None
-        if not src.config.is_object and dst.config.is_object and settings.upload_index:
-            self.seen = UploadIndex.for_destination(state_dir(), dst.url(dst_prefix) if dst_prefix else dst.url())
+        self.seen: CopyIndex | None = None
+        if not src.config.is_object and settings.copy_index:
+            self.seen = CopyIndex.for_destination(state_dir(), dst.url(dst_prefix) if dst_prefix else dst.url())
 
     # -- resume -------------------------------------------------------------------------------
 
@@ -173,15 +174,16 @@ class _Copier:
 
         The checksum wanted is the manifest's; without one (a plain directory or prefix), the
         source's own: a local file is hashed, which costs less than sending it again, and an
-        object's stored checksum is read by HEAD. What the upload index proves (:meth:`known_there`)
+        object's stored checksum is read by HEAD. What the copy index proves (:meth:`known_there`)
         the caller asks first, without threads; what this proves is recorded there. Local to local
-        without a manifest is always copied: hashing both files costs about what copying them does.
+        without a manifest, and not in the index, is copied: hashing both files costs about what
+        copying them does.
         """
         key = join_key(self.dst_prefix, entry.key)
         listed = existing.get(key)
         if listed is None or listed.size != entry.size:
             return None
-        src_key = join_key(self.src_prefix, entry.key)  # the upload index was asked first (known_there)
+        src_key = join_key(self.src_prefix, entry.key)  # the copy index was asked first (known_there)
         source = identity(self.src.path(src_key)) if self.seen is not None else None
         want = entry.checksum
         if want is None:
@@ -203,7 +205,7 @@ class _Copier:
         return want
 
     def known_there(self, entry: Entry, existing: dict[str, ObjectInfo]) -> str | None:
-        """The checksum the upload index proves the destination holds this object with, or None."""
+        """The checksum the copy index proves the destination holds this object with, or None."""
         key = join_key(self.dst_prefix, entry.key)
         listed = existing.get(key)
         if self.seen is None or listed is None or listed.size != entry.size:
@@ -298,6 +300,7 @@ class _Copier:
         dst = _local(self.dst)
         opened = self._opened_source(src_key)
         with opened as (src_path, fd), dst.staged_path(dst_key, fsync=self.settings.fsync) as tmp:
+            source = identity_of(os.fstat(fd))  # before the read: a change while it is read moves its ctime
             if entry.size > LARGE_LOCAL_FILE:
                 # The kernel copies (copy_file_range, as cp does) while a thread hashes the source.
                 with ThreadPoolExecutor(max_workers=1) as hashing:
@@ -307,6 +310,11 @@ class _Copier:
             else:
                 digest, size = copy_hashing(fd, tmp)  # read through the descriptor checked above
             self._check(self.src.url(src_key), entry, digest, size)
+            written = os.stat(tmp)
+        if self.seen is not None:
+            final = os.stat(dst.path(dst_key), follow_symlinks=False)  # after the rename, which moves the ctime
+            if (final.st_ino, final.st_dev) == (written.st_ino, written.st_dev):  # not replaced since by another writer
+                self.seen.record(dst_key, source, digest, file_version(final))
         progress.add(entry.size)
         return digest
 
@@ -388,7 +396,7 @@ class _Copier:
 
         This thread opens each file (checked to lie in the source tier, as one by one), hashes it
         and starts its PUT with the checksum; the PUT reads the file through that descriptor and
-        is finished in its request's callback (the upload index and the report updated there): no
+        is finished in its request's callback (the copy index and the report updated there): no
         thread per file and no hand-off between threads. Returns the entries that failed; the
         caller copies them one by one, with retries, and reports what still fails.
         """
@@ -457,9 +465,14 @@ class _Copier:
         groups = list(by_directory.values())
         lock = threading.Lock()
 
-        def done(pairs: list[tuple[Entry, str]]) -> None:
-            copied(pairs)
-            progress.add(sum(e.size for e, _ in pairs), objects=len(pairs))
+        def done(files: list[Copied]) -> None:
+            if self.seen is not None:
+                for entry, digest, read, written in files:
+                    if read is not None and written is not None:
+                        key = join_key(self.dst_prefix, entry.key)
+                        self.seen.record(key, identity_of(read), digest, file_version(written))
+            copied([(entry, digest) for entry, digest, _, _ in files])
+            progress.add(sum(copy[0].size for copy in files), objects=len(files))
 
         def directory(group: list[Entry]) -> None:
             first = group[0].key
@@ -469,7 +482,8 @@ class _Copier:
             except OSError:
                 missed = group  # e.g. cannot be created: said by the one-by-one copy
             else:
-                missed = copy_small_files(src_dir, dst_dir, group, self._source_root(), self.settings.fsync, done)
+                root, fsync = self._source_root(), self.settings.fsync
+                missed = copy_small_files(src_dir, dst_dir, group, root, fsync, done, with_stats=self.seen is not None)
             for entry in missed:
                 log.debug("%s: copied again one by one", entry.key)
             if missed:
@@ -560,7 +574,7 @@ def _not_yet_there(
             return None
 
     present: dict[str, str] = {}
-    if copier.seen is not None:  # the upload index answers from stats alone: no threads needed for those
+    if copier.seen is not None:  # the copy index answers from stats alone: no threads needed for those
         known = {e.key: copier.known_there(e, existing) for e in candidates}
         present = {k: digest for k, digest in known.items() if digest}
         candidates = [e for e in candidates if e.key not in present]

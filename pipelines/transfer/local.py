@@ -15,13 +15,14 @@ import threading
 from collections.abc import Callable, Sequence
 
 from pipelines.core.checksum import Hasher, checksum_bytes
-from pipelines.core.fileio import WRITE_SLICE, write_all
+from pipelines.core.fileio import write_all
 from pipelines.core.manifest import Entry
 from pipelines.core.temporaries import temporary_suffix
 
 __all__ = [
     "HAS_PROC",
     "SMALL_LOCAL_FILE",
+    "Copied",
     "copy_hashing",
     "copy_small_files",
     "kernel_copy",
@@ -50,6 +51,9 @@ HAS_PROC = os.path.isdir("/proc/self/fd")
 _READ = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
 _DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+
+#: A file :func:`copy_small_files` copied: its entry, checksum, and the status of the file read and of the one written.
+Copied = tuple[Entry, str, os.stat_result | None, os.stat_result | None]
 
 #: Each copying thread's buffer: allocated once (zeroing 8 MiB costs ~0.5 ms, more than copying a small file).
 _buffers = threading.local()
@@ -132,7 +136,8 @@ def copy_small_files(
     entries: Sequence[Entry],
     source_root: str,
     fsync: bool,
-    copied: Callable[[list[tuple[Entry, str]]], None],
+    copied: Callable[[list[Copied]], None],
+    with_stats: bool = False,
 ) -> list[Entry]:
     """Copy files of one source directory (each under :data:`SMALL_LOCAL_FILE`) into one destination directory.
 
@@ -140,8 +145,10 @@ def copy_small_files(
     path of the source tier's root) through its descriptor; every file is then opened relative to
     it without following a symlink, read in one call, hashed (and checked against the entry's
     size and checksum), written to a temporary in the destination directory and renamed into
-    place. ``copied`` receives ``(entry, checksum)`` pairs as files become visible (after the
-    directory's ``fsync`` when ``fsync`` is asked).
+    place. ``copied`` receives ``(entry, checksum, source, written)`` as files become visible
+    (after the directory's ``fsync`` when ``fsync`` is asked); with ``with_stats``, ``source`` is
+    the status of the file read (taken before the read) and ``written`` that of the file written
+    under its final name (after the rename: it moves the ctime), else both are None.
 
     Returns the entries not copied: a symlink, a file that changed since it was listed, any
     error. The caller copies those one by one, where they are retried and reported; none is left
@@ -159,43 +166,60 @@ def copy_small_files(
         except OSError:
             return list(entries)
         try:
-            return _copy_between(sfd, dfd, entries, fsync, copied)
+            return _copy_between(sfd, dfd, entries, fsync, copied, with_stats)
         finally:
             os.close(dfd)
     finally:
         os.close(sfd)
 
 
+def _renamed(name: str, dfd: int, written: os.stat_result) -> os.stat_result | None:
+    """The status of ``name`` in ``dfd`` if it is still the file ``written`` is of (None: replaced since)."""
+    try:
+        now = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+    except OSError:
+        return None
+    return now if (now.st_ino, now.st_dev) == (written.st_ino, written.st_dev) else None
+
+
 def _copy_between(
-    sfd: int, dfd: int, entries: Sequence[Entry], fsync: bool, copied: Callable[[list[tuple[Entry, str]]], None]
+    sfd: int,
+    dfd: int,
+    entries: Sequence[Entry],
+    fsync: bool,
+    copied: Callable[[list[Copied]], None],
+    with_stats: bool,
 ) -> list[Entry]:
     """The loop of :func:`copy_small_files`, between two open directories."""
     buf = _buffer()
     view = memoryview(buf)
     suffix = temporary_suffix()
     left: list[Entry] = []
-    done: list[tuple[Entry, str]] = []
+    done: list[Copied] = []
 
     def report() -> None:
         try:
             if fsync:
                 os.fsync(dfd)  # the renames are durable before anyone is told
         except OSError:
-            left.extend(entry for entry, _ in done)  # copied again one by one, each fsynced
+            left.extend(copy[0] for copy in done)  # copied again one by one, each fsynced
         else:
             copied(done[:])
         done.clear()
 
     # The loop runs once per file: the calls it makes are bound to local names.
-    open_, readv, write, close, replace, digest_of = os.open, os.readv, os.write, os.close, os.replace, checksum_bytes
+    open_, readv, close, replace, digest_of, fstat = os.open, os.readv, os.close, os.replace, checksum_bytes, os.fstat
     into = [buf]
     for i, entry in enumerate(entries):
         name = entry.key.rpartition("/")[2]
         tmp = f".{name}{suffix}-{i:x}"
         created = False
+        read_st = written_st = None
         try:
             fin = open_(name, _READ, dir_fd=sfd)
             try:
+                if with_stats:
+                    read_st = fstat(fin)  # before the read: a change while it is read moves its ctime
                 n = readv(fin, into)  # asks for more than the file holds: a short read is its end
             finally:
                 close(fin)
@@ -210,21 +234,23 @@ def _copy_between(
             fout = open_(tmp, _CREATE, 0o644, dir_fd=dfd)
             created = True
             try:
-                written = write(fout, data[:WRITE_SLICE])  # one call for most small files
-                if written != n:  # the rest of a larger one, or of a write that took only part (a disk nearly full)
-                    write_all(fout, data[written:])
+                write_all(fout, data)
                 if fsync:
                     os.fsync(fout)
+                if with_stats:
+                    written_st = fstat(fout)
             finally:
                 close(fout)
             replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+            if written_st is not None:
+                written_st = _renamed(name, dfd, written_st)
         except OSError:
             if created:
                 with contextlib.suppress(OSError):
                     os.unlink(tmp, dir_fd=dfd)
             left.append(entry)
             continue
-        done.append((entry, digest))
+        done.append((entry, digest, read_st, written_st))
         if len(done) >= REPORT_EVERY:
             report()
     if done:

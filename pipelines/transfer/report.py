@@ -28,7 +28,7 @@ class TransferSettings:
     progress_interval_s: float = 5.0
     use_crt: bool = True
     #: Uploads from local files remember what they wrote (:mod:`pipelines.transfer.seen`) so reruns skip it unread.
-    upload_index: bool = True
+    copy_index: bool = True
     #: What the plan predicted for this copy, in seconds: a copy falling behind it logs a warning with its lateness.
     expected_s: float | None = None
 
