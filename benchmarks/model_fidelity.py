@@ -106,9 +106,15 @@ def run(ctx: BenchContext) -> list[Comparison]:
         run_id = uuid.uuid4().hex[:8]
         turn = r % len(units)
         for name in [n for unit in units[turn:] + units[:turn] for n in unit]:
+            dirty = _dirty_mb()
             p, m = shapes[name](obj, local, run_id)
             predicted[name].append(p)
             measured[name].append(m)
+            print(
+                f"   run {r + 1}: {name}: predicted {p:.2f} s, measured {m:.2f} s "
+                f"(dirty pages before {dirty:,.0f} MB, after {_dirty_mb():,.0f} MB)",
+                flush=True,
+            )
         shutil.rmtree(ctx.workdir / "local" / run_id, ignore_errors=True)  # this run's copies: disk for the next
         obj_base.delete_prefix(run_id)
     results = [
@@ -124,7 +130,14 @@ def _copy_shape(case: str, count: int, entries: list[Entry]) -> Callable[..., tu
         uploaded = f"{run_id}/up-{count}"
         # the sources were just written (or read): the planner sees what the page cache holds of them
         src_prefix = uploaded if case == "download" else f"src-{count}"
-        plan = plan_hop(src.config, dst.config, workload_of(src, src_prefix, entries))
+        work = workload_of(src, src_prefix, entries)
+        plan = plan_hop(src.config, dst.config, work)
+        ends = (plan.predicted.source, plan.predicted.destination)
+        print(
+            f"   {case} {count}: source {work.resident:.0%} in the page cache; {plan.concurrency} streams; "
+            + ", ".join(f"{e.tier} {e.direction} {e.seconds:.2f} s ({e.bound})" for e in ends),
+            flush=True,
+        )
         settings = TransferSettings.from_plan(plan, progress_interval_s=3600)
         if case == "download":
             report = copy_entries(obj, uploaded, local, f"{run_id}/down-{count}", entries, settings)
@@ -134,6 +147,16 @@ def _copy_shape(case: str, count: int, entries: list[Entry]) -> Callable[..., tu
         return plan.predicted_s, report.seconds
 
     return shape
+
+
+def _dirty_mb() -> float:
+    """Megabytes of this machine's page cache waiting to be written (``Dirty`` + ``Writeback``; 0 off Linux)."""
+    try:
+        lines = Path("/proc/meminfo").read_text().splitlines()
+    except OSError:
+        return 0.0
+    fields = {k: v for k, _, v in (line.partition(":") for line in lines)}
+    return sum(int(fields.get(k, "0 kB").split()[0]) for k in ("Dirty", "Writeback")) / 1e3
 
 
 def _report(names: list[str], predicted: dict[str, list[float]], measured: dict[str, list[float]], runs: int) -> None:
