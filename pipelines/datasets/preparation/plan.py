@@ -266,7 +266,7 @@ def within_map_length(
 
     Validation maps one task per shard, and Airflow refuses to map more than ``max_map_length``.
     """
-    floor = math.ceil(estimated_output / max_map_length)
+    floor = -(-estimated_output // max_map_length)  # integers: a float quotient of exabytes can round down
     if shard_bytes >= floor:
         return shard_bytes, reasons.get("shard_bytes", f"{shard_bytes} B")
     return floor, (
