@@ -11,6 +11,8 @@ from hypothesis import strategies as st
 
 from pipelines.core.config import BandwidthProfile, TierConfig
 from pipelines.model.bandwidth import (
+    BUFFERS_PER_STREAM,
+    DEFAULT_MEMORY_BUDGET,
     DEFAULT_PART_SIZE,
     MAX_PARTS,
     MIN_PART_SIZE,
@@ -111,7 +113,7 @@ def test_more_concurrency_never_slower_and_saturates() -> None:
     ("dst", "work", "expected_c", "reason"),
     [
         pytest.param(
-            PFS, Workload.uniform(100, 100 * MiB), 21, "smallest reaching 95%", id="saturate-with-fewest-streams"
+            PFS, Workload.uniform(100, 100 * MiB), 22, "smallest reaching 95%", id="saturate-with-fewest-streams"
         ),
         pytest.param(PFS, Workload.uniform(1, 4 * MiB), 1, "only 1 request", id="one-small-object"),
         pytest.param(
@@ -148,13 +150,24 @@ def test_concurrency_reaches_95_percent_of_the_asymptote_and_no_less() -> None:
         pytest.param(1 * MiB, 8, 512 * MiB, DEFAULT_PART_SIZE, id="default"),
         pytest.param(1 * 2**40, 4, 512 * MiB, 105 * MiB, id="one-tib-object-needs-big-parts"),
         pytest.param(10 * 2**30, 64, 256 * MiB, MIN_PART_SIZE, id="memory-budget-shrinks-parts-to-the-s3-minimum"),
-        pytest.param(10 * 2**30, 16, 128 * MiB, 8 * MiB, id="memory-budget"),
+        pytest.param(10 * 2**30, 16, 320 * MiB, 8 * MiB, id="memory-budget-of-2.5-parts-per-stream"),
+        pytest.param(2**30, 13, DEFAULT_MEMORY_BUDGET, 6 * MiB, id="default-budget-at-13-streams"),
+        pytest.param(2**30, 13, 224 * MiB + 1, 6 * MiB, id="rounded-down-to-whole-mib"),
     ],
 )
 def test_part_size(largest: int, concurrency: int, budget: int, expected: int) -> None:
     size, reason = part_size_for(largest, concurrency, budget)
     assert size == expected, reason
     assert math.ceil(largest / size) <= MAX_PARTS
+
+
+@pytest.mark.parametrize("concurrency", [1, 2, 4, 8, 13, 16, 17, 32])
+@pytest.mark.parametrize("budget", [64 * MiB, 200 * MiB, DEFAULT_MEMORY_BUDGET, 512 * MiB])
+def test_part_buffers_stay_within_the_memory_budget_down_to_the_s3_minimum(concurrency: int, budget: int) -> None:
+    """The native client's buffers (BUFFERS_PER_STREAM per stream) fit the budget, unless parts are already 5 MiB."""
+    size, _ = part_size_for(2**30, concurrency, budget)
+    assert size == MIN_PART_SIZE or BUFFERS_PER_STREAM * concurrency * size <= budget
+    assert size <= DEFAULT_PART_SIZE
 
 
 def test_one_huge_object_is_one_shard_with_a_long_timeout() -> None:
