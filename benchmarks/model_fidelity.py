@@ -130,7 +130,7 @@ def _copy_shape(case: str, count: int, entries: list[Entry]) -> Callable[..., tu
         uploaded = f"{run_id}/up-{count}"
         # the sources were just written (or read): the planner sees what the page cache holds of them
         src_prefix = uploaded if case == "download" else f"src-{count}"
-        work = workload_of(src, src_prefix, entries)
+        work = workload_of(src, src_prefix, entries, dst)
         plan = plan_hop(src.config, dst.config, work)
         ends = (plan.predicted.source, plan.predicted.destination)
         print(

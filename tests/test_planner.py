@@ -515,3 +515,64 @@ def test_small_objects_run_at_the_stream_limit_until_the_store_is_calibrated(
     assert (plan.concurrency == limit and "configured, not calibrated" in plan.reasons["concurrency"]) == at_limit
     if not at_limit:
         assert "configured, not calibrated" not in plan.reasons["concurrency"]
+
+
+GiB = 2**30
+
+
+@pytest.mark.parametrize(
+    ("tier", "headroom", "expected"),
+    [
+        pytest.param("pfs", None, "unchanged", id="headroom-unknown"),
+        pytest.param("pfs", 2 * GiB, "unchanged", id="the-page-cache-takes-it-all"),
+        pytest.param("pfs", 0, GiB / 500e6, id="none-left-all-at-the-disks-pace"),
+        pytest.param("pfs", GiB // 2, "half", id="half-in-the-page-cache-half-at-the-disks-pace"),
+        pytest.param("object", 0, "unchanged", id="an-object-store-has-no-page-cache-here"),
+    ],
+)
+def test_writes_past_what_the_page_cache_takes_go_at_the_disks_synced_pace(tier, headroom, expected) -> None:
+    from dataclasses import replace
+
+    from pipelines.model.bandwidth import predict_hop
+
+    dst = CONFIG.tier(tier)
+    dst = replace(dst, bandwidth=replace(dst.bandwidth, synced_write_bps=500e6))
+    src = CONFIG.tier("nvme")
+    work = Workload.uniform(64, 16 * MiB)
+    base = predict_hop(src, dst, work, 4).destination
+    end = predict_hop(src, dst, replace(work, write_headroom=headroom), 4).destination
+    if expected == "unchanged":
+        assert end.seconds == base.seconds and end.writeback_s is None
+        return
+    if expected == "half":
+        expected = base.seconds / 2 + (GiB / 2) / 500e6
+    assert end.writeback_s == pytest.approx(expected) and end.seconds == pytest.approx(max(base.seconds, expected))
+    assert end.bound == "bandwidth"
+
+
+@settings(max_examples=100, deadline=None)
+@given(headroom=st.integers(0, 4 * GiB), less=st.integers(1, GiB), objects=st.integers(1, 5000))
+def test_less_room_in_the_page_cache_is_never_faster(headroom: int, less: int, objects: int) -> None:
+    from dataclasses import replace
+
+    from pipelines.model.bandwidth import predict_hop
+
+    pfs = CONFIG.tier("pfs")
+    pfs = replace(pfs, bandwidth=replace(pfs.bandwidth, synced_write_bps=400e6))
+    work = Workload.uniform(objects, 4 * MiB)
+    roomy = predict_hop(CONFIG.tier("nvme"), pfs, replace(work, write_headroom=headroom), 4).seconds
+    tight = predict_hop(CONFIG.tier("nvme"), pfs, replace(work, write_headroom=max(0, headroom - less)), 4).seconds
+    assert tight >= roomy * (1 - 1e-9)
+
+
+def test_the_page_cache_headroom_is_read_from_the_kernel() -> None:
+    """On Linux, what the page cache still takes before writeback holds writers: a byte count within memory."""
+    import os
+
+    from pipelines.storage.pagecache import write_headroom
+
+    headroom = write_headroom()
+    if not os.path.exists("/proc/meminfo"):
+        assert headroom is None
+        return
+    assert headroom is not None and 0 <= headroom <= os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")

@@ -161,7 +161,7 @@ def planned_settings(
 
     if deadline_s is not None and deadline_s <= 0:
         raise CheckpointError(f"{src.name} -> {dst.name}: the run's deadline has passed ({-deadline_s:.0f} s ago)")
-    plan = plan_hop(src.config, dst.config, workload_of(src, prefix, entries), deadline_s=deadline_s)
+    plan = plan_hop(src.config, dst.config, workload_of(src, prefix, entries, dst), deadline_s=deadline_s)
     if plan.meets_deadline is False:
         log.warning("%s -> %s will be late: %s", src.name, dst.name, plan.reasons["deadline"])
     return TransferSettings.from_plan(plan)

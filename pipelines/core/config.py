@@ -125,6 +125,7 @@ class BandwidthProfile:
         "read_by_streams",
         "write_by_streams",
         "cached_read_by_streams",
+        "synced_write_bps",
     )
 
     read_bps: float
@@ -150,6 +151,9 @@ class BandwidthProfile:
     read_by_streams: tuple[tuple[int, int, float], ...] = ()
     write_by_streams: tuple[tuple[int, int, float], ...] = ()
     cached_read_by_streams: tuple[tuple[int, int, float], ...] = ()
+    #: A file tier's writes that reach its disk (fsynced), bytes/s: the pace of writes once the
+    #: machine's page cache holds all the dirty data it takes (0: not measured).
+    synced_write_bps: float = 0.0
     request_limit: float | None = None
     write_request_limit: float | None = None
     #: Learnt from observed transfers, never configured nor calibrated: how much faster (above 1) or

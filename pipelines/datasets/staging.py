@@ -160,7 +160,7 @@ def plan_stage(
             manifest.checksum(),
         )
         target.delete([f"{manifest.prefix}/{COMMIT_MARKER}"])
-    work = workload_of(source, manifest.prefix, manifest.entries)
+    work = workload_of(source, manifest.prefix, manifest.entries, target)
     if deadline_s is not None and then is not None and deadline_s > 0:
         this = plan_hop(source.config, target.config, work, **planner).predicted_s
         later = plan_hop(target.config, then.config, work, **planner).predicted_s
@@ -370,7 +370,7 @@ def publish_directory(
         target.delete([f"{prefix}/{COMMIT_MARKER}"])
     source = Tier(dc_replace(target.config, name="local", kind="pfs", url=f"file://{local_dir}", conn_id=None))
     if settings is None:
-        hop = plan_hop(source.config, target.config, workload_of(source, "", entries))
+        hop = plan_hop(source.config, target.config, workload_of(source, "", entries, target))
         settings = TransferSettings.from_plan(hop)
     report = copy_entries(source, "", target, prefix, entries, settings)
     return report, commit(target, manifest, source=f"file://{local_dir}", extra={"published": True}, exclusive=True)

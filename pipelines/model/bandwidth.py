@@ -25,7 +25,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from pipelines.core.config import CONFIGURED_UNCERTAINTY, BandwidthProfile, TierConfig
 from pipelines.core.payloads import Payload
@@ -97,6 +97,9 @@ class Workload:
     #: The share of the bytes already in the source machine's page cache (just written or read):
     #: a file tier reads those at its cached speed.
     resident: float = 0.0
+    #: Bytes the destination machine's page cache takes before writes go at the disk's pace (None:
+    #: not known, or not a file tier): a file tier writes the rest at its synced write speed.
+    write_headroom: int | None = None
 
     def __post_init__(self) -> None:
         if self.bytes < 0 or self.objects < 0 or self.largest < 0:
@@ -162,17 +165,22 @@ class EndPrediction:
     correction: float = 1.0
     #: Relative uncertainty of this end's prediction (from its profile).
     uncertainty: float = 0.0
+    #: A file tier's writes beyond what the page cache takes, at the pace they reach its disk
+    #: (its synced write bandwidth): the time when that is slower than the other terms.
+    writeback_s: float | None = None
 
     @property
     def seconds(self) -> float:
         """The end's predicted duration: its slowest term."""
         if self.capacity_s is not None:
-            return max(self.stream_s, self.capacity_s)
-        return max(self.bandwidth_s, self.stream_s, self.metadata_s)
+            return max(self.stream_s, self.capacity_s, self.writeback_s or 0.0)
+        return max(self.bandwidth_s, self.stream_s, self.metadata_s, self.writeback_s or 0.0)
 
     @property
     def bound(self) -> str:
-        """Which limit binds: ``bandwidth``, ``latency``, ``stream`` or ``metadata``."""
+        """Which limit binds: ``bandwidth`` (a disk's, past the page cache), ``latency``, ``stream`` or ``metadata``."""
+        if self.writeback_s is not None and self.writeback_s >= self.seconds:
+            return "bandwidth"
         terms = {"bandwidth": self.bandwidth_s, "stream": self.stream_s, "metadata": self.metadata_s}
         if self.capacity_s is not None:  # the curve binds: by bytes or by objects, whichever weighs more
             terms["stream"] = self.stream_s if self.stream_s >= self.capacity_s else 0.0
@@ -300,7 +308,7 @@ def _end(
         # What is in the page cache reads at memory speed, the rest off the disk.
         warm = _capacity_s(_curve_at(bw, "cached_read", concurrency * tasks), work, None) * tasks / learnt
         capacity = (1 - work.resident) * capacity + work.resident * warm
-    return EndPrediction(
+    end = EndPrediction(
         tier=tier.name,
         direction=direction,
         bandwidth_s=work.bytes / aggregate / learnt,
@@ -311,6 +319,13 @@ def _end(
         correction=learnt,
         uncertainty=bw.uncertainty,
     )
+    headroom = work.write_headroom
+    beyond = direction == "write" and not tier.is_object and headroom is not None and work.bytes > headroom
+    if beyond and headroom is not None and bw.synced_write_bps > 0:
+        # What the page cache takes goes at the tier's usual pace, the rest as fast as its disk writes.
+        taken = end.seconds * headroom / work.bytes
+        end = replace(end, writeback_s=taken + (work.bytes - headroom) / (bw.synced_write_bps / tasks) / learnt)
+    return end
 
 
 def _throughput_at(curve: tuple[tuple[int, float], ...], size: float) -> float:

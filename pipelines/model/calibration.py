@@ -112,6 +112,24 @@ def _overhead(src: Tier, dst: Tier, settings: TransferSettings) -> float:
     return copy_entries(src, "", dst, "_tierflow/calibration-empty", [], settings).seconds
 
 
+#: Synced writes: four 64 MiB files at four streams, each fsynced before it is renamed into place.
+SYNCED = (4, 64 * MiB, 4)
+
+
+def _synced_write(local: Tier, tier: Tier, prefix: str, tmp: str) -> Sample:
+    """Write files to a file tier fsynced (what it writes once the page cache holds all it takes)."""
+    n, size, c = SYNCED
+    step = "synced"
+    Path(tmp, "src", step).mkdir(parents=True)
+    entries = [Entry(f"o{i:04d}", size) for i in range(n)]
+    for e in entries:
+        Path(tmp, "src", step, e.key).write_bytes(os.urandom(size))
+    settings = TransferSettings(concurrency=c, retries=0, progress_interval_s=3600, fsync=True)
+    fixed = _overhead(local, tier, settings)
+    done = copy_entries(local, step, tier, f"{prefix}/{step}", entries, settings)
+    return Sample("synced_write", size, n, c, max(done.seconds - fixed, done.seconds / 10))
+
+
 def calibrate_tier(
     tier: Tier, budget_bytes: int = 256 * MiB, budget_s: float = 60.0
 ) -> tuple[BandwidthProfile, list[Sample]]:
@@ -161,6 +179,8 @@ def calibrate_tier(
                 if not tier.config.is_object:
                     again = copy_entries(tier, f"{prefix}/{step}", sink, f"c{c}-{size}-cached", full, settings)
                     samples.append(Sample("cached_read", size, n, c, max(again.seconds - fixed, again.seconds / 10)))
+            if not tier.config.is_object:  # the pace of writes that reach the disk (once the page cache is full)
+                samples.append(_synced_write(local, tier, prefix, tmp))
         finally:
             try:
                 tier.delete_prefix(prefix)
@@ -250,6 +270,7 @@ def calibrate_repeated(tier: Tier, budget_bytes: int = 256 * MiB, budget_s: floa
         read_by_streams=_median_points([f.read_by_streams for f in fits]),
         write_by_streams=_median_points([f.write_by_streams for f in fits]),
         cached_read_by_streams=_median_points([f.cached_read_by_streams for f in fits]),
+        synced_write_bps=median["synced_write_bps"],
     )
     return Fit(profile, spread, repeats, samples)
 
@@ -421,6 +442,7 @@ def fit_profile(samples: list[Sample], max_streams: int, ops_per_object: float =
         read_by_streams=_by_streams(samples, "read"),
         write_by_streams=_by_streams(samples, "write"),
         cached_read_by_streams=_by_streams(samples, "cached_read"),
+        synced_write_bps=max((s.throughput_bps for s in samples if s.direction == "synced_write"), default=0.0),
         write_latency_s=fitted["write"][2],
         write_ops=max(object_rate(samples, "write") * ops_per_object, 1.0),
     )

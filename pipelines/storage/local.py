@@ -109,6 +109,12 @@ class LocalTier(Tier):
 
         return resident_share([self.path(k) for k in spread(keys)])  # a path for the sample only
 
+    def write_headroom(self) -> int | None:
+        """Bytes this machine's page cache takes before writes go at the disk's pace (``/proc/meminfo``)."""
+        from pipelines.storage.pagecache import write_headroom
+
+        return write_headroom()
+
     def stat(self, key: str) -> ObjectInfo:
         """Size and modification time of one file.
 

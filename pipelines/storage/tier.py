@@ -197,6 +197,10 @@ class Tier:
         """The share of these objects' bytes a read would find in this machine's page cache (0: none known)."""
         return 0.0
 
+    def write_headroom(self) -> int | None:
+        """Bytes a write here lands in this machine's page cache before it goes at the disk's pace (None: not known)."""
+        return None
+
     def stat(self, key: str) -> ObjectInfo:
         """Size and modification time of one object.
 

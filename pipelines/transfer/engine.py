@@ -80,14 +80,18 @@ _END = object()
 __all__ = ["copy_entries", "copy_prefix", "source_entries", "workload_of"]
 
 
-def workload_of(src: Tier, prefix: str, entries: Sequence[Entry]) -> Workload:
-    """What the planner sizes a copy of ``entries`` under ``prefix`` by.
+def workload_of(src: Tier, prefix: str, entries: Sequence[Entry], dst: Tier | None = None) -> Workload:
+    """What the planner sizes a copy of ``entries`` under ``prefix`` (to ``dst``, when given) by.
 
-    Their sizes, and the share of their bytes this machine's page cache holds (a file tier reads
-    those at memory speed).
+    Their sizes, the share of their bytes this machine's page cache holds (a file tier reads
+    those at memory speed), and how much a file destination's page cache takes before writes go
+    at the disk's pace.
     """
     keys = [f"{prefix.strip('/')}/{e.key}" if prefix.strip("/") else e.key for e in entries]
-    return replace(Workload.from_sizes(e.size for e in entries), resident=src.resident_share(keys))
+    headroom = dst.write_headroom() if dst is not None else None
+    return replace(
+        Workload.from_sizes(e.size for e in entries), resident=src.resident_share(keys), write_headroom=headroom
+    )
 
 
 def _object(tier: Tier) -> ObjectTier:
@@ -749,7 +753,7 @@ def copy_prefix(
 
     if entries is None:
         entries = source_entries(src, src_prefix)
-    plan = plan_hop(src.config, dst.config, workload_of(src, src_prefix, entries), max_concurrency=concurrency)
+    plan = plan_hop(src.config, dst.config, workload_of(src, src_prefix, entries, dst), max_concurrency=concurrency)
     settings = TransferSettings(
         concurrency=concurrency or plan.concurrency,
         part_size=part_size or plan.part_size,
