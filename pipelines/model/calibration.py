@@ -112,7 +112,7 @@ def _overhead(src: Tier, dst: Tier, settings: TransferSettings) -> float:
     return copy_entries(src, "", dst, "_tierflow/calibration-empty", [], settings).seconds
 
 
-#: Synced writes: four 64 MiB files at four streams, each fsynced before it is renamed into place.
+#: Synced writes: four 64 MiB files at four streams, flushed to the disk once all are written.
 SYNCED = (4, 64 * MiB, 4)
 
 
