@@ -151,8 +151,8 @@ def test_concurrency_reaches_95_percent_of_the_asymptote_and_no_less() -> None:
         pytest.param(1 * 2**40, 4, 512 * MiB, 105 * MiB, id="one-tib-object-needs-big-parts"),
         pytest.param(10 * 2**30, 64, 256 * MiB, MIN_PART_SIZE, id="memory-budget-shrinks-parts-to-the-s3-minimum"),
         pytest.param(10 * 2**30, 16, 320 * MiB, 8 * MiB, id="memory-budget-of-2.5-parts-per-stream"),
-        pytest.param(2**30, 13, DEFAULT_MEMORY_BUDGET, 6 * MiB, id="default-budget-at-13-streams"),
-        pytest.param(2**30, 13, 224 * MiB + 1, 6 * MiB, id="rounded-down-to-whole-mib"),
+        pytest.param(2**30, 13, DEFAULT_MEMORY_BUDGET, 7 * MiB, id="default-budget-at-13-streams"),
+        pytest.param(2**30, 13, 227 * MiB, 6 * MiB, id="rounded-down-to-whole-mib"),
     ],
 )
 def test_part_size(largest: int, concurrency: int, budget: int, expected: int) -> None:

@@ -60,11 +60,13 @@ DEFAULT_PART_SIZE = 8 * MiB
 #: Part buffers the native client holds per stream of a ranged copy: the part each connection
 #: receives, parts received ahead of the one being handed over (it hands them over in order) and
 #: the one being written. Measured on downloads of 1 GiB, peak RSS less the process's own, per
-#: stream and part size: 2.1-3.0 (4-13 streams, 6-16 MiB parts); uploads 2.1.
+#: stream and part size: 1.6-2.0 at 13 streams on a quiet machine, 2.1-3.0 at 4-13 streams on a
+#: busy one (its disk slower to take them); uploads 2.1. (1 GiB at 13 streams, quiet: 6 MiB parts
+#: 157 MiB and 1.54 s, 7 MiB 185 MiB and 1.57 s, 8 MiB 186-241 MiB and 1.50 s, medians of 3.)
 BUFFERS_PER_STREAM = 2.5
 #: Memory the part buffers of one task may use (:data:`BUFFERS_PER_STREAM` × concurrency × part size):
-#: with the process's own ~30 MiB, a copy stays within 256 MiB.
-DEFAULT_MEMORY_BUDGET = 224 * MiB
+#: with the process's own ~24-30 MiB, a copy stays within 256 MiB.
+DEFAULT_MEMORY_BUDGET = 232 * MiB
 #: Concurrency is the smallest that reaches this share of the best achievable throughput.
 ASYMPTOTE_SHARE = 0.95
 #: How long one mapped task should run.
