@@ -576,7 +576,7 @@ def test_the_page_cache_headroom_is_read_from_the_kernel(tmp_path) -> None:
         assert headroom is None
         return
     assert headroom is not None and 0 <= headroom <= os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    # 384 MiB written and not flushed: the room shrinks by at least a third of it (the kernel may write back others meanwhile).
+    # 384 MiB written, not flushed: the room shrinks by a third of it at least (others may be written back meanwhile).
     with open(tmp_path / "dirty.bin", "wb") as fh:
         for _ in range(384):
             fh.write(os.urandom(2**20))
