@@ -166,7 +166,7 @@ class _Copier:
             if isinstance(tier, S3Tier) and settings.use_crt and crt_available(tier.storage_options):
                 self.crt[role] = CrtMover(tier.storage_options, settings.concurrency, settings.part_size)
         self._real_root: str | None = None
-        # Uploads from local files: what earlier copies wrote or verified, so a rerun need not hash and HEAD it.
+        # Copies from local files: what earlier copies wrote or verified, so a rerun need not hash (and HEAD) it again.
         self.seen: CopyIndex | None = None
         if not src.config.is_object and settings.copy_index:
             self.seen = CopyIndex.for_destination(state_dir(), dst.url(dst_prefix) if dst_prefix else dst.url())
