@@ -284,6 +284,9 @@ def test_the_local_listing_is_what_fsspec_lists(test_config, tmp_path: Path) -> 
         assert {k: ours[path][k] for k in ("size", "type", "mtime", "ino")} == {
             k: info[k] for k in ("size", "type", "mtime", "ino")
         }, path
+    listed = {o.key: o.version for o in tier.list()}  # a file's version: its inode, mtime and ctime
+    st = (root / "y.bin").lstat()
+    assert listed["y.bin"] == f"{st.st_ino}:{st.st_mtime_ns}:{st.st_ctime_ns}"
     assert tier._find(str(root / "y.bin")) == {} and tier._find(str(root / "nothing")) == {}
     assert tier.stat("a/b/x.bin").size == 5 and tier.read_bytes("y.bin") == b"yo"
     with pytest.raises(FileNotFoundError, match="is a directory"):

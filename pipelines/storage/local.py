@@ -219,5 +219,6 @@ def _entry_info(path: str, st: os.stat_result, link: bool) -> dict[str, Any]:
         "type": kind,
         "islink": link,
         "mtime": st.st_mtime,
+        "ino": st.st_ino,
         FILE_VERSION: file_version(st),
     }
