@@ -384,6 +384,18 @@ def test_version_and_json_on_every_command_that_prints_results(tierflow, tmp_pat
     code, out, err = tierflow("datasets", "ls", "--tier", "tape", "--json")
     assert code == 2 and out == "" and "no tier named 'tape'" in json.loads(err)["error"]
     assert json.loads(err)["exit_code"] == 2
+    # Arguments argparse refuses (before --json itself is parsed) are JSON too, wherever --json stands.
+    refusals = {
+        ("copy", "a", "b", "--part-size", "5 XB", "--json"): ("tierflow copy", "unknown size unit 'XB'"),
+        ("--json", "datasets"): ("tierflow datasets", "required: action"),
+    }
+    for args, (command, says) in refusals.items():
+        code, out, err = tierflow(*args)
+        refused = json.loads(err)
+        assert (code, out, refused["exit_code"], refused["command"]) == (2, "", 2, command), (args, err)
+        assert says in refused["error"], (args, err)
+    code, out, err = tierflow("copy", "a", "b", "--part-size", "5 XB")
+    assert code == 2 and err.startswith("usage: tierflow copy") and "unknown size unit 'XB'" in err
 
 
 def test_human_output_has_headers_units_and_says_when_nothing_is_there(tierflow, tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ import json
 import os
 import sys
 from collections.abc import Iterator, Sequence
+from typing import NoReturn
 
 from pipelines.cli import cache, checkpoints, codec, config, copy, datasets, dev, model
 from pipelines.core.errors import exit_code, one_line
@@ -40,6 +41,29 @@ class _Version(argparse.Action):
         parser.exit()
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one JSON document on stderr when ``--json`` was given.
+
+    argparse reports a bad argument (an unknown unit, a missing operand) before ``--json`` is parsed,
+    so :func:`main` says up front whether the command line asked for JSON; every subcommand's parser
+    is of this class (argparse makes them of the parent's).
+    """
+
+    json_errors = False  # set on each parser by build_parser()
+
+    def error(self, message: str) -> NoReturn:
+        if not self.json_errors:
+            super().error(message)
+        print(json.dumps({"command": self.prog, "error": message, "exit_code": 2}), file=sys.stderr)
+        sys.exit(2)
+
+
+def _asks_for_json(argv: Sequence[str]) -> bool:
+    """Whether ``--json`` is among the options (not after a ``--`` that ends them)."""
+    words = list(argv)
+    return "--json" in (words[: words.index("--")] if "--" in words else words)
+
+
 def _global_options(parser: argparse.ArgumentParser, top: bool) -> None:
     """``--config`` and ``--json``; under a subcommand they only override what was given before it."""
     config_default: object = None if top else argparse.SUPPRESS
@@ -57,19 +81,25 @@ def _global_options(parser: argparse.ArgumentParser, top: bool) -> None:
     )
 
 
+def _parsers(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
+    """This parser and every parser under it, each once (a command's aliases share its parser)."""
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):
+                yield from _parsers(child)
+
+
 def _leaves(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
     """Every parser that runs a command (those without subcommands of their own)."""
-    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
-    if not subs:
-        yield parser
-    for action in subs:
-        for child in dict.fromkeys(action.choices.values()):
-            yield from _leaves(child)
+    for each in _parsers(parser):
+        if not any(isinstance(a, argparse._SubParsersAction) for a in each._actions):
+            yield each
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of the ``tierflow`` command."""
-    parser = argparse.ArgumentParser(prog="tierflow", description=__doc__.splitlines()[0])
+def build_parser(json_errors: bool = False) -> argparse.ArgumentParser:
+    """The argument parser of the ``tierflow`` command; ``json_errors``: usage errors as JSON on stderr."""
+    parser = _Parser(prog="tierflow", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action=_Version)
     _global_options(parser, top=True)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -78,12 +108,15 @@ def build_parser() -> argparse.ArgumentParser:
     for leaf in _leaves(parser):
         _global_options(leaf, top=False)
         leaf.set_defaults(parser_of_command=leaf)
+    for each in _parsers(parser):
+        if isinstance(each, _Parser):  # all are: subcommands' parsers take their parent's class
+            each.json_errors = json_errors
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``tierflow`` console script."""
-    parser = build_parser()
+    parser = build_parser(json_errors=_asks_for_json(sys.argv[1:] if argv is None else argv))
     args, extra = parser.parse_known_args(argv)
     if extra:  # a mistyped option: the usage of the command it was given to, not the top level's
         args.parser_of_command.error(f"unrecognized arguments: {' '.join(extra)}")
