@@ -66,6 +66,7 @@ from pipelines.transfer.local import (
     kernel_copy,
     lies_under,
     real_path_of,
+    still_written,
 )
 from pipelines.transfer.progress import Progress
 from pipelines.transfer.report import ChecksumMismatch, Failure, TransferError, TransferReport, TransferSettings
@@ -304,7 +305,9 @@ class _Copier:
         dst = _local(self.dst)
         opened = self._opened_source(src_key)
         with opened as (src_path, fd), dst.staged_path(dst_key, fsync=self.settings.fsync) as tmp:
-            source = identity_of(os.fstat(fd))  # before the read: a change while it is read moves its ctime
+            # The source's identity before the read (a change while it is read moves its ctime) and the
+            # written file's status before its rename, for the copy index.
+            source = identity_of(os.fstat(fd)) if self.seen is not None else None
             if entry.size > LARGE_LOCAL_FILE:
                 # The kernel copies (copy_file_range, as cp does) while a thread hashes the source.
                 with ThreadPoolExecutor(max_workers=1) as hashing:
@@ -314,10 +317,10 @@ class _Copier:
             else:
                 digest, size = copy_hashing(fd, tmp)  # read through the descriptor checked above
             self._check(self.src.url(src_key), entry, digest, size)
-            written = os.stat(tmp)
-        if self.seen is not None:
-            final = os.stat(dst.path(dst_key), follow_symlinks=False)  # after the rename, which moves the ctime
-            if (final.st_ino, final.st_dev) == (written.st_ino, written.st_dev):  # not replaced since by another writer
+            written = os.stat(tmp) if source is not None else None
+        if self.seen is not None and source is not None and written is not None:
+            final = still_written(dst.path(dst_key), written)  # after the rename, which moves the ctime
+            if final is not None:
                 self.seen.record(dst_key, source, digest, file_version(final))
         progress.add(entry.size)
         return digest
@@ -471,10 +474,9 @@ class _Copier:
 
         def done(files: list[Copied]) -> None:
             if self.seen is not None:
-                for entry, digest, read, written in files:
-                    if read is not None and written is not None:
-                        key = join_key(self.dst_prefix, entry.key)
-                        self.seen.record(key, identity_of(read), digest, file_version(written))
+                for entry, digest, source, version in files:
+                    if source is not None:
+                        self.seen.record(join_key(self.dst_prefix, entry.key), source, digest, version)
             copied([(entry, digest) for entry, digest, _, _ in files])
             progress.add(sum(copy[0].size for copy in files), objects=len(files))
 

@@ -18,6 +18,8 @@ from pipelines.core.checksum import Hasher, checksum_bytes
 from pipelines.core.fileio import write_all
 from pipelines.core.manifest import Entry
 from pipelines.core.temporaries import temporary_suffix
+from pipelines.storage.tier import file_version
+from pipelines.transfer.seen import Identity, identity_of
 
 __all__ = [
     "HAS_PROC",
@@ -28,6 +30,7 @@ __all__ = [
     "kernel_copy",
     "lies_under",
     "real_path_of",
+    "still_written",
 ]
 
 
@@ -52,8 +55,9 @@ _READ = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
 _DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 
-#: A file :func:`copy_small_files` copied: its entry, checksum, and the status of the file read and of the one written.
-Copied = tuple[Entry, str, os.stat_result | None, os.stat_result | None]
+#: A file :func:`copy_small_files` copied: its entry, its checksum, the identity of the file read and the
+#: version of the one written (both None unless asked for).
+Copied = tuple[Entry, str, Identity | None, str | None]
 
 #: Each copying thread's buffer: allocated once (zeroing 8 MiB costs ~0.5 ms, more than copying a small file).
 _buffers = threading.local()
@@ -145,9 +149,9 @@ def copy_small_files(
     path of the source tier's root) through its descriptor; every file is then opened relative to
     it without following a symlink, read in one call, hashed (and checked against the entry's
     size and checksum), written to a temporary in the destination directory and renamed into
-    place. ``copied`` receives ``(entry, checksum, source, written)`` as files become visible
+    place. ``copied`` receives ``(entry, checksum, source, version)`` as files become visible
     (after the directory's ``fsync`` when ``fsync`` is asked); with ``with_stats``, ``source`` is
-    the status of the file read (taken before the read) and ``written`` that of the file written
+    the identity of the file read (taken before the read) and ``version`` that of the file written,
     under its final name (after the rename: it moves the ctime), else both are None.
 
     Returns the entries not copied: a symlink, a file that changed since it was listed, any
@@ -173,10 +177,14 @@ def copy_small_files(
         os.close(sfd)
 
 
-def _renamed(name: str, dfd: int, written: os.stat_result) -> os.stat_result | None:
-    """The status of ``name`` in ``dfd`` if it is still the file ``written`` is of (None: replaced since)."""
+def still_written(path: str, written: os.stat_result, dir_fd: int | None = None) -> os.stat_result | None:
+    """The status of ``path`` if it is still the file ``written`` is the status of (None: replaced since, or gone).
+
+    Taken after the rename that made the file visible (a rename moves the ctime), it is what a
+    copy index records, and only for the file this copy wrote: never another writer's.
+    """
     try:
-        now = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+        now = os.stat(path, dir_fd=dir_fd, follow_symlinks=False)
     except OSError:
         return None
     return now if (now.st_ino, now.st_dev) == (written.st_ino, written.st_dev) else None
@@ -215,6 +223,7 @@ def _copy_between(
         tmp = f".{name}{suffix}-{i:x}"
         created = False
         read_st = written_st = None
+        version = None
         try:
             fin = open_(name, _READ, dir_fd=sfd)
             try:
@@ -243,14 +252,15 @@ def _copy_between(
                 close(fout)
             replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
             if written_st is not None:
-                written_st = _renamed(name, dfd, written_st)
+                final = still_written(name, written_st, dfd)
+                version = file_version(final) if final is not None else None
         except OSError:
             if created:
                 with contextlib.suppress(OSError):
                     os.unlink(tmp, dir_fd=dfd)
             left.append(entry)
             continue
-        done.append((entry, digest, read_st, written_st))
+        done.append((entry, digest, identity_of(read_st) if read_st is not None else None, version))
         if len(done) >= REPORT_EVERY:
             report()
     if done:
