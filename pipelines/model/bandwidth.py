@@ -181,9 +181,9 @@ class EndPrediction:
     @property
     def bound(self) -> str:
         """Which limit binds: ``bandwidth`` (a disk's, past the page cache), ``latency``, ``stream`` or ``metadata``."""
-        if self.writeback_s is not None and self.writeback_s >= self.seconds:
-            return "bandwidth"
-        terms = {"bandwidth": self.bandwidth_s, "stream": self.stream_s, "metadata": self.metadata_s}
+        # Writes past the page cache go at the disk's bandwidth: one term with the rest of the bytes.
+        bandwidth = max(self.bandwidth_s, self.writeback_s or 0.0)
+        terms = {"bandwidth": bandwidth, "stream": self.stream_s, "metadata": self.metadata_s}
         if self.capacity_s is not None:  # the curve binds: by bytes or by objects, whichever weighs more
             terms["stream"] = self.stream_s if self.stream_s >= self.capacity_s else 0.0
         name = max(terms, key=lambda k: terms[k])

@@ -110,7 +110,7 @@ class LocalTier(Tier):
         return resident_share([self.path(k) for k in spread(keys)])  # a path for the sample only
 
     def write_headroom(self) -> int | None:
-        """Bytes this machine's page cache takes before writes go at the disk's pace (``/proc/meminfo``)."""
+        """Bytes this machine's page cache takes before writes go at the disk's pace (from ``/proc/vmstat``)."""
         from pipelines.storage.pagecache import write_headroom
 
         return write_headroom()
