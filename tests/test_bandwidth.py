@@ -29,6 +29,7 @@ pytestmark = pytest.mark.unit
 
 MB = 10**6
 MiB = 2**20
+GiB = 2**30
 
 
 def tier(
@@ -110,35 +111,55 @@ def test_more_concurrency_never_slower_and_saturates() -> None:
 
 
 @pytest.mark.parametrize(
-    ("dst", "work", "expected_c", "reason"),
+    ("dst", "work", "budget", "expected_c", "reason"),
     [
         pytest.param(
-            PFS, Workload.uniform(100, 100 * MiB), 22, "smallest reaching 95%", id="saturate-with-fewest-streams"
+            PFS,
+            Workload.uniform(100, 100 * MiB),
+            GiB,
+            21,
+            "smallest reaching 95%",
+            id="saturate-with-fewest-streams",
         ),
-        pytest.param(PFS, Workload.uniform(1, 4 * MiB), 1, "only 1 request", id="one-small-object"),
         pytest.param(
-            PFS, Workload.uniform(100_000, 4096), 31, "smallest reaching 95%", id="tiny-objects-need-many-streams"
+            PFS,
+            Workload.uniform(100, 100 * MiB),
+            DEFAULT_MEMORY_BUDGET,
+            18,
+            "memory budget 232 MiB holds 18 streams of 2.5 parts at the S3 minimum of 5 MiB",
+            id="the-memory-budget-caps-the-streams-once-parts-are-5-MiB",
+        ),
+        pytest.param(PFS, Workload.uniform(1, 4 * MiB), GiB, 1, "only 1 request", id="one-small-object"),
+        pytest.param(
+            PFS,
+            Workload.uniform(100_000, 4096),
+            DEFAULT_MEMORY_BUDGET,
+            31,
+            "smallest reaching 95%",
+            id="tiny-objects-need-many-streams",
         ),
         pytest.param(
             NVME,
             Workload.uniform(100_000, 4096),
+            DEFAULT_MEMORY_BUDGET,
             8,
             "stream limit of object/nvme is 8",
             id="tiny-objects-hit-the-stream-limit",
         ),
     ],
 )
-def test_concurrency_choice(dst: TierConfig, work: Workload, expected_c: int, reason: str) -> None:
-    plan = plan_hop(OBJ, dst, work)
+def test_concurrency_choice(dst: TierConfig, work: Workload, budget: int, expected_c: int, reason: str) -> None:
+    plan = plan_hop(OBJ, dst, work, memory_budget=budget)
     assert plan.concurrency == expected_c
     assert reason in plan.reasons["concurrency"]
     assert plan.concurrency <= min(OBJ.bandwidth.max_streams, dst.bandwidth.max_streams)
     assert plan.pool == dst.pool and plan.pool_slots == min(plan.concurrency, dst.bandwidth.max_streams)
+    assert BUFFERS_PER_STREAM * plan.concurrency * min(work.largest, plan.part_size) <= budget
 
 
 def test_concurrency_reaches_95_percent_of_the_asymptote_and_no_less() -> None:
     work = Workload.uniform(100, 100 * MiB)
-    plan = plan_hop(OBJ, PFS, work)
+    plan = plan_hop(OBJ, PFS, work, memory_budget=GiB)
     best = predict_hop(OBJ, PFS, work, 32, plan.part_size).seconds
     assert predict_hop(OBJ, PFS, work, plan.concurrency, plan.part_size).seconds * 0.95 <= best
     assert predict_hop(OBJ, PFS, work, plan.concurrency - 1, plan.part_size).seconds * 0.95 > best

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field, replace
 
 from pipelines.core.config import CONFIGURED_UNCERTAINTY, BandwidthProfile, TierConfig
 from pipelines.core.payloads import Payload
-from pipelines.core.units import format_bandwidth, format_duration
+from pipelines.core.units import format_bandwidth, format_bytes, format_duration
 
 __all__ = [
     "BUFFERS_PER_STREAM",
@@ -602,6 +602,27 @@ def _throttle_cap(source: TierConfig, destination: TierConfig, work: Workload) -
     return min(caps) if caps else None
 
 
+def _memory_cap(
+    source: TierConfig, destination: TierConfig, work: Workload, memory_budget: int
+) -> tuple[int, str] | None:
+    """The most streams whose part buffers fit ``memory_budget`` at the smallest part they can take (None: no buffers).
+
+    Only a hop to or from an object store holds part buffers (:data:`BUFFERS_PER_STREAM` per
+    stream); parts shrink to fit the budget down to the S3 minimum, and past that only fewer
+    streams keep it. An object smaller than that minimum is held whole.
+    """
+    if not (source.is_object or destination.is_object):
+        return None
+    smallest = BUFFERS_PER_STREAM * min(max(1, work.largest), MIN_PART_SIZE)
+    streams = max(1, int(memory_budget // smallest))
+    each = (
+        f"parts at the S3 minimum of {MIN_PART_SIZE // MiB} MiB"
+        if work.largest >= MIN_PART_SIZE
+        else f"objects of up to {format_bytes(work.largest)}"
+    )
+    return streams, f"memory budget {memory_budget // MiB} MiB holds {streams} streams of {BUFFERS_PER_STREAM:g} {each}"
+
+
 def plan_hop(
     source: TierConfig,
     destination: TierConfig,
@@ -632,6 +653,9 @@ def plan_hop(
     throttled = _throttle_cap(source, destination, work)
     if throttled is not None and throttled[0] < limit:
         limit, limit_reason = throttled
+    held = _memory_cap(source, destination, work, memory_budget)
+    if held is not None and held[0] < limit:
+        limit, limit_reason = held
     if (source.is_object or destination.is_object) and work.largest > MAX_PARTS * MAX_PART_SIZE:
         raise ValueError(
             f"an object of {work.largest} B exceeds what S3 multipart can hold ({MAX_PARTS} parts of 5 GiB)"
