@@ -233,6 +233,34 @@ def test_a_symlink_swapped_in_after_the_check_is_never_sent(
             assert tiers[destination].read_bytes(key) == data, f"{name}: the swapped-in file was sent"
 
 
+def test_downloads_without_the_native_client_are_ranged_hashed_on_the_way_and_byte_identical(
+    tiers: dict[str, Tier], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fsspec path (no CRT; every GCS and Azure download) reads parts in parallel and never reads a file back."""
+    import pipelines.transfer.engine as engine
+
+    src = tmp_path / "src"
+    sizes = {"empty": 0, "one": 1, "part-1": PART - 1, "part": PART, "part+1": PART + 1, "parts": 3 * PART + 7}
+    write_files(src, sizes)
+    entries = list_local_source(str(src))
+    local = Tier(replace(tiers["pfs"].config, url=f"file://{src}"))
+    up = copy_entries(local, "", tiers["object"], "fs", entries, TransferSettings(part_size=PART))
+    read_back: list[str] = []
+    real_checksum = engine.checksum_file
+
+    def counted(path: str, *args, **kwargs):
+        read_back.append(path)
+        return real_checksum(path, *args, **kwargs)
+
+    monkeypatch.setattr(engine, "checksum_file", counted)  # to see that no downloaded file is hashed again
+    settings = TransferSettings(concurrency=3, part_size=PART, use_crt=False)
+    report = copy_entries(tiers["object"], "fs", tiers["nvme"], "fs", entries, settings)
+    assert report.copied_objects == len(sizes) and read_back == []
+    same_tree(src, tmp_path / "nvme" / "fs")
+    assert report.checksums == up.checksums
+    assert not leftovers(tmp_path / "nvme")
+
+
 def test_two_concurrent_stagings_give_one_uncorrupted_result(tiers: dict[str, Tier], tmp_path: Path) -> None:
     src = tmp_path / "src"
     write_files(src, {f"f{i:03d}.bin": 50_000 + i for i in range(150)} | {"big.bin": 24 * MiB})

@@ -14,6 +14,7 @@ object store, in fsspec's terms, so a backend overrides only where its store dif
 from __future__ import annotations
 
 import contextlib
+import os
 import tempfile
 import threading
 from collections.abc import Iterable, Iterator
@@ -118,9 +119,49 @@ class ObjectTier(Tier):
         """Upload a finished local file with its checksum in the object's metadata."""
         self.fs.put_file(local_path, self.path(key), metadata={self.checksum_metadata: checksum})
 
-    def download_file(self, key: str, local_path: str, part_size: int, concurrency: int) -> None:
-        """Download an object to a local path (the caller renames it into place once verified)."""
-        self.fs.get_file(self.path(key), local_path)
+    def download_file(self, key: str, local_path: str, size: int, part_size: int, concurrency: int) -> tuple[str, int]:
+        """Download an object of ``size`` bytes (as listed) to a local path; its checksum and the bytes written.
+
+        An object larger than one part is read in ranges of ``part_size``, ``concurrency`` at a
+        time, and written in order as they arrive, hashed while they pass (never read back) and
+        written in the page cache's slices (:mod:`pipelines.core.fileio`). At most ``concurrency``
+        parts are held at once. A smaller one is one request. The caller compares the result with
+        what it expected and renames the file into place once verified.
+        """
+        import itertools
+        from collections import deque
+        from concurrent.futures import ThreadPoolExecutor
+
+        from pipelines.core.checksum import Hasher
+        from pipelines.core.fileio import write_all
+
+        path, hasher = self.path(key), Hasher()
+        fd = os.open(local_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        try:
+            if size <= part_size:  # whole: no range to refuse on an empty object, and a grown one shows
+                data = self.fs.cat_file(path)
+                hasher.update(data)
+                write_all(fd, data)
+                return hasher.hexdigest(), hasher.size
+            ranges = iter([(start, min(start + part_size, size)) for start in range(0, size, part_size)])
+            with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="tierflow-get") as pool:
+                pending = deque(
+                    pool.submit(self.fs.cat_file, path, start=a, end=b)
+                    for a, b in itertools.islice(ranges, concurrency)
+                )
+                try:
+                    while pending:
+                        data = pending.popleft().result()
+                        for a, b in itertools.islice(ranges, 1):  # the next range as this one is taken
+                            pending.append(pool.submit(self.fs.cat_file, path, start=a, end=b))
+                        hasher.update(data)
+                        write_all(fd, data)
+                finally:
+                    for left in pending:  # after a failure: the ranges not started are not fetched
+                        left.cancel()
+            return hasher.hexdigest(), hasher.size
+        finally:
+            os.close(fd)
 
     def copy_within(self, src_key: str, dst: ObjectTier, dst_key: str, checksum: str, stored: str | None) -> None:
         """Server-side copy to ``dst`` (same store); the checksum metadata is set if the source lacks it."""

@@ -188,10 +188,6 @@ class S3Tier(ObjectTier):
             Metadata={CHECKSUM_METADATA: checksum},
         )
 
-    def download_file(self, key: str, local_path: str, part_size: int, concurrency: int) -> None:
-        """Download an object to a local path (ranged parts in parallel)."""
-        self.fs.get_file(self.path(key), local_path, chunksize=part_size, max_concurrency=concurrency)
-
     def copy_within(self, src_key: str, dst: ObjectTier, dst_key: str, checksum: str, stored: str | None) -> None:
         """Server-side copy to ``dst`` (same store), setting the checksum metadata if the source lacks it."""
         self.fs.copy(self.path(src_key), dst.path(dst_key))

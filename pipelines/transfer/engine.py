@@ -331,7 +331,7 @@ class _Copier:
             if "src" in self.crt and entry.size > 0:  # CRT asks for a byte range, which an empty object refuses
                 streamed = self.crt["src"].download(self.src.path(src_key), tmp)
             else:
-                _object(self.src).download_file(src_key, tmp, self.settings.part_size, inner)
+                streamed = _object(self.src).download_file(src_key, tmp, entry.size, self.settings.part_size, inner)
             digest, size = streamed or checksum_file(tmp)
             on_disk = os.path.getsize(tmp)
             if on_disk != size:  # what was hashed must be what is on disk
@@ -532,8 +532,7 @@ class _Copier:
 
         with tempfile.TemporaryDirectory(prefix="tierflow-relay-") as tmpdir:
             local = os.path.join(tmpdir, "object")
-            _object(self.src).download_file(src_key, local, self.settings.part_size, 1)
-            digest, size = checksum_file(local)
+            digest, size = _object(self.src).download_file(src_key, local, entry.size, self.settings.part_size, 1)
             self._check(self.src.url(src_key), entry, digest, size)
             _object(self.dst).upload_file(local, dst_key, digest, self.settings.part_size, 1)
         progress.add(entry.size)
