@@ -61,6 +61,12 @@ def test_an_os_error_reads_as_its_path_and_what_went_wrong(exc: BaseException, l
     assert one_line(exc) == line
 
 
+def _param_error() -> BaseException:
+    from botocore.exceptions import ParamValidationError
+
+    return ParamValidationError(report="Invalid type for parameter VersionId, value: 5, type: <class 'int'>")
+
+
 @pytest.mark.parametrize(
     ("exc", "outcome", "code"),
     [
@@ -70,6 +76,7 @@ def test_an_os_error_reads_as_its_path_and_what_went_wrong(exc: BaseException, l
         pytest.param(OSError(28, "No space left on device"), Outcome.FATAL, 1, id="disk-full"),
         pytest.param(InputError("--part-size: not a size"), Outcome.FATAL, 2, id="input"),
         pytest.param(ConnectionResetError(104, "reset"), Outcome.TRANSIENT, 1, id="reset"),
+        pytest.param(_param_error(), Outcome.FATAL, 1, id="a-request-the-client-refuses-to-send"),
     ],
 )
 def test_classification_and_exit_codes(exc: BaseException, outcome: Outcome, code: int) -> None:

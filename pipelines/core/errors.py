@@ -115,6 +115,9 @@ _FATAL_TYPES: tuple[type[BaseException], ...] = (
     FileExistsError,
     ValueError,  # bad input, config, manifests and checksum mismatches derive from it
 )
+#: Client-side errors of an object store's library that no retry can mend (by class name: botocore
+#: is not imported for them): a request the client refuses to send as asked.
+_FATAL_CLIENT_ERRORS = ("ParamValidationError",)
 #: S3 error codes (botocore ``ClientError``) that no retry can mend.
 _FATAL_S3_CODES = frozenset(
     {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "NoSuchBucket", "NoSuchKey", "InvalidBucketName"}
@@ -137,7 +140,7 @@ def classify(exc: BaseException) -> Outcome:
         return exc.outcome
     if _s3_code(exc) in _TRANSIENT_S3_CODES or _s3_code(exc.__cause__) in _TRANSIENT_S3_CODES:
         return Outcome.TRANSIENT  # s3fs raises these as FileNotFoundError
-    if isinstance(exc, _FATAL_TYPES):
+    if isinstance(exc, _FATAL_TYPES) or _chain_has(exc, *_FATAL_CLIENT_ERRORS):
         return Outcome.FATAL
     if isinstance(exc, OSError) and exc.errno in _FATAL_ERRNOS:
         return Outcome.FATAL
