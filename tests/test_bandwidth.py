@@ -126,8 +126,16 @@ def test_more_concurrency_never_slower_and_saturates() -> None:
             Workload.uniform(100, 100 * MiB),
             DEFAULT_MEMORY_BUDGET,
             18,
-            "memory budget 232 MiB holds 18 streams of 2.5 parts at the S3 minimum of 5 MiB",
+            "memory budget 232 MiB holds 18 streams of 2.5 parts of 5 MiB, the smallest its largest object allows",
             id="the-memory-budget-caps-the-streams-once-parts-are-5-MiB",
+        ),
+        pytest.param(
+            PFS,
+            Workload.uniform(4, 100 * GiB),
+            DEFAULT_MEMORY_BUDGET,
+            8,
+            "holds 8 streams of 2.5 parts of 11 MiB",
+            id="an-object-past-10000-minimum-parts-holds-bigger-ones",
         ),
         pytest.param(PFS, Workload.uniform(1, 4 * MiB), GiB, 1, "only 1 request", id="one-small-object"),
         pytest.param(

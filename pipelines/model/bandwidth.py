@@ -605,19 +605,24 @@ def _throttle_cap(source: TierConfig, destination: TierConfig, work: Workload) -
 def _memory_cap(
     source: TierConfig, destination: TierConfig, work: Workload, memory_budget: int
 ) -> tuple[int, str] | None:
-    """The most streams whose part buffers fit ``memory_budget`` at the smallest part they can take (None: no buffers).
+    """The most streams whose part buffers fit ``memory_budget`` at the smallest part they can take.
 
     Only a hop to or from an object store holds part buffers (:data:`BUFFERS_PER_STREAM` per
-    stream); parts shrink to fit the budget down to the S3 minimum, and past that only fewer
-    streams keep it. An object smaller than that minimum is held whole.
+    stream); parts shrink to fit the budget down to the smallest the largest object allows (the
+    S3 minimum, or more for an object past 10,000 of them), and past that only fewer streams keep
+    it. An object smaller than that part is held whole. None: no buffers, or not even one stream
+    fits (the part size's reason says the budget cannot hold).
     """
     if not (source.is_object or destination.is_object):
         return None
-    smallest = BUFFERS_PER_STREAM * min(max(1, work.largest), MIN_PART_SIZE)
-    streams = max(1, int(memory_budget // smallest))
+    smallest_part = max(MIN_PART_SIZE, math.ceil(math.ceil(work.largest / MAX_PARTS) / MiB) * MiB)
+    held = min(max(1, work.largest), smallest_part)
+    streams = int(memory_budget // (BUFFERS_PER_STREAM * held))
+    if streams < 1:
+        return None
     each = (
-        f"parts at the S3 minimum of {MIN_PART_SIZE // MiB} MiB"
-        if work.largest >= MIN_PART_SIZE
+        f"parts of {smallest_part // MiB} MiB, the smallest its largest object allows"
+        if work.largest >= smallest_part
         else f"objects of up to {format_bytes(work.largest)}"
     )
     return streams, f"memory budget {memory_budget // MiB} MiB holds {streams} streams of {BUFFERS_PER_STREAM:g} {each}"
