@@ -112,12 +112,6 @@ def _overhead(src: Tier, dst: Tier, settings: TransferSettings) -> float:
     return copy_entries(src, "", dst, "_tierflow/calibration-empty", [], settings).seconds
 
 
-#: Bytes each step of the largest objects moves, at least (within the byte budget). One or two
-#: objects of 64 MiB take 0.1-0.2 s to read from the embedded server, short enough for the
-#: connections' start to weigh: so timed, its read bandwidth came out at 511 MB/s (median of 2),
-#: with four objects a step at 565, and a 1 GiB download then ran at 645 (writes: 144 either way).
-LARGEST_STEP_BYTES = 256 * MiB
-
 #: Synced writes: four 64 MiB files at four streams, flushed to the disk once all are written.
 SYNCED = (4, 64 * MiB, 4)
 
@@ -170,17 +164,12 @@ def calibrate_tier(
         local = Tier(replace(tier.config, name="local", kind="pfs", url=f"file://{tmp}/src", conn_id=None, create=True))
         sink = Tier(replace(tier.config, name="local", kind="pfs", url=f"file://{tmp}/dst", conn_id=None, create=True))
         try:
-            # Single streams of every size first (the fit needs them), then the widest steps (each
-            # size's aggregate), then the widths between as time allows: what a short time budget
-            # skips refines the curve by streams, never its asymptote.
-            wider = sorted((c for c in CONCURRENCIES if c != 1), reverse=True)
-            largest = max(per_step, min(LARGEST_STEP_BYTES, budget_bytes))
-            step_bytes = dict.fromkeys(SIZES, per_step) | {SIZES[-1]: largest}
-            steps = [(size, 1) for size in SIZES] + [(size, c) for c in wider for size in SIZES]
+            # Single streams of both sizes first (the fit needs them), then the wider steps as time allows.
+            steps = [(size, 1) for size in SIZES] + [(size, c) for size in SIZES for c in CONCURRENCIES if c != 1]
             for size, c in steps:
                 if c != 1 and time.monotonic() - started > budget_s:
                     break
-                n = _objects_for(size, c, step_bytes[size])
+                n = _objects_for(size, c, per_step)
                 # Each step writes under a prefix of its own, as a copy of a new dataset does: the
                 # destination listing every copy starts with finds it empty, not the earlier steps' objects.
                 step = f"s{size}-c{c}"
