@@ -434,27 +434,34 @@ def predict_staging(
     return StagingPrediction(hops=hops, pipelined=pipelined, shards=shards)
 
 
+def smallest_part(largest: int) -> int:
+    """The smallest part an object of ``largest`` bytes can be cut in: 5 MiB, or more past 10,000 parts.
+
+    A whole number of MiB, as every part size the planner chooses.
+    """
+    return max(MIN_PART_SIZE, -(-largest // (MAX_PARTS * MiB)) * MiB)
+
+
 def part_size_for(largest: int, concurrency: int, memory_budget: int = DEFAULT_MEMORY_BUDGET) -> tuple[int, str]:
     """Part size for objects up to ``largest`` bytes: ≤ 10,000 parts, within ``memory_budget`` at ``concurrency``.
 
     The budget holds :data:`BUFFERS_PER_STREAM` parts per stream. Returns the size (a whole
-    number of MiB, never below the S3 minimum of 5 MiB) and the reason for it.
+    number of MiB, never below :func:`smallest_part`) and the reason for it.
     """
-    floor_parts = math.ceil(largest / MAX_PARTS) if largest else 0
+    floor = smallest_part(largest)
     budget_cap = max(MIN_PART_SIZE, int(memory_budget / (BUFFERS_PER_STREAM * max(1, concurrency))) // MiB * MiB)
     size, reason = DEFAULT_PART_SIZE, "default part size"
-    if floor_parts > size:
+    if floor > size:
         size, reason = (
-            floor_parts,
-            f"largest object {largest} B needs parts of at least {floor_parts} B for ≤ 10,000 parts",
+            floor,
+            f"largest object {largest} B needs parts of at least {floor // MiB} MiB for ≤ 10,000 parts",
         )
-    if size > budget_cap and floor_parts <= budget_cap:
+    if size > budget_cap and floor <= budget_cap:
         size, reason = (
             budget_cap,
             f"memory budget {memory_budget // MiB} MiB / ({BUFFERS_PER_STREAM:g} buffers x {concurrency} streams)",
         )
-    size = min(MAX_PART_SIZE, max(MIN_PART_SIZE, math.ceil(size / MiB) * MiB))
-    return size, reason
+    return min(MAX_PART_SIZE, size), reason
 
 
 @dataclass(frozen=True)
@@ -615,14 +622,14 @@ def _memory_cap(
     """
     if not (source.is_object or destination.is_object):
         return None
-    smallest_part = max(MIN_PART_SIZE, math.ceil(math.ceil(work.largest / MAX_PARTS) / MiB) * MiB)
-    held = min(max(1, work.largest), smallest_part)
+    part = smallest_part(work.largest)
+    held = min(max(1, work.largest), part)
     streams = int(memory_budget // (BUFFERS_PER_STREAM * held))
     if streams < 1:
         return None
     each = (
-        f"parts of {smallest_part // MiB} MiB, the smallest its largest object allows"
-        if work.largest >= smallest_part
+        f"parts of {part // MiB} MiB, the smallest its largest object allows"
+        if work.largest >= part
         else f"objects of up to {format_bytes(work.largest)}"
     )
     return streams, f"memory budget {memory_budget // MiB} MiB holds {streams} streams of {BUFFERS_PER_STREAM:g} {each}"
