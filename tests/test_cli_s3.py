@@ -130,6 +130,37 @@ def test_a_missing_remote_source_is_an_error_and_a_rerun_skips_what_is_there(
     assert same.returncode == 2 and "source and destination are the same place" in one_line(same.stderr)
 
 
+def test_a_url_outside_every_tier_copies_one_object_by_key_or_a_prefix(
+    user_env: dict[str, str], s3_credentials, tmp_path: Path
+) -> None:
+    """An s3:// URL no tier is configured for: the bucket is its root, the rest a prefix or one object's key."""
+    base = f"s3://{s3_credentials[1]}/adhoc-{tmp_path.name}"
+    work = tmp_path / "work"
+    (work / "dir").mkdir(parents=True)
+    (work / "a.bin").write_bytes(os.urandom(1000))
+    (work / "dir" / "b.bin").write_bytes(os.urandom(2000))
+    for args in ((str(work / "a.bin"), f"{base}/up"), (str(work / "dir"), f"{base}/dir")):
+        assert run(user_env, "copy", *args).returncode == 0
+    for src, dst, lands, original in (
+        (f"{base}/up/a.bin", work / "one", work / "one" / "a.bin", work / "a.bin"),  # one object, by its key
+        (f"{base}/dir/b.bin", work / "two/", work / "two" / "b.bin", work / "dir" / "b.bin"),
+        (f"{base}/dir", work / "tree", work / "tree" / "b.bin", work / "dir" / "b.bin"),  # a prefix
+        (str(work / "a.bin"), work / "beside", work / "beside" / "a.bin", work / "a.bin"),  # a file, to its dir's child
+    ):
+        done = run(user_env, "copy", src, str(dst), "--json")
+        assert done.returncode == 0, (src, done.stderr)
+        assert json.loads(done.stdout)["copied_objects"] == 1
+        assert lands.read_bytes() == original.read_bytes()
+    # Onto itself: one object to the prefix it lies under, one file to its own directory.
+    for src, dst, named in (
+        (f"{base}/dir/b.bin", f"{base}/dir", f"{base}/dir/b.bin"),
+        (str(work / "a.bin"), str(work), f"file://{work / 'a.bin'}"),
+    ):
+        same = run(user_env, "copy", src, dst)
+        assert same.returncode == 2
+        assert one_line(same.stderr) == f"tierflow copy: {named}: source and destination are the same place"
+
+
 #: What a copy between a local file and S3 must not import: s3fs and its stack (~0.5 s here), fsspec (~35 ms).
 HEAVY = ("s3fs", "aiobotocore", "botocore", "boto3", "aiohttp", "fsspec")
 

@@ -124,6 +124,22 @@ def test_safe_key_normalises() -> None:
     assert safe_key("a//b/./c") == "a/b/c"
 
 
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("key", "says"),
+    [
+        pytest.param("a/../b", "invalid object key 'a/../b': '..' segments are not allowed", id="dotdot"),
+        pytest.param(".", "invalid object key '.': names no object (only '.' and '/')", id="dot"),
+        pytest.param("./", "invalid object key './': names no object (only '.' and '/')", id="dot-slash"),
+        pytest.param("", "invalid object key '': must be a non-empty relative path", id="empty"),
+    ],
+)
+def test_a_refused_key_says_why(key: str, says: str) -> None:
+    with pytest.raises(ValueError) as refused:
+        safe_key(key)
+    assert str(refused.value) == says
+
+
 def test_object_tier_refuses_wrong_credentials(test_config, s3_credentials) -> None:
     creds = s3_credentials[0]
     options = creds.storage_options() | {"secret": "not-the-secret"}

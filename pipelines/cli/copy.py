@@ -50,8 +50,9 @@ def cmd_copy(args: argparse.Namespace) -> int:
     created = _missing_dirs(args.dst)  # removed again when nothing lands in them
     try:
         (src, src_prefix), (dst, dst_prefix) = _open(cfg, src_url, args), _open(cfg, args.dst, args)
-        _refuse_overlap(src, src_prefix, dst, dst_prefix)
-        src_prefix, entries = _entries(src, src_prefix, only)
+        src_prefix, one = _one(src, src_prefix, only)
+        _refuse_overlap(src, src_prefix, dst, dst_prefix, one)
+        entries = [one] if one is not None else _listed(src, src_prefix)
         if not entries:
             raise FileNotFoundError(f"{args.src}: nothing there to copy (no objects under it)")
         report, plan = copy_prefix(
@@ -114,8 +115,8 @@ def _open(cfg: TierflowConfig, url: str, args: argparse.Namespace) -> tuple[Tier
     return Tier(tier_cfg, options), prefix
 
 
-def _refuse_overlap(src: Tier, src_prefix: str, dst: Tier, dst_prefix: str) -> None:
-    """SRC and DST the same place, or DST inside SRC (a copy that would copy itself), is refused."""
+def _refuse_overlap(src: Tier, src_prefix: str, dst: Tier, dst_prefix: str, one: Entry | None) -> None:
+    """A copy onto itself is refused: SRC and DST the same place, DST inside SRC, one file to its own directory."""
     if src.config.is_object != dst.config.is_object or type(src) is not type(dst):  # other stores
         return
     if src.config.is_object and src.storage_options.get("endpoint_url") != dst.storage_options.get("endpoint_url"):
@@ -125,28 +126,34 @@ def _refuse_overlap(src: Tier, src_prefix: str, dst: Tier, dst_prefix: str) -> N
     if not src.config.is_object:
         a, b = os.path.realpath(a), os.path.realpath(b)
     if a == b:
-        raise UsageError(f"{dst.url(dst_prefix)}: source and destination are the same place")
-    if b.startswith(a + "/"):
+        what = src.url(f"{src_prefix}/{one.key}" if src_prefix else one.key) if one else dst.url(dst_prefix)
+        raise UsageError(f"{what}: source and destination are the same place")
+    if one is None and b.startswith(a + "/"):
         raise UsageError(f"{dst.url(dst_prefix)}: the destination is inside the source {src.url(src_prefix)}")
 
 
-def _entries(src: Tier, prefix: str, only: str | None) -> tuple[str, list[Entry]]:
-    """What to copy and from which prefix: the listing under ``prefix``, or the one file or object named."""
+def _one(src: Tier, prefix: str, only: str | None) -> tuple[str, Entry | None]:
+    """The one file or object SRC names, and the prefix it lies under; None when SRC is a directory or prefix."""
     from pipelines.core.manifest import Entry
-    from pipelines.transfer import source_entries
 
     if only is not None:  # a local file
         # The file's directory may lie inside a configured tier, at a prefix of it.
-        return prefix, [Entry(only, os.path.getsize(src.path(f"{prefix}/{only}" if prefix else only)))]
+        return prefix, Entry(only, os.path.getsize(src.path(f"{prefix}/{only}" if prefix else only)))
     if src.config.is_object and prefix:  # one object, named by its key? (one HEAD)
         try:
             info = src.stat(prefix)
         except FileNotFoundError:
-            pass  # a prefix: listed below
-        else:
-            parent, _, name = prefix.rpartition("/")
-            return parent, [Entry(name, info.size)]
-    return prefix, source_entries(src, prefix)
+            return prefix, None  # a prefix: listed
+        parent, _, name = prefix.rpartition("/")
+        return parent, Entry(name, info.size)
+    return prefix, None
+
+
+def _listed(src: Tier, prefix: str) -> list[Entry]:
+    """Everything under ``prefix``."""
+    from pipelines.transfer import source_entries
+
+    return source_entries(src, prefix)
 
 
 def _missing_dirs(dst: str) -> list[str]:

@@ -14,6 +14,8 @@ def safe_key(key: str) -> str:
     if not key or key.startswith("/") or "\\" in key or "\x00" in key:
         raise ValueError(f"invalid object key {key!r}: must be a non-empty relative path")
     parts = [p for p in key.split("/") if p not in ("", ".")]
-    if not parts or any(p == ".." for p in parts):
+    if not parts:
+        raise ValueError(f"invalid object key {key!r}: names no object (only '.' and '/')")
+    if any(p == ".." for p in parts):
         raise ValueError(f"invalid object key {key!r}: '..' segments are not allowed")
     return "/".join(parts)

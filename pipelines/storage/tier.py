@@ -65,8 +65,9 @@ def tier_for_url(config: TierflowConfig, url: str) -> tuple[TierConfig, str]:
     """The tier a URL or local path lies in, and the key prefix within it.
 
     A URL under a configured tier's root resolves to that tier (and its credentials); any other
-    object URL (``s3://``, ``gs://``, ``az://``: bucket and prefix) or local path becomes an ad-hoc
-    tier rooted there, with the bandwidth profile of the first configured tier of the same kind
+    object URL (``s3://``, ``gs://``, ``az://``: bucket and prefix) becomes an ad-hoc tier rooted at
+    its bucket (the rest is the prefix, or one object's key), any other local path an ad-hoc tier
+    rooted there; each with the bandwidth profile of the first configured tier of the same kind
     (for planning).
 
     Raises:
@@ -94,17 +95,18 @@ def tier_for_url(config: TierflowConfig, url: str) -> tuple[TierConfig, str]:
         raise ValueError(f"unsupported URL {url!r}: name a bucket")
     same_kind = [t for t in config.tiers if t.is_object == (kind == "object")]
     like = same_kind[0] if same_kind else config.tiers[0]
-    if kind == "object":
-        adhoc = replace(like, name="adhoc-object", kind="object", url=f"{scheme}://{root}/", conn_id="adhoc")
-    else:
-        adhoc = replace(  # a copy creates its destination directory, as cp -r does
-            like,
-            name="adhoc-file",
-            kind=like.kind if same_kind else "pfs",
-            url=f"file://{root}",
-            conn_id=None,
-            create=True,
-        )
+    if kind == "object":  # rooted at the bucket: the rest is a prefix, or the key of one object
+        bucket, _, prefix = root.partition("/")
+        adhoc = replace(like, name="adhoc-object", kind="object", url=f"{scheme}://{bucket}/", conn_id="adhoc")
+        return adhoc, prefix.strip("/")
+    adhoc = replace(  # a copy creates its destination directory, as cp -r does
+        like,
+        name="adhoc-file",
+        kind=like.kind if same_kind else "pfs",
+        url=f"file://{root}",
+        conn_id=None,
+        create=True,
+    )
     return adhoc, ""
 
 
