@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote, unquote_plus, urlencode, urlparse
 
 from pipelines.core.errors import Outcome, TierflowError
@@ -42,6 +43,49 @@ def crt_available(storage_options: dict[str, Any]) -> bool:
     if storage_options.get("anon") or storage_options.get("profile"):
         return False
     return not storage_options.get("session") or callable(storage_options.get(CRT_CREDENTIALS))
+
+
+_T = TypeVar("_T")
+_SHARED: dict[str, tuple[int, Any]] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def _shared(name: str, make: Callable[[], _T]) -> _T:
+    """One ``name`` per process for every client (made on first use, and again in a forked child).
+
+    A copy opens two clients (metadata and bulk); each resolving the default credential chain
+    costs ~30 ms here. A child of ``fork`` has none of its parent's CRT threads: it makes its own.
+    """
+    with _SHARED_LOCK:
+        pid, value = _SHARED.get(name, (0, None))
+        if pid != os.getpid():
+            value = make()
+            _SHARED[name] = (os.getpid(), value)
+        return value
+
+
+def _bootstrap() -> Any:
+    """The CRT's event loops and host resolver, shared by this process's clients."""
+    from awscrt.io import ClientBootstrap, DefaultHostResolver, EventLoopGroup
+
+    def make() -> Any:
+        loop_group = EventLoopGroup()
+        return ClientBootstrap(loop_group, DefaultHostResolver(loop_group))
+
+    return _shared("bootstrap", make)
+
+
+def _ambient_credentials() -> Any:
+    """Credentials from the environment when it holds keys (what the default chain would find first), else the chain.
+
+    The environment provider reads the variables when a request is signed; the default chain
+    (profiles, web identity, container and instance metadata) is resolved once per process.
+    """
+    from awscrt.auth import AwsCredentialsProvider
+
+    if os.environ.get("AWS_ACCESS_KEY_ID") and os.environ.get("AWS_SECRET_ACCESS_KEY"):
+        return AwsCredentialsProvider.new_environment()
+    return _shared("default-chain", AwsCredentialsProvider.new_default_chain)
 
 
 def _translate(exc: BaseException, what: str) -> BaseException:
@@ -99,7 +143,7 @@ class CrtMover:
     Args:
         storage_options: The tier's options (``key``, ``secret``, ``token``, ``endpoint_url``,
             ``client_kwargs.region_name``, or refreshing credentials under ``tierflow_credentials``);
-            without credentials the default AWS credential chain is used.
+            without them, keys in the environment, else the default AWS credential chain.
         concurrency: Connections the client may open.
         part_size: Multipart part size (upload parts and ranged GETs).
         memory_limit: Buffer memory the client may use (at least 1 GiB is the CRT's floor on
@@ -120,7 +164,6 @@ class CrtMover:
         connect_timeout_ms: int | None = None,
     ) -> None:
         from awscrt.auth import AwsCredentials, AwsCredentialsProvider
-        from awscrt.io import ClientBootstrap, DefaultHostResolver, EventLoopGroup
         from awscrt.s3 import S3Client, S3RequestTlsMode, S3RetryConfig, S3RetryMode
 
         region = (
@@ -152,10 +195,9 @@ class CrtMover:
         elif key and secret:
             credentials = AwsCredentialsProvider.new_static(key, secret, storage_options.get("token") or None)
         else:
-            credentials = AwsCredentialsProvider.new_default_chain()
-        loop_group = EventLoopGroup()
+            credentials = _ambient_credentials()
         self._client = S3Client(
-            bootstrap=ClientBootstrap(loop_group, DefaultHostResolver(loop_group)),
+            bootstrap=_bootstrap(),
             region=region,
             tls_mode=tls,
             credential_provider=credentials,
