@@ -307,3 +307,28 @@ def test_the_local_listing_is_what_fsspec_lists(test_config, tmp_path: Path) -> 
     assert tier.stat("a/b/x.bin").size == 5 and tier.read_bytes("y.bin") == b"yo"
     with pytest.raises(FileNotFoundError, match="is a directory"):
         tier.stat("a")
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param("Sun, 06 Nov 1994 08:49:37 GMT", id="imf-fixdate"),
+        pytest.param("Mon, 07 Dec 2026 17:35:08 GMT", id="today"),
+        pytest.param("Sunday, 06-Nov-94 08:49:37 GMT", id="rfc850"),
+        pytest.param("Sun, 06 Nov 1994 08:49:37 +0100", id="offset"),
+        pytest.param("Sun, 31 Feb 1994 08:49:37 GMT", id="no-such-day"),
+    ],
+)
+def test_last_modified_dates_read_as_email_utils_reads_them(text: str) -> None:
+    from email.utils import parsedate_to_datetime
+
+    from pipelines.storage.s3crt import http_date
+
+    try:
+        expected = parsedate_to_datetime(text)
+    except ValueError as exc:
+        with pytest.raises(ValueError, match=str(exc)):
+            http_date(text)
+    else:
+        assert http_date(text) == expected and http_date(text).utcoffset() == expected.utcoffset()
