@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import socket
 import time
 from collections.abc import Iterator
 
@@ -29,7 +28,8 @@ __all__ = [
 TMP_MARKER = ".tierflow-tmp-"
 #: A temporary that no live writer can be shown to own is removed once it is this old.
 STALE_TEMPORARY_S = 3600.0
-_HOST_TAG = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
+# os.uname().nodename is what socket.gethostname() returns, without importing socket (~5 ms).
+_HOST_TAG = hashlib.sha1(os.uname().nodename.encode()).hexdigest()[:8]
 
 
 def host_tag() -> str:
