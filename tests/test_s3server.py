@@ -63,8 +63,12 @@ def test_serve_status_env_stop(tmp_path: Path) -> None:
 
         creds = tmp_path / "state" / "s3" / "credentials.json"
         assert stat.S_IMODE(creds.stat().st_mode) == 0o600
-        status = run("s3", "status", env=env)
+        status = run("s3", "status", "--json", env=env)
         assert status.returncode == 0 and json.loads(status.stdout)["ready"] is True
+        human = run("s3", "status", env=env)
+        assert human.returncode == 0 and human.stdout.startswith(
+            f"SeaweedFS S3 at http://127.0.0.1:{port}: running (pid "
+        )
         again = run("s3", "serve", env=env)
         assert again.returncode == 0 and "already running" in again.stdout
 
@@ -116,7 +120,8 @@ def test_serve_status_env_stop(tmp_path: Path) -> None:
     finally:
         stopped = run("s3", "stop", env=env)
     assert stopped.returncode == 0 and stopped.stdout.strip() == "stopped"
-    assert run("s3", "status", env=env).returncode == 1
+    down = run("s3", "status", env=env)
+    assert down.returncode == 1 and "not running (start it: tierflow s3 serve)" in down.stdout
     grpc = json.loads((tmp_path / "state" / "s3" / "ports.json").read_text())["grpc"]
     assert not [p for name, p in grpc.items() if Path(f"/tmp/seaweedfs-{name}-grpc-{p}.sock").exists()]
 

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 
-from pipelines.cli.common import UsageError, config_from_args, embedded_server
+from pipelines.cli.common import UsageError, config_from_args, embedded_server, emit
 
 __all__ = ["register"]
 
@@ -51,7 +50,13 @@ def cmd_s3(args: argparse.Namespace) -> int:
             print("stopped" if server.stop() else "not running")
         elif args.action == "status":
             status = server.status()
-            print(json.dumps(status, indent=2))
+            if status["ready"]:
+                state = f"running (pid {status['pid']}) and answering"
+            elif status["running"]:
+                state = f"running (pid {status['pid']}) but not answering: see {status['log']}"
+            else:
+                state = "not running (start it: tierflow s3 serve)"
+            emit(args, status, f"SeaweedFS S3 at {status['endpoint_url']}: {state}; data in {status['root']}")
             return 0 if status["ready"] else 1
         elif args.action == "env":
             if not (server.root / "credentials.json").exists():
