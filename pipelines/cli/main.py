@@ -99,7 +99,7 @@ def _leaves(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser
 
 def build_parser(json_errors: bool = False) -> argparse.ArgumentParser:
     """The argument parser of the ``tierflow`` command; ``json_errors``: usage errors as JSON on stderr."""
-    parser = _Parser(prog="tierflow", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="tierflow", description=__doc__.splitlines()[0].replace("``", ""))  # no reST in a terminal
     parser.add_argument("--version", action=_Version)
     _global_options(parser, top=True)
     sub = parser.add_subparsers(dest="command", required=True)
