@@ -18,6 +18,7 @@ from pipelines.model.bandwidth import (
     MIN_PART_SIZE,
     HopSizing,
     Workload,
+    buffers_per_stream,
     part_size_for,
     plan_hop,
     predict_hop,
@@ -125,16 +126,16 @@ def test_more_concurrency_never_slower_and_saturates() -> None:
             PFS,
             Workload.uniform(100, 100 * MiB),
             DEFAULT_MEMORY_BUDGET,
-            18,
-            "memory budget 232 MiB holds 18 streams of 2.5 parts of 5 MiB, the smallest its largest object allows",
+            15,
+            "memory budget 232 MiB holds 15 streams of 3 parts of 5 MiB, the smallest its largest object allows",
             id="the-memory-budget-caps-the-streams-once-parts-are-5-MiB",
         ),
         pytest.param(
             PFS,
             Workload.uniform(4, 100 * GiB),
             DEFAULT_MEMORY_BUDGET,
-            8,
-            "holds 8 streams of 2.5 parts of 11 MiB",
+            7,
+            "holds 7 streams of 3 parts of 11 MiB",
             id="an-object-past-10000-minimum-parts-holds-bigger-ones",
         ),
         pytest.param(PFS, Workload.uniform(1, 4 * MiB), GiB, 1, "only 1 request", id="one-small-object"),
@@ -162,7 +163,22 @@ def test_concurrency_choice(dst: TierConfig, work: Workload, budget: int, expect
     assert reason in plan.reasons["concurrency"]
     assert plan.concurrency <= min(OBJ.bandwidth.max_streams, dst.bandwidth.max_streams)
     assert plan.pool == dst.pool and plan.pool_slots == min(plan.concurrency, dst.bandwidth.max_streams)
-    assert BUFFERS_PER_STREAM * plan.concurrency * min(work.largest, plan.part_size) <= budget
+    assert buffers_per_stream(OBJ, dst) * plan.concurrency * min(work.largest, plan.part_size) <= budget
+
+
+def test_a_download_holds_more_parts_per_stream_than_an_upload() -> None:
+    """Parts received ahead wait to be handed over in order: a download's streams get a bigger share of the budget."""
+    assert (buffers_per_stream(OBJ, PFS), buffers_per_stream(PFS, OBJ)) == (3.0, 2.5)
+    # 13 streams of 1 GiB objects: 232 MiB / (3 x 13) down, / (2.5 x 13) up.
+    assert part_size_for(GiB, 13, DEFAULT_MEMORY_BUDGET, buffers_per_stream(OBJ, PFS)) == (
+        5 * MiB,
+        "memory budget 232 MiB / (3 buffers x 13 streams)",
+    )
+    assert part_size_for(GiB, 13, DEFAULT_MEMORY_BUDGET, buffers_per_stream(PFS, OBJ))[0] == 7 * MiB
+    down = plan_hop(OBJ, PFS, Workload.uniform(100, 100 * MiB))
+    assert "holds 15 streams of 3 parts of 5 MiB" in down.reasons["concurrency"]
+    # Between file tiers nothing is held in parts: no budget caps the streams.
+    assert plan_hop(PFS, NVME, Workload.uniform(100, 100 * MiB), memory_budget=MiB).concurrency > 1
 
 
 def test_concurrency_reaches_95_percent_of_the_asymptote_and_no_less() -> None:

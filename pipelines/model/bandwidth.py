@@ -34,6 +34,7 @@ from pipelines.core.units import format_bandwidth, format_bytes, format_duration
 __all__ = [
     "BUFFERS_PER_STREAM",
     "DEFAULT_MEMORY_BUDGET",
+    "DOWNLOAD_BUFFERS_PER_STREAM",
     "MAX_MAP_LENGTH",
     "Bottleneck",
     "EndPrediction",
@@ -43,11 +44,13 @@ __all__ = [
     "StagingPrediction",
     "Workload",
     "at_streams",
+    "buffers_per_stream",
     "deadline_advice",
     "part_size_for",
     "plan_hop",
     "predict_hop",
     "predict_staging",
+    "smallest_part",
 ]
 
 MiB = 2**20
@@ -64,6 +67,11 @@ DEFAULT_PART_SIZE = 8 * MiB
 #: busy one (its disk slower to take them); uploads 2.1. (1 GiB at 13 streams, quiet: 6 MiB parts
 #: 157 MiB and 1.54 s, 7 MiB 185 MiB and 1.57 s, 8 MiB 186-241 MiB and 1.50 s, medians of 3.)
 BUFFERS_PER_STREAM = 2.5
+#: A download holds more: on a busy machine the parts received ahead wait longer to be handed over
+#: (peak RSS of 1 GiB at 13 streams of 7 MiB: 195-267 MiB from the command line with the test suite
+#: running beside it, 2.1-3.0 parts per stream; 13 streams of 5 MiB took as long and stayed within
+#: 150-192 MiB in the process).
+DOWNLOAD_BUFFERS_PER_STREAM = 3.0
 #: Memory the part buffers of one task may use (:data:`BUFFERS_PER_STREAM` × concurrency × part size):
 #: with the process's own ~24-30 MiB, a copy stays within 256 MiB.
 DEFAULT_MEMORY_BUDGET = 232 * MiB
@@ -442,14 +450,21 @@ def smallest_part(largest: int) -> int:
     return max(MIN_PART_SIZE, -(-largest // (MAX_PARTS * MiB)) * MiB)
 
 
-def part_size_for(largest: int, concurrency: int, memory_budget: int = DEFAULT_MEMORY_BUDGET) -> tuple[int, str]:
+def buffers_per_stream(source: TierConfig, destination: TierConfig) -> float:
+    """Parts the native client holds per stream on this hop (:data:`DOWNLOAD_BUFFERS_PER_STREAM` for a download)."""
+    return DOWNLOAD_BUFFERS_PER_STREAM if source.is_object and not destination.is_object else BUFFERS_PER_STREAM
+
+
+def part_size_for(
+    largest: int, concurrency: int, memory_budget: int = DEFAULT_MEMORY_BUDGET, buffers: float = BUFFERS_PER_STREAM
+) -> tuple[int, str]:
     """Part size for objects up to ``largest`` bytes: ≤ 10,000 parts, within ``memory_budget`` at ``concurrency``.
 
-    The budget holds :data:`BUFFERS_PER_STREAM` parts per stream. Returns the size (a whole
-    number of MiB, never below :func:`smallest_part`) and the reason for it.
+    The budget holds ``buffers`` parts per stream (:func:`buffers_per_stream`). Returns the size
+    (a whole number of MiB, never below :func:`smallest_part`) and the reason for it.
     """
     floor = smallest_part(largest)
-    budget_cap = max(MIN_PART_SIZE, int(memory_budget / (BUFFERS_PER_STREAM * max(1, concurrency))) // MiB * MiB)
+    budget_cap = max(MIN_PART_SIZE, int(memory_budget / (buffers * max(1, concurrency))) // MiB * MiB)
     size, reason = DEFAULT_PART_SIZE, "default part size"
     if floor > size:
         size, reason = (
@@ -459,7 +474,7 @@ def part_size_for(largest: int, concurrency: int, memory_budget: int = DEFAULT_M
     if size > budget_cap and floor <= budget_cap:
         size, reason = (
             budget_cap,
-            f"memory budget {memory_budget // MiB} MiB / ({BUFFERS_PER_STREAM:g} buffers x {concurrency} streams)",
+            f"memory budget {memory_budget // MiB} MiB / ({buffers:g} buffers x {concurrency} streams)",
         )
     return min(MAX_PART_SIZE, size), reason
 
@@ -614,7 +629,7 @@ def _memory_cap(
 ) -> tuple[int, str] | None:
     """The most streams whose part buffers fit ``memory_budget`` at the smallest part they can take.
 
-    Only a hop to or from an object store holds part buffers (:data:`BUFFERS_PER_STREAM` per
+    Only a hop to or from an object store holds part buffers (:func:`buffers_per_stream` per
     stream); parts shrink to fit the budget down to the smallest the largest object allows (the
     S3 minimum, or more for an object past 10,000 of them), and past that only fewer streams keep
     it. An object smaller than that part is held whole. None: no buffers, or not even one stream
@@ -624,7 +639,8 @@ def _memory_cap(
         return None
     part = smallest_part(work.largest)
     held = min(max(1, work.largest), part)
-    streams = int(memory_budget // (BUFFERS_PER_STREAM * held))
+    buffers = buffers_per_stream(source, destination)
+    streams = int(memory_budget // (buffers * held))
     if streams < 1:
         return None
     each = (
@@ -632,7 +648,7 @@ def _memory_cap(
         if work.largest >= part
         else f"objects of up to {format_bytes(work.largest)}"
     )
-    return streams, f"memory budget {memory_budget // MiB} MiB holds {streams} streams of {BUFFERS_PER_STREAM:g} {each}"
+    return streams, f"memory budget {memory_budget // MiB} MiB holds {streams} streams of {buffers:g} {each}"
 
 
 def plan_hop(
@@ -672,7 +688,7 @@ def plan_hop(
         raise ValueError(
             f"an object of {work.largest} B exceeds what S3 multipart can hold ({MAX_PARTS} parts of 5 GiB)"
         )
-    part, part_reason = part_size_for(work.largest, limit, memory_budget)
+    part, part_reason = part_size_for(work.largest, limit, memory_budget, buffers_per_stream(source, destination))
     useful = max(1, work.requests(part) if (source.is_object or destination.is_object) else work.objects)
     c_max = max(1, min(limit, useful))
     widest = predict_hop(source, destination, work, c_max, part, tasks)
@@ -696,7 +712,7 @@ def plan_hop(
         if (seconds <= deadline_s) if deadline_s is not None else (seconds * ASYMPTOTE_SHARE <= best):
             concurrency = c
             break
-    part, part_reason = part_size_for(work.largest, concurrency, memory_budget)
+    part, part_reason = part_size_for(work.largest, concurrency, memory_budget, buffers_per_stream(source, destination))
     prediction = predict_hop(source, destination, work, concurrency, part, tasks)
     if deadline_s is not None and best <= deadline_s:
         c_reason = (
