@@ -42,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_copy(args: argparse.Namespace) -> int:
     """Copy SRC to DST with the transfer engine; print one summary line (or JSON)."""
     from pipelines.core.units import format_prediction, parse_size
-    from pipelines.transfer import TransferError, copy_prefix
+    from pipelines.transfer import TransferError, copy_prefix, source_entries
 
     quiet_logging(args.verbose)
     cfg = config_from_args(args)
@@ -52,7 +52,7 @@ def cmd_copy(args: argparse.Namespace) -> int:
         (src, src_prefix), (dst, dst_prefix) = _open(cfg, src_url, args), _open(cfg, args.dst, args)
         src_prefix, one = _one(src, src_prefix, only)
         _refuse_overlap(src, src_prefix, dst, dst_prefix, one)
-        entries = [one] if one is not None else _listed(src, src_prefix)
+        entries = [one] if one is not None else source_entries(src, src_prefix)
         if not entries:
             raise FileNotFoundError(f"{args.src}: nothing there to copy (no objects under it)")
         report, plan = copy_prefix(
@@ -147,13 +147,6 @@ def _one(src: Tier, prefix: str, only: str | None) -> tuple[str, Entry | None]:
         parent, _, name = prefix.rpartition("/")
         return parent, Entry(name, info.size)
     return prefix, None
-
-
-def _listed(src: Tier, prefix: str) -> list[Entry]:
-    """Everything under ``prefix``."""
-    from pipelines.transfer import source_entries
-
-    return source_entries(src, prefix)
 
 
 def _missing_dirs(dst: str) -> list[str]:

@@ -115,8 +115,8 @@ def _overhead(src: Tier, dst: Tier, settings: TransferSettings) -> float:
 #: Bytes each step of the largest objects moves on an object store, at least (within the byte
 #: budget). One or two objects of 64 MiB take 0.1-0.2 s to and from the embedded server, short
 #: enough for the start of the step to weigh: its 1 GiB uploads ran 0.70-0.97 of their prediction,
-#: 0.90-0.94 with steps of 256 MiB (three runs each). A file tier has no such start (and writes of
-#: 256 MiB per step doubled the demo's calibration), so it keeps the common step.
+#: 0.90-0.94 and 0.80-1.02 with steps of 256 MiB (three benchmark runs each). A file tier has no
+#: such start (and writes of 256 MiB per step doubled the demo's calibration): it keeps the common step.
 LARGEST_OBJECT_STEP_BYTES = 256 * MiB
 
 #: Synced writes: four 64 MiB files at four streams, flushed to the disk once all are written.
